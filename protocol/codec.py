@@ -1,0 +1,85 @@
+"""Bytes to typed requests and typed events to bytes; pure functions, no I/O."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from .errors import ErrorCode, ProtocolError
+from .messages import Event, Request, Send
+
+DEFAULT_MAX_TEXT = 4000
+
+_request_decoder = msgspec.json.Decoder(Request)
+_event_decoder = msgspec.json.Decoder(Event)
+_encoder = msgspec.json.Encoder()
+_FIELD = re.compile(r"`([^`]*)`")
+
+
+def encode(event: Event) -> bytes:
+    """Encode a server event to the JSON bytes sent on the wire (once per event, for every peer)."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Request:
+    """Decode and validate one client frame.
+
+    Raises only `ProtocolError`, whose `code` says what was wrong; never anything else.
+    """
+    try:
+        request = _request_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        error = _validation_error(str(exc))
+        error.ref = _salvage_ref(data)
+        raise error from None
+    except msgspec.DecodeError:
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_ENCODING, "frame is not valid UTF-8") from None
+    if type(request) is Send:
+        if not request.text.strip():
+            raise ProtocolError(ErrorCode.TEXT_EMPTY, "text is empty", request.ref)
+        if len(request.text) > max_text:
+            raise ProtocolError(
+                ErrorCode.TEXT_TOO_LONG, f"text is over {max_text} characters", request.ref
+            )
+    return request
+
+
+def decode_event(data: bytes | str) -> Event:
+    """Decode a server event (for clients and tests); raises `ProtocolError` on bad input."""
+    try:
+        return _event_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "event is not valid JSON") from None
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc)) from None
+
+
+def _validation_error(detail: str) -> ProtocolError:
+    # msgspec's messages are stable; map them to our codes so clients never parse prose.
+    if "missing required field `type`" in detail or detail.endswith("at `$.type`"):
+        return ProtocolError(ErrorCode.UNKNOWN_TYPE, "`type` is missing or not a known request")
+    if "missing required field" in detail:
+        return ProtocolError(ErrorCode.MISSING_FIELD, _field_message("missing field", detail))
+    if "unknown field" in detail:
+        return ProtocolError(ErrorCode.UNKNOWN_FIELD, _field_message("unknown field", detail))
+    if detail.startswith("Expected `object`") and "- at" not in detail:
+        return ProtocolError(ErrorCode.NOT_AN_OBJECT, "frame must be a JSON object")
+    return ProtocolError(ErrorCode.BAD_FIELD, detail)
+
+
+def _field_message(prefix: str, detail: str) -> str:
+    match = _FIELD.search(detail)
+    return f"{prefix} `{match.group(1)}`" if match else prefix
+
+
+def _salvage_ref(data: bytes | str) -> str | None:
+    """Recover `ref` from an invalid but well-formed frame so the client can match the error."""
+    try:
+        obj = msgspec.json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    ref = obj.get("ref") if isinstance(obj, dict) else None
+    return ref if isinstance(ref, str) and len(ref) <= 64 else None

@@ -1,0 +1,69 @@
+"""Error and close codes: the one table clients code against (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable codes carried by `error` frames and HTTP JSON errors.
+
+    Codes are part of protocol v1: they may be added to, never renamed.
+    """
+
+    # The frame itself is unusable.
+    BAD_ENCODING = "bad_encoding"  # bytes are not UTF-8
+    BAD_JSON = "bad_json"  # not a JSON document
+    NOT_AN_OBJECT = "not_an_object"  # JSON, but not an object
+    UNKNOWN_TYPE = "unknown_type"  # `type` missing or not a known request
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    BAD_FIELD = "bad_field"  # a field has the wrong type or an invalid value
+    TEXT_EMPTY = "text_empty"
+    TEXT_TOO_LONG = "text_too_long"
+    FRAME_TOO_LARGE = "frame_too_large"
+    # The request is well formed but not allowed now.
+    NOT_AUTHENTICATED = "not_authenticated"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    BAD_TOKEN = "bad_token"
+    NO_SUCH_ROOM = "no_such_room"
+    NOT_MEMBER = "not_member"
+    RATE_LIMITED = "rate_limited"
+    CLIENT_ID_CONFLICT = "client_id_conflict"
+    # HTTP-only codes.
+    BAD_CREDENTIALS = "bad_credentials"
+    NAME_TAKEN = "name_taken"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    # Our fault, not the peer's.
+    UNAVAILABLE = "unavailable"  # shutting down or overloaded; retry elsewhere/later
+    INTERNAL = "internal"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server sends (RFC 6455 range plus 4000-4999 private use)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutdown or restart: reconnect with resume
+    PROTOCOL_ERROR = 1002  # WebSocket framing violation
+    INVALID_DATA = 1007  # text frame that is not UTF-8
+    POLICY = 1008  # repeated protocol errors
+    TOO_BIG = 1009  # frame over the size limit
+    INTERNAL = 1011  # unexpected server error (no details are given)
+    UNAUTHENTICATED = 4001  # bad token in hello, or hello not sent in time
+    STALE = 4003  # did not answer heartbeat pings in time
+    SLOW_CONSUMER = 4008  # outbound backlog over its bound: reconnect with resume
+
+
+class ChatError(Exception):
+    """Root of hibiki's own exceptions."""
+
+
+class ProtocolError(ChatError):
+    """The peer sent something the protocol does not allow (the remote side's fault)."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.ref = ref

@@ -1,0 +1,172 @@
+"""Protocol v1 frames as typed values: client requests and server events.
+
+Every frame is a JSON object whose `type` field names it. Requests forbid unknown fields so a typo
+fails loudly; events omit fields that hold their default so frames stay small.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+ROOM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+RoomName = Annotated[str, msgspec.Meta(pattern=ROOM_PATTERN)]
+Ref = Annotated[str, msgspec.Meta(max_length=64)]
+ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Seq = Annotated[int, msgspec.Meta(ge=0)]
+MAX_HISTORY_LIMIT = 200
+MAX_RESUME_ROOMS = 1000
+
+
+class _Request(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class Hello(_Request, tag="hello"):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    resume: Annotated[dict[RoomName, Seq], msgspec.Meta(max_length=MAX_RESUME_ROOMS)] | None = None
+    ref: Ref | None = None
+
+
+class Join(_Request, tag="join"):
+    room: RoomName
+    ref: Ref | None = None
+
+
+class Leave(_Request, tag="leave"):
+    room: RoomName
+    ref: Ref | None = None
+
+
+class Send(_Request, tag="send"):
+    room: RoomName
+    text: str
+    client_id: ClientId | None = None
+    ref: Ref | None = None
+
+
+class HistoryRequest(_Request, tag="history"):
+    room: RoomName
+    before_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_HISTORY_LIMIT)] = 50
+    ref: Ref | None = None
+
+
+class TypingRequest(_Request, tag="typing"):
+    room: RoomName
+    ref: Ref | None = None
+
+
+class Ping(_Request, tag="ping"):
+    ref: Ref | None = None
+
+
+Request = Hello | Join | Leave | Send | HistoryRequest | TypingRequest | Ping
+REQUEST_TYPES: tuple[type[_Request], ...] = (
+    Hello,
+    Join,
+    Leave,
+    Send,
+    HistoryRequest,
+    TypingRequest,
+    Ping,
+)
+
+
+class _Event(msgspec.Struct, tag_field="type", omit_defaults=True, frozen=True):
+    pass
+
+
+class Welcome(_Event, tag="welcome"):
+    user: str
+    protocol: int
+    server_id: str
+    rooms: list[str] = []
+    heartbeat: float = 0.0
+    ref: str | None = None
+
+
+class Joined(_Event, tag="joined"):
+    room: str
+    last_seq: int
+    online: list[str] = []
+    ref: str | None = None
+
+
+class Left(_Event, tag="left"):
+    room: str
+    ref: str | None = None
+
+
+class Message(_Event, tag="message"):
+    room: str
+    id: int
+    seq: int
+    user: str
+    text: str
+    ts: int  # milliseconds since the Unix epoch, server clock
+    client_id: str | None = None
+
+
+class Ack(_Event, tag="ack"):
+    room: str
+    id: int
+    seq: int
+    client_id: str | None = None
+    duplicate: bool = False
+    ref: str | None = None
+
+
+class HistoryPage(_Event, tag="history"):
+    room: str
+    messages: list[Message]
+    has_more: bool
+    ref: str | None = None
+
+
+class Presence(_Event, tag="presence"):
+    room: str
+    user: str
+    status: Literal["online", "offline"]
+
+
+class Typing(_Event, tag="typing"):
+    room: str
+    user: str
+
+
+class Resync(_Event, tag="resync"):
+    """Resume could not replay the gap: the client pages history up to `last_seq` instead."""
+
+    room: str
+    last_seq: int
+    reason: str
+
+
+class Error(_Event, tag="error"):
+    code: str
+    message: str
+    ref: str | None = None
+
+
+class Pong(_Event, tag="pong"):
+    ref: str | None = None
+
+
+Event = (
+    Welcome | Joined | Left | Message | Ack | HistoryPage | Presence | Typing | Resync | Error | Pong
+)
+EVENT_TYPES: tuple[type[_Event], ...] = (
+    Welcome,
+    Joined,
+    Left,
+    Message,
+    Ack,
+    HistoryPage,
+    Presence,
+    Typing,
+    Resync,
+    Error,
+    Pong,
+)

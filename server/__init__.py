@@ -1,0 +1,1 @@
+"""hibiki server: trio tasks, connections, hub, writer, reaper, HTTP app, CLI."""

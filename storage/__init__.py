@@ -1,0 +1,14 @@
+"""Persistence behind one small interface; backends are interchangeable."""
+
+from .interface import Appended, Conflict, NewMessage, NotFound, Room, StorageError, Store, User
+
+__all__ = [
+    "Appended",
+    "Conflict",
+    "NewMessage",
+    "NotFound",
+    "Room",
+    "StorageError",
+    "Store",
+    "User",
+]

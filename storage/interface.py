@@ -1,0 +1,129 @@
+"""The store interface the server codes against; every backend implements exactly this.
+
+All methods are trio-facing coroutines that never block the event loop: backends run their
+database work on dedicated threads. Methods that write are not abandoned on cancellation (the
+caller waits for the thread to finish), so an acknowledged write is never half-done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocol import ChatError, Message
+
+
+class StorageError(ChatError):
+    """The store failed (our side's fault, not the peer's)."""
+
+
+class Conflict(StorageError):
+    """A unique name is already taken (user name, room name)."""
+
+
+class NotFound(StorageError):
+    """The named room or user does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    id: int
+    name: str
+    created_by: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message accepted by the server and not yet stored: the store assigns id, seq and ts."""
+
+    room: str
+    user_id: int
+    user_name: str
+    text: str
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome of storing one `NewMessage`.
+
+    `duplicate` is True when (room, user, client_id) was already stored: `message` is then the
+    original, and nothing new was written.
+    """
+
+    message: Message
+    duplicate: bool
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Open connections, apply pending schema migrations, start the backend's threads."""
+
+    async def aclose(self) -> None:
+        """Finish queued work, close connections, stop threads. Idempotent."""
+
+    # Accounts -----------------------------------------------------------------------------
+    async def create_user(self, name: str, password: str) -> User:
+        """Raise `Conflict` if the name is taken. The password is stored only as a KDF hash."""
+
+    async def check_password(self, name: str, password: str) -> User | None:
+        """The user if the password matches, else None (same cost whether or not the user exists)."""
+
+    async def create_token(self, user_id: int, ttl_seconds: float) -> str:
+        """A new random bearer token; only its hash is stored."""
+
+    async def user_for_token(self, token: str) -> User | None:
+        """The token's user, or None if unknown or expired."""
+
+    async def revoke_token(self, token: str) -> None: ...
+
+    # Rooms and membership -----------------------------------------------------------------
+    async def create_room(self, name: str, created_by: int) -> Room:
+        """Create a room and make its creator a member. Raise `Conflict` if the name is taken."""
+
+    async def get_room(self, name: str) -> Room | None: ...
+
+    async def list_rooms(self, limit: int = 1000) -> list[Room]: ...
+
+    async def join_room(self, room: str, user_id: int) -> bool:
+        """Make the user a member; True if newly joined. Raise `NotFound` for an unknown room."""
+
+    async def leave_room(self, room: str, user_id: int) -> bool:
+        """True if the user was a member."""
+
+    async def is_member(self, room: str, user_id: int) -> bool: ...
+
+    async def rooms_of(self, user_id: int) -> list[str]:
+        """Names of the rooms the user is a member of."""
+
+    async def members(self, room: str) -> list[str]:
+        """User names of the room's members."""
+
+    # Messages -----------------------------------------------------------------------------
+    async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
+        """Store a batch in ONE transaction (group commit); results in the batch's order.
+
+        Assigns each new message a global id and its room's next gap-free seq. Durable on return
+        (with the default synchronous=FULL). Raise `NotFound` only if a room does not exist;
+        then nothing of the batch is stored.
+        """
+
+    async def history(
+        self, room: str, before_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` messages with seq < before_seq (newest page if None), oldest first,
+        and whether older ones exist. Keyset pagination on (room, seq); never OFFSET."""
+
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+        """Messages with seq > after_seq, oldest first, at most `limit` (used by resume)."""
+
+    async def last_seq(self, room: str) -> int:
+        """The room's latest seq (0 when empty); `NotFound` for an unknown room."""
