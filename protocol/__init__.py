@@ -1,4 +1,5 @@
-"""hibiki's wire protocol v1, sans-I/O: typed frames, validation, encoding, error and close codes."""
+"""hibiki's wire protocol v1, sans-I/O: typed frames, validation, encoding, error and close
+codes."""
 
 from ._version import PROTOCOL_VERSION
 from .codec import DEFAULT_MAX_TEXT, decode, decode_event, encode

@@ -28,15 +28,20 @@ def decode(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Request:
     Raises only `ProtocolError`, whose `code` says what was wrong; never anything else.
     """
     try:
-        request = _request_decoder.decode(data)
+        request: Request = _request_decoder.decode(data)
     except msgspec.ValidationError as exc:
         error = _validation_error(str(exc))
         error.ref = _salvage_ref(data)
         raise error from None
     except msgspec.DecodeError:
+        # msgspec reports a stray non-UTF-8 byte outside a string as malformed JSON.
+        if isinstance(data, bytes) and not _is_utf8(data):
+            raise ProtocolError(ErrorCode.BAD_ENCODING, "frame is not valid UTF-8") from None
         raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
-    except UnicodeDecodeError:
+    except UnicodeError:  # bad UTF-8 inside a string, or a str holding lone surrogates
         raise ProtocolError(ErrorCode.BAD_ENCODING, "frame is not valid UTF-8") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
     if type(request) is Send:
         if not request.text.strip():
             raise ProtocolError(ErrorCode.TEXT_EMPTY, "text is empty", request.ref)
@@ -50,11 +55,12 @@ def decode(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Request:
 def decode_event(data: bytes | str) -> Event:
     """Decode a server event (for clients and tests); raises `ProtocolError` on bad input."""
     try:
-        return _event_decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        raise ProtocolError(ErrorCode.BAD_JSON, "event is not valid JSON") from None
-    except msgspec.ValidationError as exc:
+        event: Event = _event_decoder.decode(data)
+        return event
+    except msgspec.ValidationError as exc:  # a DecodeError subclass: must come first
         raise _validation_error(str(exc)) from None
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "event is not valid JSON") from None
 
 
 def _validation_error(detail: str) -> ProtocolError:
@@ -79,7 +85,15 @@ def _salvage_ref(data: bytes | str) -> str | None:
     """Recover `ref` from an invalid but well-formed frame so the client can match the error."""
     try:
         obj = msgspec.json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     ref = obj.get("ref") if isinstance(obj, dict) else None
     return ref if isinstance(ref, str) and len(ref) <= 64 else None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -10,11 +10,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-ROOM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+ROOM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}\Z"  # \Z: `$` would accept a trailing newline
 RoomName = Annotated[str, msgspec.Meta(pattern=ROOM_PATTERN)]
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Seq = Annotated[int, msgspec.Meta(ge=0)]
+MAX_SEQ = 2**63 - 1  # SQLite INTEGER range: a larger value would overflow in storage
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 MAX_HISTORY_LIMIT = 200
 MAX_RESUME_ROOMS = 1000
 
@@ -23,42 +24,42 @@ class _Request(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, fro
     pass
 
 
-class Hello(_Request, tag="hello"):
+class Hello(_Request, tag="hello", frozen=True):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     resume: Annotated[dict[RoomName, Seq], msgspec.Meta(max_length=MAX_RESUME_ROOMS)] | None = None
     ref: Ref | None = None
 
 
-class Join(_Request, tag="join"):
+class Join(_Request, tag="join", frozen=True):
     room: RoomName
     ref: Ref | None = None
 
 
-class Leave(_Request, tag="leave"):
+class Leave(_Request, tag="leave", frozen=True):
     room: RoomName
     ref: Ref | None = None
 
 
-class Send(_Request, tag="send"):
+class Send(_Request, tag="send", frozen=True):
     room: RoomName
     text: str
     client_id: ClientId | None = None
     ref: Ref | None = None
 
 
-class HistoryRequest(_Request, tag="history"):
+class HistoryRequest(_Request, tag="history", frozen=True):
     room: RoomName
-    before_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    before_seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_HISTORY_LIMIT)] = 50
     ref: Ref | None = None
 
 
-class TypingRequest(_Request, tag="typing"):
+class TypingRequest(_Request, tag="typing", frozen=True):
     room: RoomName
     ref: Ref | None = None
 
 
-class Ping(_Request, tag="ping"):
+class Ping(_Request, tag="ping", frozen=True):
     ref: Ref | None = None
 
 
@@ -78,7 +79,7 @@ class _Event(msgspec.Struct, tag_field="type", omit_defaults=True, frozen=True):
     pass
 
 
-class Welcome(_Event, tag="welcome"):
+class Welcome(_Event, tag="welcome", frozen=True):
     user: str
     protocol: int
     server_id: str
@@ -87,19 +88,19 @@ class Welcome(_Event, tag="welcome"):
     ref: str | None = None
 
 
-class Joined(_Event, tag="joined"):
+class Joined(_Event, tag="joined", frozen=True):
     room: str
     last_seq: int
     online: list[str] = []
     ref: str | None = None
 
 
-class Left(_Event, tag="left"):
+class Left(_Event, tag="left", frozen=True):
     room: str
     ref: str | None = None
 
 
-class Message(_Event, tag="message"):
+class Message(_Event, tag="message", frozen=True):
     room: str
     id: int
     seq: int
@@ -109,7 +110,7 @@ class Message(_Event, tag="message"):
     client_id: str | None = None
 
 
-class Ack(_Event, tag="ack"):
+class Ack(_Event, tag="ack", frozen=True):
     room: str
     id: int
     seq: int
@@ -118,25 +119,25 @@ class Ack(_Event, tag="ack"):
     ref: str | None = None
 
 
-class HistoryPage(_Event, tag="history"):
+class HistoryPage(_Event, tag="history", frozen=True):
     room: str
     messages: list[Message]
     has_more: bool
     ref: str | None = None
 
 
-class Presence(_Event, tag="presence"):
+class Presence(_Event, tag="presence", frozen=True):
     room: str
     user: str
     status: Literal["online", "offline"]
 
 
-class Typing(_Event, tag="typing"):
+class Typing(_Event, tag="typing", frozen=True):
     room: str
     user: str
 
 
-class Resync(_Event, tag="resync"):
+class Resync(_Event, tag="resync", frozen=True):
     """Resume could not replay the gap: the client pages history up to `last_seq` instead."""
 
     room: str
@@ -144,18 +145,28 @@ class Resync(_Event, tag="resync"):
     reason: str
 
 
-class Error(_Event, tag="error"):
+class Error(_Event, tag="error", frozen=True):
     code: str
     message: str
     ref: str | None = None
 
 
-class Pong(_Event, tag="pong"):
+class Pong(_Event, tag="pong", frozen=True):
     ref: str | None = None
 
 
 Event = (
-    Welcome | Joined | Left | Message | Ack | HistoryPage | Presence | Typing | Resync | Error | Pong
+    Welcome
+    | Joined
+    | Left
+    | Message
+    | Ack
+    | HistoryPage
+    | Presence
+    | Typing
+    | Resync
+    | Error
+    | Pong
 )
 EVENT_TYPES: tuple[type[_Event], ...] = (
     Welcome,

@@ -75,7 +75,7 @@ class Store(Protocol):
         """Raise `Conflict` if the name is taken. The password is stored only as a KDF hash."""
 
     async def check_password(self, name: str, password: str) -> User | None:
-        """The user if the password matches, else None (same cost whether or not the user exists)."""
+        """The user if the password matches, else None (the same cost for an unknown user)."""
 
     async def create_token(self, user_id: int, ttl_seconds: float) -> str:
         """A new random bearer token; only its hash is stored."""

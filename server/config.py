@@ -1,0 +1,104 @@
+"""One config object, built once and passed down; unknown keys are rejected, never ignored."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+SECONDS = 1.0
+MINUTES = 60 * SECONDS
+HOURS = 60 * MINUTES
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db_path: str = "hibiki.db"
+    sqlite_synchronous: str = "FULL"
+    sqlite_readers: int = 2
+    scrypt_n: int = 2**14
+    server_id: str = field(default_factory=lambda: "hibiki-" + secrets.token_hex(3))
+    # Protocol limits.
+    max_text: int = 4000
+    max_frame: int = 64 * KiB
+    max_protocol_errors: int = 50
+    # Flow control.
+    outbound_limit: int = 1 * MiB
+    writer_queue: int = 10_000
+    writer_max_batch: int = 1000
+    http_max_batch: int = 1000
+    # Per-user token bucket over all requests that fan out (send, typing).
+    rate_per_second: float = 20.0
+    rate_burst: float = 50.0
+    # Liveness.
+    handshake_timeout: float = 10 * SECONDS
+    hello_timeout: float = 10 * SECONDS
+    heartbeat_interval: float = 20 * SECONDS
+    heartbeat_deadline: float = 20 * SECONDS
+    close_timeout: float = 2 * SECONDS
+    drain_timeout: float = 10 * SECONDS
+    # Recovery and caches.
+    resume_max_gap: int = 1000
+    membership_cache_size: int = 100_000
+    membership_cache_ttl: float = 60 * SECONDS
+    token_ttl: float = 7 * 24 * HOURS
+    allowed_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> Config:
+        """Build from a mapping, refusing unknown keys (a typo must not silently do nothing)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def _problems(config: Config) -> list[str]:
+    out = []
+    if not 0 <= config.port <= 65535:
+        out.append(f"port: {config.port} is not a TCP port")
+    if config.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        out.append("sqlite_synchronous: must be OFF, NORMAL, FULL or EXTRA")
+    for name in (
+        "max_text",
+        "max_frame",
+        "outbound_limit",
+        "writer_queue",
+        "writer_max_batch",
+        "http_max_batch",
+        "sqlite_readers",
+        "max_protocol_errors",
+    ):
+        if getattr(config, name) < 1:
+            out.append(f"{name}: must be at least 1")
+    for name in (
+        "handshake_timeout",
+        "hello_timeout",
+        "heartbeat_interval",
+        "heartbeat_deadline",
+        "close_timeout",
+        "drain_timeout",
+        "token_ttl",
+        "membership_cache_ttl",
+    ):
+        if getattr(config, name) <= 0:
+            out.append(f"{name}: must be positive")
+    if config.rate_per_second < 0 or config.rate_burst < 0:
+        out.append("rate_per_second/rate_burst: must not be negative (0 disables the limit)")
+    return out

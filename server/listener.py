@@ -1,0 +1,150 @@
+"""The one public port: accepts TCP, reads the request head, and routes it — `GET /ws` with an
+Upgrade to the fast WebSocket path, everything else to hypercorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+import h11
+import trio
+
+_log = logging.getLogger(__name__)
+MAX_HEAD = 16 * 1024
+WS_PATH = b"/ws"
+
+WsHandler = Callable[[socket.socket, str, bytes, h11.Request], Awaitable[None]]
+HttpHandler = Callable[[socket.socket, bytes], Awaitable[None]]
+
+
+class Listener:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        handshake_timeout: float,
+        on_websocket: WsHandler,
+        on_http: HttpHandler,
+        backlog: int = 4096,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._timeout = handshake_timeout
+        self._on_websocket = on_websocket
+        self._on_http = on_http
+        self._backlog = backlog
+        self._accepting = trio.CancelScope()
+        self.handlers: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept until `stop_accepting`; then wait for the connection handlers to finish."""
+        infos = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        lsock = socket.socket(family, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind(address)
+        lsock.listen(self._backlog)
+        lsock.setblocking(False)
+        try:
+            async with trio.open_nursery() as handlers:
+                self.handlers = handlers
+                task_status.started(lsock.getsockname()[1])
+                with self._accepting:
+                    await self._accept_loop(lsock, handlers)
+                trio.lowlevel.notify_closing(lsock)
+                lsock.close()
+        finally:
+            if lsock.fileno() != -1:
+                trio.lowlevel.notify_closing(lsock)
+                lsock.close()
+
+    def stop_accepting(self) -> None:
+        self._accepting.cancel()
+
+    async def _accept_loop(self, lsock: socket.socket, handlers: trio.Nursery) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(lsock)
+            while True:
+                try:
+                    sock, addr = lsock.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # EMFILE and friends: back off rather than spin
+                    _log.warning("accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    break
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                handlers.start_soon(self._handle, sock, f"{addr[0]}:{addr[1]}")
+
+    async def _handle(self, sock: socket.socket, peer: str) -> None:
+        handed_to_http = False
+        try:
+            head = await self._read_head(sock)
+            if head is None:
+                return
+            request = _parse_head(head)
+            if request is None:
+                reject(sock, 400, b"bad request")
+                return
+            if _is_websocket(request):
+                await self._on_websocket(sock, peer, head, request)
+            else:
+                handed_to_http = True
+                await self._on_http(sock, head)
+        finally:
+            if not handed_to_http and sock.fileno() != -1:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
+
+    async def _read_head(self, sock: socket.socket) -> bytes | None:
+        buf = b""
+        with trio.move_on_after(self._timeout):
+            while b"\r\n\r\n" not in buf:
+                if len(buf) > MAX_HEAD:
+                    reject(sock, 431, b"request head too large")
+                    return None
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return None
+                if not data:
+                    return None
+                buf += data
+            return buf
+        return None
+
+
+def _parse_head(head: bytes) -> h11.Request | None:
+    conn = h11.Connection(h11.SERVER)
+    try:
+        conn.receive_data(head)
+        event = conn.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    return event if isinstance(event, h11.Request) else None
+
+
+def _is_websocket(request: h11.Request) -> bool:
+    if request.method != b"GET" or request.target.split(b"?", 1)[0] != WS_PATH:
+        return False
+    return any(
+        name == b"upgrade" and b"websocket" in value.lower() for name, value in request.headers
+    )
+
+
+def reject(sock: socket.socket, status: int, body: bytes) -> None:
+    """Answer a request head with a plain HTTP error (e.g. 403 for a disallowed Origin)."""
+    reason = {400: b"Bad Request", 403: b"Forbidden", 431: b"Request Header Fields Too Large"}
+    response = (
+        b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (status, reason.get(status, b"Error"), len(body), body)
+    )
+    with contextlib.suppress(OSError):
+        sock.send(response)

@@ -1,0 +1,45 @@
+"""Every open WebSocket of this process, for the reaper, shutdown and per-user lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import trio
+
+from .connection import WsConnection
+
+
+class ConnectionRegistry:
+    def __init__(self) -> None:
+        self._all: dict[WsConnection, None] = {}
+        self.draining = False
+        self.writer_flushed = trio.Event()
+        self.emptied = trio.Event()  # set once draining and no connection is left
+
+    def add(self, conn: WsConnection) -> None:
+        self._all[conn] = None
+        if self.draining:
+            conn.reader_scope.cancel()
+
+    def stop_reading(self) -> None:
+        """Shutdown, step one: no connection reads another request (their tasks then wait for
+        `writer_flushed` so the acks of queued messages still go out before the 1001 close)."""
+        self.draining = True
+        for conn in self._all:
+            conn.reader_scope.cancel()
+        if not self._all:
+            self.emptied.set()
+
+    def remove(self, conn: WsConnection) -> None:
+        self._all.pop(conn, None)
+        if self.draining and not self._all:
+            self.emptied.set()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __iter__(self) -> Iterator[WsConnection]:
+        return iter(list(self._all))
+
+    def of_user(self, user_id: int) -> list[WsConnection]:
+        return [conn for conn in self._all if conn.user_id == user_id]

@@ -1,0 +1,171 @@
+"""Serve one upgraded WebSocket: wsproto parses inbound frames; replies go through the flusher."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from protocol import CloseCode, ProtocolError, decode
+
+from .connection import ConnState, WsConnection
+from .flusher import Flusher, shutdown_write
+from .frames import pong_frame
+from .registry import ConnectionRegistry
+from .session import ChatServices, ChatSession
+
+_log = logging.getLogger(__name__)
+RECV_SIZE = 65536
+
+
+async def serve_websocket(
+    sock: socket.socket,
+    peer: str,
+    head: bytes,
+    services: ChatServices,
+    flusher: Flusher,
+    registry: ConnectionRegistry,
+) -> None:
+    """Complete the handshake on `head` (the bytes read so far) and run the session to its end."""
+    config = services.config
+    ws = WSConnection(ConnectionType.SERVER)
+    ws.receive_data(head)
+    events = ws.events()
+    first = next(events, None)
+    if not isinstance(first, Request):
+        return
+    conn = WsConnection(sock, peer, flusher, config.outbound_limit)
+    conn.enqueue(ws.send(AcceptConnection()))
+    session = ChatSession(conn, services)
+    registry.add(conn)
+    try:
+        with conn.reader_scope:
+            await _read_frames(conn, ws, session, services)
+        if conn.state is ConnState.HELLO or conn.state is ConnState.OPEN:
+            # Reading was stopped for shutdown: let the writer's last acks out, then say goodbye.
+            with trio.move_on_after(config.drain_timeout):
+                await registry.writer_flushed.wait()
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+    except Exception:
+        _log.exception("connection %s failed", peer)
+        conn.close(CloseCode.INTERNAL, "")
+    finally:
+        session.closed()
+        registry.remove(conn)
+        with trio.CancelScope(shield=True):
+            await _finish(conn, config.close_timeout)
+    _log.debug("connection %s closed: %s %s", peer, conn.close_code, conn.close_reason)
+
+
+async def _read_frames(
+    conn: WsConnection, ws: WSConnection, session: ChatSession, services: ChatServices
+) -> None:
+    config = services.config
+    max_frame = config.max_frame
+    parts: list[str | bytes] = []
+    size = 0
+    errors = 0
+    sock = conn.sock
+    pending_events = True  # the handshake bytes may already carry frames
+    while True:
+        if not pending_events:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                conn.transport_failed()
+                return
+            if not data:
+                conn.close(CloseCode.GOING_AWAY, "peer went away")
+                return
+            conn.last_seen = trio.current_time()
+            try:
+                ws.receive_data(data)
+            except RemoteProtocolError:
+                conn.close(CloseCode.PROTOCOL_ERROR, "bad framing")
+                return
+        pending_events = False
+        try:
+            for event in ws.events():
+                if isinstance(event, TextMessage | BytesMessage):
+                    size += len(event.data)
+                    if size > max_frame:
+                        conn.close(CloseCode.TOO_BIG, "frame too large")
+                        return
+                    parts.append(
+                        bytes(event.data) if isinstance(event.data, bytearray) else event.data
+                    )
+                    if not event.message_finished:
+                        continue
+                    payload = parts[0] if len(parts) == 1 else _join(parts)
+                    parts.clear()
+                    size = 0
+                    try:
+                        request = decode(payload, max_text=config.max_text)
+                    except ProtocolError as exc:
+                        errors += 1
+                        session.error(exc.code, exc.message, exc.ref)
+                        if errors >= config.max_protocol_errors:
+                            conn.close(CloseCode.POLICY, "too many protocol errors")
+                            return
+                        continue
+                    await session.handle(request)
+                    if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
+                        return
+                elif isinstance(event, Ping):
+                    conn.enqueue(pong_frame(event.payload))
+                elif isinstance(event, Pong):
+                    conn.ping_sent_at = None
+                elif isinstance(event, CloseConnection):
+                    # A peer's close, or wsproto's verdict on a bad frame (1002, 1007, ...).
+                    normal = event.code in (1000, 1001, 1005)
+                    conn.close(CloseCode.NORMAL if normal else event.code, "closed")
+                    return
+        except RemoteProtocolError:
+            conn.close(CloseCode.PROTOCOL_ERROR, "bad frame")
+            return
+
+
+def _join(parts: list[str | bytes]) -> str | bytes:
+    if isinstance(parts[0], str):
+        return "".join(p for p in parts if isinstance(p, str))
+    return b"".join(p for p in parts if isinstance(p, bytes))
+
+
+async def _finish(conn: WsConnection, grace: float) -> None:
+    """Send what is queued (ending in the close frame), half-close, then close the socket."""
+    sock = conn.sock
+    with trio.move_on_after(grace):
+        if conn.blocked and conn.state is not ConnState.CLOSED:
+            conn.write_idle = trio.Event()
+            await conn.write_idle.wait()
+        if conn.state is not ConnState.CLOSED:
+            shutdown_write(sock)
+            # Wait for the peer's EOF so closing never resets a connection with unread data.
+            while True:
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                    if not sock.recv(RECV_SIZE):
+                        break
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    break
+    conn.state = ConnState.CLOSED
+    conn.sock_closed = True
+    trio.lowlevel.notify_closing(sock)
+    sock.close()

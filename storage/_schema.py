@@ -1,0 +1,104 @@
+"""Versioned SQLite schema: migrations applied in order, tracked in `PRAGMA user_version`.
+
+A migration is never edited once released; change the schema by appending a new one. Each runs in
+its own `BEGIN IMMEDIATE` transaction, and the version is re-read inside it, so two processes
+opening the same file cannot both apply it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+# Times are integer milliseconds since the Unix epoch. messages.user_name is denormalised from
+# users.name (names are immutable) so a history page is one index range scan with no join.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE tokens (
+        token_hash TEXT PRIMARY KEY,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tokens_by_user ON tokens(user_id, expires_at);
+    CREATE TABLE rooms (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        created_by INTEGER NOT NULL REFERENCES users(id),
+        created_at INTEGER NOT NULL,
+        last_seq   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE memberships (
+        room_id   INTEGER NOT NULL REFERENCES rooms(id),
+        user_id   INTEGER NOT NULL REFERENCES users(id),
+        joined_at INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX memberships_by_user ON memberships(user_id, room_id);
+    CREATE TABLE messages (
+        id        INTEGER PRIMARY KEY,
+        room_id   INTEGER NOT NULL REFERENCES rooms(id),
+        seq       INTEGER NOT NULL,
+        user_id   INTEGER NOT NULL REFERENCES users(id),
+        user_name TEXT NOT NULL,
+        text      TEXT NOT NULL,
+        ts        INTEGER NOT NULL,
+        client_id TEXT,
+        UNIQUE (room_id, seq)
+    );
+    CREATE UNIQUE INDEX messages_by_client_id ON messages(room_id, user_id, client_id)
+        WHERE client_id IS NOT NULL;
+    """,
+)
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The schema version stored in the database file (0 for a new file)."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations in order; return how many were applied (0 if up to date).
+
+    `conn` must be in autocommit mode (isolation_level=None) so transactions are ours alone.
+    """
+    if current_version(conn) > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema v{current_version(conn)} is newer than this code "
+            f"(v{len(MIGRATIONS)})"
+        )
+    applied = 0
+    for version, script in enumerate(MIGRATIONS, start=1):
+        if current_version(conn) >= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if current_version(conn) < version:  # another process may have won the race
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version:d}")
+                applied += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements without executescript(), which would COMMIT our BEGIN."""
+    pending = ""
+    for chunk in script.split(";"):
+        pending += chunk + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \t\n;"):
+        raise ValueError(f"incomplete SQL statement in migration: {pending!r}")

@@ -1,0 +1,126 @@
+"""One OS thread per SQLite connection, driven from trio without blocking the event loop.
+
+A sqlite3 connection belongs to the thread that created it, and the trio thread must never wait
+on the database; so each connection lives on its own thread with a FIFO job queue, and results
+travel back through the trio token (the same mechanism `trio.to_thread` uses).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, TypeVarTuple
+
+import outcome
+import trio
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+# (function, its extra arguments, where to deliver the outcome, the task waiting for it)
+_Job = tuple[Callable[..., Any], tuple[Any, ...], trio.lowlevel.TrioToken, trio.lowlevel.Task]
+
+
+class ConnectionThread:
+    """Runs blocking `fn(conn, *args)` jobs in submission order on one thread that owns `conn`.
+
+    `run()` is not abandoned on cancellation: the caller waits for its job to finish and gets its
+    result (or exception); the cancellation is delivered at the caller's next checkpoint. So a job
+    that started always completes, and a caller that sees Cancelled knows its job never ran.
+    """
+
+    def __init__(
+        self, name: str, connect: Callable[[], sqlite3.Connection], *, max_pending: int = 1024
+    ) -> None:
+        self.name = name
+        self._connect = connect
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        # Bounds the queue on the trio side: excess callers wait here, asynchronously.
+        self._slots = trio.Semaphore(max_pending)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.pending = 0
+        """Jobs submitted and not yet answered (trio side only): lets a pool pick the idlest."""
+
+    async def start(self) -> None:
+        """Start the thread and open its connection; raise the connect error if any."""
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} already started")
+        token = trio.lowlevel.current_trio_token()
+        task = trio.lowlevel.current_task()
+        self._thread = threading.Thread(
+            target=self._main, args=(token, task), name=self.name, daemon=False
+        )
+        self._thread.start()
+        opened: outcome.Outcome[None] = await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
+        if isinstance(opened, outcome.Error):
+            self._closing = True
+            await _join(self._thread)
+        opened.unwrap()
+
+    async def run(self, fn: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
+        """Run `fn(conn, *args)` on the thread; return its result or raise its exception."""
+        async with self._slots:  # a checkpoint: a cancelled caller leaves before submitting
+            if self._closing or self._thread is None:
+                raise trio.ClosedResourceError(f"{self.name} is not running")
+            result: T = await self._submit(fn, args)
+            return result
+
+    async def aclose(self) -> None:
+        """Finish the jobs already queued, close the connection, join the thread. Idempotent."""
+        if self._closing or self._thread is None:
+            self._closing = True
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            await self._submit(_close_connection, ())
+            await _join(self._thread)
+
+    async def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        job = (fn, args, trio.lowlevel.current_trio_token(), trio.lowlevel.current_task())
+        self.pending += 1
+        try:
+            self._jobs.put(job)
+            return await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
+        finally:
+            self.pending -= 1
+
+    def _main(self, token: trio.lowlevel.TrioToken, starter: trio.lowlevel.Task) -> None:
+        opened = outcome.capture(self._connect)
+        # Wrapped in a Value: start() joins this thread before re-raising a connect error.
+        if isinstance(opened, outcome.Error):
+            _deliver(token, starter, outcome.Value(opened))
+            return
+        conn = opened.unwrap()
+        _deliver(token, starter, outcome.Value(outcome.Value(None)))
+        while True:
+            fn, args, token, task = self._jobs.get()
+            # Not swallowed: the outcome (value or exception) is re-raised in the waiting task.
+            _deliver(token, task, outcome.capture(fn, conn, *args))
+            if fn is _close_connection:
+                return
+
+
+def _close_connection(conn: sqlite3.Connection) -> None:
+    conn.close()
+
+
+def _cannot_abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
+def _deliver(
+    token: trio.lowlevel.TrioToken, task: trio.lowlevel.Task, result: outcome.Outcome[Any]
+) -> None:
+    try:
+        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+    except trio.RunFinishedError:
+        pass  # the trio run that asked has ended: nobody is left to tell
+
+
+async def _join(thread: threading.Thread) -> None:
+    # join() blocks (briefly, the thread is exiting): keep it off the trio thread.
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(thread.join)

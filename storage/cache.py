@@ -1,0 +1,35 @@
+"""L1 caches in front of the store. cachetools is not thread-safe: touch these only from the
+trio thread, never from a `to_thread` worker."""
+
+from __future__ import annotations
+
+from cachetools import TTLCache
+
+from .interface import Store
+
+
+class MembershipCache:
+    """(room, user) -> member?; answers the send path without a database read."""
+
+    def __init__(self, store: Store, maxsize: int, ttl: float) -> None:
+        self._store = store
+        self._cache: TTLCache[tuple[str, int], bool] = TTLCache(maxsize=maxsize, ttl=ttl)
+        self.hits = 0
+        self.misses = 0
+
+    async def is_member(self, room: str, user_id: int) -> bool:
+        key = (room, user_id)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        member = await self._store.is_member(room, user_id)
+        self._cache[key] = member
+        return member
+
+    def set(self, room: str, user_id: int, member: bool) -> None:
+        self._cache[(room, user_id)] = member
+
+    def invalidate(self, room: str, user_id: int) -> None:
+        self._cache.pop((room, user_id), None)

@@ -1,0 +1,98 @@
+"""A deliberately minimal WebSocket client on a raw trio socket, for misbehaving-peer tests
+(never reading, never answering pings, oversize frames) that a real library will not do."""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+
+import trio
+
+
+class RawWs:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buf = b""
+
+    @classmethod
+    async def connect(
+        cls, port: int, *, origin: str | None = None, rcvbuf: int | None = None
+    ) -> RawWs:
+        sock = trio.socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
+        await sock.connect(("127.0.0.1", port))
+        self = cls(trio.SocketStream(sock))
+        key = base64.b64encode(os.urandom(16)).decode()
+        extra = f"Origin: {origin}\r\n" if origin else ""
+        await self.stream.send_all(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ).encode()
+        )
+        return self
+
+    async def read_response_head(self) -> bytes:
+        while b"\r\n\r\n" not in self.buf:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                break
+            self.buf += data
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        return head
+
+    async def send_frame(self, payload: bytes, opcode: int = 0x1) -> None:
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        await self.stream.send_all(header + mask + masked)
+
+    async def _need(self, n: int) -> bool:
+        while len(self.buf) < n:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return False
+            self.buf += data
+        return True
+
+    async def read_frame(self) -> tuple[int, bytes] | None:
+        """(opcode, payload) of the next server frame, or None at EOF."""
+        if not await self._need(2):
+            return None
+        b0, b1 = self.buf[0], self.buf[1]
+        n, offset = b1 & 0x7F, 2
+        if n == 126:
+            if not await self._need(4):
+                return None
+            n, offset = struct.unpack("!H", self.buf[2:4])[0], 4
+        elif n == 127:
+            if not await self._need(10):
+                return None
+            n, offset = struct.unpack("!Q", self.buf[2:10])[0], 10
+        if not await self._need(offset + n):
+            return None
+        payload = self.buf[offset : offset + n]
+        self.buf = self.buf[offset + n :]
+        return b0 & 0x0F, payload
+
+    async def read_until_close(self) -> int | None:
+        """Read (and drop) frames until the server's close frame; its code, or None at EOF."""
+        while True:
+            frame = await self.read_frame()
+            if frame is None:
+                return None
+            opcode, payload = frame
+            if opcode == 0x8:
+                return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
