@@ -30,14 +30,12 @@ def decode(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Request:
     try:
         request: Request = _request_decoder.decode(data)
     except msgspec.ValidationError as exc:
-        error = _validation_error(str(exc))
+        error = _encoding_error(data) or _validation_error(str(exc))
         error.ref = _salvage_ref(data)
         raise error from None
     except msgspec.DecodeError:
-        # msgspec reports a stray non-UTF-8 byte outside a string as malformed JSON.
-        if isinstance(data, bytes) and not _is_utf8(data):
-            raise ProtocolError(ErrorCode.BAD_ENCODING, "frame is not valid UTF-8") from None
-        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+        bad_json = ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON")
+        raise (_encoding_error(data) or bad_json) from None
     except UnicodeError:  # bad UTF-8 inside a string, or a str holding lone surrogates
         raise ProtocolError(ErrorCode.BAD_ENCODING, "frame is not valid UTF-8") from None
     except RecursionError:
@@ -91,9 +89,12 @@ def _salvage_ref(data: bytes | str) -> str | None:
     return ref if isinstance(ref, str) and len(ref) <= 64 else None
 
 
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
+def _encoding_error(data: bytes | str) -> ProtocolError | None:
+    # msgspec checks UTF-8 only where it decodes a string value: a bad byte elsewhere (a key, the
+    # `type` tag, between tokens) surfaces as some other error. Checked on the error path only.
+    if isinstance(data, bytes):
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            return ProtocolError(ErrorCode.BAD_ENCODING, "frame is not valid UTF-8")
+    return None

@@ -18,11 +18,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hibiki", description="hibiki chat server")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run the chat server (HTTP and WebSocket on one port)")
-    run.add_argument("--host", default=Config.host)
-    run.add_argument("--port", type=int, default=Config.port)
-    run.add_argument("--db", dest="db_path", default=Config.db_path, help="SQLite file")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--db", dest="db_path", help="SQLite file")
     run.add_argument("--server-id", dest="server_id")
-    run.add_argument("--log-level", dest="log_level", default=Config.log_level)
+    run.add_argument("--log-level", dest="log_level")
     run.add_argument(
         "--rate-limit",
         dest="rate_per_second",

@@ -51,6 +51,7 @@ class WsConnection:
         "flusher",
         "last_seen",
         "outbound_limit",
+        "partial",
         "peer",
         "pending",
         "pending_bytes",
@@ -76,6 +77,7 @@ class WsConnection:
         self.pending_bytes = 0
         self.dirty = False
         self.blocked = False
+        self.partial = False  # pending[0] is the unsent tail of a frame partly on the wire
         self.sock_closed = False
         self.state = ConnState.HELLO
         self.user_id = 0
@@ -117,9 +119,10 @@ class WsConnection:
         self.set_state(ConnState.CLOSING)
         self.close_code = code
         self.close_reason = reason
-        if discard_backlog and not self.blocked:
-            self.pending.clear()
-            self.pending_bytes = 0
+        if discard_backlog:
+            keep = self.pending[:1] if self.partial else []
+            self.pending = keep
+            self.pending_bytes = sum(map(len, keep))
         self.pending.append(close_frame(code, reason))
         self.flusher.flush_now(self)
         self.reader_scope.cancel()

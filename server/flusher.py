@@ -48,12 +48,10 @@ class Flusher:
             self._flush(conn)
 
     def _flush(self, conn: WsConnection) -> None:
-        pending = conn.pending
-        if not pending:
+        frames = conn.pending
+        if not frames:
             return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        conn.pending_bytes = 0
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         try:
             sent = conn.sock.send(data)
         except BlockingIOError:
@@ -61,13 +59,14 @@ class Flusher:
         except OSError:
             conn.transport_failed()
             return
-        if sent < len(data):
-            rest = data[sent:]
-            conn.pending.append(rest)
-            conn.pending_bytes = len(rest)
-            conn.blocked = True
-            assert self._nursery is not None
-            self._nursery.start_soon(self._drain, conn)
+        if sent == len(data):
+            frames.clear()
+            conn.pending_bytes = 0
+            return
+        _keep_unsent(conn, frames, sent)
+        conn.blocked = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._drain, conn)
 
     async def _drain(self, conn: WsConnection) -> None:
         """Write a blocked connection's backlog as the peer makes room; then hand it back."""
@@ -77,8 +76,8 @@ class Flusher:
                 await trio.lowlevel.wait_writable(sock)
             except (trio.ClosedResourceError, OSError):
                 return
-            pending = conn.pending
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            frames = conn.pending
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
             try:
                 sent = sock.send(data)
             except BlockingIOError:
@@ -86,13 +85,29 @@ class Flusher:
             except OSError:
                 conn.transport_failed()
                 return
-            rest = data[sent:]
-            pending.clear()
-            conn.pending_bytes = len(rest)
-            if rest:
-                pending.append(rest)
+            _keep_unsent(conn, frames, sent)
         conn.blocked = False
         conn.drained()
+
+
+def _keep_unsent(conn: WsConnection, frames: list[bytes], sent: int) -> None:
+    """Leave in `conn.pending` what `send` did not take, frame by frame, noting whether the
+    first one is a frame already partly on the wire (it must be finished, never dropped)."""
+    offset = 0
+    for index, frame in enumerate(frames):
+        end = offset + len(frame)
+        if end > sent:
+            rest = frames[index:]
+            conn.partial = sent > offset
+            if conn.partial:
+                rest[0] = frame[sent - offset :]
+            conn.pending = rest
+            conn.pending_bytes = sum(map(len, rest))
+            return
+        offset = end
+    conn.pending = []
+    conn.pending_bytes = 0
+    conn.partial = False
 
 
 def shutdown_write(sock: socket.socket) -> None:

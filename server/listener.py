@@ -81,7 +81,6 @@ class Listener:
                 handlers.start_soon(self._handle, sock, f"{addr[0]}:{addr[1]}")
 
     async def _handle(self, sock: socket.socket, peer: str) -> None:
-        handed_to_http = False
         try:
             head = await self._read_head(sock)
             if head is None:
@@ -93,10 +92,10 @@ class Listener:
             if _is_websocket(request):
                 await self._on_websocket(sock, peer, head, request)
             else:
-                handed_to_http = True
                 await self._on_http(sock, head)
         finally:
-            if not handed_to_http and sock.fileno() != -1:
+            # Also after hypercorn: a cancelled handler can leave its stream unclosed.
+            if sock.fileno() != -1:
                 trio.lowlevel.notify_closing(sock)
                 sock.close()
 

@@ -1,6 +1,7 @@
 """Persistence behind one small interface; backends are interchangeable."""
 
 from .interface import Appended, Conflict, NewMessage, NotFound, Room, StorageError, Store, User
+from .sqlite import SQLiteStore
 
 __all__ = [
     "Appended",
@@ -8,6 +9,7 @@ __all__ = [
     "NewMessage",
     "NotFound",
     "Room",
+    "SQLiteStore",
     "StorageError",
     "Store",
     "User",

@@ -70,8 +70,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """
     if current_version(conn) > len(MIGRATIONS):
         raise RuntimeError(
-            f"database schema v{current_version(conn)} is newer than this code "
-            f"(v{len(MIGRATIONS)})"
+            f"database schema v{current_version(conn)} is newer than this code (v{len(MIGRATIONS)})"
         )
     applied = 0
     for version, script in enumerate(MIGRATIONS, start=1):

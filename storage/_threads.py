@@ -7,6 +7,7 @@ travel back through the trio token (the same mechanism `trio.to_thread` uses).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -114,10 +115,8 @@ def _cannot_abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
 def _deliver(
     token: trio.lowlevel.TrioToken, task: trio.lowlevel.Task, result: outcome.Outcome[Any]
 ) -> None:
-    try:
+    with contextlib.suppress(trio.RunFinishedError):  # that run has ended: nobody to tell
         token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-    except trio.RunFinishedError:
-        pass  # the trio run that asked has ended: nobody is left to tell
 
 
 async def _join(thread: threading.Thread) -> None:

@@ -60,9 +60,7 @@ def token_hash(token: str) -> str:
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
     # OpenSSL refuses to allocate more than maxmem (32 MiB by default): allow what n and r need.
     maxmem = 128 * r * (n + p + 2) + 1024 * 1024
-    return hashlib.scrypt(
-        password.encode(), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=dklen
-    )
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=dklen)
 
 
 def _b64(data: bytes) -> str:

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection
 
+from client._socket import open_websocket
 from server.app import serve
 from server.config import Config
 
@@ -156,7 +157,7 @@ async def connect(server: RunningServer) -> AsyncIterator[Connect]:
     async def _connect(
         account: Account | None = None, *, resume: dict[str, int] | None = None
     ) -> AsyncIterator[Peer]:
-        async with open_websocket_url(server.ws) as ws:
+        async with open_websocket(server.ws) as ws:
             peer = Peer(ws)
             if account is not None:
                 hello: dict[str, Any] = {"type": "hello", "token": account.token}

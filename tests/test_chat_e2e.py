@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from client._socket import open_websocket
 from protocol import CloseCode
 
 from .conftest import (
@@ -288,9 +289,12 @@ async def test_silent_client_is_reaped(tmp_path: Path) -> None:
 
 
 async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Path) -> None:
-    config = make_config(tmp_path, outbound_limit=64 * 1024, rate_per_second=0)
+    # A long close_timeout: the silent peer only reads its close frame once the flood is over.
+    config = make_config(
+        tmp_path, outbound_limit=256 * 1024, rate_per_second=0, close_timeout=STEP * 6
+    )
     async with running_server(config) as server, httpx.AsyncClient(base_url=server.http) as http:
-        alice, slow_user, fast_user = (await register(http) for _ in range(3))
+        alice, slow_user, fast_user = [await register(http) for _ in range(3)]
         await create_room(http, alice, "flood")
         await join_room(http, slow_user, "flood")
         await join_room(http, fast_user, "flood")
@@ -301,8 +305,10 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Pa
             _connect(server, fast_user.token) as fast,
             _connect(server, alice.token) as sender,
         ):
-            text = "x" * 2000
-            total = 400  # ~800 KB: far past the slow peer's socket buffers plus its 64 KiB bound
+            text = "x" * 3900
+            # ~6 MB: past what the kernel buffers for the silent peer (tcp_wmem max is 4 MiB
+            # here) plus its 256 KiB backlog bound.
+            total = 1500
             received = 0
             all_received = trio.Event()
 
@@ -314,19 +320,15 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Pa
                         received += 1
                 all_received.set()
 
-            async def drain_sender() -> None:
-                while True:
-                    await sender.get_message()
-
-            with trio.fail_after(STEP * 3):
+            with trio.fail_after(STEP * 6):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(read_fast)
-                    nursery.start_soon(drain_sender)
-                    for i in range(total):
+                    for i in range(total):  # one at a time, so the sender itself keeps up
                         frame = {"type": "send", "room": "flood", "text": text, "client_id": str(i)}
                         await sender.send_message(json.dumps(frame))
+                        while json.loads(await sender.get_message())["type"] != "ack":
+                            pass
                     await all_received.wait()
-                    nursery.cancel_scope.cancel()
             assert received == total
         with trio.fail_after(STEP):
             assert await slow.read_until_close() == CloseCode.SLOW_CONSUMER
@@ -340,7 +342,7 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Pa
 async def _connect(
     server: RunningServer, token: str | None, resume: dict[str, int] | None = None
 ) -> AsyncIterator[WebSocketConnection]:
-    async with open_websocket_url(server.ws) as ws:
+    async with open_websocket(server.ws) as ws:
         if token is not None:
             hello: dict[str, object] = {"type": "hello", "token": token}
             if resume is not None:

@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed
 
+from client._socket import open_websocket
 from protocol import CloseCode
 
 from .conftest import STEP, Account, create_room, join_room, register
@@ -67,7 +68,7 @@ async def test_sigterm_mid_burst_loses_no_acked_message(tmp_path: Path) -> None:
         close_codes: list[int] = []
 
         async def sender(account: Account, prefix: str) -> None:
-            async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+            async with open_websocket(f"ws://127.0.0.1:{port}/ws") as ws:
                 await ws.send_message(json.dumps({"type": "hello", "token": account.token}))
                 async with trio.open_nursery() as nursery:
 
@@ -96,7 +97,7 @@ async def test_sigterm_mid_burst_loses_no_acked_message(tmp_path: Path) -> None:
                     await trio.sleep_forever()
 
         async def receiver() -> None:
-            async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+            async with open_websocket(f"ws://127.0.0.1:{port}/ws") as ws:
                 await ws.send_message(json.dumps({"type": "hello", "token": bob.token}))
                 try:
                     while True:
@@ -130,7 +131,7 @@ async def test_sigterm_mid_burst_loses_no_acked_message(tmp_path: Path) -> None:
         assert received == list(range(1, len(received) + 1))
         last_seen = received[-1] if received else 0
         resumed: list[int] = []
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+        async with open_websocket(f"ws://127.0.0.1:{port}/ws") as ws:
             hello = {"type": "hello", "token": bob.token, "resume": {"burst": last_seen}}
             await ws.send_message(json.dumps(hello))
             await ws.send_message(json.dumps({"type": "ping", "ref": "done"}))

@@ -1,0 +1,40 @@
+"""Open a trio-websocket connection whose TCP stream we own and always close.
+
+trio-websocket (0.12) leaves the client's TCP stream open when the *server* starts the close
+handshake (its `aclose` returns early once a close reason is set), so the socket lingers until
+garbage collection. Owning the stream and closing it on exit fixes that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import WebSocketConnection, wrap_client_stream
+
+
+@asynccontextmanager
+async def open_websocket(
+    url: str, *, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or parts.hostname is None:
+        raise ValueError(f"only ws:// URLs are supported here, not {url!r}")
+    port = parts.port or 80
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    stream = await trio.open_tcp_stream(parts.hostname, port)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(
+                nursery, stream, f"{parts.hostname}:{port}", resource, extra_headers=extra_headers
+            )
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+    finally:
+        await stream.aclose()
