@@ -21,7 +21,6 @@ class ErrorCode(enum.StrEnum):
     BAD_FIELD = "bad_field"  # a field has the wrong type or an invalid value
     TEXT_EMPTY = "text_empty"
     TEXT_TOO_LONG = "text_too_long"
-    FRAME_TOO_LARGE = "frame_too_large"
     # The request is well formed but not allowed now.
     NOT_AUTHENTICATED = "not_authenticated"
     ALREADY_AUTHENTICATED = "already_authenticated"
@@ -29,11 +28,11 @@ class ErrorCode(enum.StrEnum):
     NO_SUCH_ROOM = "no_such_room"
     NOT_MEMBER = "not_member"
     RATE_LIMITED = "rate_limited"
-    CLIENT_ID_CONFLICT = "client_id_conflict"
     # HTTP-only codes.
     BAD_CREDENTIALS = "bad_credentials"
     NAME_TAKEN = "name_taken"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     TOO_LARGE = "too_large"
     # Our fault, not the peer's.
     UNAVAILABLE = "unavailable"  # shutting down or overloaded; retry elsewhere/later

@@ -2,8 +2,11 @@
 
 Both variants run in the same process, on real files in a temporary directory, with the same
 durability setting (synchronous=FULL by default: every commit is fsynced), so the ratio says what
-group commit buys on this machine. Every message carries a client_id, as the web client's do, so
-the dedupe lookup is part of the measured cost.
+group commit buys on this machine.
+
+Traffic: messages go round-robin over `--rooms` rooms (so every batch touches every room, as on a
+busy server), each room has `--senders` active senders, and every message carries a client_id
+(a per-sender counter) unless `--no-client-ids`: its unique index is part of the measured cost.
 
     python scripts/bench_storage.py                     # 200k messages in batches of 1000
     python scripts/bench_storage.py --batch 100 --single 2000
@@ -16,6 +19,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file from a checkout that is not pip-installed
@@ -36,9 +40,11 @@ def parse_args() -> argparse.Namespace:
         "--single", type=int, default=5_000, help="messages stored with one commit each"
     )
     parser.add_argument("--rooms", type=int, default=100)
-    parser.add_argument("--users", type=int, default=50)
-    parser.add_argument(
-        "--no-client-ids", action="store_true", help="send messages without client ids"
+    parser.add_argument("--senders", type=int, default=5, help="active senders per room")
+    ids = parser.add_mutually_exclusive_group()
+    ids.add_argument("--no-client-ids", action="store_true", help="messages without client_id")
+    ids.add_argument(
+        "--random-client-ids", action="store_true", help="uuid4 client ids (worst case)"
     )
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
@@ -48,24 +54,30 @@ def parse_args() -> argparse.Namespace:
 async def make_store(path: Path, args: argparse.Namespace) -> tuple[SQLiteStore, list[int]]:
     store = SQLiteStore(path, synchronous=args.synchronous, scrypt_n=2**4)
     await store.open()
-    users = [(await store.create_user(f"user{i}", "pw")).id for i in range(args.users)]
+    count = args.rooms * args.senders
+    users = [(await store.create_user(f"user{i}", "pw")).id for i in range(count)]
     for r in range(args.rooms):
-        await store.create_room(f"room{r}", users[r % len(users)])
+        await store.create_room(f"room{r}", users[r * args.senders])
     return store, users
 
 
 def make_messages(count: int, users: list[int], args: argparse.Namespace) -> list[NewMessage]:
-    """Round-robin over the rooms: each batch touches every room, as busy traffic would."""
-    return [
-        NewMessage(
-            room=f"room{i % args.rooms}",
-            user_id=users[i // 7 % len(users)],
-            user_name=f"user{i // 7 % len(users)}",
-            text=f"{TEXT}{i}",
-            client_id=None if args.no_client_ids else f"m{i}",
+    messages = []
+    sent = [0] * len(users)
+    for i in range(count):
+        room = i % args.rooms
+        sender = room * args.senders + (i // args.rooms) % args.senders
+        sent[sender] += 1
+        if args.no_client_ids:
+            client_id = None
+        elif args.random_client_ids:
+            client_id = uuid.uuid4().hex
+        else:
+            client_id = f"c{sent[sender]}"
+        messages.append(
+            NewMessage(f"room{room}", users[sender], f"user{sender}", f"{TEXT}{i}", client_id)
         )
-        for i in range(count)
-    ]
+    return messages
 
 
 def stored_count(path: Path) -> int:
@@ -95,10 +107,10 @@ async def measure(path: Path, args: argparse.Namespace, count: int, batch_size: 
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="hibiki-bench-") as tmp:
-        ids = "without" if args.no_client_ids else "with"
+        ids = "none" if args.no_client_ids else "uuid4" if args.random_client_ids else "counters"
         print(
             f"files in {tmp}: synchronous={args.synchronous}, {args.rooms} rooms,"
-            f" {args.users} users, messages {ids} client ids"
+            f" {args.senders} senders per room, client ids: {ids}"
         )
         grouped = await measure(Path(tmp, "grouped.db"), args, args.messages, args.batch)
         done = f"{args.messages:,} in batches of {args.batch}"

@@ -103,8 +103,7 @@ def _validation_error(detail: str) -> HttpError:
 # Statuses werkzeug raises on its own (routing, body limits, timeouts, our 500) -> our codes.
 _STATUS_CODES = {
     404: ErrorCode.NOT_FOUND,
-    # protocol v1 has no method code; 405 + `not_found` reads as "no such route for this method".
-    405: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.TOO_LARGE,
     503: ErrorCode.UNAVAILABLE,
 }

@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException
 
 import protocol
 from protocol import MAX_HISTORY_LIMIT, ROOM_PATTERN, ErrorCode
-from protocol.messages import ClientId, RoomName
+from protocol.messages import MAX_SEQ, ClientId, RoomName
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
 
 from ._http_json import (
@@ -327,7 +327,7 @@ def _history_params() -> tuple[int | None, int]:
     if unknown:
         name = sorted(unknown)[0]
         raise HttpError(422, ErrorCode.UNKNOWN_FIELD, f"unknown query parameter `{name}`")
-    before_seq = _int_param("before_seq", 1, None)
+    before_seq = _int_param("before_seq", 1, MAX_SEQ)
     limit = _int_param("limit", 1, MAX_HISTORY_LIMIT)
     return before_seq, DEFAULT_HISTORY_LIMIT if limit is None else limit
 

@@ -146,7 +146,8 @@ class ChatSession:
                     for message in page:
                         conn.enqueue(text_frame(encode(message)))
                     after = page[-1].seq
-                replayed_to = after
+                # A client claiming more than exists must not have new messages filtered out.
+                replayed_to = min(after, last)
         finally:
             if room in conn.rooms:
                 s.hub.release(room, conn, replayed_to)

@@ -102,7 +102,13 @@ async def _read_frames(
         try:
             for event in ws.events():
                 if isinstance(event, TextMessage | BytesMessage):
-                    size += len(event.data)
+                    payload_part = event.data
+                    # The limit is in bytes; a str's UTF-8 size is at most 4 bytes per character,
+                    # so the exact (costlier) count is needed only near the limit.
+                    n = len(payload_part)
+                    if isinstance(payload_part, str) and size + 4 * n > max_frame:
+                        n = len(payload_part.encode("utf-8", "surrogatepass"))
+                    size += n
                     if size > max_frame:
                         conn.close(CloseCode.TOO_BIG, "frame too large")
                         return

@@ -232,6 +232,16 @@ async def test_oversize_frame_closes_with_1009(server: RunningServer) -> None:
     await raw.aclose()
 
 
+async def test_frame_limit_counts_utf8_bytes_not_characters(server: RunningServer) -> None:
+    raw = await RawWs.connect(server.port)
+    assert b" 101 " in await raw.read_response_head()
+    # 22,000 three-byte characters: under the limit in characters, over it in bytes.
+    await raw.send_frame(("日" * 22_000).encode())
+    with trio.fail_after(STEP):
+        assert await raw.read_until_close() == CloseCode.TOO_BIG
+    await raw.aclose()
+
+
 async def test_foreign_origin_is_refused_at_handshake(server: RunningServer) -> None:
     raw = await RawWs.connect(server.port, origin="https://evil.example")
     assert b" 403 " in await raw.read_response_head()

@@ -543,9 +543,9 @@ async def test_unknown_route_is_404_json(api: Api) -> None:
 async def test_wrong_method_is_405_json_with_allow(api: Api) -> None:
     for method in ("DELETE", "OPTIONS"):
         response = await api.client.request(method, "/api/rooms")
-        assert_error(response, 405, "not_found")
+        assert_error(response, 405, "method_not_allowed")
         assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
-    assert_error(await api.client.get("/api/login"), 405, "not_found")
+    assert_error(await api.client.get("/api/login"), 405, "method_not_allowed")
 
 
 async def test_healthz_reports_server_id(api: Api) -> None:
