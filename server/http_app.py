@@ -38,6 +38,7 @@ from ._http_json import (
     http_exception_response,
     json_response,
 )
+from .web_client import register_web_client
 
 MiB = 1024 * 1024
 MAX_BODY = 1 * MiB
@@ -63,6 +64,8 @@ class HttpServices:
     membership_changed: Callable[[str, int], None]
     # None when ready, else the reason (for /readyz).
     readiness: Callable[[], str | None]
+    # The Prometheus exposition for /metrics: (body, content type); None serves no /metrics.
+    metrics: Callable[[], tuple[bytes, str]] | None = None
 
 
 # Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
@@ -119,8 +122,11 @@ def create_http_app(services: HttpServices) -> QuartTrio:
         ("/api/rooms/<room>/messages", api.history, "GET"),
         ("/api/rooms/<room>/messages:batch", api.import_batch, "POST"),
     ]
+    if services.metrics is not None:
+        routes.append(("/metrics", api.metrics, "GET"))
     for rule, view, method in routes:
         app.add_url_rule(rule, view_func=view, methods=[method])
+    register_web_client(app)
     app.register_error_handler(HttpError, error_response)
     # Routing (404, 405), body limits (413) and the 500 quart makes of an unexpected exception
     # (after logging it with its traceback): all as JSON errors, with no details for a 500.
@@ -143,6 +149,11 @@ class _Api:
     # Health --------------------------------------------------------------------------------
     async def healthz(self) -> Response:
         return json_response({"status": "ok", "server_id": self._services.server_id})
+
+    async def metrics(self) -> Response:
+        assert self._services.metrics is not None
+        body, content_type = self._services.metrics()
+        return Response(body, content_type=content_type)
 
     async def readyz(self) -> Response:
         reason = self._services.readiness()
