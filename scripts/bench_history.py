@@ -3,8 +3,8 @@
 Builds the database once (or reuses `--db`), then times random history pages end to end through
 the store: trio -> reader thread -> SQLite -> `Message` structs -> trio. Rooms are interleaved
 round-robin, so a room's consecutive messages sit on different table pages (the worst case for
-locality, and what a busy server produces). For scale, the same pages are also fetched with
-LIMIT/OFFSET (the naive pagination) straight through sqlite3, on fewer calls.
+locality, and what a busy server produces). For scale, some of the same pages are also fetched
+straight through sqlite3, both by keyset and with LIMIT/OFFSET (the naive pagination).
 
     python scripts/bench_history.py                                   # 1M messages, temp file
     python scripts/bench_history.py --db /tmp/h10m.db --messages 10000000   # build once, reuse
@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=500, help="untimed calls first")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--readers", type=int, default=2)
-    parser.add_argument("--offset-calls", type=int, default=200, help="naive OFFSET calls")
+    parser.add_argument("--offset-calls", type=int, default=200, help="raw SQL calls of each kind")
     parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args()
 
@@ -140,25 +140,38 @@ async def time_store(path: Path, args: argparse.Namespace, pages: list[tuple[str
         raise SystemExit(f"expected full pages, got {rows} rows over {len(samples)} calls")
 
 
-def time_offset(path: Path, args: argparse.Namespace, pages: list[tuple[str, int]]) -> None:
-    """The naive variant: OFFSET from the newest message, straight through sqlite3."""
+def time_raw_sql(path: Path, args: argparse.Namespace, pages: list[tuple[str, int]]) -> None:
+    """The same pages straight through sqlite3: keyset (what the store runs) vs naive OFFSET."""
+    room_id = "(SELECT id FROM rooms WHERE name = ?)"
+    columns = "id, seq, user_name, text, ts, client_id"
+    keyset = (
+        f"SELECT {columns} FROM messages WHERE room_id = {room_id} AND seq < ?"
+        " ORDER BY seq DESC LIMIT ?"
+    )
+    offset = (
+        f"SELECT {columns} FROM messages WHERE room_id = {room_id}"
+        " ORDER BY seq DESC LIMIT ? OFFSET ?"
+    )
     conn = sqlite3.connect(path)
-    samples: list[int] = []
+    keyset_ns: list[int] = []
+    offset_ns: list[int] = []
     try:
         for room, before in pages[: args.offset_calls]:
             last = conn.execute("SELECT last_seq FROM rooms WHERE name = ?", (room,)).fetchone()[0]
             start = time.perf_counter_ns()
-            conn.execute(
-                "SELECT id, seq, user_name, text, ts, client_id FROM messages"
-                " WHERE room_id = (SELECT id FROM rooms WHERE name = ?)"
-                " ORDER BY seq DESC LIMIT ? OFFSET ?",
-                (room, args.limit + 1, last + 1 - before),
-            ).fetchall()
-            samples.append(time.perf_counter_ns() - start)
+            by_key = conn.execute(keyset, (room, before, args.limit + 1)).fetchall()
+            keyset_ns.append(time.perf_counter_ns() - start)
+            start = time.perf_counter_ns()
+            by_offset = conn.execute(offset, (room, args.limit + 1, last + 1 - before)).fetchall()
+            offset_ns.append(time.perf_counter_ns() - start)
+            if by_key != by_offset:
+                raise SystemExit(f"keyset and OFFSET disagree on {room} before {before}")
     finally:
         conn.close()
-    print(f"raw SQL OFFSET (naive) : {percentiles(samples)}   ({len(samples):,} calls)")
-    print(f"  OFFSET mean {statistics.mean(samples) / 1000:,.0f} µs")
+    print(f"raw SQL keyset         : {percentiles(keyset_ns)}   ({len(keyset_ns):,} calls)")
+    print(f"raw SQL OFFSET (naive) : {percentiles(offset_ns)}   ({len(offset_ns):,} calls)")
+    ratio = statistics.mean(offset_ns) / statistics.mean(keyset_ns)
+    print(f"OFFSET / keyset (mean) : {ratio:.1f}x")
 
 
 def main() -> None:
@@ -185,7 +198,7 @@ def main() -> None:
         size = path.stat().st_size / 2**20
         print(f"database {size:,.0f} MiB, {per_room:,} messages per room, limit {args.limit}")
         trio.run(time_store, path, args, pages)
-        time_offset(path, args, pages)
+        time_raw_sql(path, args, pages)
 
 
 if __name__ == "__main__":

@@ -4,34 +4,42 @@
     └── root nursery
         ├── flusher       writes every dirty connection's backlog (and owns blocked writers)
         ├── writer        group-commits sends, then publishes and acks
+        ├── readiness     database write probe for /readyz
         ├── http bridge   quart-trio app lifespan (hypercorn serves each HTTP connection)
         ├── listener      accepts; owns one handler task per connection (WebSocket or HTTP)
         └── reaper        hello timeouts, heartbeat pings, stale peers
 
-Shutdown (`stop` set, e.g. by SIGTERM): stop accepting, stop reading, let the writer commit and
-ack what is queued, close every WebSocket with 1001, wait (bounded) for handlers, close the store.
+Shutdown (`stop` set, e.g. by SIGTERM), bounded by `drain_timeout`: /readyz answers 503 and new
+WebSocket upgrades are refused with 503; no connection reads another request; the writer commits
+and acks what is queued; every WebSocket is closed with 1001 and its close handshake awaited; then
+the listener stops and the store closes. systemd is told READY=1 once serving, STOPPING=1 at
+the start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import h11
 import trio
-from storage.sqlite import SQLiteStore
 
 from protocol import Message, encode
 from storage.cache import MembershipCache
+from storage.sqlite import SQLiteStore
 
+from . import sdnotify
 from .config import Config
 from .flusher import Flusher
 from .frames import text_frame
+from .health import Readiness
 from .http_app import HttpServices, create_http_app
 from .http_bridge import HttpBridge
 from .hub import RoomHub
 from .listener import Listener, reject
+from .metrics import Metrics, timed_store
 from .origin import origin_allowed
 from .ratelimit import UserRateLimiter
 from .reaper import Reaper
@@ -47,29 +55,53 @@ async def serve(
     config: Config,
     stop: trio.Event,
     *,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the server until `stop` is set; `task_status.started(port)` once accepting."""
-    store = SQLiteStore(
+    """Run the server until `stop` is set; `task_status.started(port)` once accepting.
+
+    `metrics` collects what /metrics exports (a fresh one if None; pass one to read it after).
+    """
+    metrics = Metrics(config.server_id) if metrics is None else metrics
+    sqlite = SQLiteStore(
         config.db_path,
         synchronous=config.sqlite_synchronous,
         readers=config.sqlite_readers,
         scrypt_n=config.scrypt_n,
     )
-    await store.open()
+    await sqlite.open()
+    store = timed_store(sqlite, metrics)
     try:
         async with trio.open_nursery() as root:
             flusher = Flusher()
             await root.start(flusher.run)
-            hub = RoomHub()
-            registry = ConnectionRegistry()
+            hub = RoomHub(flusher)
+            registry = ConnectionRegistry(metrics)
             writer = MessageWriter(
-                store, hub, queue_size=config.writer_queue, max_batch=config.writer_max_batch
+                store,
+                hub,
+                queue_size=config.writer_queue,
+                max_batch=config.writer_max_batch,
+                metrics=metrics,
             )
             await root.start(writer.run)
             membership = MembershipCache(
                 store, config.membership_cache_size, config.membership_cache_ttl
             )
+            metrics.watch(
+                connections=registry,
+                writer=writer,
+                writer_capacity=config.writer_queue,
+                caches={"membership": membership},
+            )
+            readiness = Readiness(
+                config.db_path,
+                writer,
+                config.writer_queue,
+                lambda: registry.draining,
+                probe_interval=config.db_probe_interval,
+            )
+            await root.start(readiness.run)
             services = ChatServices(
                 config=config,
                 store=store,
@@ -80,11 +112,9 @@ async def serve(
             )
 
             def publish(messages: Sequence[Message]) -> None:
+                metrics.messages += len(messages)
                 for message in messages:
                     hub.publish(message.room, text_frame(encode(message)), message.seq)
-
-            def readiness() -> str | None:
-                return "shutting down" if registry.draining else None
 
             http = HttpBridge(
                 create_http_app(
@@ -96,19 +126,27 @@ async def serve(
                         max_batch=config.http_max_batch,
                         publish=publish,
                         membership_changed=membership.invalidate,
-                        readiness=readiness,
+                        readiness=readiness.reason,
+                        metrics=metrics.exposition if config.metrics else None,
+                        auth_failed=metrics.count_auth_failure,
                     )
                 )
             )
             await root.start(http.run)
 
+            websockets = _OpenSockets()
+
             async def on_websocket(
                 sock: socket.socket, peer: str, head: bytes, request: h11.Request
             ) -> None:
+                if registry.draining:
+                    reject(sock, 503, b"shutting down")
+                    return
                 if not origin_allowed(request, config.allowed_origins):
                     reject(sock, 403, b"origin not allowed")
                     return
-                await serve_websocket(sock, peer, head, services, flusher, registry)
+                with websockets.track():
+                    await serve_websocket(sock, peer, head, services, flusher, registry)
 
             listener = Listener(
                 config.host,
@@ -119,22 +157,61 @@ async def serve(
             )
             port = await root.start(listener.run)
             await root.start(Reaper(registry, config).run)
-            _log.info("hibiki %s listening on %s:%d", config.server_id, config.host, port)
+            _log.info(
+                "hibiki %s listening on %s:%d",
+                config.server_id,
+                config.host,
+                port,
+                extra={"server_id": config.server_id, "host": config.host, "port": port},
+            )
+            sdnotify.notify("READY=1", f"STATUS=listening on {config.host}:{port}")
             task_status.started(port)
 
             await stop.wait()
-            _log.info("shutting down: draining connections")
-            with trio.move_on_after(config.drain_timeout):
-                listener.stop_accepting()
+            drain_started = trio.current_time()
+            sdnotify.notify("STOPPING=1", "STATUS=draining connections")
+            _log.info("draining", extra={"connections": len(registry)})
+            with trio.move_on_after(config.drain_timeout) as drain:
+                registry.stop_reading()  # from here /readyz is 503 and upgrades are refused
                 await http.stop_keepalive()
-                registry.stop_reading()
                 writer.close_input()
                 await writer.finished.wait()
                 registry.writer_flushed.set()
                 await registry.emptied.wait()
+                await websockets.all_closed()
+            listener.stop_accepting()
             http.stop()
             root.cancel_scope.cancel()
+            extra = {"drain_s": round(trio.current_time() - drain_started, 3)}
+            if drain.cancelled_caught:
+                _log.warning("drain timed out", extra=extra | {"connections": len(registry)})
+            else:
+                _log.info("drained", extra=extra)
     finally:
         with trio.CancelScope(shield=True):
-            await store.aclose()
-        _log.info("stopped")
+            await sqlite.aclose()
+        _log.info("stopped", extra={"server_id": config.server_id})
+
+
+class _OpenSockets:
+    """Counts running WebSocket handlers (a handler returns once its socket is closed)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        if not self._count:
+            self._idle = trio.Event()
+        self._count += 1
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if not self._count:
+                self._idle.set()
+
+    async def all_closed(self) -> None:
+        await self._idle.wait()

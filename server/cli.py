@@ -1,28 +1,79 @@
-"""`hibiki` command line: `hibiki serve` runs the server until SIGINT/SIGTERM."""
+"""`hibiki` command line.
+
+    hibiki serve [--config FILE] [flags]       run the server until SIGINT/SIGTERM
+    hibiki config show [--config FILE] [flags] print the effective config (secrets masked)
+    hibiki backup [--config FILE] [--db PATH] DEST   online backup of the SQLite database
+    hibiki chat ...                            the terminal client (client/terminal.py)
+
+Settings come from defaults < `--config` TOML file < `HIBIKI_*` environment < flags; an invalid
+setting exits with status 2 and a message naming the key and where it came from.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
+import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 
-from .app import serve
 from .config import Config, ConfigError
+from .config_file import LoadedConfig, load_config, to_toml
+
+EXIT_USAGE = 2  # invalid configuration or arguments, as argparse uses
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["chat"]:  # the client parses its own arguments
+        return _chat(args[1:])
+    parsed = _parser().parse_args(args)
+    if parsed.command == "config":
+        return _config_show(parsed)
+    if parsed.command == "backup":
+        return _backup(parsed)
+    return _serve(parsed)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hibiki", description="hibiki chat server")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="run the chat server (HTTP and WebSocket on one port)")
+    settings = _settings_parser()
+    commands.add_parser(
+        "serve",
+        parents=[settings],
+        help="run the chat server (HTTP and WebSocket on one port)",
+    )
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    config_commands.add_parser(
+        "show", parents=[settings], help="print the effective configuration as TOML"
+    )
+    backup = commands.add_parser(
+        "backup", help="copy the database to DEST with SQLite's online backup (safe while serving)"
+    )
+    backup.add_argument("--config", dest="config_path", metavar="FILE", help="TOML config file")
+    backup.add_argument("--db", dest="db_path", help="SQLite file (default: from the config)")
+    backup.add_argument("dest", help="new file to write (must not exist)")
+    commands.add_parser("chat", help="terminal chat client (hibiki chat --help)")
+    return parser
+
+
+def _settings_parser() -> argparse.ArgumentParser:
+    """Flags shared by `serve` and `config show`; each dest is a `Config` field."""
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("--config", dest="config_path", metavar="FILE", help="TOML config file")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.add_argument("--db", dest="db_path", help="SQLite file")
     run.add_argument("--server-id", dest="server_id")
     run.add_argument("--log-level", dest="log_level")
+    run.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
     run.add_argument(
         "--rate-limit",
         dest="rate_per_second",
@@ -34,12 +85,42 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat", dest="heartbeat_interval", type=float)
     run.add_argument("--heartbeat-deadline", dest="heartbeat_deadline", type=float)
     run.add_argument("--hello-timeout", dest="hello_timeout", type=float)
+    run.add_argument("--drain-timeout", dest="drain_timeout", type=float)
     run.add_argument("--outbound-limit", dest="outbound_limit", type=int)
     run.add_argument("--allowed-origin", dest="allowed_origins", action="append")
-    return parser
+    run.add_argument(
+        "--no-metrics", dest="metrics", action="store_const", const=False, help="no /metrics"
+    )
+    return run
+
+
+def _load(parsed: argparse.Namespace) -> LoadedConfig | None:
+    fields = {f.name for f in dataclasses.fields(Config)}
+    flags: dict[str, Any] = {
+        key: value for key, value in vars(parsed).items() if key in fields and value is not None
+    }
+    try:
+        return load_config(parsed.config_path, os.environ, flags)
+    except ConfigError as exc:
+        lines = [f"  {key}: {problem}" if key else f"  {problem}" for key, problem in exc.problems]
+        print("hibiki: invalid configuration:", *lines, sep="\n", file=sys.stderr)
+        return None
+
+
+def _serve(parsed: argparse.Namespace) -> int:
+    loaded = _load(parsed)
+    if loaded is None:
+        return EXIT_USAGE
+    from .logs import configure_logging  # imported here: `config show` needs none of the server
+
+    configure_logging(loaded.config.log_level, loaded.config.log_format)
+    trio.run(_run_until_signal, loaded.config)
+    return 0
 
 
 async def _run_until_signal(config: Config) -> None:
+    from .app import serve
+
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
 
@@ -54,21 +135,41 @@ async def _run_until_signal(config: Config) -> None:
         nursery.cancel_scope.cancel()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-    if "allowed_origins" in values:
-        values["allowed_origins"] = tuple(values["allowed_origins"])
-    try:
-        config = Config.from_mapping(values)
-    except ConfigError as exc:
-        print(f"hibiki: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    trio.run(_run_until_signal, config)
+def _config_show(parsed: argparse.Namespace) -> int:
+    loaded = _load(parsed)
+    if loaded is None:
+        return EXIT_USAGE
+    sys.stdout.write(to_toml(loaded))
     return 0
+
+
+def _backup(parsed: argparse.Namespace) -> int:
+    loaded = _load(parsed)
+    if loaded is None:
+        return EXIT_USAGE
+    from storage.backup import BackupError, backup
+
+    try:
+        result = backup(loaded.config.db_path, parsed.dest)
+    except BackupError as exc:
+        print(f"hibiki: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {loaded.config.db_path} to {result.dest}: "
+        f"{result.pages} pages, {result.bytes} bytes in {result.seconds:.2f} s"
+    )
+    return 0
+
+
+def _chat(argv: list[str]) -> int:
+    try:
+        terminal = importlib.import_module("client.terminal")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("client", "client.terminal"):
+            raise
+        print("hibiki: the chat client is not installed (no client.terminal)", file=sys.stderr)
+        return EXIT_USAGE
+    return int(terminal.main(argv))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""One config object, built once and passed down; unknown keys are rejected, never ignored."""
+"""One config object, built once and passed down; unknown keys are rejected, never ignored.
+
+`Config` holds the settings and checks their values; `server.config_file` fills it from a TOML
+file, `HIBIKI_*` environment variables and command-line flags (docs/operations.md lists them all).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,9 +18,21 @@ HOURS = 60 * MINUTES
 KiB = 1024
 MiB = 1024 * KiB
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("auto", "json", "text")
+
 
 class ConfigError(ValueError):
-    """A setting is unknown or invalid; the message names the key."""
+    """A setting is unknown or invalid; the message names the key (and where it came from).
+
+    `problems` holds (key, what is wrong) pairs, so a loader can say which source set the key.
+    """
+
+    def __init__(self, problems: str | Sequence[tuple[str, str]]) -> None:
+        self.problems: list[tuple[str, str]] = (
+            [("", problems)] if isinstance(problems, str) else list(problems)
+        )
+        super().__init__("; ".join(f"{k}: {msg}" if k else msg for k, msg in self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +69,16 @@ class Config:
     membership_cache_ttl: float = 60 * SECONDS
     token_ttl: float = 7 * 24 * HOURS
     allowed_origins: tuple[str, ...] = ()
+    # Operations.
     log_level: str = "INFO"
+    log_format: str = "auto"  # auto: JSON lines unless stderr is a terminal
+    metrics: bool = True  # serve GET /metrics
+    db_probe_interval: float = 5 * SECONDS  # /readyz write probe while the writer is idle
 
     def __post_init__(self) -> None:
-        problems = list(_problems(self))
+        problems = _problems(self)
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError(problems)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Config:
@@ -65,16 +86,16 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+            raise ConfigError([(key, "unknown setting") for key in unknown])
         return cls(**values)
 
 
-def _problems(config: Config) -> list[str]:
+def _problems(config: Config) -> list[tuple[str, str]]:
     out = []
     if not 0 <= config.port <= 65535:
-        out.append(f"port: {config.port} is not a TCP port")
+        out.append(("port", f"{config.port} is not a TCP port"))
     if config.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        out.append("sqlite_synchronous: must be OFF, NORMAL, FULL or EXTRA")
+        out.append(("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
     for name in (
         "max_text",
         "max_frame",
@@ -84,9 +105,12 @@ def _problems(config: Config) -> list[str]:
         "http_max_batch",
         "sqlite_readers",
         "max_protocol_errors",
+        "membership_cache_size",
     ):
         if getattr(config, name) < 1:
-            out.append(f"{name}: must be at least 1")
+            out.append((name, "must be at least 1"))
+    if config.resume_max_gap < 0:
+        out.append(("resume_max_gap", "must not be negative"))
     for name in (
         "handshake_timeout",
         "hello_timeout",
@@ -96,9 +120,15 @@ def _problems(config: Config) -> list[str]:
         "drain_timeout",
         "token_ttl",
         "membership_cache_ttl",
+        "db_probe_interval",
     ):
-        if getattr(config, name) <= 0:
-            out.append(f"{name}: must be positive")
-    if config.rate_per_second < 0 or config.rate_burst < 0:
-        out.append("rate_per_second/rate_burst: must not be negative (0 disables the limit)")
+        if not getattr(config, name) > 0:
+            out.append((name, "must be positive"))
+    for name in ("rate_per_second", "rate_burst"):
+        if not getattr(config, name) >= 0:
+            out.append((name, "must not be negative (0 disables the limit)"))
+    if config.log_level.upper() not in LOG_LEVELS:
+        out.append(("log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
+    if config.log_format not in LOG_FORMATS:
+        out.append(("log_format", f"must be one of {', '.join(LOG_FORMATS)}"))
     return out

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from protocol import CloseCode, Event, encode
+from protocol import Event, encode
 
 from .frames import close_frame, text_frame
 
@@ -39,13 +39,39 @@ _ALLOWED = {
 }
 
 
+class Segment:
+    """Frames published to one room within one flush cycle, shared by all its subscribers.
+
+    Every subscriber's backlog holds a reference to the same segment; the first flush that needs
+    its bytes joins them once (`data`), and from then on the hub opens a new segment.
+    """
+
+    __slots__ = ("data", "frames")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.data: bytes | None = None
+
+    def seal(self) -> bytes:
+        data = self.data
+        if data is None:
+            data = self.data = b"".join(self.frames)
+            self.frames = []
+        return data
+
+
+Outbound = bytes | Segment
+
+
 class WsConnection:
-    """Outbound side of a connection; `enqueue` is the fan-out hot path and never awaits."""
+    """Outbound side of a connection; `enqueue` never awaits and never writes to the socket."""
 
     __slots__ = (
         "blocked",
         "close_code",
         "close_reason",
+        "closing",
+        "counted",
         "created_at",
         "dirty",
         "flusher",
@@ -73,11 +99,13 @@ class WsConnection:
         self.peer = peer
         self.flusher = flusher
         self.outbound_limit = outbound_limit
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
+        self.pending: list[Outbound] = []
+        self.pending_bytes = 0  # of pending[:counted]; maintained only while blocked
+        self.counted = 0
         self.dirty = False
         self.blocked = False
         self.partial = False  # pending[0] is the unsent tail of a frame partly on the wire
+        self.closing = False  # CLOSING or CLOSED: nothing more is queued
         self.sock_closed = False
         self.state = ConnState.HELLO
         self.user_id = 0
@@ -92,15 +120,12 @@ class WsConnection:
         self.reader_scope = trio.CancelScope()
         self.write_idle: trio.Event | None = None  # made only when a close must wait for a drain
 
-    def enqueue(self, frame: bytes) -> None:
-        """Queue one already-framed message; a peer over its backlog bound is cut off."""
-        if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+    def enqueue(self, item: Outbound) -> None:
+        """Queue one frame (or a shared room segment) for the flusher."""
+        if self.closing:
             return
-        self.pending.append(frame)
-        self.pending_bytes += len(frame)
-        if self.pending_bytes > self.outbound_limit:
-            self.close(CloseCode.SLOW_CONSUMER, "slow consumer", discard_backlog=True)
-        elif not self.dirty and not self.blocked:
+        self.pending.append(item)
+        if not self.dirty:
             self.dirty = True
             self.flusher.mark_dirty(self)
 
@@ -111,18 +136,20 @@ class WsConnection:
         if new not in _ALLOWED[self.state]:
             raise RuntimeError(f"connection state {self.state.value} -> {new.value} is not allowed")
         self.state = new
+        self.closing = new is ConnState.CLOSING or new is ConnState.CLOSED
 
     def close(self, code: int, reason: str, *, discard_backlog: bool = False) -> None:
         """Start closing: queue the close frame after (or instead of) the backlog, stop reading."""
-        if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+        if self.closing:
             return
         self.set_state(ConnState.CLOSING)
         self.close_code = code
         self.close_reason = reason
         if discard_backlog:
-            keep = self.pending[:1] if self.partial else []
-            self.pending = keep
-            self.pending_bytes = sum(map(len, keep))
+            # A frame already partly written must be finished, or the stream is corrupt.
+            self.pending = self.pending[:1] if self.partial else []
+            self.counted = 0
+            self.pending_bytes = 0
         self.pending.append(close_frame(code, reason))
         self.flusher.flush_now(self)
         self.reader_scope.cancel()
@@ -130,16 +157,16 @@ class WsConnection:
     def transport_failed(self) -> None:
         """The socket broke under us: nothing more can be written."""
         if self.close_code is None:
-            self.close_code = CloseCode.GOING_AWAY
+            self.close_code = 1006
             self.close_reason = "transport failed"
         self.state = ConnState.CLOSED
-        self.pending.clear()
-        self.pending_bytes = 0
+        self.closing = True
+        self.pending = []
         self.reader_scope.cancel()
         if self.write_idle is not None:
             self.write_idle.set()
 
     def drained(self) -> None:
         """Called by the flusher when a blocked connection's backlog has been written."""
-        if not self.pending and self.write_idle is not None:
+        if self.write_idle is not None:
             self.write_idle.set()

@@ -1,32 +1,41 @@
 """One task writes every dirty connection's whole backlog with one non-blocking send.
 
-Publishing only appends shared frame bytes to each subscriber's list and marks it dirty; the
-flusher wakes after the current batch of trio work and empties each dirty connection with a single
-`socket.send`. Only a connection whose kernel buffer is full gets a writer task of its own (in the
-flusher's nursery) that waits for writability, so a slow peer never slows a room.
+Publishing only appends to backlogs (a room's frames as one shared `Segment`) and marks the
+connection dirty; the flusher wakes after the current batch of trio work and empties each dirty
+connection with a single `socket.send`. Only a connection whose kernel buffer is full gets a
+writer task of its own (in the flusher's nursery) that waits for writability, so a slow peer
+never slows a room; its backlog is counted each cycle and bounded (slow-consumer close).
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 from typing import TYPE_CHECKING
 
 import trio
 
+from protocol import CloseCode
+
 if TYPE_CHECKING:
-    from .connection import WsConnection
+    from .connection import Outbound, WsConnection
 
 
 class Flusher:
     def __init__(self) -> None:
-        self._dirty: list[WsConnection] = []
+        self.dirty: list[WsConnection] = []
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.bytes_sent = 0
+        self.blocked_writers = 0
 
     def mark_dirty(self, conn: WsConnection) -> None:
-        """Queue `conn` for the next flush (the caller sets `conn.dirty`)."""
-        self._dirty.append(conn)
+        """Queue `conn` for the next flush (the caller has set `conn.dirty`)."""
+        self.dirty.append(conn)
+        self._wake.set()
+
+    def wake(self) -> None:
         self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -36,22 +45,24 @@ class Flusher:
             while True:
                 await self._wake.wait()
                 self._wake = trio.Event()
-                dirty, self._dirty = self._dirty, []
+                dirty, self.dirty = self.dirty, []
                 for conn in dirty:
                     conn.dirty = False
-                    if not conn.blocked:
+                    if conn.blocked:
+                        self._count_backlog(conn)
+                    else:
                         self._flush(conn)
 
     def flush_now(self, conn: WsConnection) -> None:
         """Write `conn`'s backlog immediately (used when closing, so the close frame goes out)."""
-        if not conn.blocked:
+        if not conn.blocked and not conn.sock_closed:
             self._flush(conn)
 
     def _flush(self, conn: WsConnection) -> None:
-        frames = conn.pending
-        if not frames:
+        items = conn.pending
+        if not items:
             return
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        data = _joined(items)
         try:
             sent = conn.sock.send(data)
         except BlockingIOError:
@@ -59,55 +70,95 @@ class Flusher:
         except OSError:
             conn.transport_failed()
             return
+        self.bytes_sent += sent
         if sent == len(data):
-            frames.clear()
-            conn.pending_bytes = 0
+            conn.pending = []
             return
-        _keep_unsent(conn, frames, sent)
+        _keep_unsent(conn, data, sent)
         conn.blocked = True
+        self.blocked_writers += 1
         assert self._nursery is not None
         self._nursery.start_soon(self._drain, conn)
+
+    def _count_backlog(self, conn: WsConnection) -> None:
+        pending = conn.pending
+        total = conn.pending_bytes
+        for item in pending[conn.counted :]:
+            total += len(item) if type(item) is bytes else len(item.seal())  # type: ignore[union-attr]
+        conn.pending_bytes = total
+        conn.counted = len(pending)
+        if total > conn.outbound_limit:
+            conn.close(CloseCode.SLOW_CONSUMER, "slow consumer", discard_backlog=True)
 
     async def _drain(self, conn: WsConnection) -> None:
         """Write a blocked connection's backlog as the peer makes room; then hand it back."""
         sock = conn.sock
-        while conn.pending and not conn.sock_closed:
-            try:
-                await trio.lowlevel.wait_writable(sock)
-            except (trio.ClosedResourceError, OSError):
-                return
-            frames = conn.pending
-            data = frames[0] if len(frames) == 1 else b"".join(frames)
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                conn.transport_failed()
-                return
-            _keep_unsent(conn, frames, sent)
-        conn.blocked = False
-        conn.drained()
+        try:
+            while conn.pending and not conn.sock_closed:
+                try:
+                    await trio.lowlevel.wait_writable(sock)
+                except (trio.ClosedResourceError, OSError):
+                    return
+                data = _joined(conn.pending)
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    conn.transport_failed()
+                    return
+                self.bytes_sent += sent
+                _keep_unsent(conn, data, sent)
+            conn.blocked = False
+            conn.drained()
+        finally:
+            self.blocked_writers -= 1
 
 
-def _keep_unsent(conn: WsConnection, frames: list[bytes], sent: int) -> None:
-    """Leave in `conn.pending` what `send` did not take, frame by frame, noting whether the
-    first one is a frame already partly on the wire (it must be finished, never dropped)."""
-    offset = 0
-    for index, frame in enumerate(frames):
-        end = offset + len(frame)
-        if end > sent:
-            rest = frames[index:]
-            conn.partial = sent > offset
-            if conn.partial:
-                rest[0] = frame[sent - offset :]
-            conn.pending = rest
-            conn.pending_bytes = sum(map(len, rest))
-            return
-        offset = end
-    conn.pending = []
-    conn.pending_bytes = 0
-    conn.partial = False
+def _joined(items: list[Outbound]) -> bytes:
+    if len(items) == 1:
+        item = items[0]
+        return item if type(item) is bytes else item.seal()  # type: ignore[union-attr]
+    return b"".join([i if type(i) is bytes else i.seal() for i in items])  # type: ignore[union-attr]
+
+
+def _keep_unsent(conn: WsConnection, data: bytes, sent: int) -> None:
+    """Leave in `conn.pending` what `send` did not take, noting whether it starts inside a frame
+    already partly on the wire (that frame must be finished, never dropped)."""
+    if sent >= len(data):
+        conn.pending = []
+        conn.partial = False
+        conn.pending_bytes = conn.counted = 0
+        return
+    start, end = _frame_bounds(data, sent)
+    rest: list[Outbound] = [data[sent:end]]
+    if end < len(data):
+        rest.append(data[end:])
+    conn.pending = rest
+    conn.partial = start < sent
+    conn.pending_bytes = len(data) - sent
+    conn.counted = len(rest)
+
+
+def _frame_bounds(data: bytes, offset: int) -> tuple[int, int]:
+    """Start and end of the frame holding byte `offset` (our frames are unmasked: frames.py)."""
+    position = 0
+    while True:
+        end = position + _frame_len_at(data, position)
+        if end > offset:
+            return position, end
+        position = end
+
+
+def _frame_len_at(data: bytes, position: int) -> int:
+    if position >= len(data):
+        return 0
+    n = data[position + 1] & 0x7F
+    if n == 126:
+        return 4 + int(struct.unpack_from("!H", data, position + 2)[0])
+    if n == 127:
+        return 10 + int(struct.unpack_from("!Q", data, position + 2)[0])
+    return 2 + n
 
 
 def shutdown_write(sock: socket.socket) -> None:

@@ -66,6 +66,8 @@ class HttpServices:
     readiness: Callable[[], str | None]
     # The Prometheus exposition for /metrics: (body, content type); None serves no /metrics.
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    # Told of each refused credential: "password" (login) or "token" (bearer token).
+    auth_failed: Callable[[str], None] = lambda kind: None
 
 
 # Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
@@ -176,6 +178,7 @@ class _Api:
         body = decode_body(await _request_body(), Login)
         user = await self._store.check_password(body.name, body.password)
         if user is None:
+            self._services.auth_failed("password")
             raise HttpError(401, ErrorCode.BAD_CREDENTIALS, "wrong name or password")
         return json_response(await self._session(user))
 
@@ -303,15 +306,18 @@ class _Api:
         """The caller's user and bearer token; `HttpError` 401 if missing, unknown or expired."""
         header = request.headers.get("Authorization")
         if header is None:
+            self._services.auth_failed("token")
             raise _unauthenticated("an Authorization: Bearer token is required", None)
         scheme, _, token = header.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+            self._services.auth_failed("token")
             raise _unauthenticated(
                 "the Authorization header is not a bearer token", "invalid_request"
             )
         user = await self._store.user_for_token(token)
         if user is None:
+            self._services.auth_failed("token")
             raise _unauthenticated("the token is unknown, revoked or expired", "invalid_token")
         return user, token
 

@@ -1,15 +1,17 @@
-"""Room id -> subscribed connections; `publish` appends one shared frame to each, never awaits."""
+"""Room id -> subscribed connections; `publish` never awaits and never touches a socket.
+
+Within one flush cycle a room's frames go into one shared `Segment`: the first publish of the
+cycle appends the segment to every subscriber's backlog; later ones only append to the segment.
+So a batch of B messages to N subscribers costs N appends and N sends, not B x N.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from protocol import Presence, encode
 
-from .connection import WsConnection
+from .connection import Segment, WsConnection
+from .flusher import Flusher
 from .frames import text_frame
-
-Delivered = Callable[[int], None]
 
 
 class RoomHub:
@@ -20,34 +22,58 @@ class RoomHub:
     client sees every seq once and in order.
     """
 
-    def __init__(self, on_delivered: Delivered | None = None) -> None:
+    def __init__(self, flusher: Flusher) -> None:
+        self._flusher = flusher
         self._subs: dict[str, dict[WsConnection, None]] = {}
+        self._open: dict[str, Segment] = {}
         self._held: dict[str, dict[WsConnection, list[tuple[int, bytes]]]] = {}
         self._online: dict[str, dict[str, int]] = {}
-        self._on_delivered = on_delivered
+        self.published = 0
+        self.deliveries = 0
 
-    def publish(self, room: str, frame: bytes, seq: int = 0, exclude: object = None) -> int:
+    def publish(self, room: str, frame: bytes, seq: int = 0) -> int:
         """Queue `frame` (already framed) to every subscriber of `room`; returns how many."""
-        subs = self._subs.get(room)
+        self.published += 1
         count = 0
+        subs = self._subs.get(room)
         if subs:
-            for conn in subs:
-                if conn is not exclude:
-                    conn.enqueue(frame)
-            count = len(subs) - (exclude in subs)
+            segment = self._open.get(room)
+            if segment is None or segment.data is not None:
+                segment = self._open[room] = Segment()
+                dirty = self._flusher.dirty
+                for conn in subs:
+                    if not conn.closing:
+                        conn.pending.append(segment)
+                        if not conn.dirty:
+                            conn.dirty = True
+                            dirty.append(conn)
+                self._flusher.wake()
+            segment.frames.append(frame)
+            count = len(subs)
+            self.deliveries += count
         held = self._held.get(room)
         if held:
             for backlog in held.values():
                 backlog.append((seq, frame))
-        if self._on_delivered is not None and count:
-            self._on_delivered(count)
         return count
+
+    def publish_except(self, room: str, frame: bytes, exclude: WsConnection) -> None:
+        """Queue `frame` to every subscriber but `exclude` (typing, presence); not a hot path."""
+        self._close_segment(room)
+        for conn in self._subs.get(room, ()):
+            if conn is not exclude:
+                conn.enqueue(frame)
+                self.deliveries += 1
+        for other, backlog in self._held.get(room, {}).items():
+            if other is not exclude:
+                backlog.append((0, frame))
 
     def subscribe(self, room: str, conn: WsConnection, *, hold: bool = False) -> None:
         """Add `conn` to the room (held if it is about to replay missed messages)."""
         if hold:
             self._held.setdefault(room, {})[conn] = []
         else:
+            self._close_segment(room)
             self._subs.setdefault(room, {})[conn] = None
         conn.rooms.add(room)
         users = self._online.setdefault(room, {})
@@ -67,14 +93,15 @@ class RoomHub:
         for seq, frame in backlog:
             if seq == 0 or seq > after_seq:
                 conn.enqueue(frame)
+        self._close_segment(room)
         self._subs.setdefault(room, {})[conn] = None
 
     def unsubscribe(self, room: str, conn: WsConnection) -> None:
-        if conn.rooms is not None:
-            conn.rooms.discard(room)
+        conn.rooms.discard(room)
         found = False
         subs = self._subs.get(room)
         if subs is not None and conn in subs:
+            self._close_segment(room)
             del subs[conn]
             found = True
             if not subs:
@@ -107,6 +134,10 @@ class RoomHub:
     def subscriber_count(self, room: str) -> int:
         return len(self._subs.get(room, ())) + len(self._held.get(room, ()))
 
+    def _close_segment(self, room: str) -> None:
+        """The subscriber set changes: later frames must go into a segment the new set shares."""
+        self._open.pop(room, None)
+
     def _announce(self, room: str, conn: WsConnection, status: str) -> None:
         event = Presence(room=room, user=conn.user_name, status=status)  # type: ignore[arg-type]
-        self.publish(room, text_frame(encode(event)), exclude=conn)
+        self.publish_except(room, text_frame(encode(event)), conn)

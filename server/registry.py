@@ -7,17 +7,20 @@ from collections.abc import Iterator
 import trio
 
 from .connection import WsConnection
+from .metrics import Metrics, close_reason
 
 
 class ConnectionRegistry:
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self._all: dict[WsConnection, None] = {}
+        self._metrics = Metrics() if metrics is None else metrics
         self.draining = False
         self.writer_flushed = trio.Event()
         self.emptied = trio.Event()  # set once draining and no connection is left
 
     def add(self, conn: WsConnection) -> None:
         self._all[conn] = None
+        self._metrics.connections_opened += 1
         if self.draining:
             conn.reader_scope.cancel()
 
@@ -31,7 +34,11 @@ class ConnectionRegistry:
             self.emptied.set()
 
     def remove(self, conn: WsConnection) -> None:
-        self._all.pop(conn, None)
+        if conn not in self._all:
+            return
+        del self._all[conn]
+        reason = close_reason(conn.close_code, conn.close_reason, self.draining)
+        self._metrics.connections_closed[reason] += 1
         if self.draining and not self._all:
             self.emptied.set()
 

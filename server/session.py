@@ -208,7 +208,7 @@ class ChatSession:
         if not s.limiter.allow(conn.user_id, trio.current_time()):
             raise ProtocolError(ErrorCode.RATE_LIMITED, "slow down", request.ref)
         frame = text_frame(encode(Typing(room=request.room, user=conn.user_name)))
-        s.hub.publish(request.room, frame, exclude=conn)
+        s.hub.publish_except(request.room, frame, conn)
 
     def closed(self) -> None:
         """Release everything the session holds in shared structures."""

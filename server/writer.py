@@ -4,17 +4,20 @@ publishes and acks. Nothing is delivered before it is durable."""
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from protocol import Ack, Error, ErrorCode, Message, encode
-from storage import Appended, NewMessage, StorageError, Store
+from storage import Appended, Conflict, NewMessage, NotFound, StorageError, Store
 
 from .connection import WsConnection
 from .frames import text_frame
 from .hub import RoomHub
+from .metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,7 @@ class PendingSend:
     message: NewMessage
     sender: WsConnection | None
     ref: str | None
+    queued_at: float = field(default_factory=time.perf_counter)  # for the send-latency metric
 
 
 _log = logging.getLogger(__name__)
@@ -37,13 +41,19 @@ class MessageWriter:
         queue_size: int,
         max_batch: int,
         on_batch: BatchObserver | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
         self._max_batch = max_batch
         self._on_batch = on_batch
+        self._metrics = Metrics() if metrics is None else metrics
         self._send, self._receive = trio.open_memory_channel[PendingSend](queue_size)
         self.finished = trio.Event()
+        # For readiness (trio clock): the database is writable unless the last commit failed.
+        self.last_commit_ok_at = -math.inf
+        self.last_commit_failed_at = -math.inf
+        self.last_commit_error = ""
 
     async def submit(self, item: PendingSend) -> None:
         """Queue a message for the next batch; waits (backpressure) while the queue is full."""
@@ -79,31 +89,46 @@ class MessageWriter:
             self.finished.set()
 
     async def commit_batch(self, batch: list[PendingSend]) -> None:
-        started = trio.current_time()
+        metrics = self._metrics
+        commit_started = time.perf_counter()
         try:
             results = await self._store.append_batch([item.message for item in batch])
-        except StorageError:
+        except StorageError as exc:
             # Not stored, so not acked: tell each sender, who may retry with the same client_id.
             _log.exception("message batch of %d could not be stored", len(batch))
+            metrics.writer_commit_failures += 1
+            if not isinstance(exc, NotFound | Conflict):  # those are not the database failing
+                self.last_commit_failed_at = trio.current_time()
+                self.last_commit_error = str(exc)
             for item in batch:
                 if item.sender is not None:
                     item.sender.send_event(
                         Error(code=ErrorCode.UNAVAILABLE, message="not stored", ref=item.ref)
                     )
             return
+        committed = time.perf_counter()
+        self.last_commit_ok_at = trio.current_time()
+        metrics.commit_seconds.observe(committed - commit_started)
+        metrics.batch_size.observe(len(batch))
         if self._on_batch is not None:
-            self._on_batch(len(batch), trio.current_time() - started)
+            self._on_batch(len(batch), committed - commit_started)
         self.deliver(batch, results)
+        delivered = time.perf_counter()
+        metrics.fanout_seconds.observe(delivered - committed)
+        metrics.send_latency_seconds.observe(delivered - batch[0].queued_at)
 
     def deliver(self, batch: list[PendingSend], results: list[Appended]) -> None:
         hub = self._hub
+        stored = 0
         for item, result in zip(batch, results, strict=True):
             message = result.message
             if not result.duplicate:
+                stored += 1
                 hub.publish(message.room, text_frame(encode(message)), message.seq)
             sender = item.sender
             if sender is not None:
                 sender.send_event(_ack(message, result.duplicate, item.ref))
+        self._metrics.messages += stored
 
 
 def _ack(message: Message, duplicate: bool, ref: str | None) -> Ack:

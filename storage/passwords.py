@@ -23,11 +23,16 @@ TOKEN_BYTES = 32
 
 def hash_password(password: str, *, n: int = DEFAULT_N) -> str:
     """Encode `password` as `scrypt$n$r$p$salt_b64$hash_b64` with a fresh random salt."""
-    if n < 2 or n & (n - 1):
-        raise ValueError(f"scrypt n must be a power of 2 greater than 1, not {n}")
+    check_cost(n)
     salt = secrets.token_bytes(SALT_BYTES)
     digest = _scrypt(password, salt, n, R, P, HASH_BYTES)
     return "$".join((SCHEME, str(n), str(R), str(P), _b64(salt), _b64(digest)))
+
+
+def check_cost(n: int) -> None:
+    """Reject an scrypt `n` that scrypt itself would refuse, before any password depends on it."""
+    if n < 2 or n & (n - 1):
+        raise ValueError(f"scrypt n must be a power of 2 greater than 1, not {n}")
 
 
 def verify_password(password: str, encoded: str) -> bool:

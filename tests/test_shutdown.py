@@ -4,6 +4,7 @@ on the restarted server without gaps or duplicates."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,25 +27,34 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @asynccontextmanager
-async def server_process(db: Path) -> AsyncIterator[tuple[trio.Process, int]]:
+async def server_process(
+    db: Path, *args: str, env: dict[str, str] | None = None, log: bytearray | None = None
+) -> AsyncIterator[tuple[trio.Process, int]]:
+    """`hibiki serve` in a child process on an ephemeral port; its stderr goes to `log`."""
     cmd = [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--db", str(db)]
-    cmd += ["--rate-limit", "0", "--server-id", "proc"]
+    cmd += ["--rate-limit", "0", "--server-id", "proc", *args]
+    log = bytearray() if log is None else log
     async with trio.open_nursery() as nursery:
-        run = partial(trio.run_process, cmd, cwd=ROOT, stderr=subprocess.PIPE, check=False)
+        run = partial(
+            trio.run_process,
+            cmd,
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            check=False,
+            env=os.environ | (env or {}),
+        )
         process: trio.Process = await nursery.start(run)
         assert process.stderr is not None
-        log = b""
         with trio.fail_after(STEP * 3):
             while b"listening on" not in log:
                 chunk = await process.stderr.receive_some()
                 assert chunk, log.decode()
                 log += chunk
-        line = next(ln for ln in log.decode().splitlines() if "listening on" in ln)
-        port = int(line.rsplit(":", 1)[1])
+        port = _listening_port(log.decode())
 
         async def drain_stderr() -> None:
-            while await process.stderr.receive_some():  # type: ignore[union-attr]
-                pass
+            while chunk := await process.stderr.receive_some():  # type: ignore[union-attr]
+                log.extend(chunk)
 
         nursery.start_soon(drain_stderr)
         try:
@@ -96,9 +106,12 @@ async def test_sigterm_mid_burst_loses_no_acked_message(tmp_path: Path) -> None:
                         pass
                     await trio.sleep_forever()
 
-        async def receiver() -> None:
+        async def receiver(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             async with open_websocket(f"ws://127.0.0.1:{port}/ws") as ws:
                 await ws.send_message(json.dumps({"type": "hello", "token": bob.token}))
+                # Subscribed once welcomed: only then may the burst start.
+                assert json.loads(await ws.get_message())["type"] == "welcome"
+                task_status.started()
                 try:
                     while True:
                         event = json.loads(await ws.get_message())
@@ -109,7 +122,7 @@ async def test_sigterm_mid_burst_loses_no_acked_message(tmp_path: Path) -> None:
 
         with trio.fail_after(STEP * 6):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(receiver)
+                await nursery.start(receiver)
                 nursery.start_soon(sender, alice, "a")
                 await enough.wait()
                 process.send_signal(signal.SIGTERM)
@@ -146,6 +159,13 @@ async def test_sigterm_mid_burst_loses_no_acked_message(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(STEP):
             assert await process.wait() == 0
+
+
+def _listening_port(log: str) -> int:
+    line = next(ln for ln in log.splitlines() if "listening on" in ln)
+    if line.startswith("{"):  # JSON logs (stderr is not a terminal)
+        return int(json.loads(line)["port"])
+    return int(line.rsplit(":", 1)[1])
 
 
 async def _all_messages(http: httpx.AsyncClient, user: Account, room: str) -> list[dict[str, Any]]:

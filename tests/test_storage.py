@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import storage
 from storage import (
@@ -317,6 +320,64 @@ async def test_concurrent_appenders_get_unique_gap_free_seqs(store: Store, alice
         assert room_seqs == list(range(1, len(room_seqs) + 1))
         assert await store.last_seq(room) == len(room_seqs)
     assert len({r.message.id for r in results}) == 300
+
+
+ROOMS = ["a", "b", "nowhere"]  # "nowhere" is never created: a batch holding it must fail
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(ROOMS[:2] * 10 + ROOMS[2:]),
+                st.sampled_from([1, 2]),
+                st.none() | st.sampled_from(["x", "y", "z"]),
+            ),
+            min_size=1,
+            max_size=8,
+        ),
+        max_size=6,
+    )
+)
+async def test_append_batch_matches_a_model_of_numbering_and_dedupe(
+    tmp_path: Path, batches: list[list[tuple[str, int, str | None]]]
+) -> None:
+    path = tmp_path / f"model-{uuid.uuid4().hex}.db"  # one fresh database per example
+    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
+        users = {u.id: u for u in [await s.create_user(n, "pw") for n in ("u1", "u2")]}
+        for room in ROOMS[:2]:
+            await s.create_room(room, 1)
+        last_seq = dict.fromkeys(ROOMS[:2], 0)
+        originals: dict[tuple[str, int, str], tuple[int, int]] = {}
+        last_id = 0
+        for spec in batches:
+            batch = [msg(room, users[u], "t", cid) for room, u, cid in spec]
+            if any(room == "nowhere" for room, _, _ in spec):
+                with pytest.raises(NotFound):
+                    await s.append_batch(batch)
+                continue
+            for m, result in zip(batch, await s.append_batch(batch), strict=True):
+                key = None if m.client_id is None else (m.room, m.user_id, m.client_id)
+                if key is not None and key in originals:
+                    assert result.duplicate
+                    assert (result.message.id, result.message.seq) == originals[key]
+                    continue
+                assert not result.duplicate
+                last_seq[m.room] += 1
+                assert result.message.seq == last_seq[m.room]
+                assert result.message.id > last_id
+                last_id = result.message.id
+                if key is not None:
+                    originals[key] = (result.message.id, result.message.seq)
+        for room, last in last_seq.items():
+            assert await s.last_seq(room) == last
+            page, has_more = await s.history(room, None, 100)
+            assert [m.seq for m in page] == list(range(1, last + 1)) and not has_more
 
 
 async def test_everything_survives_close_and_reopen(make_store: Callable[[], Store]) -> None:

@@ -1,0 +1,155 @@
+"""Turn the fan-out benchmark's runs into medians, a Markdown table, ratios and PNG plots."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+Run = dict[str, Any]
+BASELINE = "hibiki"
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarise(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row per (mode, workload, server): medians over the rounds."""
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run["mode"], run["workload"], run["server"])].append(run)
+    rows = []
+    for (mode, workload, server), group in groups.items():
+        first = group[0]
+        rows.append(
+            {
+                "mode": mode,
+                "workload": workload,
+                "server": server,
+                "receivers": first["receivers"],
+                "rooms": first["rooms"],
+                "senders": first["senders"],
+                "runs": len(group),
+                "deliveries_per_s": _median(r["deliveries_per_s"] for r in group),
+                "us_per_delivery": _median(r["server_cpu_us_per_delivery"] for r in group),
+                "p50_ms": _median(r["latency_ms"]["p50"] for r in group),
+                "p99_ms": _median(r["latency_ms"]["p99"] for r in group),
+                "server_cpu_util": _median(r["server_cpu_util"] for r in group),
+                "client_cpu_util": _median(r["client_cpu_util"] for r in group),
+                "client_limited": any(r["client_limited"] for r in group),
+                "missing": max(r["missing_deliveries"] for r in group),
+                "errors": max(
+                    r["errors"]["error_frames"] + r["errors"]["closed"] for r in group
+                ),
+            }
+        )
+    return rows
+
+
+def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """hibiki / peer in deliveries per server-CPU-second (= peer µs / hibiki µs per delivery)."""
+    by_key = {(r["mode"], r["workload"], r["server"]): r for r in rows}
+    out = []
+    for row in rows:
+        if row["server"] == BASELINE:
+            continue
+        base = by_key.get((row["mode"], row["workload"], BASELINE))
+        if base is None or not base["us_per_delivery"] or not row["us_per_delivery"]:
+            continue
+        out.append(
+            {
+                "mode": row["mode"],
+                "workload": row["workload"],
+                "peer": row["server"],
+                "ratio": row["us_per_delivery"] / base["us_per_delivery"],
+            }
+        )
+    return out
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 100_000:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| mode | workload | server | deliveries/s | server µs/delivery | p50 ms | p99 ms "
+        "| server CPU | client CPU | notes |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in sorted(rows, key=lambda r: (r["mode"], r["receivers"], r["rooms"], r["senders"])):
+        notes = []
+        if r["client_limited"]:
+            notes.append("client-limited")
+        if r["missing"]:
+            notes.append(f"{r['missing']} not delivered by the drain deadline")
+        if r["errors"]:
+            notes.append(f"{r['errors']} errors")
+        util = (
+            f"{r['server_cpu_util']:.0%}" if r["server_cpu_util"] is not None else "–",
+            f"{r['client_cpu_util']:.0%}" if r["client_cpu_util"] is not None else "–",
+        )
+        lines.append(
+            f"| {r['mode']} | {r['workload']} | {r['server']} | {_fmt(r['deliveries_per_s'], 0)} "
+            f"| {_fmt(r['us_per_delivery'], 3)} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} "
+            f"| {util[0]} | {util[1]} | {', '.join(notes)} |"
+        )
+    found = ratios(rows)
+    if found:
+        lines += [
+            "",
+            "hibiki / peer, deliveries per server-CPU-second (medians):",
+            "",
+            "| mode | workload | peer | ratio |",
+            "| --- | --- | --- | ---: |",
+        ]
+        for x in found:
+            lines.append(f"| {x['mode']} | {x['workload']} | {x['peer']} | {x['ratio']:.1f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """deliveries/s and p99 vs N (one-room flood workloads), one line per server and senders."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    one_room = [r for r in rows if r["mode"] == "flood" and r["rooms"] == 1]
+    if not one_room:
+        return []
+    written = []
+    for key, ylabel, name in (
+        ("deliveries_per_s", "deliveries/s", "deliveries.png"),
+        ("p99_ms", "p99 send→receive latency (ms)", "p99.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        series: dict[tuple[str, int], list[tuple[int, float]]] = defaultdict(list)
+        for r in one_room:
+            if r[key] is not None:
+                series[(r["server"], r["senders"])].append((r["receivers"], r[key]))
+        for (server, senders), points in sorted(series.items()):
+            points.sort()
+            ax.plot(*zip(*points, strict=True), marker="o", label=f"{server}, {senders} sender(s)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("receivers in one room (N)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

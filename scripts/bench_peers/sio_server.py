@@ -1,0 +1,78 @@
+"""Peer for the fan-out benchmark: python-socketio (ASGI) on uvicorn doing the same room
+fan-out. Nothing is stored or authenticated.
+
+Protocol (Socket.IO v5 over Engine.IO v4, WebSocket transport; the `socketio` dialect of
+scripts/loadgen_node/protocols.js): event `join` (room name, acknowledged), event
+`send` {room, text} => event `message` {type, room, id, seq, user, text, ts} to every member.
+
+    python scripts/bench_peers/sio_server.py --port 8766
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+import socketio
+import uvicorn
+
+sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
+app = socketio.ASGIApp(sio)
+seqs: defaultdict[str, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+ids = itertools.count(1)
+
+
+@sio.event
+async def join(sid: str, room: str) -> str:
+    await sio.enter_room(sid, room)
+    return "ok"
+
+
+@sio.event
+async def send(sid: str, data: dict[str, Any]) -> None:
+    room = data["room"]
+    if room not in sio.rooms(sid):
+        return
+    event = {
+        "type": "message",
+        "room": room,
+        "id": next(ids),
+        "seq": next(seqs[room]),
+        "user": "peer",
+        "text": data.get("text", ""),
+        "ts": int(time.time() * 1000),
+    }
+    await sio.emit("message", event, room=room)
+
+
+def main(host: str, port: int, ws: str) -> None:
+    # Bind first so an ephemeral port can be announced before uvicorn starts serving on it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, backlog=4096, ws=ws
+    )
+    server = uvicorn.Server(config)
+    print(f"python-socketio on uvicorn listening on {bound[0]}:{bound[1]}", flush=True)
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument(
+        "--ws",
+        default="websockets-sansio",
+        choices=["websockets-sansio", "websockets", "wsproto"],
+        help="uvicorn's WebSocket implementation (websockets-sansio measured fastest here)",
+    )
+    args = parser.parse_args()
+    main(args.host, args.port, args.ws)

@@ -1,0 +1,315 @@
+"""Prometheus metrics whose updates cost the hot path one integer addition.
+
+Code on a hot path bumps plain attributes of one `Metrics` object (`metrics.deliveries += n`,
+`metrics.batch_size.observe(len(batch))`); nothing touches prometheus_client until a scrape,
+when `_Collector` turns those numbers, and a few gauges read from live state (connections, writer
+queue, outbound bytes), into metric families. prometheus_client's own Counter and Histogram take
+a lock on every update; these take none: every update and every scrape runs on the trio thread.
+
+Each `Metrics` owns its `CollectorRegistry` (no global registry), so two servers in one process
+(tests, benchmarks) never share a series. docs/operations.md describes every metric.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from storage import Store
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)  # the seed's buckets
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+CLOSE_REASONS = (
+    "client_close",
+    "shutdown",
+    "stale",
+    "slow_consumer",
+    "protocol_error",
+    "unauthenticated",
+    "transport_error",
+    "internal",
+    "unknown",
+)
+_CLOSE_REASON_BY_CODE = {
+    1000: "client_close",
+    1002: "protocol_error",
+    1007: "protocol_error",
+    1008: "protocol_error",  # too many protocol errors
+    1009: "protocol_error",
+    1011: "internal",
+    4001: "unauthenticated",
+    4003: "stale",
+    4008: "slow_consumer",
+}
+
+
+def close_reason(code: int | None, reason: str, draining: bool) -> str:
+    """The `reason` label of a closed connection, from its close code and reason text."""
+    if code is None:
+        return "shutdown" if draining else "unknown"
+    if code == 1001:  # going away: ours at shutdown, or the peer's EOF / broken transport
+        if reason == "transport failed":
+            return "transport_error"
+        return "shutdown" if draining else "client_close"
+    return _CLOSE_REASON_BY_CODE.get(code, "client_close")  # other codes are the peer's
+
+
+class Histogram:
+    """Bucket counts as plain ints: `observe` is one bisect and two additions."""
+
+    __slots__ = ("bounds", "counts", "les", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        self.les = [repr(b) for b in self.bounds] + ["+Inf"]  # the `le` label values
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # bucket i holds bounds[i-1] < v <= b
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for le, n in zip(self.les, self.counts, strict=True):
+            running += n
+            out.append((le, float(running)))
+        return out
+
+
+class _Buffered(Protocol):
+    @property
+    def pending_bytes(self) -> int: ...
+
+
+class _Connections(Protocol):
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[_Buffered]: ...
+
+
+class _Queue(Protocol):
+    def queue_depth(self) -> int: ...
+
+
+class _CacheStats(Protocol):
+    @property
+    def hits(self) -> int: ...
+
+    @property
+    def misses(self) -> int: ...
+
+
+class Metrics:
+    """Every number the server exports. Attributes are the hooks; see docs/operations.md."""
+
+    def __init__(self, server_id: str = "") -> None:
+        self.server_id = server_id
+        # Counters, bumped in place where the event happens.
+        self.messages = 0  # messages stored (not re-sent duplicates): writer, HTTP import
+        self.deliveries = 0  # frames queued to subscribers by RoomHub.publish
+        self.rate_limited = 0  # requests refused by the per-user rate limit
+        self.auth_failures_password = 0  # login with a wrong name or password
+        self.auth_failures_token = 0  # missing, unknown or expired token (HTTP or hello)
+        self.connections_opened = 0
+        self.connections_closed = dict.fromkeys(CLOSE_REASONS, 0)
+        self.writer_commit_failures = 0
+        # Histograms.
+        self.batch_size = Histogram(BATCH_BUCKETS)
+        self.commit_seconds = Histogram(LATENCY_BUCKETS)
+        self.fanout_seconds = Histogram(LATENCY_BUCKETS)
+        self.send_latency_seconds = Histogram(LATENCY_BUCKETS)
+        self.db_query_seconds: dict[str, Histogram] = {}
+        # Live state read at scrape time (see `watch`).
+        self._connections: _Connections | None = None
+        self._writer: _Queue | None = None
+        self._writer_capacity = 0
+        self._caches: dict[str, _CacheStats] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self))
+
+    def watch(
+        self,
+        *,
+        connections: _Connections,
+        writer: _Queue,
+        writer_capacity: int,
+        caches: dict[str, _CacheStats],
+    ) -> None:
+        """Name the live objects whose state the gauges and cache counters are read from."""
+        self._connections = connections
+        self._writer = writer
+        self._writer_capacity = writer_capacity
+        self._caches = dict(caches)
+
+    def count_auth_failure(self, kind: str) -> None:
+        """`kind` is "password" (login) or "token" (bearer token or hello)."""
+        if kind == "password":
+            self.auth_failures_password += 1
+        else:
+            self.auth_failures_token += 1
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The body and content type of a `GET /metrics` response."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m = self._m
+        sid = [m.server_id]
+        conns = m._connections
+        active = len(conns) if conns is not None else 0
+        yield _gauge("websocket_active_connections", "Open WebSocket connections.", active, sid)
+        yield _counter(
+            "messages", "Messages stored (a re-sent client_id is not counted).", m.messages, sid
+        )
+        db = HistogramMetricFamily(
+            "db_query_duration_seconds", "Store call duration by call.", labels=["query_type"]
+        )
+        for query_type, hist in sorted(m.db_query_seconds.items()):
+            db.add_metric([query_type], hist.cumulative(), hist.sum)
+        yield db
+        yield _counter("hibiki_deliveries", "Frames queued to room subscribers.", m.deliveries)
+        yield _histogram(
+            "hibiki_send_latency_seconds",
+            "Send queued to ack queued, oldest message of each writer batch.",
+            m.send_latency_seconds,
+        )
+        yield _histogram(
+            "hibiki_fanout_duration_seconds",
+            "Publishing and acking one committed writer batch.",
+            m.fanout_seconds,
+        )
+        yield _histogram("hibiki_writer_batch_size", "Messages per group commit.", m.batch_size)
+        yield _histogram(
+            "hibiki_writer_commit_duration_seconds",
+            "Duration of one group commit.",
+            m.commit_seconds,
+        )
+        yield _counter(
+            "hibiki_writer_commit_failures",
+            "Batches the store failed to commit.",
+            m.writer_commit_failures,
+        )
+        depth = m._writer.queue_depth() if m._writer is not None else 0
+        yield _gauge("hibiki_writer_queue_depth", "Sends waiting for the writer.", depth)
+        yield _gauge(
+            "hibiki_writer_queue_capacity", "Bound of the writer queue.", m._writer_capacity
+        )
+        total = largest = 0
+        for conn in conns if conns is not None else ():
+            pending = conn.pending_bytes
+            total += pending
+            largest = max(largest, pending)
+        yield _gauge("hibiki_outbound_buffer_bytes", "Bytes queued for all peers.", total)
+        yield _gauge("hibiki_outbound_buffer_max_bytes", "Largest one peer's backlog.", largest)
+        yield _counter(
+            "hibiki_connections_opened", "WebSocket connections accepted.", m.connections_opened
+        )
+        closed = CounterMetricFamily(
+            "hibiki_connections_closed",
+            "WebSocket connections closed, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in m.connections_closed.items():
+            closed.add_metric([reason], n)
+        yield closed
+        yield _counter("hibiki_rate_limited", "Requests refused by the rate limit.", m.rate_limited)
+        hits = CounterMetricFamily("hibiki_cache_hits", "Cache lookups answered.", labels=["cache"])
+        misses = CounterMetricFamily(
+            "hibiki_cache_misses", "Cache lookups missed.", labels=["cache"]
+        )
+        for name, cache in sorted(m._caches.items()):
+            hits.add_metric([name], cache.hits)
+            misses.add_metric([name], cache.misses)
+        yield hits
+        yield misses
+        auth = CounterMetricFamily("hibiki_auth_failures", "Refused credentials.", labels=["kind"])
+        auth.add_metric(["password"], m.auth_failures_password)
+        auth.add_metric(["token"], m.auth_failures_token)
+        yield auth
+
+
+def _gauge(name: str, doc: str, value: float, server_id: list[str] | None = None) -> Metric:
+    if server_id is None:
+        return GaugeMetricFamily(name, doc, value=value)
+    family = GaugeMetricFamily(name, doc, labels=["server_id"])
+    family.add_metric(server_id, value)
+    return family
+
+
+def _counter(name: str, doc: str, value: float, server_id: list[str] | None = None) -> Metric:
+    if server_id is None:
+        return CounterMetricFamily(name, doc, value=value)
+    family = CounterMetricFamily(name, doc, labels=["server_id"])
+    family.add_metric(server_id, value)
+    return family
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> Metric:
+    return HistogramMetricFamily(name, doc, buckets=hist.cumulative(), sum_value=hist.sum)
+
+
+# Store timing ----------------------------------------------------------------------------------
+
+
+def query_types() -> list[str]:
+    """The `query_type` label values: the store interface's calls (bounded, known in advance)."""
+    return [
+        name
+        for name, member in vars(Store).items()
+        if inspect.iscoroutinefunction(member) and name not in {"open", "aclose"}
+    ]
+
+
+def timed_store(store: Store, metrics: Metrics) -> Store:
+    """`store`, with every call's duration observed into `db_query_duration_seconds`."""
+    return cast(Store, _TimedStore(store, metrics))
+
+
+class _TimedStore:
+    """Forwards every attribute to the store; each query call is wrapped once, up front."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store = store
+        for name in query_types():
+            hist = metrics.db_query_seconds.setdefault(name, Histogram(DB_BUCKETS))
+            setattr(self, name, _timed(getattr(store, name), hist))
+
+    def __getattr__(self, name: str) -> Any:  # only for what is not wrapped (open, aclose)
+        return getattr(self._store, name)
+
+
+def _timed(call: Callable[P, Awaitable[T]], hist: Histogram) -> Callable[P, Awaitable[T]]:
+    async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.perf_counter()
+        try:
+            return await call(*args, **kwargs)
+        finally:
+            hist.observe(time.perf_counter() - started)
+
+    return timed
