@@ -1,0 +1,31 @@
+"""hibiki's Python client: an async (trio) chat client on the documented protocol, with
+reconnect and resume; `client.terminal` is the terminal client built on it."""
+
+from ._backoff import Backoff
+from ._client import ChatClient
+from ._errors import (
+    ApiError,
+    AuthenticationError,
+    ChatClientError,
+    ClientClosed,
+    LoginError,
+    RequestError,
+)
+from ._events import ClientEvent, Disconnected
+from ._http import LoginSession, RoomInfo, UserInfo
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "Backoff",
+    "ChatClient",
+    "ChatClientError",
+    "ClientClosed",
+    "ClientEvent",
+    "Disconnected",
+    "LoginError",
+    "LoginSession",
+    "RequestError",
+    "RoomInfo",
+    "UserInfo",
+]

@@ -83,9 +83,7 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _decode(
-    response: httpx.Response, into: type[_T], error: type[ApiError] = ApiError
-) -> _T:
+def _decode(response: httpx.Response, into: type[_T], error: type[ApiError] = ApiError) -> _T:
     if response.is_success:
         return msgspec.json.decode(response.content, type=into)
     try:

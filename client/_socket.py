@@ -3,10 +3,14 @@
 trio-websocket (0.12) leaves the client's TCP stream open when the *server* starts the close
 handshake (its `aclose` returns early once a close reason is set), so the socket lingers until
 garbage collection. Owning the stream and closing it on exit fixes that.
+
+It also never returns from the opening handshake when the TCP connection ends before the server
+answers (its reader stops, the handshake event is never set): `connect_timeout` bounds that.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -17,8 +21,13 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 
 @asynccontextmanager
 async def open_websocket(
-    url: str, *, extra_headers: list[tuple[bytes, bytes]] | None = None
+    url: str,
+    *,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    connect_timeout: float | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket to `url` (ws:// only); `trio.TooSlowError` if TCP connect plus the
+    opening handshake take longer than `connect_timeout` seconds (None: no limit)."""
     parts = urlsplit(url)
     if parts.scheme != "ws" or parts.hostname is None:
         raise ValueError(f"only ws:// URLs are supported here, not {url!r}")
@@ -26,12 +35,19 @@ async def open_websocket(
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
-    stream = await trio.open_tcp_stream(parts.hostname, port)
+    deadline = trio.current_time() + (math.inf if connect_timeout is None else connect_timeout)
+    with trio.fail_at(deadline):
+        stream = await trio.open_tcp_stream(parts.hostname, port)
     try:
         async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(
-                nursery, stream, f"{parts.hostname}:{port}", resource, extra_headers=extra_headers
-            )
+            with trio.fail_at(deadline):
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    f"{parts.hostname}:{port}",
+                    resource,
+                    extra_headers=extra_headers,
+                )
             try:
                 yield ws
             finally:

@@ -42,9 +42,7 @@ def summarise(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "client_cpu_util": _median(r["client_cpu_util"] for r in group),
                 "client_limited": any(r["client_limited"] for r in group),
                 "missing": max(r["missing_deliveries"] for r in group),
-                "errors": max(
-                    r["errors"]["error_frames"] + r["errors"]["closed"] for r in group
-                ),
+                "errors": max(r["errors"]["error_frames"] + r["errors"]["closed"] for r in group),
             }
         )
     return rows
@@ -73,7 +71,7 @@ def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     if value is None:
-        return "–"
+        return "-"
     if abs(value) >= 100_000:
         return f"{value:,.0f}"
     return f"{value:,.{digits}f}"
@@ -96,8 +94,8 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
         if r["errors"]:
             notes.append(f"{r['errors']} errors")
         util = (
-            f"{r['server_cpu_util']:.0%}" if r["server_cpu_util"] is not None else "–",
-            f"{r['client_cpu_util']:.0%}" if r["client_cpu_util"] is not None else "–",
+            f"{r['server_cpu_util']:.0%}" if r["server_cpu_util"] is not None else "-",
+            f"{r['client_cpu_util']:.0%}" if r["client_cpu_util"] is not None else "-",
         )
         lines.append(
             f"| {r['mode']} | {r['workload']} | {r['server']} | {_fmt(r['deliveries_per_s'], 0)} "
@@ -114,7 +112,7 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
             "| --- | --- | --- | ---: |",
         ]
         for x in found:
-            lines.append(f"| {x['mode']} | {x['workload']} | {x['peer']} | {x['ratio']:.1f}× |")
+            lines.append(f"| {x['mode']} | {x['workload']} | {x['peer']} | {x['ratio']:.1f}x |")
     return "\n".join(lines) + "\n"
 
 

@@ -58,8 +58,8 @@ class Workload:
     senders: int = 1
 
     def __post_init__(self) -> None:
-        if self.rooms < 1 or self.senders < 1 or self.receivers < 0:
-            raise PlanError("need rooms >= 1, senders >= 1, receivers >= 0")
+        if self.rooms < 1 or self.senders < 0 or self.receivers < 0:
+            raise PlanError("need rooms >= 1, senders >= 0, receivers >= 0")
 
     def label(self) -> str:
         if self.rooms == 1:
@@ -215,3 +215,26 @@ async def make_plan(
             }
         )
     return plan
+
+
+def more_receivers(plan: Plan, count: int, addresses: list[str | None]) -> list[dict[str, Any]]:
+    """Specs for `count` more receivers, continuing the round robin over the plan's rooms and
+    reusing each room's receiver accounts (for `LoadSession.add_receivers`)."""
+    tokens: dict[str, list[str]] = {}
+    for spec in plan.receivers:
+        tokens.setdefault(spec["rooms"][0], [])
+        if spec["token"] not in tokens[spec["rooms"][0]]:
+            tokens[spec["rooms"][0]].append(spec["token"])
+    start = len(plan.receivers)
+    specs = []
+    for i in range(start, start + count):
+        room = plan.rooms[i % len(plan.rooms)]
+        room_tokens = tokens.get(room) or [""]
+        specs.append(
+            {
+                "rooms": [room],
+                "token": room_tokens[(i // len(plan.rooms)) % len(room_tokens)],
+                "src": addresses[i % len(addresses)],
+            }
+        )
+    return specs

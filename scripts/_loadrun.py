@@ -16,6 +16,7 @@ from _loadplan import PATHS, Plan, Target
 from _loadstats import (
     Histogram,
     cpu_seconds,
+    cpu_split,
     group_cpu_seconds,
     rss_kib,
     self_cpu_seconds,
@@ -178,7 +179,7 @@ class LoadSession:
     def _workers(self) -> list[NodeWorker]:
         return [*self.receivers, *([self.sender] if self.sender else [])]
 
-    async def _ask_all(self, command: str) -> dict[str, Snapshot]:
+    async def ask_all(self, command: str) -> dict[str, Snapshot]:
         """Each worker's reply to `command`, asked of all of them at once."""
         replies: dict[str, Snapshot] = {}
 
@@ -192,7 +193,7 @@ class LoadSession:
 
     async def _all(self, command: str) -> tuple[Snapshot, Snapshot]:
         """(receivers' sum, senders' sum) of `stats` or `report` over all workers."""
-        replies = await self._ask_all(command)
+        replies = await self.ask_all(command)
         self._last_replies = replies
         recv = [replies[w.name] for w in self.receivers]
         send = [replies[self.sender.name]] if self.sender else []
@@ -202,14 +203,15 @@ class LoadSession:
         pids = [w.pid for w in self._workers()]
         out = {w.name: cpu_seconds(w.pid) for w in self._workers()}
         out["_client"] = group_cpu_seconds(pids) + self_cpu_seconds()
-        out["_server"] = cpu_seconds(self.options.server_pid) if self.options.server_pid else 0.0
+        user, system = cpu_split(self.options.server_pid) if self.options.server_pid else (0, 0)
+        out["_server"], out["_server_sys"] = user + system, system
         return out
 
     async def run_phase(self, phase: Phase) -> dict[str, Any]:
         """Send for `phase.duration` (or `phase.messages`), drain, and report."""
         if self.sender is None:
             raise ValueError("this session has no senders")
-        await self._ask_all("reset")
+        await self.ask_all("reset")
         recv0, send0 = await self._all("stats")
         cpu0 = self._cpu()
         t0 = trio.current_time()
@@ -403,6 +405,11 @@ class LoadSession:
             "server_pid": pid,
             "server_cpu_s": round(server_cpu, 3) if pid else None,
             "server_cpu_util": round(server_cpu / total_time, 3) if pid else None,
+            "server_cpu_sys_share": (
+                round((cpu2["_server_sys"] - cpu0["_server_sys"]) / server_cpu, 3)
+                if pid and server_cpu
+                else None
+            ),
             "server_cpu_us_per_delivery": (
                 round(server_cpu * 1e6 / delivered, 4) if pid and delivered else None
             ),

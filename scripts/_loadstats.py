@@ -57,16 +57,21 @@ class Histogram:
         }
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads) from /proc/PID/stat; 0.0 once it is gone."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (all its threads) from /proc/PID/stat; zeros once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except (FileNotFoundError, ProcessLookupError):
-        return 0.0
+        return 0.0, 0.0
     # The command name may contain spaces and parentheses: fields start after the last ')'.
     fields = raw[raw.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads); 0.0 once it is gone."""
+    return sum(cpu_split(pid))
 
 
 def rss_kib(pid: int) -> int:

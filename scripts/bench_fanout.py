@@ -66,9 +66,11 @@ def make_jobs(args: argparse.Namespace) -> list[Job]:
     if "flood" in args.modes:
         sizes = (50, 200) if quick else (100, 1000, 5000)
         shapes = [Workload(n, 1, s) for n in sizes for s in (1, 4)]
-        shapes += [Workload(100, 4, s) for s in (1, 4)] if quick else [
-            Workload(5000, 100, s) for s in (1, 4)
-        ]
+        shapes += (
+            [Workload(100, 4, s) for s in (1, 4)]
+            if quick
+            else [Workload(5000, 100, s) for s in (1, 4)]
+        )
         for w in shapes:
             window = flood_window(w, args.in_flight)
             phase = Phase("closed", window=window, duration=duration, drain=drain)

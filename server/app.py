@@ -90,6 +90,8 @@ async def serve(
             )
             metrics.watch(
                 connections=registry,
+                hub=hub,
+                flusher=flusher,
                 writer=writer,
                 writer_capacity=config.writer_queue,
                 caches={"membership": membership},
@@ -173,12 +175,13 @@ async def serve(
             _log.info("draining", extra={"connections": len(registry)})
             with trio.move_on_after(config.drain_timeout) as drain:
                 registry.stop_reading()  # from here /readyz is 503 and upgrades are refused
-                await http.stop_keepalive()
                 writer.close_input()
                 await writer.finished.wait()
                 registry.writer_flushed.set()
                 await registry.emptied.wait()
                 await websockets.all_closed()
+            # Only now: hypercorn refuses new HTTP connections once told (no /readyz answer).
+            await http.stop_keepalive()
             listener.stop_accepting()
             http.stop()
             root.cancel_scope.cancel()

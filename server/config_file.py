@@ -22,6 +22,7 @@ from typing import Any
 from .config import Config, ConfigError
 
 ENV_PREFIX = "HIBIKI_"
+CLIENT_ENV_PREFIX = "HIBIKI_CHAT_"  # reserved for `hibiki chat`: not server settings
 MASK = "********"
 _SECRET_WORDS = ("password", "secret", "token")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -48,7 +49,7 @@ def load_config(
         for key, value in _read_toml(path, problems).items():
             _put(key, value, f"file {path}", _checked, values, sources, problems)
     for name, text in sorted((env or {}).items()):
-        if name.startswith(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX) and not name.startswith(CLIENT_ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower()
             _put(key, text, f"env {name}", _parsed, values, sources, problems)
     for key, value in (flags or {}).items():

@@ -69,14 +69,17 @@ class Readiness:
         task_status.started()
         while True:
             await trio.sleep(self._interval)
-            if trio.current_time() - self._writer.last_commit_ok_at < self._interval:
-                continue
-            error = await trio.to_thread.run_sync(probe_write, self._db_path)
-            if error is None:
-                self.probe_ok_at = trio.current_time()
-            else:
-                self.probe_failed_at = trio.current_time()
-                self.probe_error = error
+            if trio.current_time() - self._writer.last_commit_ok_at >= self._interval:
+                await self.probe()
+
+    async def probe(self) -> None:
+        """Try a write now and record the outcome."""
+        error = await trio.to_thread.run_sync(probe_write, self._db_path)
+        if error is None:
+            self.probe_ok_at = trio.current_time()
+        else:
+            self.probe_failed_at = trio.current_time()
+            self.probe_error = error
 
 
 def probe_write(db_path: str) -> str | None:

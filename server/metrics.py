@@ -18,7 +18,7 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -35,6 +35,8 @@ T = TypeVar("T")
 DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)  # the seed's buckets
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+# Text format 0.0.4: what every Prometheus version scrapes (our names need nothing newer).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLOSE_REASONS = (
     "client_close",
     "shutdown",
@@ -49,6 +51,7 @@ CLOSE_REASONS = (
 _CLOSE_REASON_BY_CODE = {
     1000: "client_close",
     1002: "protocol_error",
+    1006: "transport_error",  # the socket broke: no close frame either way
     1007: "protocol_error",
     1008: "protocol_error",  # too many protocol errors
     1009: "protocol_error",
@@ -59,13 +62,11 @@ _CLOSE_REASON_BY_CODE = {
 }
 
 
-def close_reason(code: int | None, reason: str, draining: bool) -> str:
-    """The `reason` label of a closed connection, from its close code and reason text."""
+def close_label(code: int | None, draining: bool) -> str:
+    """The `reason` label of a closed connection, from its close code."""
     if code is None:
         return "shutdown" if draining else "unknown"
-    if code == 1001:  # going away: ours at shutdown, or the peer's EOF / broken transport
-        if reason == "transport failed":
-            return "transport_error"
+    if code == 1001:  # going away: ours at shutdown, or the peer's EOF
         return "shutdown" if draining else "client_close"
     return _CLOSE_REASON_BY_CODE.get(code, "client_close")  # other codes are the peer's
 
@@ -108,6 +109,19 @@ class _Connections(Protocol):
     def __iter__(self) -> Iterator[_Buffered]: ...
 
 
+class _Hub(Protocol):
+    @property
+    def deliveries(self) -> int: ...
+
+
+class _Flusher(Protocol):
+    @property
+    def bytes_sent(self) -> int: ...
+
+    @property
+    def blocked_writers(self) -> int: ...
+
+
 class _Queue(Protocol):
     def queue_depth(self) -> int: ...
 
@@ -127,7 +141,6 @@ class Metrics:
         self.server_id = server_id
         # Counters, bumped in place where the event happens.
         self.messages = 0  # messages stored (not re-sent duplicates): writer, HTTP import
-        self.deliveries = 0  # frames queued to subscribers by RoomHub.publish
         self.rate_limited = 0  # requests refused by the per-user rate limit
         self.auth_failures_password = 0  # login with a wrong name or password
         self.auth_failures_token = 0  # missing, unknown or expired token (HTTP or hello)
@@ -142,6 +155,8 @@ class Metrics:
         self.db_query_seconds: dict[str, Histogram] = {}
         # Live state read at scrape time (see `watch`).
         self._connections: _Connections | None = None
+        self._hub: _Hub | None = None
+        self._flusher: _Flusher | None = None
         self._writer: _Queue | None = None
         self._writer_capacity = 0
         self._caches: dict[str, _CacheStats] = {}
@@ -152,12 +167,16 @@ class Metrics:
         self,
         *,
         connections: _Connections,
+        hub: _Hub,
+        flusher: _Flusher,
         writer: _Queue,
         writer_capacity: int,
         caches: dict[str, _CacheStats],
     ) -> None:
-        """Name the live objects whose state the gauges and cache counters are read from."""
+        """Name the live objects whose own counters and state are read at scrape time."""
         self._connections = connections
+        self._hub = hub
+        self._flusher = flusher
         self._writer = writer
         self._writer_capacity = writer_capacity
         self._caches = dict(caches)
@@ -171,7 +190,7 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The body and content type of a `GET /metrics` response."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE
 
 
 class _Collector(Collector):
@@ -193,7 +212,8 @@ class _Collector(Collector):
         for query_type, hist in sorted(m.db_query_seconds.items()):
             db.add_metric([query_type], hist.cumulative(), hist.sum)
         yield db
-        yield _counter("hibiki_deliveries", "Frames queued to room subscribers.", m.deliveries)
+        deliveries = m._hub.deliveries if m._hub is not None else 0
+        yield _counter("hibiki_deliveries", "Frames queued to room subscribers.", deliveries)
         yield _histogram(
             "hibiki_send_latency_seconds",
             "Send queued to ack queued, oldest message of each writer batch.",
@@ -225,8 +245,13 @@ class _Collector(Collector):
             pending = conn.pending_bytes
             total += pending
             largest = max(largest, pending)
-        yield _gauge("hibiki_outbound_buffer_bytes", "Bytes queued for all peers.", total)
+        yield _gauge("hibiki_outbound_buffer_bytes", "Backlog bytes of blocked peers.", total)
         yield _gauge("hibiki_outbound_buffer_max_bytes", "Largest one peer's backlog.", largest)
+        flusher = m._flusher
+        sent = flusher.bytes_sent if flusher is not None else 0
+        blocked = flusher.blocked_writers if flusher is not None else 0
+        yield _counter("hibiki_websocket_sent_bytes", "Bytes written to WebSockets.", sent)
+        yield _gauge("hibiki_blocked_writers", "Peers whose kernel buffer is full.", blocked)
         yield _counter(
             "hibiki_connections_opened", "WebSocket connections accepted.", m.connections_opened
         )

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import trio
 
 from .connection import WsConnection
-from .metrics import Metrics, close_reason
+from .metrics import Metrics, close_label
 
 
 class ConnectionRegistry:
@@ -37,7 +37,7 @@ class ConnectionRegistry:
         if conn not in self._all:
             return
         del self._all[conn]
-        reason = close_reason(conn.close_code, conn.close_reason, self.draining)
+        reason = close_label(conn.close_code, self.draining)
         self._metrics.connections_closed[reason] += 1
         if self.draining and not self._all:
             self.emptied.set()

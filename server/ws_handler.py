@@ -50,6 +50,7 @@ async def serve_websocket(
     conn.enqueue(ws.send(AcceptConnection()))
     session = ChatSession(conn, services)
     registry.add(conn)
+    _log.info("connection opened", extra={"peer": peer})
     try:
         with conn.reader_scope:
             await _read_frames(conn, ws, session, services)
@@ -59,14 +60,23 @@ async def serve_websocket(
                 await registry.writer_flushed.wait()
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
     except Exception:
-        _log.exception("connection %s failed", peer)
+        _log.exception("connection failed", extra={"peer": peer})
         conn.close(CloseCode.INTERNAL, "")
     finally:
         session.closed()
         registry.remove(conn)
         with trio.CancelScope(shield=True):
             await _finish(conn, config.close_timeout)
-    _log.debug("connection %s closed: %s %s", peer, conn.close_code, conn.close_reason)
+    _log.info(
+        "connection closed",
+        extra={
+            "peer": peer,
+            "user": conn.user_name or None,
+            "code": conn.close_code,
+            "reason": conn.close_reason,
+            "duration_s": round(trio.current_time() - conn.created_at, 3),
+        },
+    )
 
 
 async def _read_frames(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import tomllib
@@ -61,6 +62,10 @@ def test_environment_values_are_parsed_by_field_type() -> None:
     assert config.metrics is False
     assert config.allowed_origins == ("https://a.example", "https://b.example")
     assert config.server_id == "node-1"
+
+
+def test_client_variables_are_not_server_settings() -> None:
+    assert load_config(env={"HIBIKI_CHAT_PASSWORD": "pw"}).sources == {}
 
 
 def test_toml_integers_are_accepted_for_float_settings(tmp_path: Path) -> None:
@@ -182,11 +187,12 @@ def test_serve_with_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> Non
     assert "env HIBIKI_PORT: port: expected an integer, got 'http'" in result.stderr
 
 
-def test_chat_without_the_client_installed_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        import client.terminal  # noqa: F401
-    except ModuleNotFoundError:
+def test_chat_is_handed_to_the_terminal_client(capsys: pytest.CaptureFixture[str]) -> None:
+    if importlib.util.find_spec("client.terminal") is None:
         assert main(["chat"]) == 2
         assert "chat client is not installed" in capsys.readouterr().err
-    else:
-        pytest.skip("client.terminal exists: the chat command is the client's to test")
+        return
+    with pytest.raises(SystemExit) as exited:  # the client's own argparse answers --help
+        main(["chat", "--help"])
+    assert exited.value.code == 0
+    assert "usage: hibiki chat" in capsys.readouterr().out

@@ -1,0 +1,586 @@
+"""`ChatClient`: one chat session that outlives any single WebSocket connection.
+
+Rules the client keeps (docs/protocol.md, "Recommended client loop"):
+- `_last_seq[room]` is the highest `seq` the application has been given for the room; `hello`
+  resumes from it, and a `message` at or below it is dropped (counted in `dropped_duplicates`).
+- Every request waits in `_pending` (by `ref`) until its answer arrives. A request written to a
+  connection that then dropped is written again on the next one: a `send` keeps its `client_id`,
+  so the server stores it at most once and acks a repeat with the original `id`/`seq`.
+- A connection is *ready* (`_ws` set) once `welcome` arrived and every pending request was
+  re-sent; until then new requests only wait in `_pending`, so the order they were made in holds.
+- One task (`_run`) owns the connection loop; the caller's tasks only touch `_pending` and write
+  frames. Reconnects wait `Backoff.delay(attempt)`; `attempt` resets after a `welcome`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+import msgspec
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
+
+from protocol import (
+    MAX_RESUME_ROOMS,
+    Ack,
+    CloseCode,
+    Error,
+    ErrorCode,
+    Event,
+    Hello,
+    HistoryPage,
+    HistoryRequest,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+    Request,
+    Resync,
+    Send,
+    TypingRequest,
+    Welcome,
+    decode_event,
+)
+
+from ._backoff import Backoff
+from ._errors import AuthenticationError, ChatClientError, ClientClosed, LoginError, RequestError
+from ._events import ClientEvent, Disconnected
+from ._http import HttpApi, RoomInfo, endpoints
+from ._socket import open_websocket
+
+_E = TypeVar("_E", bound=Event)
+_NO_CLOSE_FRAME = 1006
+_encoder = msgspec.json.Encoder()
+# What a lost connection looks like, from DNS failure to a peer that hung up mid-frame.
+_CONNECTION_ERRORS = (
+    OSError,
+    HandshakeError,
+    ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    httpx.TransportError,
+)
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_connection_failure(inner) for inner in exc.exceptions)
+    return isinstance(exc, _CONNECTION_ERRORS)
+
+
+@dataclass(eq=False)
+class _Pending:
+    ref: str
+    frame: str
+    client_id: str | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+    answer: Event | None = None
+    error: ChatClientError | None = None
+    sent_on: int = -1  # generation of the connection it was last written to
+
+    def settle(self, answer: Event | None = None, error: ChatClientError | None = None) -> None:
+        if not self.done.is_set():
+            self.answer, self.error = answer, error
+            self.done.set()
+
+
+class _EventStream:
+    """`async for event in client.events()`; ends when the client closes, raises if it failed."""
+
+    def __init__(self, client: ChatClient, receive: trio.MemoryReceiveChannel[ClientEvent]):
+        self._client = client
+        self._receive = receive
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> ClientEvent:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self._client._fatal is not None:
+                raise self._client._fatal from None
+            raise StopAsyncIteration from None
+
+
+class ChatClient:
+    """A logged-in user's chat session: requests, an event stream, reconnect with resume.
+
+    Make one with `async with ChatClient.connect(...) as client:`; it runs its connection task in
+    a nursery owned by that block and closes cleanly (WebSocket close 1000) when the block exits.
+    """
+
+    def __init__(
+        self,
+        api: HttpApi,
+        ws_url: str,
+        *,
+        user: str,
+        password: str | None,
+        token: str,
+        last_seq: Mapping[str, int],
+        backoff: Backoff,
+        keepalive: float | None,
+        connect_timeout: float,
+        event_buffer: int,
+        rng: random.Random | None,
+    ) -> None:
+        self._api = api
+        self._ws_url = ws_url
+        self._password = password
+        self._token = token
+        self._token_refused = False
+        self._last_seq: dict[str, int] = dict(last_seq)
+        self._backoff = backoff
+        self._keepalive = keepalive
+        self._connect_timeout = connect_timeout
+        self._rng = rng
+        self._pending: dict[str, _Pending] = {}
+        self._refs = itertools.count(1)
+        self._hello_ref = ""
+        self._ws: WebSocketConnection | None = None  # set while a connection is ready
+        self._generation = 0
+        self._session_scope: trio.CancelScope | None = None
+        self._abort_reason = ""
+        self._send_events, receive = trio.open_memory_channel[ClientEvent](event_buffer)
+        self._events = _EventStream(self, receive)
+        self._fatal: ChatClientError | None = None
+        self._closing = False
+        self._settled = trio.Event()  # the first welcome arrived, or the client failed
+        self._rooms: frozenset[str] = frozenset()
+        self.user = user
+        self.server_id = ""
+        self.dropped_duplicates = 0  # messages the server sent twice (never handed on)
+        self.connections = 0  # welcomes received: 1 + the number of reconnects
+
+    # Construction ---------------------------------------------------------------------------
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        server: str,
+        user: str,
+        password: str | None = None,
+        *,
+        token: str | None = None,
+        register: bool = False,
+        resume: Mapping[str, int] | None = None,
+        backoff: Backoff | None = None,
+        keepalive: float | None = 20.0,
+        connect_timeout: float = 10.0,
+        event_buffer: int = 10_000,
+        rng: random.Random | None = None,
+    ) -> AsyncIterator[ChatClient]:
+        """Log in over HTTP (or `register` first), connect, and yield once `welcome` arrived.
+
+        `server` is the HTTP base URL (`http://HOST:PORT`); the WebSocket is `ws://HOST:PORT/ws`.
+        With a `token`, no login happens; a `password` also lets the client log in again if the
+        token expires. `resume` maps rooms to the last `seq` already seen (e.g. saved by the
+        application); by default it is each member room's latest `seq` from `GET /api/rooms`,
+        so everything after that moment is delivered, across any reconnect. `keepalive` is
+        the interval of the client's own WebSocket Pings (a connection whose Pong does not come
+        back within the same time is dropped and replaced); `None` turns them off. A connection
+        attempt (TCP, WebSocket handshake, `hello` to `welcome`) is given `connect_timeout`.
+
+        Raises `LoginError` (HTTP refused the login), `AuthenticationError` (token refused and
+        no password) or `httpx.HTTPError` (the server is unreachable over HTTP).
+        """
+        http_base, ws_url = endpoints(server)
+        async with httpx.AsyncClient(base_url=http_base, timeout=30.0) as http:
+            api = HttpApi(http)
+            if token is None:
+                if password is None:
+                    raise ValueError("connect() needs a password or a token")
+                token = (await api.login(user, password, register=register)).token
+            if resume is None:
+                rooms = await api.rooms(token)
+                resume = {room.name: room.last_seq for room in rooms if room.member}
+            client = cls(
+                api,
+                ws_url,
+                user=user,
+                password=password,
+                token=token,
+                last_seq=resume,
+                backoff=backoff or Backoff(),
+                keepalive=keepalive,
+                connect_timeout=connect_timeout,
+                event_buffer=event_buffer,
+                rng=rng,
+            )
+            body_error: BaseException | None = None
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(client._run)
+                    await client._settled.wait()
+                    if client._fatal is None:
+                        try:
+                            yield client
+                        except BaseException as exc:
+                            body_error = exc
+                            raise
+                        finally:
+                            await client._close()
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The nursery wraps what the caller's block raised: hand it back unwrapped.
+                if body_error is not None and list(group.exceptions) == [body_error]:
+                    raise body_error from None
+                raise
+            if client._fatal is not None and body_error is None and client.connections == 0:
+                raise client._fatal
+
+    # Public API -----------------------------------------------------------------------------
+    @property
+    def rooms(self) -> frozenset[str]:
+        """Rooms this connection is subscribed to: `welcome.rooms`, plus joins, less leaves."""
+        return self._rooms
+
+    @property
+    def last_seq(self) -> dict[str, int]:
+        """Per room, the highest `seq` handed to the application (what a reconnect resumes)."""
+        return dict(self._last_seq)
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    def events(self) -> AsyncIterator[ClientEvent]:
+        """The stream of events (one consumer): messages in `seq` order per room, without gaps
+        or duplicates across reconnects; presence, typing, resync, unmatched errors; a
+        `Welcome` on each (re)connect and a `Disconnected` when a connection is lost.
+
+        The buffer is bounded (`event_buffer`): if the application stops reading, the client
+        stops reading the socket, and the server eventually closes it (4008); the client then
+        reconnects and resumes, so nothing is lost.
+        """
+        return self._events
+
+    async def send(self, room: str, text: str, *, client_id: str | None = None) -> Ack:
+        """Post `text`; returns the `ack` once the message is stored (and delivered).
+
+        The message is kept until acknowledged and re-sent after a reconnect with the same
+        `client_id` (a random one by default); a repeat is acked with the original `id` and
+        `seq` and `duplicate=True`. Raises `RequestError` (`not_member`, `text_empty`,
+        `text_too_long`, `rate_limited`, `unavailable`).
+        """
+        client_id = client_id or f"py-{secrets.token_hex(12)}"
+
+        def build(ref: str) -> Request:
+            return Send(room=room, text=text, client_id=client_id, ref=ref)
+
+        return await self._request(build, Ack, client_id=client_id)
+
+    async def join(self, room: str) -> Joined:
+        """Become a member of `room` (it must exist) and subscribe; `RequestError` no_such_room."""
+        return await self._request(lambda ref: Join(room=room, ref=ref), Joined)
+
+    async def leave(self, room: str) -> Left:
+        return await self._request(lambda ref: Leave(room=room, ref=ref), Left)
+
+    async def history(
+        self, room: str, *, before_seq: int | None = None, limit: int = 50
+    ) -> HistoryPage:
+        """One page, oldest first: the latest `limit` messages, or those before `before_seq`."""
+
+        def build(ref: str) -> Request:
+            return HistoryRequest(room=room, before_seq=before_seq, limit=limit, ref=ref)
+
+        return await self._request(build, HistoryPage)
+
+    async def history_pages(
+        self, room: str, *, limit: int = 50, before_seq: int | None = None
+    ) -> AsyncIterator[HistoryPage]:
+        """Pages from the newest backwards (keyset pagination on `seq`) until `has_more` is off."""
+        while True:
+            page = await self.history(room, before_seq=before_seq, limit=limit)
+            yield page
+            if not page.has_more or not page.messages:
+                return
+            before_seq = page.messages[0].seq
+
+    async def typing(self, room: str) -> None:
+        """Tell the room the user is typing (fire and forget: dropped while disconnected)."""
+        ws = self._ws
+        if ws is not None:
+            frame = _encoder.encode(TypingRequest(room=room)).decode()
+            with suppress(ConnectionClosed):
+                await ws.send_message(frame)
+
+    async def ping(self) -> float:
+        """Application-level round trip to the server, in seconds."""
+        start = trio.current_time()
+        await self._request(lambda ref: Ping(ref=ref), Pong)
+        return trio.current_time() - start
+
+    async def list_rooms(self) -> list[RoomInfo]:
+        """Every room (HTTP `GET /api/rooms`): its latest `seq`, whether the user is a member."""
+        return await self._api.rooms(self._token)
+
+    async def create_room(self, room: str) -> Joined:
+        """Create `room` (HTTP `POST /api/rooms`; the creator becomes a member) and subscribe."""
+        await self._api.create_room(self._token, room)
+        return await self.join(room)
+
+    # Requests -------------------------------------------------------------------------------
+    async def _request(
+        self,
+        build: Callable[[str], Request],
+        expect: type[_E],
+        *,
+        client_id: str | None = None,
+    ) -> _E:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing:
+            raise ClientClosed("the client is closed")
+        ref = f"r{next(self._refs)}"
+        pending = _Pending(ref, _encoder.encode(build(ref)).decode(), client_id)
+        self._pending[ref] = pending
+        try:
+            await self._transmit(pending)
+            await pending.done.wait()
+        finally:
+            del self._pending[ref]
+        if pending.error is not None:
+            raise pending.error
+        if not isinstance(pending.answer, expect):
+            raise ChatClientError(f"expected {expect.__name__}, got {pending.answer!r}")
+        return pending.answer
+
+    async def _transmit(self, pending: _Pending) -> None:
+        ws = self._ws
+        if ws is None:
+            return  # written when the next connection is ready
+        pending.sent_on = self._generation
+        # On a close, the reader sees it; the request is written again after the reconnect.
+        with suppress(ConnectionClosed):
+            await ws.send_message(pending.frame)
+
+    async def _resend_pending(self, ws: WebSocketConnection) -> None:
+        """Write every request the current connection has not carried yet, oldest first; then
+        mark the connection ready. Requests made meanwhile join the queue, so order holds."""
+        generation = self._generation
+        while todo := [p for p in self._pending.values() if p.sent_on != generation]:
+            for pending in todo:
+                if pending.done.is_set() or pending.ref not in self._pending:
+                    continue
+                pending.sent_on = generation
+                try:
+                    await ws.send_message(pending.frame)
+                except ConnectionClosed:
+                    return
+        self._ws = ws
+
+    # The connection loop --------------------------------------------------------------------
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while not self._closing:
+                code, reason, welcomed = await self._one_connection()
+                if self._closing:
+                    return
+                if welcomed:
+                    attempt = 0
+                delay = self._backoff.delay(attempt, self._rng)
+                attempt += 1
+                await self._emit(Disconnected(code=code, reason=reason, retry_in=delay))
+                await trio.sleep(delay)
+        except ChatClientError as exc:
+            self._fail(exc)
+
+    async def _one_connection(self) -> tuple[int | None, str, bool]:
+        """Connect, hello, serve until the connection ends: (close code, reason, welcomed)."""
+        ws: WebSocketConnection | None = None
+        welcomed = False
+        failure = ""
+        self._abort_reason = ""
+        with trio.CancelScope() as scope:
+            self._session_scope = scope
+            scope.deadline = trio.current_time() + self._connect_timeout
+            try:
+                if self._token_refused:
+                    await self._log_in_again()
+                async with open_websocket(self._ws_url) as ws:
+                    welcome = await self._handshake(ws)
+                    if welcome is not None:
+                        welcomed = True
+                        scope.deadline = math.inf
+                        await self._serve(ws, welcome)
+            except Exception as exc:
+                if not _is_connection_failure(exc):
+                    raise
+                failure = _describe(exc)
+            finally:
+                self._ws = None
+                self._session_scope = None
+                self._generation += 1
+        if scope.cancelled_caught and not self._abort_reason:
+            self._abort_reason = f"no welcome within {self._connect_timeout:g} s"
+        if self._token_refused:
+            return CloseCode.UNAUTHENTICATED, "token refused", welcomed
+        closed = ws.closed if ws is not None else None
+        # 1006 is no code at all: the connection ended without a close frame.
+        if closed is not None and closed.code != _NO_CLOSE_FRAME and not self._abort_reason:
+            if closed.code == CloseCode.UNAUTHENTICATED:
+                self._token_refused = True
+            return int(closed.code), closed.reason or closed.name, welcomed
+        return None, self._abort_reason or failure or "connection lost", welcomed
+
+    async def _handshake(self, ws: WebSocketConnection) -> Welcome | None:
+        resume = dict(itertools.islice(self._last_seq.items(), MAX_RESUME_ROOMS))
+        self._hello_ref = f"h{next(self._refs)}"
+        hello = Hello(token=self._token, resume=resume or None, ref=self._hello_ref)
+        await ws.send_message(_encoder.encode(hello).decode())
+        while True:  # bounded by the connection's deadline
+            try:
+                event = decode_event(await ws.get_message())
+            except ProtocolError:
+                continue
+            if isinstance(event, Welcome):
+                return event
+            if isinstance(event, Error) and event.code == ErrorCode.BAD_TOKEN:
+                self._token_refused = True
+                return None  # the server closes with 4001 next
+
+    async def _log_in_again(self) -> None:
+        if self._password is None:
+            raise AuthenticationError("the server refused the token and no password was given")
+        try:
+            session = await self._api.login(self.user, self._password)
+        except LoginError as exc:
+            raise AuthenticationError(f"logging in again failed: {exc}") from exc
+        self._token, self._token_refused = session.token, False
+
+    async def _serve(self, ws: WebSocketConnection, welcome: Welcome) -> None:
+        self.user, self.server_id = welcome.user, welcome.server_id
+        self._rooms = frozenset(welcome.rooms)
+        for room in list(self._last_seq):
+            if room not in self._rooms:
+                del self._last_seq[room]  # no longer a member: nothing to resume
+        self.connections += 1
+        await self._emit(welcome)  # before any replayed message
+        if not self._settled.is_set():
+            self._settled.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read, ws, nursery.cancel_scope)
+            if self._keepalive is not None:
+                nursery.start_soon(self._check_liveness, ws, self._keepalive)
+            await self._resend_pending(ws)
+
+    async def _read(self, ws: WebSocketConnection, connection: trio.CancelScope) -> None:
+        try:
+            while True:
+                await self._dispatch(await ws.get_message())
+        except ConnectionClosed:
+            connection.cancel()
+
+    async def _check_liveness(self, ws: WebSocketConnection, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(interval) as waiting:
+                try:
+                    await ws.ping()
+                except ConnectionClosed:
+                    return
+            if waiting.cancelled_caught and self._session_scope is not None:
+                self._abort_reason = f"no Pong within {interval:g} s"
+                self._session_scope.cancel()
+                return
+
+    # Incoming events ------------------------------------------------------------------------
+    async def _dispatch(self, data: str | bytes) -> None:
+        try:
+            event = decode_event(data)
+        except ProtocolError:
+            return  # an event type or shape this client does not know: ignored, as v1 asks
+        match event:
+            case Message(room=room, seq=seq):
+                last = self._last_seq.get(room)
+                if last is not None and seq <= last:
+                    self.dropped_duplicates += 1
+                    return
+                self._last_seq[room] = seq
+                await self._emit(event)
+            case Resync(room=room, last_seq=last_seq):
+                self._last_seq[room] = last_seq
+                await self._emit(event)
+            case Ack():
+                pending = self._pending.get(event.ref or "") or self._sent_with(event.client_id)
+                if pending is not None:
+                    pending.settle(event)
+            case Joined(room=room):
+                self._rooms |= {room}
+                self._last_seq.setdefault(room, event.last_seq)
+                self._answer(event.ref, event)
+            case Left(room=room):
+                self._rooms -= {room}
+                self._last_seq.pop(room, None)
+                self._answer(event.ref, event)
+            case HistoryPage() | Pong():
+                self._answer(event.ref, event)
+            case Error(ref=ref) if ref is not None and ref in self._pending:
+                pending = self._pending[ref]
+                error = RequestError(event.code, event.message, client_id=pending.client_id)
+                pending.settle(error=error)
+            case Error(ref=ref) if ref == self._hello_ref and event.code == ErrorCode.NOT_MEMBER:
+                pass  # a resumed room we were removed from: `welcome.rooms` already said so
+            case _:
+                await self._emit(event)
+
+    def _answer(self, ref: str | None, event: Event) -> None:
+        pending = self._pending.get(ref or "")
+        if pending is not None:
+            pending.settle(event)
+
+    def _sent_with(self, client_id: str | None) -> _Pending | None:
+        if client_id is None:
+            return None
+        return next((p for p in self._pending.values() if p.client_id == client_id), None)
+
+    async def _emit(self, event: ClientEvent) -> None:
+        with suppress(trio.ClosedResourceError):  # closing: nobody will read it
+            await self._send_events.send(event)
+
+    # Ending ---------------------------------------------------------------------------------
+    def _fail(self, exc: ChatClientError) -> None:
+        self._fatal = exc
+        for pending in self._pending.values():
+            pending.settle(error=exc)
+        self._send_events.close()
+        self._settled.set()
+
+    async def _close(self) -> None:
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            # Say goodbye (1000) even when the caller's block is being cancelled, briefly.
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                await ws.aclose()
+        closed = ClientClosed("the client is closed")
+        for pending in self._pending.values():
+            pending.settle(error=closed)
+        self._send_events.close()
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,242 @@
+"""`hibiki chat`: a terminal chat client on the client library.
+
+    hibiki chat --server http://127.0.0.1:8080 --user alice [--register] [--room lobby]
+
+Live messages print as `[room] user: text` above the input line; a plain line goes to the
+current room; commands start with `/` (`/help` lists them). The connection is replaced
+transparently (with resume) when it drops; nothing typed meanwhile is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+
+import httpx
+import trio
+
+from protocol import Error, Message, Presence, Resync, Welcome
+
+from ._client import ChatClient
+from ._errors import ApiError, ChatClientError, RequestError
+from ._events import ClientEvent, Disconnected
+from ._screen import Screen, cbreak_mode, printable
+
+HELP = """commands:
+  /join ROOM      join a room (and make it current)    /create ROOM   create a room and join it
+  /leave [ROOM]   leave a room (default: current)      /switch ROOM   make a joined room current
+  /rooms          list every room                      /history [N]   last N messages (20)
+  /quit           leave (Ctrl-D too)                   anything else is sent to the current room"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hibiki chat", description="hibiki terminal client")
+    parser.add_argument("--server", default="http://127.0.0.1:8080", help="server's HTTP URL")
+    parser.add_argument("--user", required=True, help="account name")
+    parser.add_argument(
+        "--password", help="password (default: $HIBIKI_PASSWORD, else asked for on the terminal)"
+    )
+    parser.add_argument("--register", action="store_true", help="create the account first")
+    parser.add_argument("--room", help="room to start in (default: the first joined one)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the terminal client; the exit status (0 after /quit, 1 on a login failure)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["chat"]:
+        args = args[1:]
+    options = _parser().parse_args(args)
+    password = options.password or os.environ.get("HIBIKI_PASSWORD")
+    if not password:
+        password = getpass.getpass(f"password for {options.user}: ")
+    try:
+        return trio.run(_chat, options, password)
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _chat(options: argparse.Namespace, password: str) -> int:
+    with cbreak_mode(sys.stdin.fileno()) as interactive:
+        screen = Screen(sys.stdout, interactive and sys.stdout.isatty())
+        try:
+            async with ChatClient.connect(
+                options.server, options.user, password, register=options.register
+            ) as client:
+                return await TerminalChat(client, screen, options.server, options.room).run()
+        except ApiError as exc:
+            screen.show(f"! {exc.code}: {exc.message}")
+        except (httpx.HTTPError, ValueError) as exc:
+            screen.show(f"! cannot reach {options.server}: {exc}")
+        finally:
+            if interactive:
+                sys.stdout.write("\r\x1b[K")
+                sys.stdout.flush()
+    return 1
+
+
+class TerminalChat:
+    """The interactive loop: input lines in, commands and sends out, events printed."""
+
+    def __init__(
+        self, client: ChatClient, screen: Screen, server: str, room: str | None = None
+    ) -> None:
+        self.client = client
+        self.screen = screen
+        self.server = server
+        self.current: str | None = None
+        self._wanted_room = room
+        self._exit = 0
+        self._greeted = False
+        self._lines_in, self._lines_out = trio.open_memory_channel[str](100)
+
+    async def run(self) -> int:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._show_events, nursery.cancel_scope)
+            nursery.start_soon(self._run_lines)
+            await self._read_input()
+            nursery.cancel_scope.cancel()
+        return self._exit
+
+    def _set_current(self, room: str | None) -> None:
+        self.current = room
+        self.screen.prompt = f"[{room}]> " if room else "> "
+        self.screen.redraw()
+
+    # Input ----------------------------------------------------------------------------------
+    async def _read_input(self) -> None:
+        editor = self.screen.editor
+        fd = sys.stdin.fileno()
+        while not editor.eof:
+            data = await trio.to_thread.run_sync(os.read, fd, 4096, abandon_on_cancel=True)
+            for line in editor.feed(data):
+                if line.strip() == "/quit":
+                    return
+                if line.startswith("/") and self.screen.interactive:
+                    self.screen.show(f"{self.screen.prompt}{printable(line)}")
+                elif line.strip() and not self.client.connected:
+                    self.screen.show("* not connected: the message goes out on reconnect")
+                await self._lines_in.send(line)
+            self.screen.redraw()
+
+    async def _run_lines(self) -> None:
+        """One line at a time, in the order typed, so messages keep their order."""
+        async for line in self._lines_out:
+            try:
+                await self._line(line)
+            except RequestError as exc:
+                self.screen.show(f"! {exc.code}: {exc.message}")
+            except (ApiError, httpx.HTTPError) as exc:
+                self.screen.show(f"! {exc}")
+
+    async def _line(self, line: str) -> None:
+        if not line.strip():
+            return
+        if not line.startswith("/"):
+            if self.current is None:
+                self.screen.show("! no current room: /join one first (/rooms lists them)")
+                return
+            await self.client.send(self.current, line)  # the echoed message shows it
+            return
+        command, *args = line.split()
+        arg = args[0] if args else None
+        if command == "/join" and arg:
+            joined = await self.client.join(arg)
+            self.screen.show(f"* joined {arg}; online: {', '.join(joined.online)}")
+            self._set_current(arg)
+        elif command == "/create" and arg:
+            await self.client.create_room(arg)
+            self.screen.show(f"* created {arg}")
+            self._set_current(arg)
+        elif command == "/leave" and (arg or self.current):
+            room = arg or self.current
+            assert room is not None
+            await self.client.leave(room)
+            self.screen.show(f"* left {room}")
+            if room == self.current:
+                self._set_current(min(self.client.rooms, default=None))
+        elif command == "/switch" and arg:
+            if arg in self.client.rooms:
+                self._set_current(arg)
+            else:
+                self.screen.show(f"! not in {arg}: /join {arg} first")
+        elif command == "/rooms":
+            await self._list_rooms()
+        elif command == "/history":
+            count = int(arg) if arg and arg.isdigit() else 20
+            await self._history(count)
+        elif command == "/help":
+            self.screen.show(HELP)
+        else:
+            self.screen.show(f"! unknown command or missing argument: {line.strip()} (/help)")
+
+    async def _list_rooms(self) -> None:
+        rooms = await self.client.list_rooms()
+        if not rooms:
+            self.screen.show("* no rooms yet: /create one")
+        for room in rooms:
+            mark = "*" if room.name == self.current else " "
+            state = "joined" if room.member else "not joined"
+            self.screen.show(f"{mark} {room.name:<24} {state:<11} {room.last_seq} messages")
+
+    async def _history(self, count: int) -> None:
+        if self.current is None:
+            self.screen.show("! no current room")
+            return
+        messages: list[Message] = []
+        limit = max(1, min(count, 200))
+        async for page in self.client.history_pages(self.current, limit=limit):
+            messages[:0] = page.messages
+            if len(messages) >= count:
+                break
+        shown = messages[-count:] if count else []
+        self.screen.show(f"--- last {len(shown)} messages in {self.current} ---")
+        for message in shown:
+            self.screen.show(_format(message))
+        self.screen.show("--- end of history ---")
+
+    # Events ---------------------------------------------------------------------------------
+    async def _show_events(self, done: trio.CancelScope) -> None:
+        try:
+            async for event in self.client.events():
+                self._show(event)
+        except ChatClientError as exc:
+            self.screen.show(f"! {exc}")
+            self._exit = 1
+        done.cancel()
+
+    def _show(self, event: ClientEvent) -> None:
+        show = self.screen.show
+        match event:
+            case Message():
+                show(_format(event))
+            case Welcome(rooms=rooms) if not self._greeted:
+                self._greeted = True
+                listed = ", ".join(rooms) or "none yet (/rooms, /join ROOM)"
+                show(f"* connected to {self.server} as {event.user}; rooms: {listed}; /help")
+                start = self._wanted_room if self._wanted_room in rooms else None
+                self._set_current(start or min(rooms, default=None))
+            case Welcome():
+                show("* reconnected")
+            case Disconnected(code=code, reason=reason, retry_in=delay):
+                why = f"close {code}: {reason}" if code is not None else reason
+                show(f"* connection lost ({why}); reconnecting in {delay:.1f} s")
+            case Presence(room=room, user=user, status=status):
+                show(f"* {user} is {status} in {room}")
+            case Resync(room=room):
+                show(f"* missed too much in {room} while away: /history to read back")
+            case Error(code=code, message=message):
+                show(f"! {code}: {message}")
+            case _:
+                pass  # typing indicators and events this client does not show
+
+
+def _format(message: Message) -> str:
+    return f"[{message.room}] {printable(message.user)}: {printable(message.text)}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
