@@ -3,13 +3,13 @@
 Rules the client keeps (docs/protocol.md, "Recommended client loop"):
 - `_last_seq[room]` is the highest `seq` the application has been given for the room; `hello`
   resumes from it, and a `message` at or below it is dropped (counted in `dropped_duplicates`).
-- Every request waits in `_pending` (by `ref`) until its answer arrives. A request written to a
-  connection that then dropped is written again on the next one: a `send` keeps its `client_id`,
-  so the server stores it at most once and acks a repeat with the original `id`/`seq`.
-- A connection is *ready* (`_ws` set) once `welcome` arrived and every pending request was
-  re-sent; until then new requests only wait in `_pending`, so the order they were made in holds.
-- One task (`_run`) owns the connection loop; the caller's tasks only touch `_pending` and write
-  frames. Reconnects wait `Backoff.delay(attempt)`; `attempt` resets after a `welcome`.
+- Every request waits in `_requests` until answered, and is written again on the next
+  connection if the one it went out on dropped (rules in `_requests.py`). A `send` keeps its
+  `client_id`, so the server stores it at most once and acks a repeat with the original `id`/`seq`.
+- A connection becomes *ready* for requests once `welcome` arrived and the waiting requests were
+  re-sent; the `Welcome` event is queued before any replayed `message`.
+- One task (`_run`) owns the connection loop; the caller's tasks only make requests. Reconnects
+  wait `Backoff.delay(attempt)`; `attempt` resets after a `welcome`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import random
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import httpx
-import msgspec
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from protocol import (
     MAX_RESUME_ROOMS,
@@ -55,65 +53,21 @@ from protocol import (
 )
 
 from ._backoff import Backoff
-from ._errors import AuthenticationError, ChatClientError, ClientClosed, LoginError, RequestError
-from ._events import ClientEvent, Disconnected
+from ._errors import (
+    ApiError,
+    AuthenticationError,
+    ChatClientError,
+    ClientClosed,
+    LoginError,
+    RequestError,
+)
+from ._events import ClientEvent, Disconnected, EventStream
 from ._http import HttpApi, RoomInfo, endpoints
-from ._socket import open_websocket
+from ._requests import RequestQueue, encode_request
+from ._socket import describe_failure, is_connection_failure, open_websocket
 
 _E = TypeVar("_E", bound=Event)
-_NO_CLOSE_FRAME = 1006
-_encoder = msgspec.json.Encoder()
-# What a lost connection looks like, from DNS failure to a peer that hung up mid-frame.
-_CONNECTION_ERRORS = (
-    OSError,
-    HandshakeError,
-    ConnectionClosed,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    trio.TooSlowError,
-    httpx.TransportError,
-)
-
-
-def _is_connection_failure(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_connection_failure(inner) for inner in exc.exceptions)
-    return isinstance(exc, _CONNECTION_ERRORS)
-
-
-@dataclass(eq=False)
-class _Pending:
-    ref: str
-    frame: str
-    client_id: str | None = None
-    done: trio.Event = field(default_factory=trio.Event)
-    answer: Event | None = None
-    error: ChatClientError | None = None
-    sent_on: int = -1  # generation of the connection it was last written to
-
-    def settle(self, answer: Event | None = None, error: ChatClientError | None = None) -> None:
-        if not self.done.is_set():
-            self.answer, self.error = answer, error
-            self.done.set()
-
-
-class _EventStream:
-    """`async for event in client.events()`; ends when the client closes, raises if it failed."""
-
-    def __init__(self, client: ChatClient, receive: trio.MemoryReceiveChannel[ClientEvent]):
-        self._client = client
-        self._receive = receive
-
-    def __aiter__(self) -> _EventStream:
-        return self
-
-    async def __anext__(self) -> ClientEvent:
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            if self._client._fatal is not None:
-                raise self._client._fatal from None
-            raise StopAsyncIteration from None
+_NO_CLOSE_FRAME = 1006  # what trio-websocket reports when there was no close frame
 
 
 class ChatClient:
@@ -148,15 +102,12 @@ class ChatClient:
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
         self._rng = rng
-        self._pending: dict[str, _Pending] = {}
-        self._refs = itertools.count(1)
+        self._requests = RequestQueue()
         self._hello_ref = ""
-        self._ws: WebSocketConnection | None = None  # set while a connection is ready
-        self._generation = 0
         self._session_scope: trio.CancelScope | None = None
         self._abort_reason = ""
         self._send_events, receive = trio.open_memory_channel[ClientEvent](event_buffer)
-        self._events = _EventStream(self, receive)
+        self._events = EventStream(receive, lambda: self._fatal)
         self._fatal: ChatClientError | None = None
         self._closing = False
         self._settled = trio.Event()  # the first welcome arrived, or the client failed
@@ -201,13 +152,7 @@ class ChatClient:
         http_base, ws_url = endpoints(server)
         async with httpx.AsyncClient(base_url=http_base, timeout=30.0) as http:
             api = HttpApi(http)
-            if token is None:
-                if password is None:
-                    raise ValueError("connect() needs a password or a token")
-                token = (await api.login(user, password, register=register)).token
-            if resume is None:
-                rooms = await api.rooms(token)
-                resume = {room.name: room.last_seq for room in rooms if room.member}
+            token, resume = await _session(api, user, password, token, register, resume)
             client = cls(
                 api,
                 ws_url,
@@ -256,7 +201,7 @@ class ChatClient:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return self._requests.ready is not None
 
     @property
     def token(self) -> str:
@@ -318,9 +263,9 @@ class ChatClient:
 
     async def typing(self, room: str) -> None:
         """Tell the room the user is typing (fire and forget: dropped while disconnected)."""
-        ws = self._ws
+        ws = self._requests.ready
         if ws is not None:
-            frame = _encoder.encode(TypingRequest(room=room)).decode()
+            frame = encode_request(TypingRequest(room=room))
             with suppress(ConnectionClosed):
                 await ws.send_message(frame)
 
@@ -351,43 +296,7 @@ class ChatClient:
             raise self._fatal
         if self._closing:
             raise ClientClosed("the client is closed")
-        ref = f"r{next(self._refs)}"
-        pending = _Pending(ref, _encoder.encode(build(ref)).decode(), client_id)
-        self._pending[ref] = pending
-        try:
-            await self._transmit(pending)
-            await pending.done.wait()
-        finally:
-            del self._pending[ref]
-        if pending.error is not None:
-            raise pending.error
-        if not isinstance(pending.answer, expect):
-            raise ChatClientError(f"expected {expect.__name__}, got {pending.answer!r}")
-        return pending.answer
-
-    async def _transmit(self, pending: _Pending) -> None:
-        ws = self._ws
-        if ws is None:
-            return  # written when the next connection is ready
-        pending.sent_on = self._generation
-        # On a close, the reader sees it; the request is written again after the reconnect.
-        with suppress(ConnectionClosed):
-            await ws.send_message(pending.frame)
-
-    async def _resend_pending(self, ws: WebSocketConnection) -> None:
-        """Write every request the current connection has not carried yet, oldest first; then
-        mark the connection ready. Requests made meanwhile join the queue, so order holds."""
-        generation = self._generation
-        while todo := [p for p in self._pending.values() if p.sent_on != generation]:
-            for pending in todo:
-                if pending.done.is_set() or pending.ref not in self._pending:
-                    continue
-                pending.sent_on = generation
-                try:
-                    await ws.send_message(pending.frame)
-                except ConnectionClosed:
-                    return
-        self._ws = ws
+        return await self._requests.call(build, expect, client_id)
 
     # The connection loop --------------------------------------------------------------------
     async def _run(self) -> None:
@@ -425,13 +334,12 @@ class ChatClient:
                         scope.deadline = math.inf
                         await self._serve(ws, welcome)
             except Exception as exc:
-                if not _is_connection_failure(exc):
+                if not is_connection_failure(exc):
                     raise
-                failure = _describe(exc)
+                failure = describe_failure(exc)
             finally:
-                self._ws = None
+                self._requests.disconnected()
                 self._session_scope = None
-                self._generation += 1
         if scope.cancelled_caught and not self._abort_reason:
             self._abort_reason = f"no welcome within {self._connect_timeout:g} s"
         if self._token_refused:
@@ -446,9 +354,9 @@ class ChatClient:
 
     async def _handshake(self, ws: WebSocketConnection) -> Welcome | None:
         resume = dict(itertools.islice(self._last_seq.items(), MAX_RESUME_ROOMS))
-        self._hello_ref = f"h{next(self._refs)}"
+        self._hello_ref = self._requests.new_ref("h")
         hello = Hello(token=self._token, resume=resume or None, ref=self._hello_ref)
-        await ws.send_message(_encoder.encode(hello).decode())
+        await ws.send_message(encode_request(hello))
         while True:  # bounded by the connection's deadline
             try:
                 event = decode_event(await ws.get_message())
@@ -483,7 +391,7 @@ class ChatClient:
             nursery.start_soon(self._read, ws, nursery.cancel_scope)
             if self._keepalive is not None:
                 nursery.start_soon(self._check_liveness, ws, self._keepalive)
-            await self._resend_pending(ws)
+            await self._requests.resend(ws)
 
     async def _read(self, ws: WebSocketConnection, connection: trio.CancelScope) -> None:
         try:
@@ -523,9 +431,7 @@ class ChatClient:
                 self._last_seq[room] = last_seq
                 await self._emit(event)
             case Ack():
-                pending = self._pending.get(event.ref or "") or self._sent_with(event.client_id)
-                if pending is not None:
-                    pending.settle(event)
+                self._answer(event.ref, event, event.client_id)
             case Joined(room=room):
                 self._rooms |= {room}
                 self._last_seq.setdefault(room, event.last_seq)
@@ -536,8 +442,7 @@ class ChatClient:
                 self._answer(event.ref, event)
             case HistoryPage() | Pong():
                 self._answer(event.ref, event)
-            case Error(ref=ref) if ref is not None and ref in self._pending:
-                pending = self._pending[ref]
+            case Error(ref=ref) if (pending := self._requests.get(ref)) is not None:
                 error = RequestError(event.code, event.message, client_id=pending.client_id)
                 pending.settle(error=error)
             case Error(ref=ref) if ref == self._hello_ref and event.code == ErrorCode.NOT_MEMBER:
@@ -545,15 +450,10 @@ class ChatClient:
             case _:
                 await self._emit(event)
 
-    def _answer(self, ref: str | None, event: Event) -> None:
-        pending = self._pending.get(ref or "")
+    def _answer(self, ref: str | None, event: Event, client_id: str | None = None) -> None:
+        pending = self._requests.get(ref, client_id)
         if pending is not None:
             pending.settle(event)
-
-    def _sent_with(self, client_id: str | None) -> _Pending | None:
-        if client_id is None:
-            return None
-        return next((p for p in self._pending.values() if p.client_id == client_id), None)
 
     async def _emit(self, event: ClientEvent) -> None:
         with suppress(trio.ClosedResourceError):  # closing: nobody will read it
@@ -562,25 +462,44 @@ class ChatClient:
     # Ending ---------------------------------------------------------------------------------
     def _fail(self, exc: ChatClientError) -> None:
         self._fatal = exc
-        for pending in self._pending.values():
-            pending.settle(error=exc)
+        self._requests.fail_all(exc)
         self._send_events.close()
         self._settled.set()
 
     async def _close(self) -> None:
         self._closing = True
-        ws = self._ws
+        ws = self._requests.ready
         if ws is not None:
             # Say goodbye (1000) even when the caller's block is being cancelled, briefly.
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await ws.aclose()
-        closed = ClientClosed("the client is closed")
-        for pending in self._pending.values():
-            pending.settle(error=closed)
+        self._requests.fail_all(ClientClosed("the client is closed"))
         self._send_events.close()
 
 
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return str(exc) or type(exc).__name__
+async def _session(
+    api: HttpApi,
+    user: str,
+    password: str | None,
+    token: str | None,
+    register: bool,
+    resume: Mapping[str, int] | None,
+) -> tuple[str, Mapping[str, int]]:
+    """A usable token, and where to resume each room from (default: each member room's latest
+    `seq` now, so that everything from this moment on is delivered)."""
+    if token is None:
+        if password is None:
+            raise ValueError("connect() needs a password or a token")
+        token = (await api.login(user, password, register=register)).token
+    if resume is not None:
+        return token, resume
+    try:
+        rooms = await api.rooms(token)
+    except ApiError as exc:
+        if exc.status != 401:
+            raise
+        if password is None:
+            raise AuthenticationError("the server refused the token") from exc
+        token = (await api.login(user, password)).token
+        rooms = await api.rooms(token)
+    return token, {room.name: room.last_seq for room in rooms if room.member}

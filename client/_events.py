@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
+import trio
 
 from protocol import Event
 
@@ -23,3 +26,28 @@ ClientEvent = Event | Disconnected
 """What `ChatClient.events()` yields: every server event not consumed as the answer to a request
 (`message`, `presence`, `typing`, `resync`, unmatched `error`, and `welcome` on each (re)connect),
 plus `Disconnected`."""
+
+
+class EventStream:
+    """`async for event in client.events()`: ends when the client closes; raises the client's
+    fatal error (e.g. `AuthenticationError`) if it stopped because of one."""
+
+    def __init__(
+        self,
+        receive: trio.MemoryReceiveChannel[ClientEvent],
+        failure: Callable[[], BaseException | None],
+    ) -> None:
+        self._receive = receive
+        self._failure = failure
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ClientEvent:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            failure = self._failure()
+            if failure is not None:
+                raise failure from None
+            raise StopAsyncIteration from None

@@ -15,8 +15,33 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+import httpx
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
+
+# What a lost connection looks like, from DNS failure to a peer that hung up mid-frame.
+_CONNECTION_ERRORS = (
+    OSError,
+    HandshakeError,
+    ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    httpx.TransportError,
+)
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether `exc` (or every exception in a group) means the connection failed or was lost."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_connection_failure(inner) for inner in exc.exceptions)
+    return isinstance(exc, _CONNECTION_ERRORS)
+
+
+def describe_failure(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__
 
 
 @asynccontextmanager

@@ -10,6 +10,7 @@ from typing import Any
 
 Run = dict[str, Any]
 BASELINE = "hibiki"
+NOISY = 0.25  # CPU used by other processes of the machine during a run, in cores
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -41,6 +42,7 @@ def summarise(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "server_cpu_util": _median(r["server_cpu_util"] for r in group),
                 "client_cpu_util": _median(r["client_cpu_util"] for r in group),
                 "client_limited": any(r["client_limited"] for r in group),
+                "other_cpu_util": _median(r.get("other_cpu_util") for r in group),
                 "missing": max(r["missing_deliveries"] for r in group),
                 "errors": max(r["errors"]["error_frames"] + r["errors"]["closed"] for r in group),
             }
@@ -89,6 +91,8 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
         notes = []
         if r["client_limited"]:
             notes.append("client-limited")
+        if (r.get("other_cpu_util") or 0) > NOISY:
+            notes.append(f"other processes used {r['other_cpu_util']:.0%} of a CPU")
         if r["missing"]:
             notes.append(f"{r['missing']} not delivered by the drain deadline")
         if r["errors"]:

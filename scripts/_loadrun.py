@@ -18,6 +18,7 @@ from _loadstats import (
     cpu_seconds,
     cpu_split,
     group_cpu_seconds,
+    machine_busy_seconds,
     rss_kib,
     self_cpu_seconds,
 )
@@ -205,6 +206,7 @@ class LoadSession:
         out["_client"] = group_cpu_seconds(pids) + self_cpu_seconds()
         user, system = cpu_split(self.options.server_pid) if self.options.server_pid else (0, 0)
         out["_server"], out["_server_sys"] = user + system, system
+        out["_machine"] = machine_busy_seconds()
         return out
 
     async def run_phase(self, phase: Phase) -> dict[str, Any]:
@@ -375,6 +377,8 @@ class LoadSession:
             w.name: round((cpu1[w.name] - cpu0[w.name]) / window, 3) for w in self._workers()
         }
         client_util = client_cpu / (window * self._cores)
+        server_in_window = cpu1["_server"] - cpu0["_server"]
+        other = (cpu1["_machine"] - cpu0["_machine"]) - client_cpu - server_in_window
         pid = self.options.server_pid
         return {
             "label": self.options.label,
@@ -422,6 +426,7 @@ class LoadSession:
             "client_cpu_us_per_delivery": (
                 round(client_cpu * 1e6 / in_window, 4) if in_window else None
             ),
+            "other_cpu_util": round(other / window, 3),
             "client_limited": client_util > CLIENT_LIMITED
             or any(v > CLIENT_LIMITED for v in per_worker.values()),
         }

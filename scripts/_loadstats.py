@@ -83,6 +83,14 @@ def rss_kib(pid: int) -> int:
         return 0
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds the whole machine has been busy (all CPUs; idle and iowait excluded)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
 def self_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

@@ -42,6 +42,8 @@ from _loadworkers import WorkerError, node_binary
 SERVERS = ("hibiki", "websockets", "socketio")
 MODES = ("flood", "lowrate", "latency")
 ROOT = Path(__file__).resolve().parents[1]
+# A run that fails this way is recorded and the benchmark goes on with the next one.
+RUN_FAILURES = (ServerStartError, WorkerError, PlanError, ConnectionError, OSError)
 
 
 @dataclass(frozen=True)
@@ -169,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind in args.servers:
                 try:
                     runs.append(run_one(kind, job, server_cpu) | {"round": round_})
-                except (ServerStartError, WorkerError, PlanError, ConnectionError, OSError) as exc:
-                    failures.append(f"{job.mode} {job.workload.label()} {kind}: {exc}")
+                except* RUN_FAILURES as group:
+                    failures.append(f"{job.mode} {job.workload.label()} {kind}: {group.exceptions}")
                     print(f"bench: FAILED {failures[-1]}", file=sys.stderr)
                 (out / "runs.json").write_text(json.dumps(runs, indent=1) + "\n")
     rows = summarise(runs)

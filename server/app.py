@@ -111,6 +111,7 @@ async def serve(
                 writer=writer,
                 membership=membership,
                 limiter=UserRateLimiter(config.rate_per_second, config.rate_burst),
+                metrics=metrics,
             )
 
             def publish(messages: Sequence[Message]) -> None:

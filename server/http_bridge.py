@@ -6,6 +6,7 @@ to hypercorn first, so hypercorn sees the connection from its first byte.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -51,6 +52,8 @@ class HttpBridge:
         self._config = HypercornConfig()
         self._config.keep_alive_timeout = keep_alive_timeout
         self._config.accesslog = None
+        # Hypercorn would otherwise attach its own plain-text handler and break JSON log lines.
+        self._config.errorlog = logging.getLogger("hypercorn.error")
         self._app = wrap_app(app, self._config.wsgi_max_body_size, "asgi")
         self._context = WorkerContext(None)
         self._state: dict[str, Any] = {}

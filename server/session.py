@@ -36,6 +36,7 @@ from .config import Config
 from .connection import ConnState, WsConnection
 from .frames import text_frame
 from .hub import RoomHub
+from .metrics import Metrics
 from .ratelimit import UserRateLimiter
 from .writer import MessageWriter, PendingSend
 
@@ -50,6 +51,7 @@ class ChatServices:
     writer: MessageWriter
     membership: MembershipCache
     limiter: UserRateLimiter
+    metrics: Metrics
 
 
 class ChatSession:
@@ -98,6 +100,7 @@ class ChatSession:
         if conn.state is not ConnState.HELLO:  # closed (e.g. by the reaper) while we looked
             return
         if user is None:
+            s.metrics.auth_failures_token += 1
             self.error(ErrorCode.BAD_TOKEN, "token is unknown or expired", hello.ref)
             conn.close(CloseCode.UNAUTHENTICATED, "bad token")
             return
@@ -159,7 +162,9 @@ class ChatSession:
     async def _send(self, send: Send) -> None:
         conn, s = self.conn, self.s
         await self._member(send.room, send.ref)
-        if not s.limiter.allow(conn.user_id, trio.current_time()):
+        now = trio.current_time()
+        if not s.limiter.allow(conn.user_id, now):
+            s.metrics.rate_limited += 1
             raise ProtocolError(ErrorCode.RATE_LIMITED, "slow down: message not stored", send.ref)
         message = NewMessage(
             room=send.room,
@@ -168,7 +173,7 @@ class ChatSession:
             text=send.text,
             client_id=send.client_id,
         )
-        await s.writer.submit(PendingSend(message, conn, send.ref))
+        await s.writer.submit(PendingSend(message, conn, send.ref, now))
 
     async def _join(self, join: Join) -> None:
         conn, s = self.conn, self.s
@@ -206,6 +211,7 @@ class ChatSession:
         conn, s = self.conn, self.s
         await self._member(request.room, request.ref)
         if not s.limiter.allow(conn.user_id, trio.current_time()):
+            s.metrics.rate_limited += 1
             raise ProtocolError(ErrorCode.RATE_LIMITED, "slow down", request.ref)
         frame = text_frame(encode(Typing(room=request.room, user=conn.user_name)))
         s.hub.publish_except(request.room, frame, conn)

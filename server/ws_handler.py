@@ -23,6 +23,7 @@ from protocol import CloseCode, ProtocolError, decode
 from .connection import ConnState, WsConnection
 from .flusher import Flusher, shutdown_write
 from .frames import pong_frame
+from .metrics import close_label
 from .registry import ConnectionRegistry
 from .session import ChatServices, ChatSession
 
@@ -74,6 +75,7 @@ async def serve_websocket(
             "user": conn.user_name or None,
             "code": conn.close_code,
             "reason": conn.close_reason,
+            "cause": close_label(conn.close_code, registry.draining),
             "duration_s": round(trio.current_time() - conn.created_at, 3),
         },
     )

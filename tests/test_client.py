@@ -15,6 +15,7 @@ import trio
 
 import client
 from client import (
+    AuthenticationError,
     Backoff,
     ChatClient,
     ClientEvent,
@@ -192,6 +193,20 @@ async def test_login_with_a_wrong_password_raises_login_error(
         async with ChatClient.connect(server.http, alice.name, "wrong password"):
             pass
     assert (refused.value.status, refused.value.code) == (401, "bad_credentials")
+
+
+async def test_a_refused_token_needs_the_password_to_log_in_again(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    alice, _ = await users_in_room(http, "lobby")
+    with pytest.raises(AuthenticationError):
+        async with ChatClient.connect(server.http, alice.name, token="revoked-or-made-up"):
+            pass
+    # With the password, a token refused by `hello` (close 4001) is replaced by a fresh login.
+    options: dict[str, Any] = {"token": "revoked-or-made-up", "resume": {}, "backoff": FAST}
+    async with ChatClient.connect(server.http, alice.name, PASSWORD, **options) as a:
+        assert a.token != "revoked-or-made-up" and a.rooms == {"lobby"}
+        assert (await a.send("lobby", "back in")).seq == 1
 
 
 async def test_register_then_create_a_room(server: RunningServer) -> None:

@@ -55,6 +55,7 @@ def main(host: str, port: int, ws: str) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(4096)  # before announcing: a client may connect as soon as it reads the line
     bound = sock.getsockname()
     config = uvicorn.Config(
         app, log_level="warning", lifespan="off", access_log=False, backlog=4096, ws=ws
