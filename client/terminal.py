@@ -25,6 +25,7 @@ from ._errors import ApiError, ChatClientError, RequestError
 from ._events import ClientEvent, Disconnected
 from ._screen import Screen, cbreak_mode, printable
 
+DRAIN_SECONDS = 5.0  # on quitting, how long lines not yet sent may take
 HELP = """commands:
   /join ROOM      join a room (and make it current)    /create ROOM   create a room and join it
   /leave [ROOM]   leave a room (default: current)      /switch ROOM   make a joined room current
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--server", default="http://127.0.0.1:8080", help="server's HTTP URL")
     parser.add_argument("--user", required=True, help="account name")
     parser.add_argument(
-        "--password", help="password (default: $HIBIKI_PASSWORD, else asked for on the terminal)"
+        "--password",
+        help="password (default: $HIBIKI_CHAT_PASSWORD, else asked for on the terminal)",
     )
     parser.add_argument("--register", action="store_true", help="create the account first")
     parser.add_argument("--room", help="room to start in (default: the first joined one)")
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["chat"]:
         args = args[1:]
     options = _parser().parse_args(args)
-    password = options.password or os.environ.get("HIBIKI_PASSWORD")
+    password = options.password or os.environ.get("HIBIKI_CHAT_PASSWORD")
     if not password:
         password = getpass.getpass(f"password for {options.user}: ")
     try:
@@ -92,12 +94,17 @@ class TerminalChat:
         self._exit = 0
         self._greeted = False
         self._lines_in, self._lines_out = trio.open_memory_channel[str](100)
+        self._lines_done = trio.Event()
 
     async def run(self) -> int:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._show_events, nursery.cancel_scope)
             nursery.start_soon(self._run_lines)
             await self._read_input()
+            # Lines already typed (or piped in) still go out, if the server lets them soon.
+            await self._lines_in.aclose()
+            with trio.move_on_after(DRAIN_SECONDS):
+                await self._lines_done.wait()
             nursery.cancel_scope.cancel()
         return self._exit
 
@@ -131,6 +138,7 @@ class TerminalChat:
                 self.screen.show(f"! {exc.code}: {exc.message}")
             except (ApiError, httpx.HTTPError) as exc:
                 self.screen.show(f"! {exc}")
+        self._lines_done.set()
 
     async def _line(self, line: str) -> None:
         if not line.strip():

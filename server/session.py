@@ -179,17 +179,23 @@ class ChatSession:
         conn, s = self.conn, self.s
         try:
             await s.store.join_room(join.room, conn.user_id)
-            last = await s.store.last_seq(join.room)
         except NotFound:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {join.room}", join.ref) from None
         s.membership.set(join.room, conn.user_id, True)
         if conn.state is not ConnState.OPEN:
             return
-        if join.room not in conn.rooms:
-            s.hub.subscribe(join.room, conn)
-        conn.send_event(
-            Joined(room=join.room, last_seq=last, online=s.hub.online(join.room), ref=join.ref)
-        )
+        # Subscribe (held) before reading last_seq: a message committed meanwhile is then either
+        # counted in last_seq or delivered live after `joined`, never lost in between.
+        fresh = join.room not in conn.rooms
+        if fresh:
+            s.hub.subscribe(join.room, conn, hold=True)
+        try:
+            last = await s.store.last_seq(join.room)
+            online = s.hub.online(join.room)
+            conn.send_event(Joined(room=join.room, last_seq=last, online=online, ref=join.ref))
+        finally:
+            if fresh and join.room in conn.rooms:
+                s.hub.release(join.room, conn, 0)
 
     async def _leave(self, leave: Leave) -> None:
         conn, s = self.conn, self.s

@@ -54,7 +54,7 @@ class Terminal:
 async def terminal(server: str, account: Account, *args: str) -> AsyncIterator[Terminal]:
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {**os.environ, "HIBIKI_PASSWORD": PASSWORD, "TERM": "xterm"}
+    env = {**os.environ, "HIBIKI_CHAT_PASSWORD": PASSWORD, "TERM": "xterm"}
     command = [sys.executable, "-m", "client.terminal", "--server", server]
     command += ["--user", account.name, *args]
     try:

@@ -78,8 +78,8 @@ def browser() -> Iterator[Browser]:
 class ServerThread:
     """A hibiki server and a `TcpProxy` in front of it, on their own trio loop in a thread."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self._config = make_config(tmp_path)
+    def __init__(self, tmp_path: Path, **config: Any) -> None:
+        self._config = make_config(tmp_path, **config)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hibiki-server", daemon=True)
         self._error: BaseException | None = None
@@ -169,9 +169,11 @@ def test_two_browsers_chat_and_a_dropped_one_gets_exactly_what_it_missed(
     alice, bob = open_page(browser, live.direct), open_page(browser, live.proxied)
     dialogs: list[str] = []
     urls: list[str] = []
+    script_errors: list[str] = []
     for page in (alice, bob):
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         page.on("request", lambda request: urls.append(request.url))
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
     alice_texts = alice.locator("#message-list .msg .text")
     bob_texts = bob.locator("#message-list .msg .text")
 
@@ -248,7 +250,7 @@ def test_two_browsers_chat_and_a_dropped_one_gets_exactly_what_it_missed(
     bob.screenshot(path=str(ARTIFACTS / "web-client.png"))
     token = bob.evaluate("sessionStorage['hibiki.token']")
     assert token and not [url for url in urls if token in url]  # never in a URL
-    assert dialogs == []
+    assert dialogs == [] and script_errors == []
     for page in (alice, bob):
         assert page.evaluate("window.__cspViolations || []") == []
         page.context.close()
@@ -279,6 +281,36 @@ def test_history_loads_older_pages_on_scroll(browser: Browser, live: ServerThrea
     expect(page.locator("#history-status")).to_have_text("start of the room")
     assert texts.all_text_contents() == [f"m{i}" for i in range(1, 121)]
     page.context.close()
+
+
+def test_refusals_are_shown_with_their_code(browser: Browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    with ServerThread(tmp_path, rate_burst=3, rate_per_second=0.001) as live:
+        page = open_page(browser, live.direct)
+        register_in(page, "dave")
+        page.fill("#new-room-name", "lobby")
+        page.click("#create-room-form button")
+        expect(page.locator("#room-title")).to_have_text("lobby")
+        for i in range(5):  # a burst of 3 is allowed, then rate_limited
+            say(page, f"burst {i}")
+        failed = page.locator("#pending-list li.failed")
+        expect(failed.first).to_contain_text("rate_limited")  # kept, to retry with a click
+        expect(page.locator("#error-text")).to_contain_text("rate_limited")
+        # Every message ends stored or refused (typing notices spend the same budget).
+        expect(page.locator("#pending-list li:not(.failed)")).to_have_count(0)
+        stored = page.locator("#message-list .msg").count()
+        assert 1 <= stored <= 3 and stored + failed.count() == 5
+
+        # Removed from the room elsewhere (another device, over HTTP): sending is refused.
+        token = page.evaluate("sessionStorage['hibiki.token']")
+        auth = {"Authorization": f"Bearer {token}"}
+        response = httpx.post(live.direct + "/api/rooms/lobby/leave", headers=auth)
+        assert response.status_code == 200
+        say(page, "still here?")
+        expect(page.locator("#error-text")).to_contain_text("not_member")
+        expect(page.locator("#composer-input")).to_have_value("still here?")
+        page.context.close()
 
 
 async def test_web_client_is_served_with_strict_security_headers(
