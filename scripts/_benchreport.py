@@ -92,7 +92,7 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
         if r["client_limited"]:
             notes.append("client-limited")
         if (r.get("other_cpu_util") or 0) > NOISY:
-            notes.append(f"other processes used {r['other_cpu_util']:.0%} of a CPU")
+            notes.append(f"rest of the machine busy: {r['other_cpu_util']:.0%} of a CPU")
         if r["missing"]:
             notes.append(f"{r['missing']} not delivered by the drain deadline")
         if r["errors"]:
@@ -143,6 +143,7 @@ def plot(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         for (server, senders), points in sorted(series.items()):
             points.sort()
             ax.plot(*zip(*points, strict=True), marker="o", label=f"{server}, {senders} sender(s)")
+        ax.set_title(f"flood (closed loop), one room: {ylabel}", fontsize=10)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("receivers in one room (N)")

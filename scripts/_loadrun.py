@@ -300,6 +300,8 @@ class LoadSession:
 
     async def measure_only(self, duration: float) -> dict[str, Any]:
         """Count what the receivers get for `duration` with nothing sent (the firehose test)."""
+        await self.ask_all("go")
+        await trio.sleep(0.5)  # let the streams start before the baseline
         recv0, _ = await self._all("stats")
         cpu0 = self._cpu()
         t0 = last_t = trio.current_time()

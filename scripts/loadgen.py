@@ -124,9 +124,15 @@ async def run_from_args(
 def absorb(args: argparse.Namespace) -> dict[str, Any]:
     """Receivers against the firehose: the most message frames/s the load generator can count."""
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu = args.server_cpu if args.server_cpu is not None else cpus[0]
-    if len(cpus) > 1 and args.server_cpu is None:
-        os.sched_setaffinity(0, set(cpus[1:]))
+    others = [c for c in range(os.cpu_count() or 1) if c not in cpus]
+    if args.server_cpu is not None:
+        server_cpu = args.server_cpu
+    elif others:  # already pinned (e.g. by taskset): the firehose goes to a CPU we do not use
+        server_cpu = others[0]
+    else:
+        server_cpu = cpus[0]
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, set(cpus[1:]))
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server("firehose", Path(tmp), cpu=server_cpu)
         try:

@@ -1,7 +1,7 @@
 'use strict';
-// A firehose WebSocket server for measuring what the receivers can absorb on their own:
-// after the handshake it writes pre-built message frames to every connection as fast as the
-// socket takes them. Usage: node firehose.js [port] [host]; prints "listening on HOST:PORT".
+// A firehose WebSocket server for measuring what the receivers can absorb on their own: once a
+// connection sends its first frame (the load generator's "go"), it writes pre-built message
+// frames to it as fast as the socket takes them. Usage: node firehose.js [port] [host]; prints "listening on HOST:PORT".
 
 const net = require('net');
 const crypto = require('crypto');
@@ -37,9 +37,17 @@ function blast(sock) {
 const server = net.createServer({ noDelay: true }, (sock) => {
   let head = '';
   let upgraded = false;
+  let blasting = false;
   sock.on('error', () => sock.destroy());
   sock.on('data', (data) => {
-    if (upgraded) return; // client frames (pongs, sends) are ignored
+    if (upgraded) {
+      if (!blasting) {
+        blasting = true; // the first client frame says go; later ones are ignored
+        sock.on('drain', () => blast(sock));
+        blast(sock);
+      }
+      return;
+    }
     head += data.toString('latin1');
     const end = head.indexOf('\r\n\r\n');
     if (end < 0) return;
@@ -54,8 +62,6 @@ const server = net.createServer({ noDelay: true }, (sock) => {
         `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
     );
     upgraded = true;
-    sock.on('drain', () => blast(sock));
-    blast(sock);
   });
 });
 

@@ -7,7 +7,7 @@
 // of one frame in `sampleEvery`. Senders parse the marker of every message they receive, to
 // recognise the echo of their own messages (closed loop) and measure the round trip.
 //
-// Commands: init, connect, start, stop, stats, report, reset, quit. EOF on stdin = quit.
+// Commands: init, connect, start, stop, stats, report, reset, go, quit. EOF on stdin = quit.
 
 const net = require('net');
 const crypto = require('crypto');
@@ -474,6 +474,10 @@ function handle(cmd) {
       W.latency = new Histogram();
       W.rtt = new Histogram();
       reply({ ev: 'reset' });
+      break;
+    case 'go': // the firehose starts streaming to a connection when it sends something
+      for (const c of W.conns) if (c.state === 'ready') c.sendText('go');
+      reply({ ev: 'go' });
       break;
     case 'quit':
       quit();
