@@ -149,7 +149,7 @@ async def serve(
                     reject(sock, 403, b"origin not allowed")
                     return
                 with websockets.track():
-                    await serve_websocket(sock, peer, head, services, flusher, registry)
+                    await serve_websocket(sock, peer, head, request, services, flusher, registry)
 
             listener = Listener(
                 config.host,

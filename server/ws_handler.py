@@ -5,17 +5,11 @@ from __future__ import annotations
 import logging
 import socket
 
+import h11
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    Request,
-    TextMessage,
-)
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import RemoteProtocolError
 
 from protocol import CloseCode, ProtocolError, decode
@@ -23,6 +17,8 @@ from protocol import CloseCode, ProtocolError, decode
 from .connection import ConnState, WsConnection
 from .flusher import Flusher, shutdown_write
 from .frames import pong_frame
+from .handshake import HandshakeError, accept_response
+from .listener import reject
 from .metrics import close_label
 from .registry import ConnectionRegistry
 from .session import ChatServices, ChatSession
@@ -35,20 +31,24 @@ async def serve_websocket(
     sock: socket.socket,
     peer: str,
     head: bytes,
+    request: h11.Request,
     services: ChatServices,
     flusher: Flusher,
     registry: ConnectionRegistry,
 ) -> None:
-    """Complete the handshake on `head` (the bytes read so far) and run the session to its end."""
+    """Answer the upgrade `request` (whose bytes, and maybe more, are `head`) and run the session
+    to its end."""
     config = services.config
-    ws = WSConnection(ConnectionType.SERVER)
-    ws.receive_data(head)
-    events = ws.events()
-    first = next(events, None)
-    if not isinstance(first, Request):
+    try:
+        response = accept_response(request)
+    except HandshakeError as exc:
+        reject(sock, exc.status, exc.reason.encode())
         return
+    # Frames a client sent right behind its request (it should wait for the 101, but may not).
+    trailing = head.split(b"\r\n\r\n", 1)[1]
+    ws = Connection(ConnectionType.SERVER, trailing_data=trailing)
     conn = WsConnection(sock, peer, flusher, config.outbound_limit)
-    conn.enqueue(ws.send(AcceptConnection()))
+    conn.enqueue(response)
     session = ChatSession(conn, services)
     registry.add(conn)
     _log.info("connection opened", extra={"peer": peer})
@@ -82,7 +82,7 @@ async def serve_websocket(
 
 
 async def _read_frames(
-    conn: WsConnection, ws: WSConnection, session: ChatSession, services: ChatServices
+    conn: WsConnection, ws: Connection, session: ChatSession, services: ChatServices
 ) -> None:
     config = services.config
     max_frame = config.max_frame

@@ -242,6 +242,18 @@ async def test_frame_limit_counts_utf8_bytes_not_characters(server: RunningServe
     await raw.aclose()
 
 
+async def test_upgrade_without_websocket_version_is_refused(server: RunningServer) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with stream:
+        await stream.send_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        with trio.fail_after(STEP):
+            response = await stream.receive_some()
+    assert response.startswith(b"HTTP/1.1 426 ")
+
+
 async def test_foreign_origin_is_refused_at_handshake(server: RunningServer) -> None:
     raw = await RawWs.connect(server.port, origin="https://evil.example")
     assert b" 403 " in await raw.read_response_head()

@@ -26,6 +26,7 @@ from storage import (
     Store,
     User,
     _schema,
+    _sqlite_messages,
     passwords,
 )
 from storage._threads import ConnectionThread
@@ -250,6 +251,29 @@ async def test_failed_batch_rolls_back_and_numbering_resumes_without_gaps(
     assert [m.text for m in (await store.history("lobby", None, 10))[0]] == ["kept"]
 
 
+async def test_unknown_user_fails_a_batch_after_known_users_were_appended(
+    store: Store, alice: User, bob: User
+) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.append_batch([msg("lobby", alice, "a"), msg("lobby", bob, "b")])
+    ghost = User(id=999, name="ghost")
+    with pytest.raises(StorageError):
+        await store.append_batch([msg("lobby", alice, "lost"), msg("lobby", ghost, "boo")])
+    assert seqs(await store.append_batch([msg("lobby", bob, "kept")])) == [3]
+
+
+async def test_other_writes_still_check_users_after_appends(store: Store, alice: User) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.append_batch([msg("lobby", alice, "hi")])
+    with pytest.raises(NotFound):
+        await store.create_room("dev", 12345)
+    with pytest.raises(NotFound):
+        await store.join_room("lobby", 12345)
+    with pytest.raises(NotFound):
+        await store.create_token(12345, ttl_seconds=60)
+    assert seqs(await store.append_batch([msg("lobby", alice, "again")])) == [2]
+
+
 async def test_history_pages_walk_the_room_once_in_order(store: Store, alice: User) -> None:
     await store.create_room("lobby", alice.id)
     await store.create_room("noise", alice.id)
@@ -431,14 +455,12 @@ async def test_failed_commit_forgets_numbering_so_no_gap_follows(tmp_path: Path)
         alice = await s.create_user("alice", "pw")
         await s.create_room("lobby", alice.id)
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        # A deferred foreign key fails at COMMIT, after the batch was numbered and inserted.
+        # Fails the batch's last statement before COMMIT, after it was numbered and inserted.
         conn.executescript(
             """
-            CREATE TABLE poison (
-                user_id INTEGER REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED
-            );
-            CREATE TRIGGER poisoned AFTER INSERT ON messages WHEN NEW.text = 'poison'
-            BEGIN INSERT INTO poison VALUES (-1); END;
+            CREATE TRIGGER poisoned BEFORE UPDATE OF last_seq ON rooms
+            WHEN EXISTS (SELECT 1 FROM messages WHERE room_id = NEW.id AND text = 'poison')
+            BEGIN SELECT RAISE(ABORT, 'poisoned'); END;
             """
         )
     async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
@@ -446,6 +468,31 @@ async def test_failed_commit_forgets_numbering_so_no_gap_follows(tmp_path: Path)
             await s.append_batch([msg("lobby", alice, "ok"), msg("lobby", alice, "poison")])
         assert await s.last_seq("lobby") == 0
         assert seqs(await s.append_batch([msg("lobby", alice, "ok")])) == [1]
+
+
+def test_duplicate_lookup_probes_the_client_id_index() -> None:
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
+        _schema.migrate(conn)
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN {_sqlite_messages._FIND_CLIENT_IDS}", ('[[1, 2, "m1"]]',)
+        ).fetchall()
+    details = " / ".join(row[3] for row in plan)
+    assert "USING INDEX messages_by_client_id (client_id=? AND room_id=? AND user_id=?)" in details
+
+
+async def test_writer_forgets_known_users_past_its_limit_and_still_checks_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlite_messages, "KNOWN_USERS_LIMIT", 1)
+    async with SQLiteStore(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N) as s:
+        alice = await s.create_user("alice", "pw")
+        bob = await s.create_user("bob", "pw")
+        await s.create_room("lobby", alice.id)
+        for i in range(3):
+            await s.append_batch([msg("lobby", alice, f"a{i}"), msg("lobby", bob, f"b{i}")])
+        with pytest.raises(StorageError):
+            await s.append_batch([msg("lobby", User(id=999, name="ghost"), "boo")])
+        assert await s.last_seq("lobby") == 6
 
 
 async def test_passwords_and_tokens_are_stored_only_as_hashes(tmp_path: Path) -> None:
