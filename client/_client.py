@@ -18,6 +18,7 @@ import itertools
 import math
 import random
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import TypeVar
@@ -226,7 +227,7 @@ class ChatClient:
         `seq` and `duplicate=True`. Raises `RequestError` (`not_member`, `text_empty`,
         `text_too_long`, `rate_limited`, `unavailable`).
         """
-        client_id = client_id or f"py-{secrets.token_hex(12)}"
+        client_id = client_id or _new_client_id()
 
         def build(ref: str) -> Request:
             return Send(room=room, text=text, client_id=client_id, ref=ref)
@@ -503,3 +504,9 @@ async def _session(
         token = (await api.login(user, password)).token
         rooms = await api.rooms(token)
     return token, {room.name: room.last_seq for room in rooms if room.member}
+
+
+def _new_client_id() -> str:
+    """Time-ordered (ms clock first, then randomness, like UUIDv7): the server's client_id index
+    then grows at its end instead of at random places, which keeps group commit cheap."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
