@@ -131,9 +131,6 @@ class RoomHub:
     def online(self, room: str) -> list[str]:
         return sorted(self._online.get(room, ()))
 
-    def subscriber_count(self, room: str) -> int:
-        return len(self._subs.get(room, ())) + len(self._held.get(room, ()))
-
     def _close_segment(self, room: str) -> None:
         """The subscriber set changes: later frames must go into a segment the new set shares."""
         self._open.pop(room, None)

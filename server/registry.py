@@ -47,6 +47,3 @@ class ConnectionRegistry:
 
     def __iter__(self) -> Iterator[WsConnection]:
         return iter(list(self._all))
-
-    def of_user(self, user_id: int) -> list[WsConnection]:
-        return [conn for conn in self._all if conn.user_id == user_id]
