@@ -21,19 +21,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import h11
 import trio
 
-from protocol import Message, encode
 from storage.cache import MembershipCache
 from storage.sqlite import SQLiteStore
 
 from . import sdnotify
 from .config import Config
 from .flusher import Flusher
-from .frames import text_frame
 from .health import Readiness
 from .http_app import HttpServices, create_http_app
 from .http_bridge import HttpBridge
@@ -114,11 +112,6 @@ async def serve(
                 metrics=metrics,
             )
 
-            def publish(messages: Sequence[Message]) -> None:
-                metrics.messages += len(messages)
-                for message in messages:
-                    hub.publish(message.room, text_frame(encode(message)), message.seq)
-
             http = HttpBridge(
                 create_http_app(
                     HttpServices(
@@ -127,7 +120,7 @@ async def serve(
                         token_ttl=config.token_ttl,
                         max_text=config.max_text,
                         max_batch=config.http_max_batch,
-                        publish=publish,
+                        publish=writer.publish_stored,
                         membership_changed=membership.invalidate,
                         readiness=readiness.reason,
                         metrics=metrics.exposition if config.metrics else None,
@@ -179,7 +172,6 @@ async def serve(
                 writer.close_input()
                 await writer.finished.wait()
                 registry.writer_flushed.set()
-                await registry.emptied.wait()
                 await websockets.all_closed()
             # Only now: hypercorn refuses new HTTP connections once told (no /readyz answer).
             await http.stop_keepalive()

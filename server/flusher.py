@@ -63,14 +63,9 @@ class Flusher:
         if not items:
             return
         data = _joined(items)
-        try:
-            sent = conn.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            conn.transport_failed()
+        sent = self._send(conn, data)
+        if sent is None:
             return
-        self.bytes_sent += sent
         if sent == len(data):
             conn.pending = []
             return
@@ -79,6 +74,18 @@ class Flusher:
         self.blocked_writers += 1
         assert self._nursery is not None
         self._nursery.start_soon(self._drain, conn)
+
+    def _send(self, conn: WsConnection, data: bytes) -> int | None:
+        """One non-blocking send: bytes taken (0 if the kernel buffer is full), None if broken."""
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            conn.transport_failed()
+            return None
+        self.bytes_sent += sent
+        return sent
 
     def _count_backlog(self, conn: WsConnection) -> None:
         pending = conn.pending
@@ -100,14 +107,9 @@ class Flusher:
                 except (trio.ClosedResourceError, OSError):
                     return
                 data = _joined(conn.pending)
-                try:
-                    sent = sock.send(data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    conn.transport_failed()
+                sent = self._send(conn, data)
+                if sent is None:
                     return
-                self.bytes_sent += sent
                 _keep_unsent(conn, data, sent)
             conn.blocked = False
             conn.drained()

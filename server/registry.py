@@ -16,7 +16,6 @@ class ConnectionRegistry:
         self._metrics = Metrics() if metrics is None else metrics
         self.draining = False
         self.writer_flushed = trio.Event()
-        self.emptied = trio.Event()  # set once draining and no connection is left
 
     def add(self, conn: WsConnection) -> None:
         self._all[conn] = None
@@ -30,8 +29,6 @@ class ConnectionRegistry:
         self.draining = True
         for conn in self._all:
             conn.reader_scope.cancel()
-        if not self._all:
-            self.emptied.set()
 
     def remove(self, conn: WsConnection) -> None:
         if conn not in self._all:
@@ -39,8 +36,6 @@ class ConnectionRegistry:
         del self._all[conn]
         reason = close_label(conn.close_code, self.draining)
         self._metrics.connections_closed[reason] += 1
-        if self.draining and not self._all:
-            self.emptied.set()
 
     def __len__(self) -> int:
         return len(self._all)

@@ -159,13 +159,19 @@ class ChatSession:
         if not await self.s.membership.is_member(room, self.conn.user_id):
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {room}", ref)
 
+    def _spend_rate(self, ref: str | None) -> float:
+        """Take one token from the user's bucket or refuse with `rate_limited` (nothing is
+        stored or delivered); returns the time it read."""
+        now = trio.current_time()
+        if not self.s.limiter.allow(self.conn.user_id, now):
+            self.s.metrics.rate_limited += 1
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "slow down: not stored or delivered", ref)
+        return now
+
     async def _send(self, send: Send) -> None:
         conn, s = self.conn, self.s
         await self._member(send.room, send.ref)
-        now = trio.current_time()
-        if not s.limiter.allow(conn.user_id, now):
-            s.metrics.rate_limited += 1
-            raise ProtocolError(ErrorCode.RATE_LIMITED, "slow down: message not stored", send.ref)
+        now = self._spend_rate(send.ref)
         message = NewMessage(
             room=send.room,
             user_id=conn.user_id,
@@ -216,9 +222,7 @@ class ChatSession:
     async def _typing(self, request: TypingRequest) -> None:
         conn, s = self.conn, self.s
         await self._member(request.room, request.ref)
-        if not s.limiter.allow(conn.user_id, trio.current_time()):
-            s.metrics.rate_limited += 1
-            raise ProtocolError(ErrorCode.RATE_LIMITED, "slow down", request.ref)
+        self._spend_rate(request.ref)
         frame = text_frame(encode(Typing(room=request.room, user=conn.user_name)))
         s.hub.publish_except(request.room, frame, conn)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -31,7 +31,6 @@ class PendingSend:
 
 
 _log = logging.getLogger(__name__)
-BatchObserver = Callable[[int, float], None]
 
 
 class MessageWriter:
@@ -42,13 +41,11 @@ class MessageWriter:
         *,
         queue_size: int,
         max_batch: int,
-        on_batch: BatchObserver | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
         self._max_batch = max_batch
-        self._on_batch = on_batch
         self._metrics = Metrics() if metrics is None else metrics
         self._send, self._receive = trio.open_memory_channel[PendingSend](queue_size)
         self.finished = trio.Event()
@@ -112,8 +109,6 @@ class MessageWriter:
         self.last_commit_ok_at = trio.current_time()
         metrics.commit_seconds.observe(committed - commit_started)
         metrics.batch_size.observe(len(batch))
-        if self._on_batch is not None:
-            self._on_batch(len(batch), committed - commit_started)
         self.deliver(batch, results)
         delivered = time.perf_counter()
         metrics.fanout_seconds.observe(delivered - committed)
@@ -122,17 +117,25 @@ class MessageWriter:
             metrics.send_latency_seconds.observe(trio.current_time() - oldest)
 
     def deliver(self, batch: list[PendingSend], results: list[Appended]) -> None:
-        hub = self._hub
         stored = 0
         for item, result in zip(batch, results, strict=True):
             message = result.message
             if not result.duplicate:
                 stored += 1
-                hub.publish(message.room, text_frame(encode(message)), message.seq)
+                self._publish(message)
             sender = item.sender
             if sender is not None:
                 sender.send_event(_ack(message, result.duplicate, item.ref))
         self._metrics.messages += stored
+
+    def publish_stored(self, messages: Sequence[Message]) -> None:
+        """Deliver messages stored by someone else (the HTTP batch import) like our own."""
+        for message in messages:
+            self._publish(message)
+        self._metrics.messages += len(messages)
+
+    def _publish(self, message: Message) -> None:
+        self._hub.publish(message.room, text_frame(encode(message)), message.seq)
 
 
 def _ack(message: Message, duplicate: bool, ref: str | None) -> Ack:
