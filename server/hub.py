@@ -28,13 +28,10 @@ class RoomHub:
         self._open: dict[str, Segment] = {}
         self._held: dict[str, dict[WsConnection, list[tuple[int, bytes]]]] = {}
         self._online: dict[str, dict[str, int]] = {}
-        self.published = 0
         self.deliveries = 0
 
-    def publish(self, room: str, frame: bytes, seq: int = 0) -> int:
-        """Queue `frame` (already framed) to every subscriber of `room`; returns how many."""
-        self.published += 1
-        count = 0
+    def publish(self, room: str, frame: bytes, seq: int = 0) -> None:
+        """Queue `frame` (already framed) to every subscriber of `room`."""
         subs = self._subs.get(room)
         if subs:
             segment = self._open.get(room)
@@ -49,13 +46,11 @@ class RoomHub:
                             dirty.append(conn)
                 self._flusher.wake()
             segment.frames.append(frame)
-            count = len(subs)
-            self.deliveries += count
+            self.deliveries += len(subs)
         held = self._held.get(room)
         if held:
             for backlog in held.values():
                 backlog.append((seq, frame))
-        return count
 
     def publish_except(self, room: str, frame: bytes, exclude: WsConnection) -> None:
         """Queue `frame` to every subscriber but `exclude` (typing, presence); not a hot path."""
