@@ -37,6 +37,7 @@ from .http_app import HttpServices, create_http_app
 from .http_bridge import HttpBridge
 from .hub import RoomHub
 from .listener import Listener, reject
+from .membership_sync import MembershipSync
 from .metrics import Metrics, timed_store
 from .origin import origin_allowed
 from .ratelimit import UserRateLimiter
@@ -102,12 +103,14 @@ async def serve(
                 probe_interval=config.db_probe_interval,
             )
             await root.start(readiness.run)
+            memberships = MembershipSync(store, hub, registry, membership)
             services = ChatServices(
                 config=config,
                 store=store,
                 hub=hub,
                 writer=writer,
                 membership=membership,
+                memberships=memberships,
                 limiter=UserRateLimiter(config.rate_per_second, config.rate_burst),
                 metrics=metrics,
             )
@@ -121,7 +124,7 @@ async def serve(
                         max_text=config.max_text,
                         max_batch=config.http_max_batch,
                         publish=writer.publish_stored,
-                        membership_changed=membership.invalidate,
+                        membership_changed=memberships.changed,
                         readiness=readiness.reason,
                         metrics=metrics.exposition if config.metrics else None,
                         auth_failed=metrics.count_auth_failure,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -61,7 +61,7 @@ class HttpServices:
     # Sync, called on the trio thread after a batch import committed: delivers live.
     publish: Callable[[Sequence[protocol.Message]], None]
     # (room, user_id) after a membership change via HTTP: the server drops what it cached.
-    membership_changed: Callable[[str, int], None]
+    membership_changed: Callable[[str, int, bool], Awaitable[None]]
     # None when ready, else the reason (for /readyz).
     readiness: Callable[[], str | None]
     # The Prometheus exposition for /metrics: (body, content type); None serves no /metrics.
@@ -209,7 +209,7 @@ class _Api:
                 raise HttpError(
                     409, ErrorCode.NAME_TAKEN, f"room name {body.name!r} is taken"
                 ) from None
-            self._services.membership_changed(room.name, user.id)  # the creator is a member
+            await self._services.membership_changed(room.name, user.id, True)  # the creator
         return json_response(_room_json(room, True), 201)
 
     async def join(self, room: str) -> Response:
@@ -220,7 +220,7 @@ class _Api:
                 await self._store.join_room(room, user.id)
             except NotFound:
                 raise _no_such_room(room) from None
-            self._services.membership_changed(room, user.id)
+            await self._services.membership_changed(room, user.id, True)
         return json_response({"room": room, "member": True})
 
     async def leave(self, room: str) -> Response:
@@ -228,7 +228,7 @@ class _Api:
         await self._require_room(room)
         with trio.CancelScope(shield=True):
             await self._store.leave_room(room, user.id)
-            self._services.membership_changed(room, user.id)
+            await self._services.membership_changed(room, user.id, False)
         return json_response({"room": room, "member": False})
 
     async def members(self, room: str) -> Response:

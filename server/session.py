@@ -15,7 +15,6 @@ from protocol import (
     HistoryPage,
     HistoryRequest,
     Join,
-    Joined,
     Leave,
     Left,
     Ping,
@@ -36,6 +35,7 @@ from .config import Config
 from .connection import ConnState, WsConnection
 from .frames import text_frame
 from .hub import RoomHub
+from .membership_sync import MembershipSync
 from .metrics import Metrics
 from .ratelimit import UserRateLimiter
 from .writer import MessageWriter, PendingSend
@@ -50,6 +50,7 @@ class ChatServices:
     hub: RoomHub
     writer: MessageWriter
     membership: MembershipCache
+    memberships: MembershipSync
     limiter: UserRateLimiter
     metrics: Metrics
 
@@ -187,28 +188,16 @@ class ChatSession:
             await s.store.join_room(join.room, conn.user_id)
         except NotFound:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {join.room}", join.ref) from None
-        s.membership.set(join.room, conn.user_id, True)
-        if conn.state is not ConnState.OPEN:
-            return
-        # Subscribe (held) before reading last_seq: a message committed meanwhile is then either
-        # counted in last_seq or delivered live after `joined`, never lost in between.
-        fresh = join.room not in conn.rooms
-        if fresh:
-            s.hub.subscribe(join.room, conn, hold=True)
-        try:
-            last = await s.store.last_seq(join.room)
-            online = s.hub.online(join.room)
-            conn.send_event(Joined(room=join.room, last_seq=last, online=online, ref=join.ref))
-        finally:
-            if fresh and join.room in conn.rooms:
-                s.hub.release(join.room, conn, 0)
+        await s.memberships.changed(join.room, conn.user_id, True, origin=conn)
+        if conn.state is ConnState.OPEN:
+            await s.memberships.subscribe(join.room, conn, join.ref)
 
     async def _leave(self, leave: Leave) -> None:
         conn, s = self.conn, self.s
         await s.store.leave_room(leave.room, conn.user_id)
-        s.membership.set(leave.room, conn.user_id, False)
         s.hub.unsubscribe(leave.room, conn)
         conn.send_event(Left(room=leave.room, ref=leave.ref))
+        await s.memberships.changed(leave.room, conn.user_id, False, origin=conn)
 
     async def _history(self, request: HistoryRequest) -> None:
         await self._member(request.room, request.ref)

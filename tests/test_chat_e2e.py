@@ -18,6 +18,7 @@ from protocol import CloseCode
 from .conftest import (
     STEP,
     Connect,
+    Peer,
     RunningServer,
     create_room,
     join_room,
@@ -380,3 +381,71 @@ async def _assert_closed_with(ws: WebSocketConnection, code: int) -> None:
                 await ws.get_message()
         except ConnectionClosed as closed:
             assert closed.reason.code == code, closed.reason
+
+
+async def _nothing_but_pong(peer: Peer) -> None:
+    """Everything queued for `peer` so far has arrived: no `message` was among it."""
+    await peer.send(type="ping", ref="flush")
+    pong = await peer.expect("pong")  # a `message` before it fails here
+    assert pong["ref"] == "flush"
+
+
+async def test_leave_on_one_connection_unsubscribes_the_users_others(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    alice, bob = await register(http), await register(http)
+    await create_room(http, alice, "lobby")
+    await join_room(http, bob, "lobby")
+    async with connect(alice) as a, connect(bob) as b1, connect(bob) as b2:
+        await b1.send(type="leave", room="lobby", ref="l1")
+        assert (await b1.expect("left")) == {"type": "left", "room": "lobby", "ref": "l1"}
+        assert (await b2.expect("left")) == {"type": "left", "room": "lobby"}  # no ref: not asked
+        await a.send(type="send", room="lobby", text="bob left", client_id="c1")
+        await a.expect("ack", skip=("presence", "message"))
+        await _nothing_but_pong(b1)
+        await _nothing_but_pong(b2)
+        await b2.send(type="send", room="lobby", text="still here?", ref="s")
+        error = await b2.expect("error")
+        assert (error["code"], error["ref"]) == ("not_member", "s")
+
+
+async def test_join_on_one_connection_subscribes_the_users_others(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    alice, bob = await register(http), await register(http)
+    await create_room(http, alice, "lobby")
+    async with connect(alice) as a, connect(bob) as b1, connect(bob) as b2:
+        await a.send(type="send", room="lobby", text="before", client_id="c0")
+        await a.expect("ack", skip=("presence", "message"))
+        await b1.send(type="join", room="lobby", ref="j1")
+        joined = await b1.expect("joined")
+        assert (joined["last_seq"], joined["ref"]) == (1, "j1")
+        other = await b2.expect("joined")
+        assert (other["room"], other["last_seq"], "ref" in other) == ("lobby", 1, False)
+        assert bob.name in other["online"]
+        await a.send(type="send", room="lobby", text="welcome bob", client_id="c1")
+        for peer in (b1, b2):
+            got = await peer.expect("message")
+            assert (got["seq"], got["text"]) == (2, "welcome bob")
+
+
+async def test_http_join_and_leave_reach_the_users_open_connections(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    alice, bob = await register(http), await register(http)
+    await create_room(http, alice, "lobby")
+    auth = {"Authorization": f"Bearer {bob.token}"}
+    async with connect(alice) as a, connect(bob) as b:
+        response = await http.post("/api/rooms/lobby/join", headers=auth)
+        assert response.status_code == 200
+        joined = await b.expect("joined")
+        assert (joined["room"], joined["last_seq"], "ref" in joined) == ("lobby", 0, False)
+        await a.send(type="send", room="lobby", text="hi bob", client_id="c1")
+        assert (await b.expect("message"))["text"] == "hi bob"
+
+        response = await http.post("/api/rooms/lobby/leave", headers=auth)
+        assert response.status_code == 200
+        assert (await b.expect("left")) == {"type": "left", "room": "lobby"}
+        await a.send(type="send", room="lobby", text="bye bob", client_id="c2")
+        await a.expect("ack", skip=("presence", "message"))
+        await _nothing_but_pong(b)

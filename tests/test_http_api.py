@@ -34,15 +34,15 @@ class Api:
     store: SQLiteStore
     client: httpx.AsyncClient = field(init=False)
     published: list[list[protocol.Message]] = field(default_factory=list)
-    membership_changes: list[tuple[str, int]] = field(default_factory=list)
+    membership_changes: list[tuple[str, int, bool]] = field(default_factory=list)
     not_ready: str | None = None
     readiness_error: Exception | None = None
 
     def publish(self, messages: Sequence[protocol.Message]) -> None:
         self.published.append(list(messages))
 
-    def membership_changed(self, room: str, user_id: int) -> None:
-        self.membership_changes.append((room, user_id))
+    async def membership_changed(self, room: str, user_id: int, member: bool) -> None:
+        self.membership_changes.append((room, user_id, member))
 
     def readiness(self) -> str | None:
         if self.readiness_error is not None:
@@ -229,7 +229,7 @@ async def test_create_room_makes_creator_a_member(api: Api) -> None:
     assert response.json() == {"name": "lobby", "last_seq": 0, "member": True}
     assert (await api.client.get("/api/me", headers=owner.auth)).json()["rooms"] == ["lobby"]
     assert await api.store.is_member("lobby", owner.id)
-    assert api.membership_changes == [("lobby", owner.id)]
+    assert api.membership_changes == [("lobby", owner.id, True)]
 
 
 async def test_create_room_duplicate_is_409_and_bad_name_is_422(api: Api) -> None:
@@ -267,13 +267,13 @@ async def test_join_and_leave_report_membership_and_notify_the_server(api: Api) 
     assert response.status_code == 200
     assert response.json() == {"room": "lobby", "member": True}
     assert await api.store.is_member("lobby", guest.id)
-    assert api.membership_changes == [("lobby", guest.id)]
+    assert api.membership_changes == [("lobby", guest.id, True)]
 
     response = await api.client.post("/api/rooms/lobby/leave", headers=guest.auth)
     assert response.status_code == 200
     assert response.json() == {"room": "lobby", "member": False}
     assert not await api.store.is_member("lobby", guest.id)
-    assert api.membership_changes == [("lobby", guest.id), ("lobby", guest.id)]
+    assert api.membership_changes == [("lobby", guest.id, True), ("lobby", guest.id, False)]
 
 
 @pytest.mark.parametrize("action", ["join", "leave"])

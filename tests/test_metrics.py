@@ -218,12 +218,14 @@ async def test_membership_cache_hits_and_misses(tmp_path: Path) -> None:
         async with _chat(port, alice) as ws:
             before = await _scrape(http)
             await _send(ws, "mine", "cached by hello")
-            await join_room(http, alice, "later")  # invalidates (later, alice)
-            await _send(ws, "later", "looked up")
+            await ws.send_message(json.dumps({"type": "send", "room": "later", "text": "no"}))
+            assert (await _expect(ws, "error"))["code"] == "not_member"  # looked up: a miss
+            await join_room(http, alice, "later")  # tells the cache: no lookup needed
+            await _send(ws, "later", "cached by the join")
             after = await _scrape(http)
     hits = "hibiki_cache_hits_total"
     misses = "hibiki_cache_misses_total"
-    assert _value(after, hits, cache="membership") - _value(before, hits, cache="membership") == 1
+    assert _value(after, hits, cache="membership") - _value(before, hits, cache="membership") == 2
     assert (
         _value(after, misses, cache="membership") - _value(before, misses, cache="membership") == 1
     )

@@ -1,0 +1,62 @@
+"""Keeps every open connection of a user in step with the user's room memberships.
+
+A membership changes on one connection (`join`/`leave`) or over HTTP, and it is the user's, not
+the connection's: a user who left must stop receiving the room on all their connections, and one
+who joined elsewhere starts receiving it everywhere. Each other connection is told with an
+unsolicited `joined` or `left` (no `ref`).
+"""
+
+from __future__ import annotations
+
+from protocol import Joined, Left
+from storage import Store
+from storage.cache import MembershipCache
+
+from .connection import ConnState, WsConnection
+from .hub import RoomHub
+from .registry import ConnectionRegistry
+
+
+class MembershipSync:
+    def __init__(
+        self,
+        store: Store,
+        hub: RoomHub,
+        registry: ConnectionRegistry,
+        cache: MembershipCache,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._registry = registry
+        self._cache = cache
+
+    async def changed(
+        self, room: str, user_id: int, member: bool, *, origin: WsConnection | None = None
+    ) -> None:
+        """The store now says `user_id` is (or is not) a member of `room`: make the cache and
+        the user's open connections other than `origin` agree."""
+        self._cache.set(room, user_id, member)
+        for conn in self._registry:
+            if conn is origin or conn.user_id != user_id or conn.state is not ConnState.OPEN:
+                continue
+            if member:
+                if room not in conn.rooms:
+                    await self.subscribe(room, conn)
+            elif room in conn.rooms:
+                self._hub.unsubscribe(room, conn)
+                conn.send_event(Left(room=room))
+
+    async def subscribe(self, room: str, conn: WsConnection, ref: str | None = None) -> None:
+        """Subscribe `conn` (if it is not yet) and send it `joined` with the room's last seq."""
+        # Subscribe (held) before reading last_seq: a message committed meanwhile is then either
+        # counted in last_seq or delivered live after `joined`, never lost in between.
+        fresh = room not in conn.rooms
+        if fresh:
+            self._hub.subscribe(room, conn, hold=True)
+        try:
+            last = await self._store.last_seq(room)
+            online = self._hub.online(room)
+            conn.send_event(Joined(room=room, last_seq=last, online=online, ref=ref))
+        finally:
+            if fresh and room in conn.rooms:
+                self._hub.release(room, conn, 0)
