@@ -436,11 +436,11 @@ class ChatClient:
             case Joined(room=room):
                 self._rooms |= {room}
                 self._last_seq.setdefault(room, event.last_seq)
-                self._answer(event.ref, event)
+                await self._answer_or_emit(event)
             case Left(room=room):
                 self._rooms -= {room}
                 self._last_seq.pop(room, None)
-                self._answer(event.ref, event)
+                await self._answer_or_emit(event)
             case HistoryPage() | Pong():
                 self._answer(event.ref, event)
             case Error(ref=ref) if (pending := self._requests.get(ref)) is not None:
@@ -455,6 +455,14 @@ class ChatClient:
         pending = self._requests.get(ref, client_id)
         if pending is not None:
             pending.settle(event)
+
+    async def _answer_or_emit(self, event: Joined | Left) -> None:
+        """Answer our own join/leave; one without a ref happened on another connection of this
+        user (or over HTTP), and goes to `events()`."""
+        if event.ref is None:
+            await self._emit(event)
+        else:
+            self._answer(event.ref, event)
 
     async def _emit(self, event: ClientEvent) -> None:
         with suppress(trio.ClosedResourceError):  # closing: nobody will read it

@@ -24,7 +24,8 @@ class Disconnected(msgspec.Struct, frozen=True, kw_only=True):
 
 ClientEvent = Event | Disconnected
 """What `ChatClient.events()` yields: every server event not consumed as the answer to a request
-(`message`, `presence`, `typing`, `resync`, unmatched `error`, and `welcome` on each (re)connect),
+(`message`, `presence`, `typing`, `resync`, unmatched `error`, `welcome` on each (re)connect, and
+`joined`/`left` without a ref: the user's membership changed on another connection or over HTTP),
 plus `Disconnected`."""
 
 

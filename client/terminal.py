@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import httpx
 import trio
 
-from protocol import Error, Message, Presence, Resync, Welcome
+from protocol import Error, Joined, Left, Message, Presence, Resync, Welcome
 
 from ._client import ChatClient
 from ._errors import ApiError, ChatClientError, RequestError
@@ -236,6 +236,12 @@ class TerminalChat:
                 show(f"* {user} is {status} in {room}")
             case Resync(room=room):
                 show(f"* missed too much in {room} while away: /history to read back")
+            case Joined(room=room):  # only ours from elsewhere reach here: the rest are answers
+                show(f"* joined {room} from another session")
+            case Left(room=room):
+                show(f"* left {room} from another session")
+                if room == self.current:
+                    self._set_current(min(self.client.rooms, default=None))
             case Error(code=code, message=message):
                 show(f"! {code}: {message}")
             case _:

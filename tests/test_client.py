@@ -23,7 +23,7 @@ from client import (
     LoginError,
     RequestError,
 )
-from protocol import Ack, CloseCode, Message, Welcome
+from protocol import Ack, CloseCode, Joined, Left, Message, Welcome
 
 from .conftest import (
     STEP,
@@ -164,6 +164,24 @@ async def test_two_clients_chat_and_send_returns_the_ack(
         reply = await b.send("lobby", "hi alice")
         assert reply.seq == 2
         assert await texts(a.events(), 2) == [(1, "hello bob"), (2, "hi alice")]
+
+
+async def test_membership_changed_on_another_connection_arrives_as_an_event(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    alice, bob = await users_in_room(http, "lobby")
+    await create_room(http, alice, "dev")
+    async with chat(server, bob) as phone, chat(server, bob) as laptop:
+        events = laptop.events()
+        joined = await phone.join("dev")
+        assert joined.ref is not None  # the answer to phone's own request
+        elsewhere = await next_of(events, Joined)
+        assert (elsewhere.room, elsewhere.ref) == ("dev", None)
+        assert laptop.rooms == {"lobby", "dev"}
+        await phone.leave("lobby")
+        gone = await next_of(events, Left)
+        assert (gone.room, gone.ref) == ("lobby", None)
+        assert laptop.rooms == {"dev"}
 
 
 async def test_request_errors_carry_the_protocol_code(

@@ -302,14 +302,28 @@ def test_refusals_are_shown_with_their_code(browser: Browser, tmp_path: Path) ->
         stored = page.locator("#message-list .msg").count()
         assert 1 <= stored <= 3 and stored + failed.count() == 5
 
-        # Removed from the room elsewhere (another device, over HTTP): sending is refused.
+        # Removed from the room elsewhere (another device, over HTTP) while offline, with a
+        # message typed and not yet sent: on reconnect its re-send is refused, and shown.
         token = page.evaluate("sessionStorage['hibiki.token']")
         auth = {"Authorization": f"Bearer {token}"}
+        page.context.set_offline(True)
+        expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+        say(page, "still here?")
         response = httpx.post(live.direct + "/api/rooms/lobby/leave", headers=auth)
         assert response.status_code == 200
-        say(page, "still here?")
+        page.context.set_offline(False)
         expect(page.locator("#error-text")).to_contain_text("not_member")
-        expect(page.locator("#composer-input")).to_have_value("still here?")
+        expect(page.locator("#pending-list li")).to_have_count(failed.count())  # not retried
+
+        # Online, the page follows a leave and a join made elsewhere as they happen.
+        lobby = page.locator("#room-list li[data-room=lobby] button.room-name")
+        expect(lobby).to_be_disabled()  # not a member: only its Join button works
+        response = httpx.post(live.direct + "/api/rooms/lobby/join", headers=auth)
+        assert response.status_code == 200
+        expect(lobby).to_be_enabled()
+        response = httpx.post(live.direct + "/api/rooms/lobby/leave", headers=auth)
+        assert response.status_code == 200
+        expect(lobby).to_be_disabled()
         page.context.close()
 
 

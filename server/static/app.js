@@ -254,8 +254,10 @@
         return onMessage(event);
       case "ack":
         return onAck(event);
-      case "joined":
+      case "joined": // without a ref: the user joined on another connection or over HTTP
+        return event.ref ? answer(event) : joinedRoom(event, false);
       case "left":
+        return event.ref ? answer(event) : leftRoom(event.room);
       case "history":
         return answer(event);
       case "presence":
@@ -407,28 +409,37 @@
   function joinRoom(name, select) {
     request({ type: "join", room: name }, (event) => {
       if (event.type === "error") return showError(event.code, event.message);
-      roomEntry(name).member = true;
-      if (!state.lastSeq.has(name)) state.lastSeq.set(name, event.last_seq);
-      state.online.set(name, new Set(event.online || []));
-      if (select) selectRoom(name);
-      else if (name === state.current) renderPresence();
-      renderRooms();
+      joinedRoom(event, select);
     });
   }
 
   function leaveRoom(name) {
     request({ type: "leave", room: name }, (event) => {
       if (event.type === "error") return showError(event.code, event.message);
-      roomEntry(name).member = false;
-      state.lastSeq.delete(name);
-      state.stores.delete(name);
-      state.online.delete(name);
-      if (state.current === name) {
-        const next = [...state.rooms.values()].filter((room) => room.member).map((r) => r.name);
-        selectRoom(next.sort()[0] || null);
-      }
-      renderRooms();
+      leftRoom(name);
     });
+  }
+
+  function joinedRoom(event, select) {
+    const name = event.room;
+    roomEntry(name).member = true;
+    if (!state.lastSeq.has(name)) state.lastSeq.set(name, event.last_seq);
+    state.online.set(name, new Set(event.online || []));
+    if (select) selectRoom(name);
+    else if (name === state.current) renderPresence();
+    renderRooms();
+  }
+
+  function leftRoom(name) {
+    roomEntry(name).member = false;
+    state.lastSeq.delete(name);
+    state.stores.delete(name);
+    state.online.delete(name);
+    if (state.current === name) {
+      const next = [...state.rooms.values()].filter((room) => room.member).map((r) => r.name);
+      selectRoom(next.sort()[0] || null);
+    }
+    renderRooms();
   }
 
   async function createRoom(name) {
