@@ -103,7 +103,7 @@ async def serve(
                 probe_interval=config.db_probe_interval,
             )
             await root.start(readiness.run)
-            memberships = MembershipSync(store, hub, registry, membership)
+            memberships = MembershipSync(store, hub, membership)
             services = ChatServices(
                 config=config,
                 store=store,

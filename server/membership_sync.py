@@ -14,21 +14,27 @@ from storage.cache import MembershipCache
 
 from .connection import ConnState, WsConnection
 from .hub import RoomHub
-from .registry import ConnectionRegistry
 
 
 class MembershipSync:
-    def __init__(
-        self,
-        store: Store,
-        hub: RoomHub,
-        registry: ConnectionRegistry,
-        cache: MembershipCache,
-    ) -> None:
+    def __init__(self, store: Store, hub: RoomHub, cache: MembershipCache) -> None:
         self._store = store
         self._hub = hub
-        self._registry = registry
         self._cache = cache
+        # Open, authenticated connections by user: a join costs the user's connections, not all.
+        self._by_user: dict[int, dict[WsConnection, None]] = {}
+
+    def track(self, conn: WsConnection) -> None:
+        """`conn` has said hello as `conn.user_id`."""
+        self._by_user.setdefault(conn.user_id, {})[conn] = None
+
+    def untrack(self, conn: WsConnection) -> None:
+        conns = self._by_user.get(conn.user_id)
+        if conns is None:
+            return
+        conns.pop(conn, None)
+        if not conns:
+            del self._by_user[conn.user_id]
 
     async def changed(
         self, room: str, user_id: int, member: bool, *, origin: WsConnection | None = None
@@ -36,8 +42,8 @@ class MembershipSync:
         """The store now says `user_id` is (or is not) a member of `room`: make the cache and
         the user's open connections other than `origin` agree."""
         self._cache.set(room, user_id, member)
-        for conn in self._registry:
-            if conn is origin or conn.user_id != user_id or conn.state is not ConnState.OPEN:
+        for conn in list(self._by_user.get(user_id, ())):
+            if conn is origin or conn.state is not ConnState.OPEN:
                 continue
             if member:
                 if room not in conn.rooms:

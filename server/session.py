@@ -108,6 +108,7 @@ class ChatSession:
         conn.user_id = user.id
         conn.user_name = user.name
         conn.set_state(ConnState.OPEN)
+        s.memberships.track(conn)
         rooms = await s.store.rooms_of(user.id)
         for room in rooms:
             s.membership.set(room, user.id, True)
@@ -218,3 +219,4 @@ class ChatSession:
     def closed(self) -> None:
         """Release everything the session holds in shared structures."""
         self.s.hub.unsubscribe_all(self.conn)
+        self.s.memberships.untrack(self.conn)
