@@ -9,8 +9,9 @@ slow hot path.
   commit  latency of one durable commit of one message: `write` + `fdatasync` of a 4 KiB page
           (what a WAL commit with synchronous=FULL costs at least), back to back and with
           `--commit-gap-ms` between commits (the latency workload's pace: 5,000 deliveries/s to
-          N=100 is 50 messages/s), and a one-row SQLite transaction on hibiki's schema with
-          hibiki's pragmas at that pace.
+          N=100 is 50 messages/s), a one-row SQLite transaction on hibiki's schema with
+          hibiki's pragmas at that pace, and the round trip of handing an empty job to another
+          thread and back at that pace (what moving the commit off the event loop costs).
   insert  SQLite group commit with synchronous=FULL, the rows of `bench_storage.py` (100 rooms,
           500 senders, time-ordered client ids) in batches of 1000, with only `executemany` and
           COMMIT timed: on hibiki's schema (history index on (room, seq), unique client-id
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import resource
 import select
 import socket
@@ -32,6 +34,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -191,6 +194,30 @@ def _fdatasync_ms(path: Path, count: int, gap_s: float) -> list[float]:
     return times
 
 
+def _thread_round_trip_ms(count: int, gap_s: float) -> list[float]:
+    jobs: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    done: queue.SimpleQueue[bool] = queue.SimpleQueue()
+
+    def worker() -> None:
+        while jobs.get():
+            done.put(True)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    times: list[float] = []
+    try:
+        for _ in range(count):
+            time.sleep(gap_s)
+            started = time.perf_counter()
+            jobs.put(True)
+            done.get()
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        jobs.put(False)
+        thread.join()
+    return times
+
+
 def measure_commit(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     gap_s = args.commit_gap_ms / 1000
     back_to_back = _fdatasync_ms(directory / "fsync0.bin", args.commits, 0.0)
@@ -207,6 +234,7 @@ def measure_commit(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             commit_ms.append((time.perf_counter() - started) * 1000)
     finally:
         conn.close()
+    round_trips = _thread_round_trip_ms(args.commits, gap_s)
     return {
         "commits": args.commits,
         "gap_ms": args.commit_gap_ms,
@@ -216,6 +244,8 @@ def measure_commit(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "paced_fdatasync_ms_p99": percentile(paced, 0.99),
         "paced_sqlite_commit_ms_p50": statistics.median(commit_ms),
         "paced_sqlite_commit_ms_p99": percentile(commit_ms, 0.99),
+        "paced_thread_round_trip_ms_p50": statistics.median(round_trips),
+        "paced_thread_round_trip_ms_p99": percentile(round_trips, 0.99),
     }
 
 
@@ -314,7 +344,9 @@ def report(results: dict[str, dict[str, Any]]) -> str:
             f" p99 {commit['paced_fdatasync_ms_p99']:.2f} ms; one-message SQLite commit (FULL,"
             f" WAL, hibiki's schema) {commit['gap_ms']:g} ms apart"
             f" p50 {commit['paced_sqlite_commit_ms_p50']:.2f} ms,"
-            f" p99 {commit['paced_sqlite_commit_ms_p99']:.2f} ms ({commit['commits']} each)"
+            f" p99 {commit['paced_sqlite_commit_ms_p99']:.2f} ms; a thread hand-off and back at"
+            f" that pace p50 {commit['paced_thread_round_trip_ms_p50']:.3f} ms,"
+            f" p99 {commit['paced_thread_round_trip_ms_p99']:.3f} ms ({commit['commits']} each)"
         )
     if insert := results.get("insert"):
         lines.append(
