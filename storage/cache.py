@@ -9,11 +9,17 @@ from .interface import Store
 
 
 class MembershipCache:
-    """(room, user) -> member?; answers the send path without a database read."""
+    """(room, user) -> member?; answers the send path without a database read.
+
+    A read that was in flight while the membership changed (`set`/`invalidate`) may hold the
+    old answer: it is returned to its caller (who then acted before the change), never cached,
+    so a user who left cannot go on sending on a stale "member" until the entry expires.
+    """
 
     def __init__(self, store: Store, maxsize: int, ttl: float) -> None:
         self._store = store
         self._cache: TTLCache[tuple[str, int], bool] = TTLCache(maxsize=maxsize, ttl=ttl)
+        self._reading: dict[tuple[str, int], object] = {}  # key -> the latest read's token
         self.hits = 0
         self.misses = 0
 
@@ -24,12 +30,21 @@ class MembershipCache:
             self.hits += 1
             return cached
         self.misses += 1
-        member = await self._store.is_member(room, user_id)
-        self._cache[key] = member
+        token = self._reading[key] = object()
+        try:
+            member = await self._store.is_member(room, user_id)
+        finally:
+            current = self._reading.get(key)
+            if current is token:
+                del self._reading[key]
+        if current is token:  # no change and no newer read while we waited
+            self._cache[key] = member
         return member
 
     def set(self, room: str, user_id: int, member: bool) -> None:
+        self._reading.pop((room, user_id), None)
         self._cache[(room, user_id)] = member
 
     def invalidate(self, room: str, user_id: int) -> None:
+        self._reading.pop((room, user_id), None)
         self._cache.pop((room, user_id), None)

@@ -30,6 +30,7 @@ from storage import (
     passwords,
 )
 from storage._threads import ConnectionThread
+from storage.cache import MembershipCache
 
 SCRYPT_N = 2**10  # fast for tests; production uses passwords.DEFAULT_N
 
@@ -167,6 +168,46 @@ async def test_join_and_leave_change_membership(store: Store, alice: User, bob: 
     assert await store.rooms_of(bob.id) == ["dev"]
     assert await store.members("lobby") == ["alice"]
     assert await store.leave_room("nowhere", bob.id) is False
+
+
+class _HeldReads:
+    """Delegates to a real store, but `is_member` waits for `release` after reading."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.reads = 0
+        self.release = trio.Event()
+
+    async def is_member(self, room: str, user_id: int) -> bool:
+        self.reads += 1
+        member = await self.store.is_member(room, user_id)
+        await self.release.wait()
+        return member
+
+
+async def test_membership_cache_never_keeps_a_read_that_a_change_overtook(
+    store: Store, alice: User, bob: User
+) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.join_room("lobby", bob.id)
+    held = _HeldReads(store)
+    cache = MembershipCache(held, maxsize=100, ttl=60)  # type: ignore[arg-type]
+    answers: list[bool] = []
+    async with trio.open_nursery() as nursery:
+
+        async def ask() -> None:
+            answers.append(await cache.is_member("lobby", bob.id))
+
+        nursery.start_soon(ask)
+        await trio.testing.wait_all_tasks_blocked()  # the read saw "member" and is held
+        await store.leave_room("lobby", bob.id)
+        cache.set("lobby", bob.id, False)  # what the server does after the leave commits
+        held.release.set()
+    assert answers == [True]  # that send raced the leave and went first: fine
+    assert held.reads == 1
+    assert await cache.is_member("lobby", bob.id) is False  # not the stale True
+    assert held.reads == 1  # ...and answered from the cache
+    assert (cache.hits, cache.misses) == (1, 1)
 
 
 async def test_join_unknown_room_is_not_found(store: Store, alice: User) -> None:
