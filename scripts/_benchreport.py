@@ -135,7 +135,7 @@ def plot(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         ("deliveries_per_s", "deliveries/s", "deliveries.png"),
         ("p99_ms", "p99 send→receive latency (ms)", "p99.png"),
     ):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(9, 4.5))
         series: dict[tuple[str, int], list[tuple[int, float]]] = defaultdict(list)
         for r in one_room:
             if r[key] is not None:
@@ -149,7 +149,8 @@ def plot(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xlabel("receivers in one room (N)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        # Beside the axes, so it never hides a point whatever the figures are.
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         path = out_dir / name
         fig.savefig(path, dpi=110)
