@@ -3,7 +3,9 @@
 A membership changes on one connection (`join`/`leave`) or over HTTP, and it is the user's, not
 the connection's: a user who left must stop receiving the room on all their connections, and one
 who joined elsewhere starts receiving it everywhere. Each other connection is told with an
-unsolicited `joined` or `left` (no `ref`).
+unsolicited `joined` or `left` (no `ref`). A connection is tracked once its `hello` has subscribed
+it to the rooms it read; a change that lands while a hello is still reading is seen by that
+connection at its next hello (the window is the hello's own database read).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class MembershipSync:
         self._by_user: dict[int, dict[WsConnection, None]] = {}
 
     def track(self, conn: WsConnection) -> None:
-        """`conn` has said hello as `conn.user_id`."""
+        """`conn`'s hello is done: it is subscribed to the user's rooms as `conn.user_id`."""
         self._by_user.setdefault(conn.user_id, {})[conn] = None
 
     def untrack(self, conn: WsConnection) -> None:

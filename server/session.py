@@ -108,7 +108,6 @@ class ChatSession:
         conn.user_id = user.id
         conn.user_name = user.name
         conn.set_state(ConnState.OPEN)
-        s.memberships.track(conn)
         rooms = await s.store.rooms_of(user.id)
         for room in rooms:
             s.membership.set(room, user.id, True)
@@ -131,6 +130,9 @@ class ChatSession:
                 await self._resume(room, resume[room])
             else:
                 s.hub.subscribe(room, conn)
+        # Only now: a membership change elsewhere must not subscribe this connection while the
+        # hello is still subscribing it (twice counted online) or before `welcome` went out.
+        s.memberships.track(conn)
 
     async def _resume(self, room: str, last_seen: int) -> None:
         """Replay what the client missed in `room`, then go live, with no gap or duplicate."""
