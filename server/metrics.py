@@ -106,6 +106,8 @@ class _Buffered(Protocol):
 class _Connections(Protocol):
     def __len__(self) -> int: ...
 
+    def open_sockets(self) -> int: ...
+
     def __iter__(self) -> Iterator[_Buffered]: ...
 
 
@@ -201,7 +203,7 @@ class _Collector(Collector):
         m = self._m
         sid = [m.server_id]
         conns = m._connections
-        active = len(conns) if conns is not None else 0
+        active = conns.open_sockets() if conns is not None else 0
         yield _gauge("websocket_active_connections", "Open WebSocket connections.", active, sid)
         yield _counter(
             "messages", "Messages stored (a re-sent client_id is not counted).", m.messages, sid

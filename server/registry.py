@@ -13,6 +13,7 @@ from .metrics import Metrics, close_label
 class ConnectionRegistry:
     def __init__(self, metrics: Metrics | None = None) -> None:
         self._all: dict[WsConnection, None] = {}
+        self._closing: dict[WsConnection, None] = {}  # removed, close handshake still running
         self._metrics = Metrics() if metrics is None else metrics
         self.draining = False
         self.writer_flushed = trio.Event()
@@ -31,11 +32,21 @@ class ConnectionRegistry:
             conn.reader_scope.cancel()
 
     def remove(self, conn: WsConnection) -> None:
+        """`conn` takes no more part in the chat; its socket stays counted until `closed`."""
         if conn not in self._all:
             return
         del self._all[conn]
+        self._closing[conn] = None
         reason = close_label(conn.close_code, self.draining)
         self._metrics.connections_closed[reason] += 1
+
+    def closed(self, conn: WsConnection) -> None:
+        """`conn`'s close handshake is over and its socket closed."""
+        self._closing.pop(conn, None)
+
+    def open_sockets(self) -> int:
+        """Connections whose socket is open, those still closing included (the gauge)."""
+        return len(self._all) + len(self._closing)
 
     def __len__(self) -> int:
         return len(self._all)

@@ -66,8 +66,11 @@ async def serve_websocket(
     finally:
         session.closed()
         registry.remove(conn)
-        with trio.CancelScope(shield=True):
-            await _finish(conn, config.close_timeout)
+        try:
+            with trio.CancelScope(shield=True):
+                await _finish(conn, config.close_timeout)
+        finally:
+            registry.closed(conn)
     _log.info(
         "connection closed",
         extra={

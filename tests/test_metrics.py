@@ -168,6 +168,26 @@ async def test_active_connections_gauge_follows_connections(tmp_path: Path) -> N
         )
 
 
+async def test_a_connection_counts_as_active_until_its_close_handshake_ends(
+    tmp_path: Path,
+) -> None:
+    def active(samples: Samples) -> float:
+        return _value(samples, "websocket_active_connections", server_id="test")
+
+    async with _server(tmp_path, close_timeout=STEP * 2) as run:
+        raw = await RawWs.connect(run.port)
+        await raw.read_response_head()
+        await _eventually(run.http, lambda s: active(s) == 1)
+        await raw.send_frame(b"x", opcode=0x3)  # a reserved opcode: the server closes 1002
+        assert await raw.read_until_close() == CloseCode.PROTOCOL_ERROR
+        assert await raw.read_frame() is None  # the server half-closed: it waits for our EOF
+        samples = await _scrape(run.http)
+        assert active(samples) == 1  # still open: its close handshake has not ended
+        assert _value(samples, "hibiki_connections_closed_total", reason="protocol_error") == 1
+        await raw.aclose()
+        await _eventually(run.http, lambda s: active(s) == 0)
+
+
 async def test_a_send_moves_message_writer_and_db_metrics(tmp_path: Path) -> None:
     async with _server(tmp_path) as run:
         port, http = run.port, run.http
