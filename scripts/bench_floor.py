@@ -29,9 +29,11 @@ import os
 import queue
 import resource
 import select
+import shutil
 import socket
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -52,6 +54,7 @@ from storage._schema import migrate
 from storage._sqlite_connection import connect
 
 PARTS = ("send", "commit", "insert")
+NODE_READER = Path(__file__).resolve().parent / "loadgen_node" / "reader.js"
 BARE_TABLE = (
     "CREATE TABLE messages (id INTEGER PRIMARY KEY, room_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
     " user_id INTEGER NOT NULL, user_name TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,"
@@ -70,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweeps", type=int, default=300, help="send: sweeps measured")
     parser.add_argument("--gap-ms", type=float, default=10.0, help="send: pause between sweeps")
     parser.add_argument("--server-cpu", type=int, help="send: CPU of the sender (default: first)")
+    parser.add_argument(
+        "--reader",
+        choices=["auto", "node", "python"],
+        default="auto",
+        help="send: who reads (auto: node, the load generator's runtime, if installed)",
+    )
     parser.add_argument("--commits", type=int, default=300, help="commit: one-message commits")
     parser.add_argument("--commit-gap-ms", type=float, default=20.0, help="commit: pause between")
     parser.add_argument("--messages", type=int, default=200_000, help="insert: rows per run")
@@ -131,14 +140,26 @@ def measure_send(args: argparse.Namespace) -> dict[str, Any]:
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
     port = listener.getsockname()[1]
-    ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the reader; it never returns
-        try:
-            listener.close()
-            _reader(port, args.receivers, ready_w, reader_cpus)
-        finally:
-            os._exit(1)
+    node = shutil.which("node") if args.reader in ("auto", "node") else None
+    if args.reader == "node" and node is None:
+        raise SystemExit("send: --reader node needs `node` on the PATH (or use --reader python)")
+    node_reader: subprocess.Popen[bytes] | None = None
+    pid = 0
+    if node is not None:
+        node_reader = subprocess.Popen(
+            [node, str(NODE_READER), str(port), str(args.receivers)], stdout=subprocess.PIPE
+        )
+        if reader_cpus:
+            os.sched_setaffinity(node_reader.pid, reader_cpus)
+    else:
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the reader; it never returns
+            try:
+                listener.close()
+                _reader(port, args.receivers, ready_w, reader_cpus)
+            finally:
+                os._exit(1)
     os.sched_setaffinity(0, {sender_cpu})
     socks: list[socket.socket] = []
     try:
@@ -147,7 +168,11 @@ def measure_send(args: argparse.Namespace) -> dict[str, Any]:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as hibiki's sockets
             socks.append(sock)
-        if os.read(ready_r, 1) != b"r":
+        if node_reader is not None:
+            assert node_reader.stdout is not None
+            if node_reader.stdout.readline() != b"ready\n":
+                raise SystemExit("send: the node reader failed")
+        elif os.read(ready_r, 1) != b"r":
             raise SystemExit("send: the reader process failed")
         frame = sample_frame()
         sweep_ms: list[float] = []
@@ -163,11 +188,19 @@ def measure_send(args: argparse.Namespace) -> dict[str, Any]:
         for sock in socks:
             sock.close()
         listener.close()
-        os.waitpid(pid, 0)
+        if node_reader is not None:
+            try:
+                node_reader.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                node_reader.kill()
+                node_reader.wait()
+        else:
+            os.waitpid(pid, 0)
         os.sched_setaffinity(0, set(cpus))
     sends = args.receivers * args.sweeps
     return {
         "receivers": args.receivers,
+        "reader": "node" if node_reader is not None else "python",
         "frame_bytes": len(frame),
         "sender_cpu": sender_cpu,
         "reader_cpus": sorted(reader_cpus),
@@ -332,8 +365,8 @@ def report(results: dict[str, dict[str, Any]]) -> str:
     if send := results.get("send"):
         lines.append(
             f"- send: {send['cpu_us_per_send']:.2f} µs CPU per loopback send() of a"
-            f" {send['frame_bytes']}-byte frame (sender on CPU {send['sender_cpu']}, reader on"
-            f" {send['reader_cpus']}); one sweep of {send['receivers']:,} sends takes"
+            f" {send['frame_bytes']}-byte frame (sender on CPU {send['sender_cpu']}, {send['reader']}"
+            f" reader on {send['reader_cpus']}); one sweep of {send['receivers']:,} sends takes"
             f" p50 {send['sweep_ms_p50']:.2f} ms, p99 {send['sweep_ms_p99']:.2f} ms"
         )
     if commit := results.get("commit"):
