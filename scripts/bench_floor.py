@@ -365,8 +365,9 @@ def report(results: dict[str, dict[str, Any]]) -> str:
     if send := results.get("send"):
         lines.append(
             f"- send: {send['cpu_us_per_send']:.2f} µs CPU per loopback send() of a"
-            f" {send['frame_bytes']}-byte frame (sender on CPU {send['sender_cpu']}, {send['reader']}"
-            f" reader on {send['reader_cpus']}); one sweep of {send['receivers']:,} sends takes"
+            f" {send['frame_bytes']}-byte frame (sender on CPU {send['sender_cpu']},"
+            f" {send['reader']} reader on {send['reader_cpus']}); one sweep of"
+            f" {send['receivers']:,} sends takes"
             f" p50 {send['sweep_ms_p50']:.2f} ms, p99 {send['sweep_ms_p99']:.2f} ms"
         )
     if commit := results.get("commit"):
