@@ -46,12 +46,39 @@ class Flusher:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 dirty, self.dirty = self.dirty, []
-                for conn in dirty:
-                    conn.dirty = False
-                    if conn.blocked:
-                        self._count_backlog(conn)
-                    else:
-                        self._flush(conn)
+                self._flush_all(dirty)
+
+    def _flush_all(self, dirty: list[WsConnection]) -> None:
+        """`_flush` for each connection, inlined: at one message per cycle this loop runs once
+        per recipient, and its Python calls were a fifth of the CPU besides the send itself."""
+        sent_total = 0
+        for conn in dirty:
+            conn.dirty = False
+            if conn.blocked:
+                self._count_backlog(conn)
+                continue
+            items = conn.pending
+            if not items:
+                continue
+            if len(items) == 1:
+                item = items[0]
+                # A room segment is sealed by its first subscriber, then its bytes are shared.
+                data = item if type(item) is bytes else item.data or item.seal()  # type: ignore[union-attr]
+            else:
+                data = _joined(items)
+            try:
+                sent = conn.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                conn.transport_failed()
+                continue
+            sent_total += sent
+            if sent == len(data):
+                items.clear()  # the list is the connection's own: no new one per cycle
+            else:
+                self._blocked(conn, data, sent)
+        self.bytes_sent += sent_total
 
     def flush_now(self, conn: WsConnection) -> None:
         """Write `conn`'s backlog immediately (used when closing, so the close frame goes out)."""
@@ -69,6 +96,10 @@ class Flusher:
         if sent == len(data):
             conn.pending = []
             return
+        self._blocked(conn, data, sent)
+
+    def _blocked(self, conn: WsConnection, data: bytes, sent: int) -> None:
+        """The kernel took only `sent` bytes: keep the rest and hand `conn` to a writer task."""
         _keep_unsent(conn, data, sent)
         conn.blocked = True
         self.blocked_writers += 1
