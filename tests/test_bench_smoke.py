@@ -65,3 +65,12 @@ def test_storage_benchmark_stores_every_message(tmp_path: Path) -> None:
     # It exits non-zero when a run stored a different number of messages than it sent.
     assert "group commit" in text
     assert "ratio" in text
+
+
+def test_instruction_benchmark_scenarios_run_and_deliver_everything() -> None:
+    # Without valgrind (it takes a minute): the two scenarios it counts, which check themselves.
+    for kind in ("hibiki", "bare"):
+        _run(
+            str(SCRIPTS / "bench_fanout_instructions.py"),
+            *("--run", kind, "--receivers", "50", "--messages", "5"),
+        )

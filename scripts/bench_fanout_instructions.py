@@ -1,0 +1,131 @@
+"""Instructions per delivery on the fan-out hot path, counted by valgrind (callgrind), so a
+change to `RoomHub.publish` or the flusher can be judged on this shared, noisy machine, where
+CPU-time figures move by more than such a change.
+
+One message at a time (the low-rate case: nothing to batch) is published to N connections over
+Unix socketpairs and flushed, through the real `RoomHub` and `Flusher`; beside it, a bare loop of
+`sock.send` over the same sockets. Each runs twice under callgrind with M1 and M2 messages, and
+the difference divided by N x (M2 - M1) is the user-space instructions per delivery, start-up
+excluded. Kernel work is not counted (callgrind does not see it): this measures hibiki's own
+Python, which `hibiki - bare` isolates.
+
+    python scripts/bench_fanout_instructions.py            # about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--receivers", type=int, default=1000)
+    parser.add_argument("--m1", type=int, default=10, help="messages in the shorter run")
+    parser.add_argument("--m2", type=int, default=40, help="messages in the longer run")
+    parser.add_argument("--run", choices=["hibiki", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--messages", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def _socketpairs(count: int) -> tuple[list[socket.socket], list[socket.socket]]:
+    ours, theirs = [], []
+    for _ in range(count):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        ours.append(a)
+        theirs.append(b)  # kept open, never read: the frames fit in the socket buffers
+    return ours, theirs
+
+
+def run_hibiki(receivers: int, messages: int) -> None:
+    import trio
+
+    from protocol import Message, encode
+    from server.connection import WsConnection
+    from server.flusher import Flusher
+    from server.frames import text_frame
+    from server.hub import RoomHub
+
+    async def main() -> None:
+        flusher = Flusher()
+        hub = RoomHub(flusher)
+        ours, _theirs = _socketpairs(receivers)
+        for n, sock in enumerate(ours):
+            conn = WsConnection(sock, f"peer{n}", flusher, 1 << 30)
+            conn.user_id, conn.user_name = n + 1, f"user{n}"
+            hub.subscribe("room", conn)
+        flusher.dirty.clear()  # what the presence announcements queued: not measured
+        for conn in hub._subs["room"]:
+            conn.pending.clear()
+            conn.dirty = False
+        frames = [
+            text_frame(encode(Message("room", k, k, "user0", "x" * 60, 0, "c" * 32)))
+            for k in range(messages)
+        ]
+        for frame in frames:  # one message per flush cycle, as Flusher.run would do it
+            hub.publish("room", frame, 0)
+            dirty, flusher.dirty = flusher.dirty, []
+            flusher._flush_all(dirty)
+        assert flusher.bytes_sent == receivers * sum(len(f) for f in frames)
+
+    trio.run(main)
+
+
+def run_bare(receivers: int, messages: int) -> None:
+    ours, _theirs = _socketpairs(receivers)
+    frame = b"x" * 140
+    for _ in range(messages):
+        for sock in ours:
+            sock.send(frame)
+
+
+def instructions(kind: str, receivers: int, messages: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="hibiki-cg-") as tmp:
+        out = Path(tmp, "callgrind.out")
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        cmd += [sys.executable, __file__, "--run", kind, "--receivers", str(receivers)]
+        cmd += ["--messages", str(messages)]
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{kind} under callgrind failed:\n{done.stderr[-2000:]}")
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if found is None:
+            raise SystemExit(f"no instruction count in callgrind's output:\n{done.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.run == "hibiki":
+        run_hibiki(args.receivers, args.messages)
+        return
+    if args.run == "bare":
+        run_bare(args.receivers, args.messages)
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    if args.m2 <= args.m1:
+        raise SystemExit("--m2 must be larger than --m1")
+    deliveries = args.receivers * (args.m2 - args.m1)
+    per: dict[str, float] = {}
+    for kind in ("hibiki", "bare"):
+        short = instructions(kind, args.receivers, args.m1)
+        long = instructions(kind, args.receivers, args.m2)
+        per[kind] = (long - short) / deliveries
+        print(f"{kind:>6}: {per[kind]:,.0f} instructions per delivery")
+    print(f"hibiki - bare: {per['hibiki'] - per['bare']:,.0f} instructions per delivery of its own")
+
+
+if __name__ == "__main__":
+    main()
