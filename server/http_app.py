@@ -60,7 +60,8 @@ class HttpServices:
     max_batch: int  # max messages in one batch import
     # Sync, called on the trio thread after a batch import committed: delivers live.
     publish: Callable[[Sequence[protocol.Message]], None]
-    # (room, user_id) after a membership change via HTTP: the server drops what it cached.
+    # (room, user_id, member?) after a membership change via HTTP: the server updates its cache
+    # and the user's open connections.
     membership_changed: Callable[[str, int, bool], Awaitable[None]]
     # None when ready, else the reason (for /readyz).
     readiness: Callable[[], str | None]

@@ -11,9 +11,9 @@ from .interface import Store
 class MembershipCache:
     """(room, user) -> member?; answers the send path without a database read.
 
-    A read that was in flight while the membership changed (`set`/`invalidate`) may hold the
-    old answer: it is returned to its caller (who then acted before the change), never cached,
-    so a user who left cannot go on sending on a stale "member" until the entry expires.
+    A read that was in flight while the membership changed (`set`) may hold the old answer: it
+    is returned to its caller (who then acted before the change), never cached, so a user who
+    left cannot go on sending on a stale "member" until the entry expires.
     """
 
     def __init__(self, store: Store, maxsize: int, ttl: float) -> None:
@@ -44,7 +44,3 @@ class MembershipCache:
     def set(self, room: str, user_id: int, member: bool) -> None:
         self._reading.pop((room, user_id), None)
         self._cache[(room, user_id)] = member
-
-    def invalidate(self, room: str, user_id: int) -> None:
-        self._reading.pop((room, user_id), None)
-        self._cache.pop((room, user_id), None)
