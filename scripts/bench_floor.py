@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import queue
-import resource
 import select
 import shutil
 import socket
@@ -45,7 +44,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _loadstats import raise_fd_limit
+from _loadstats import raise_fd_limit, self_cpu_seconds
 from bench_storage import TEXT, Traffic
 
 from protocol import Message, encode
@@ -92,11 +91,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def sample_frame() -> bytes:
@@ -179,11 +173,11 @@ def measure_send(args: argparse.Namespace) -> dict[str, Any]:
         cpu = 0.0
         for _ in range(args.sweeps):
             time.sleep(args.gap_ms / 1000)
-            cpu_before, started = cpu_seconds(), time.perf_counter()
+            cpu_before, started = self_cpu_seconds(), time.perf_counter()
             for sock in socks:
                 sock.send(frame)
             sweep_ms.append((time.perf_counter() - started) * 1000)
-            cpu += cpu_seconds() - cpu_before
+            cpu += self_cpu_seconds() - cpu_before
     finally:
         for sock in socks:
             sock.close()
