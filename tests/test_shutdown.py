@@ -73,7 +73,8 @@ async def test_sigterm_mid_burst_loses_no_acked_message(tmp_path: Path) -> None:
     # rightly drops the socket (1006 here). What this test checks is that the close is 1001 and
     # nothing acked is lost, not how fast a busy client reads: give it time.
     slow_reader = {"HIBIKI_CLOSE_TIMEOUT": str(STEP / 2)}
-    async with server_process(db, env=slow_reader) as (process, port):
+    log = bytearray()
+    async with server_process(db, env=slow_reader, log=log) as (process, port):
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=STEP) as http:
             alice, bob = await register(http), await register(http)
@@ -132,7 +133,7 @@ async def test_sigterm_mid_burst_loses_no_acked_message(tmp_path: Path) -> None:
                 await enough.wait()
                 process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
-        assert close_codes == [CloseCode.GOING_AWAY]
+        assert close_codes == [CloseCode.GOING_AWAY], log.decode()  # the server's side of it
     assert len(acked) >= 300
 
     async with server_process(db) as (process, port):
