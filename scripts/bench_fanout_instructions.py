@@ -51,10 +51,10 @@ def run_hibiki(receivers: int, messages: int) -> None:
     import trio
 
     from protocol import Message, encode
-    from server.connection import WsConnection
-    from server.flusher import Flusher
-    from server.frames import text_frame
-    from server.hub import RoomHub
+    from server.fanout.hub import RoomHub
+    from server.transport.connection import WsConnection
+    from server.transport.flusher import Flusher
+    from server.transport.frames import text_frame
 
     async def main() -> None:
         flusher = Flusher()

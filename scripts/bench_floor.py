@@ -48,9 +48,9 @@ from _loadstats import raise_fd_limit, self_cpu_seconds
 from bench_storage import TEXT, Traffic
 
 from protocol import Message, encode
-from server.frames import text_frame
-from storage._schema import migrate
-from storage._sqlite_connection import connect
+from server.transport.frames import text_frame
+from storage.sqlite._connection import connect
+from storage.sqlite._schema import migrate
 
 PARTS = ("send", "commit", "insert")
 NODE_READER = Path(__file__).resolve().parent / "loadgen_node" / "reader.js"

@@ -26,7 +26,8 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not pip-i
 
 import trio
 
-from storage import SQLiteStore, _schema, passwords
+from storage import SQLiteStore, passwords
+from storage.sqlite import _schema
 
 LOREM = (
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "

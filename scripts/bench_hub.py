@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import trio.lowlevel
 
 from protocol import Message, encode
-from server.connection import ConnState, WsConnection
-from server.flusher import Flusher
-from server.frames import text_frame
-from server.hub import RoomHub
+from server.fanout.hub import RoomHub
+from server.transport.connection import ConnState, WsConnection
+from server.transport.flusher import Flusher
+from server.transport.frames import text_frame
 
 
 def connect_pairs(n: int) -> tuple[list[socket.socket], list[socket.socket]]:

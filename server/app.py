@@ -26,26 +26,25 @@ from collections.abc import Iterator
 import h11
 import trio
 
+from server.chat.membership import MembershipSync
+from server.chat.ratelimit import UserRateLimiter
+from server.chat.reaper import Reaper
+from server.chat.registry import ConnectionRegistry
+from server.chat.session import ChatServices
+from server.config import Config
+from server.fanout.hub import RoomHub
+from server.http.api import HttpServices, create_http_app
+from server.http.bridge import HttpBridge
+from server.ops import sdnotify
+from server.ops.health import Readiness
+from server.ops.metrics import Metrics, timed_store
+from server.persist.writer import MessageWriter
+from server.transport.flusher import Flusher
+from server.transport.listener import Listener, reject
+from server.transport.origin import origin_allowed
+from server.transport.websocket import serve_websocket
 from storage.cache import MembershipCache
-from storage.sqlite import SQLiteStore
-
-from . import sdnotify
-from .config import Config
-from .flusher import Flusher
-from .health import Readiness
-from .http_app import HttpServices, create_http_app
-from .http_bridge import HttpBridge
-from .hub import RoomHub
-from .listener import Listener, reject
-from .membership_sync import MembershipSync
-from .metrics import Metrics, timed_store
-from .origin import origin_allowed
-from .ratelimit import UserRateLimiter
-from .reaper import Reaper
-from .registry import ConnectionRegistry
-from .session import ChatServices
-from .writer import MessageWriter
-from .ws_handler import serve_websocket
+from storage.sqlite.store import SQLiteStore
 
 _log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import trio
 
-from .config import Config, ConfigError
-from .config_file import LoadedConfig, load_config, to_toml
+from server.config import Config, ConfigError
+from server.config_file import LoadedConfig, load_config, to_toml
 
 EXIT_USAGE = 2  # invalid configuration or arguments, as argparse uses
 
@@ -111,7 +111,9 @@ def _serve(parsed: argparse.Namespace) -> int:
     loaded = _load(parsed)
     if loaded is None:
         return EXIT_USAGE
-    from .logs import configure_logging  # imported here: `config show` needs none of the server
+    from server.ops.logs import (
+        configure_logging,  # imported here: `config show` needs none of the server
+    )
 
     configure_logging(loaded.config.log_level, loaded.config.log_format)
     trio.run(_run_until_signal, loaded.config)
@@ -119,7 +121,7 @@ def _serve(parsed: argparse.Namespace) -> int:
 
 
 async def _run_until_signal(config: Config) -> None:
-    from .app import serve
+    from server.app import serve
 
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -147,7 +149,7 @@ def _backup(parsed: argparse.Namespace) -> int:
     loaded = _load(parsed)
     if loaded is None:
         return EXIT_USAGE
-    from storage.backup import BackupError, backup
+    from storage.sqlite.backup import BackupError, backup
 
     try:
         result = backup(loaded.config.db_path, parsed.dest)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Config, ConfigError
+from server.config import Config, ConfigError
 
 ENV_PREFIX = "HIBIKI_"
 CLIENT_ENV_PREFIX = "HIBIKI_CHAT_"  # reserved for `hibiki chat`: not server settings

@@ -1,7 +1,16 @@
 """Persistence behind one small interface; backends are interchangeable."""
 
-from .interface import Appended, Conflict, NewMessage, NotFound, Room, StorageError, Store, User
-from .sqlite import SQLiteStore
+from storage.protocols import (
+    Appended,
+    Conflict,
+    NewMessage,
+    NotFound,
+    Room,
+    StorageError,
+    Store,
+    User,
+)
+from storage.sqlite.store import SQLiteStore
 
 __all__ = [
     "Appended",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cachetools import TTLCache
 
-from .interface import Store
+from storage.protocols import Store
 
 
 class MembershipCache:

@@ -1,0 +1,1 @@
+"""Chat rules on authenticated connections: sessions, membership, limits, liveness."""

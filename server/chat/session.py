@@ -1,0 +1,223 @@
+"""What a connected user may do: the chat rules applied to each decoded request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from protocol import (
+    PROTOCOL_VERSION,
+    CloseCode,
+    Error,
+    ErrorCode,
+    Hello,
+    HistoryPage,
+    HistoryRequest,
+    Join,
+    Leave,
+    Left,
+    Ping,
+    Pong,
+    ProtocolError,
+    Request,
+    Resync,
+    Send,
+    Typing,
+    TypingRequest,
+    Welcome,
+    encode,
+)
+from server.chat.membership import MembershipSync
+from server.chat.ratelimit import UserRateLimiter
+from server.config import Config
+from server.fanout.hub import RoomHub
+from server.ops.metrics import Metrics
+from server.persist.writer import MessageWriter, PendingSend
+from server.transport.connection import ConnState, WsConnection
+from server.transport.frames import text_frame
+from storage import NewMessage, NotFound, Store
+from storage.cache import MembershipCache
+
+
+@dataclass(frozen=True, slots=True)
+class ChatServices:
+    """Everything a session needs, built once by the app and shared by all sessions."""
+
+    config: Config
+    store: Store
+    hub: RoomHub
+    writer: MessageWriter
+    membership: MembershipCache
+    memberships: MembershipSync
+    limiter: UserRateLimiter
+    metrics: Metrics
+
+
+class ChatSession:
+    def __init__(self, conn: WsConnection, services: ChatServices) -> None:
+        self.conn = conn
+        self.s = services
+
+    async def handle(self, request: Request) -> None:
+        """Apply one request; expected refusals become `error` frames, never exceptions."""
+        try:
+            await self._dispatch(request)
+        except ProtocolError as exc:
+            self.error(exc.code, exc.message, exc.ref or getattr(request, "ref", None))
+
+    def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        self.conn.send_event(Error(code=code, message=message, ref=ref))
+
+    async def _dispatch(self, request: Request) -> None:
+        conn = self.conn
+        if type(request) is Ping:
+            conn.send_event(Pong(ref=request.ref))
+            return
+        if conn.state is ConnState.HELLO:
+            if type(request) is Hello:
+                await self._hello(request)
+            else:
+                raise ProtocolError(ErrorCode.NOT_AUTHENTICATED, "send hello first")
+            return
+        match request:
+            case Send():
+                await self._send(request)
+            case Join():
+                await self._join(request)
+            case Leave():
+                await self._leave(request)
+            case HistoryRequest():
+                await self._history(request)
+            case TypingRequest():
+                await self._typing(request)
+            case Hello():
+                raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "hello was already accepted")
+
+    async def _hello(self, hello: Hello) -> None:
+        conn, s = self.conn, self.s
+        user = await s.store.user_for_token(hello.token)
+        if conn.state is not ConnState.HELLO:  # closed (e.g. by the reaper) while we looked
+            return
+        if user is None:
+            s.metrics.auth_failures_token += 1
+            self.error(ErrorCode.BAD_TOKEN, "token is unknown or expired", hello.ref)
+            conn.close(CloseCode.UNAUTHENTICATED, "bad token")
+            return
+        conn.user_id = user.id
+        conn.user_name = user.name
+        conn.set_state(ConnState.OPEN)
+        rooms = await s.store.rooms_of(user.id)
+        for room in rooms:
+            s.membership.set(room, user.id, True)
+        conn.send_event(
+            Welcome(
+                user=user.name,
+                protocol=PROTOCOL_VERSION,
+                server_id=s.config.server_id,
+                rooms=rooms,
+                heartbeat=s.config.heartbeat_interval,
+                ref=hello.ref,
+            )
+        )
+        resume = hello.resume or {}
+        for room in resume:
+            if room not in rooms:
+                self.error(ErrorCode.NOT_MEMBER, f"not a member of {room}", hello.ref)
+        for room in rooms:
+            if room in resume:
+                await self._resume(room, resume[room])
+            else:
+                s.hub.subscribe(room, conn)
+        # Only now: a membership change elsewhere must not subscribe this connection while the
+        # hello is still subscribing it (twice counted online) or before `welcome` went out.
+        s.memberships.track(conn)
+
+    async def _resume(self, room: str, last_seen: int) -> None:
+        """Replay what the client missed in `room`, then go live, with no gap or duplicate."""
+        conn, s = self.conn, self.s
+        s.hub.subscribe(room, conn, hold=True)
+        replayed_to = last_seen
+        try:
+            last = await s.store.last_seq(room)
+            if last - last_seen > s.config.resume_max_gap:
+                conn.send_event(Resync(room=room, last_seq=last, reason="gap_too_large"))
+                replayed_to = last
+            else:
+                after = last_seen
+                while after < last:
+                    page = await s.store.messages_after(room, after, 500)
+                    if not page:
+                        break
+                    for message in page:
+                        conn.enqueue(text_frame(encode(message)))
+                    after = page[-1].seq
+                # A client claiming more than exists must not have new messages filtered out.
+                replayed_to = min(after, last)
+        finally:
+            if room in conn.rooms:
+                s.hub.release(room, conn, replayed_to)
+
+    async def _member(self, room: str, ref: str | None) -> None:
+        if not await self.s.membership.is_member(room, self.conn.user_id):
+            raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {room}", ref)
+
+    def _spend_rate(self, ref: str | None) -> float:
+        """Take one token from the user's bucket or refuse with `rate_limited` (nothing is
+        stored or delivered); returns the time it read."""
+        now = trio.current_time()
+        if not self.s.limiter.allow(self.conn.user_id, now):
+            self.s.metrics.rate_limited += 1
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "slow down: not stored or delivered", ref)
+        return now
+
+    async def _send(self, send: Send) -> None:
+        conn, s = self.conn, self.s
+        await self._member(send.room, send.ref)
+        now = self._spend_rate(send.ref)
+        message = NewMessage(
+            room=send.room,
+            user_id=conn.user_id,
+            user_name=conn.user_name,
+            text=send.text,
+            client_id=send.client_id,
+        )
+        await s.writer.submit(PendingSend(message, conn, send.ref, now))
+
+    async def _join(self, join: Join) -> None:
+        conn, s = self.conn, self.s
+        try:
+            await s.store.join_room(join.room, conn.user_id)
+        except NotFound:
+            raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {join.room}", join.ref) from None
+        await s.memberships.changed(join.room, conn.user_id, True, origin=conn)
+        if conn.state is ConnState.OPEN:
+            await s.memberships.subscribe(join.room, conn, join.ref)
+
+    async def _leave(self, leave: Leave) -> None:
+        conn, s = self.conn, self.s
+        await s.store.leave_room(leave.room, conn.user_id)
+        s.hub.unsubscribe(leave.room, conn)
+        conn.send_event(Left(room=leave.room, ref=leave.ref))
+        await s.memberships.changed(leave.room, conn.user_id, False, origin=conn)
+
+    async def _history(self, request: HistoryRequest) -> None:
+        await self._member(request.room, request.ref)
+        messages, has_more = await self.s.store.history(
+            request.room, request.before_seq, request.limit
+        )
+        self.conn.send_event(
+            HistoryPage(room=request.room, messages=messages, has_more=has_more, ref=request.ref)
+        )
+
+    async def _typing(self, request: TypingRequest) -> None:
+        conn, s = self.conn, self.s
+        await self._member(request.room, request.ref)
+        self._spend_rate(request.ref)
+        frame = text_frame(encode(Typing(room=request.room, user=conn.user_name)))
+        s.hub.publish_except(request.room, frame, conn)
+
+    def closed(self) -> None:
+        """Release everything the session holds in shared structures."""
+        self.s.hub.unsubscribe_all(self.conn)
+        self.s.memberships.untrack(self.conn)

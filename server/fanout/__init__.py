@@ -1,0 +1,1 @@
+"""Room events to live subscribers: the bus and this process's hub."""

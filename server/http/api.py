@@ -1,0 +1,386 @@
+"""The HTTP API (accounts, rooms, history, batch import, health) as a quart-trio app.
+
+The app holds no state of its own: everything comes from `HttpServices`, built once by the server.
+Handlers run on the trio thread; the store does its database work on its own threads. The API is
+documented in docs/http.md; errors use `protocol.ErrorCode`, like the WebSocket protocol.
+
+Rules the handlers follow:
+- authenticate first (401), then the room (404 unknown, 403 not a member), then the body (413/422);
+- a write and the notification that must follow it (`publish`, `membership_changed`) run in one
+  shielded scope, so a client that hangs up mid-request cannot leave a committed message unpublished
+  or a membership change unannounced.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+import protocol
+from protocol import MAX_HISTORY_LIMIT, ROOM_PATTERN, ErrorCode
+from protocol.messages import MAX_SEQ, ClientId, RoomName
+from server.http._json import (
+    HttpError,
+    decode_body,
+    empty_response,
+    error_response,
+    http_exception_response,
+    json_response,
+)
+from server.http.web_client import register_web_client
+from storage import Conflict, NewMessage, NotFound, Room, Store, User
+
+MiB = 1024 * 1024
+MAX_BODY = 1 * MiB
+DEFAULT_HISTORY_LIMIT = 50
+MAX_TOKEN_LENGTH = 256  # longer than any token we issue; refused before a store lookup
+USER_PATTERN = r"^[A-Za-z0-9_.-]{1,32}\Z"  # \Z: `$` would accept a trailing newline
+_ROOM = re.compile(ROOM_PATTERN)
+_HISTORY_PARAMS = frozenset({"before_seq", "limit"})
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServices:
+    """What the HTTP app needs from the server; the app reads nothing else."""
+
+    store: Store
+    server_id: str
+    token_ttl: float  # seconds a login token is valid
+    max_text: int  # same text limit as the WebSocket protocol
+    max_batch: int  # max messages in one batch import
+    # Sync, called on the trio thread after a batch import committed: delivers live.
+    publish: Callable[[Sequence[protocol.Message]], None]
+    # (room, user_id, member?) after a membership change via HTTP: the server updates its cache
+    # and the user's open connections.
+    membership_changed: Callable[[str, int, bool], Awaitable[None]]
+    # None when ready, else the reason (for /readyz).
+    readiness: Callable[[], str | None]
+    # The Prometheus exposition for /metrics: (body, content type); None serves no /metrics.
+    metrics: Callable[[], tuple[bytes, str]] | None = None
+    # Told of each refused credential: "password" (login) or "token" (bearer token).
+    auth_failed: Callable[[str], None] = lambda kind: None
+
+
+# Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class Registration(_Body, frozen=True):
+    name: Annotated[str, msgspec.Meta(pattern=USER_PATTERN)]
+    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+
+
+class Login(_Body, frozen=True):
+    # Not the registration rules: a name that could never exist is just a failed login.
+    name: Annotated[str, msgspec.Meta(max_length=64)]
+    password: Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class NewRoom(_Body, frozen=True):
+    name: RoomName
+
+
+class BatchItem(_Body, frozen=True):
+    text: str
+    client_id: ClientId | None = None
+
+
+class BatchImport(_Body, frozen=True):
+    messages: Annotated[list[BatchItem], msgspec.Meta(min_length=1)]
+
+
+def create_http_app(services: HttpServices) -> QuartTrio:
+    """The quart-trio app serving the HTTP API from `services`; serve it with hypercorn."""
+    app = QuartTrio(__name__)
+    # No automatic OPTIONS: without CORS it only answers an empty text/html 200; 405 JSON is honest.
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY, PROPAGATE_EXCEPTIONS=False, PROVIDE_AUTOMATIC_OPTIONS=False
+    )
+    api = _Api(services)
+    routes: list[tuple[str, Callable[..., Any], str]] = [
+        ("/healthz", api.healthz, "GET"),
+        ("/readyz", api.readyz, "GET"),
+        ("/api/register", api.register, "POST"),
+        ("/api/login", api.login, "POST"),
+        ("/api/logout", api.logout, "POST"),
+        ("/api/me", api.me, "GET"),
+        ("/api/rooms", api.list_rooms, "GET"),
+        ("/api/rooms", api.create_room, "POST"),
+        ("/api/rooms/<room>/join", api.join, "POST"),
+        ("/api/rooms/<room>/leave", api.leave, "POST"),
+        ("/api/rooms/<room>/members", api.members, "GET"),
+        ("/api/rooms/<room>/messages", api.history, "GET"),
+        ("/api/rooms/<room>/messages:batch", api.import_batch, "POST"),
+    ]
+    if services.metrics is not None:
+        routes.append(("/metrics", api.metrics, "GET"))
+    for rule, view, method in routes:
+        app.add_url_rule(rule, view_func=view, methods=[method])
+    register_web_client(app)
+    app.register_error_handler(HttpError, error_response)
+    # Routing (404, 405), body limits (413) and the 500 quart makes of an unexpected exception
+    # (after logging it with its traceback): all as JSON errors, with no details for a 500.
+    app.register_error_handler(HTTPException, http_exception_response)
+    app.after_request(_security_headers)
+    return app
+
+
+async def _security_headers(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"  # bodies carry tokens and private history
+    return response
+
+
+class _Api:
+    def __init__(self, services: HttpServices) -> None:
+        self._services = services
+        self._store = services.store
+
+    # Health --------------------------------------------------------------------------------
+    async def healthz(self) -> Response:
+        return json_response({"status": "ok", "server_id": self._services.server_id})
+
+    async def metrics(self) -> Response:
+        assert self._services.metrics is not None
+        body, content_type = self._services.metrics()
+        return Response(body, content_type=content_type)
+
+    async def readyz(self) -> Response:
+        reason = self._services.readiness()
+        if reason is None:
+            return json_response({"status": "ready"})
+        return json_response({"status": "unavailable", "reason": reason}, 503)
+
+    # Accounts ------------------------------------------------------------------------------
+    async def register(self) -> Response:
+        body = decode_body(await _request_body(), Registration)
+        try:
+            user = await self._store.create_user(body.name, body.password)
+        except Conflict:
+            raise HttpError(
+                409, ErrorCode.NAME_TAKEN, f"user name {body.name!r} is taken"
+            ) from None
+        return json_response(await self._session(user), 201)
+
+    async def login(self) -> Response:
+        body = decode_body(await _request_body(), Login)
+        user = await self._store.check_password(body.name, body.password)
+        if user is None:
+            self._services.auth_failed("password")
+            raise HttpError(401, ErrorCode.BAD_CREDENTIALS, "wrong name or password")
+        return json_response(await self._session(user))
+
+    async def logout(self) -> Response:
+        _, token = await self._authenticate()
+        await self._store.revoke_token(token)
+        return empty_response(204)
+
+    async def me(self) -> Response:
+        user, _ = await self._authenticate()
+        rooms = await self._store.rooms_of(user.id)
+        return json_response({"user": _user_json(user), "rooms": rooms})
+
+    # Rooms ---------------------------------------------------------------------------------
+    async def list_rooms(self) -> Response:
+        user, _ = await self._authenticate()
+        rooms = await self._store.list_rooms()
+        mine = set(await self._store.rooms_of(user.id))
+        return json_response({"rooms": [_room_json(room, room.name in mine) for room in rooms]})
+
+    async def create_room(self) -> Response:
+        user, _ = await self._authenticate()
+        body = decode_body(await _request_body(), NewRoom)
+        with trio.CancelScope(shield=True):
+            try:
+                room = await self._store.create_room(body.name, user.id)
+            except Conflict:
+                raise HttpError(
+                    409, ErrorCode.NAME_TAKEN, f"room name {body.name!r} is taken"
+                ) from None
+            await self._services.membership_changed(room.name, user.id, True)  # the creator
+        return json_response(_room_json(room, True), 201)
+
+    async def join(self, room: str) -> Response:
+        user, _ = await self._authenticate()
+        _check_room_name(room)
+        with trio.CancelScope(shield=True):
+            try:
+                await self._store.join_room(room, user.id)
+            except NotFound:
+                raise _no_such_room(room) from None
+            await self._services.membership_changed(room, user.id, True)
+        return json_response({"room": room, "member": True})
+
+    async def leave(self, room: str) -> Response:
+        user, _ = await self._authenticate()
+        await self._require_room(room)
+        with trio.CancelScope(shield=True):
+            await self._store.leave_room(room, user.id)
+            await self._services.membership_changed(room, user.id, False)
+        return json_response({"room": room, "member": False})
+
+    async def members(self, room: str) -> Response:
+        user, _ = await self._authenticate()
+        await self._require_member(room, user)
+        return json_response({"room": room, "members": await self._store.members(room)})
+
+    # Messages ------------------------------------------------------------------------------
+    async def history(self, room: str) -> Response:
+        user, _ = await self._authenticate()
+        await self._require_member(room, user)
+        before_seq, limit = _history_params()
+        messages, has_more = await self._store.history(room, before_seq, limit)
+        # msgspec encodes each Message exactly as protocol.encode does for the `message` event.
+        return json_response({"room": room, "messages": messages, "has_more": has_more})
+
+    async def import_batch(self, room: str) -> Response:
+        user, _ = await self._authenticate()
+        await self._require_member(room, user)
+        body = decode_body(await _request_body(), BatchImport)
+        max_batch = self._services.max_batch
+        if len(body.messages) > max_batch:
+            raise HttpError(
+                413, ErrorCode.TOO_LARGE, f"{len(body.messages)} messages; at most {max_batch}"
+            )
+        batch = [
+            NewMessage(room, user.id, user.name, self._checked_text(i, item), item.client_id)
+            for i, item in enumerate(body.messages)
+        ]
+        with trio.CancelScope(shield=True):
+            try:
+                results = await self._store.append_batch(batch)
+            except NotFound:
+                raise _no_such_room(room) from None
+            fresh = [result.message for result in results if not result.duplicate]
+            if fresh:
+                self._services.publish(fresh)
+        return json_response(
+            {
+                "room": room,
+                "results": [
+                    {
+                        "id": result.message.id,
+                        "seq": result.message.seq,
+                        "client_id": item.client_id,
+                        "duplicate": result.duplicate,
+                    }
+                    for item, result in zip(body.messages, results, strict=True)
+                ],
+            },
+            201,
+        )
+
+    def _checked_text(self, index: int, item: BatchItem) -> str:
+        # The same rules as protocol.decode applies to a `send` frame.
+        if not item.text.strip():
+            raise HttpError(422, ErrorCode.TEXT_EMPTY, f"messages[{index}]: text is empty")
+        if len(item.text) > self._services.max_text:
+            raise HttpError(
+                422,
+                ErrorCode.TEXT_TOO_LONG,
+                f"messages[{index}]: text is over {self._services.max_text} characters",
+            )
+        return item.text
+
+    # Shared steps --------------------------------------------------------------------------
+    async def _session(self, user: User) -> dict[str, Any]:
+        ttl = self._services.token_ttl
+        # Taken before the store sets its own expiry, so a client never outlives its token.
+        expires_at = time.time_ns() // 1_000_000 + round(ttl * 1000)
+        token = await self._store.create_token(user.id, ttl)
+        return {"user": _user_json(user), "token": token, "expires_at": expires_at}
+
+    async def _authenticate(self) -> tuple[User, str]:
+        """The caller's user and bearer token; `HttpError` 401 if missing, unknown or expired."""
+        header = request.headers.get("Authorization")
+        if header is None:
+            self._services.auth_failed("token")
+            raise _unauthenticated("an Authorization: Bearer token is required", None)
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+            self._services.auth_failed("token")
+            raise _unauthenticated(
+                "the Authorization header is not a bearer token", "invalid_request"
+            )
+        user = await self._store.user_for_token(token)
+        if user is None:
+            self._services.auth_failed("token")
+            raise _unauthenticated("the token is unknown, revoked or expired", "invalid_token")
+        return user, token
+
+    async def _require_room(self, room: str) -> Room:
+        _check_room_name(room)
+        found = await self._store.get_room(room)
+        if found is None:
+            raise _no_such_room(room)
+        return found
+
+    async def _require_member(self, room: str, user: User) -> None:
+        await self._require_room(room)
+        if not await self._store.is_member(room, user.id):
+            raise HttpError(403, ErrorCode.NOT_MEMBER, f"not a member of {room!r}")
+
+
+async def _request_body() -> bytes:
+    """The whole body; werkzeug's 413 (as JSON) if it is over MAX_CONTENT_LENGTH."""
+    return await request.get_data(cache=False, as_text=False, parse_form_data=False)
+
+
+def _history_params() -> tuple[int | None, int]:
+    unknown = set(request.args) - _HISTORY_PARAMS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise HttpError(422, ErrorCode.UNKNOWN_FIELD, f"unknown query parameter `{name}`")
+    before_seq = _int_param("before_seq", 1, MAX_SEQ)
+    limit = _int_param("limit", 1, MAX_HISTORY_LIMIT)
+    return before_seq, DEFAULT_HISTORY_LIMIT if limit is None else limit
+
+
+def _int_param(name: str, low: int, high: int | None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    # ASCII digits only, and few enough that int() is cheap and the value fits SQLite's INTEGER.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise HttpError(422, ErrorCode.BAD_FIELD, f"`{name}` must be an integer >= {low}")
+    value = int(raw)
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        raise HttpError(422, ErrorCode.BAD_FIELD, f"`{name}` must be an integer {bounds}")
+    return value
+
+
+def _check_room_name(room: str) -> None:
+    if _ROOM.match(room) is None:
+        raise _no_such_room(room)  # a name that cannot exist names no room
+
+
+def _no_such_room(room: str) -> HttpError:
+    return HttpError(404, ErrorCode.NO_SUCH_ROOM, f"no room named {room!r}")
+
+
+def _unauthenticated(message: str, oauth_error: str | None) -> HttpError:
+    # RFC 6750 section 3: a challenge, plus the reason when a token was sent but not accepted.
+    challenge = "Bearer" if oauth_error is None else f'Bearer error="{oauth_error}"'
+    return HttpError(401, ErrorCode.NOT_AUTHENTICATED, message, {"WWW-Authenticate": challenge})
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "name": user.name}
+
+
+def _room_json(room: Room, member: bool) -> dict[str, Any]:
+    return {"name": room.name, "last_seq": room.last_seq, "member": member}

@@ -1,0 +1,88 @@
+"""The browser client, served at `/` from `server/http/static/` (no build step, no CDN).
+
+The files are read once, when the app is built, and served from memory: a fixed set of names,
+so no request path can reach any other file. Every page and file carries a strict Content
+Security Policy (scripts and styles only from this origin, never inline; WebSockets only to this
+host), `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import NotFound
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+# A Host header we are willing to echo into the policy: a DNS name or IP literal, and a port.
+_HOST = re.compile(r"\A(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?\Z")
+
+
+def content_security_policy(host: str | None) -> str:
+    """The page's CSP; WebSockets are allowed to the host the page was loaded from only."""
+    connect = "'self'"
+    if host is not None and _HOST.match(host):
+        # CSP Level 3 lets 'self' cover ws: and wss: on the same host; older browsers need these.
+        connect += f" ws://{host} wss://{host}"
+    return "; ".join(
+        [
+            "default-src 'self'",
+            f"connect-src {connect}",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def load_static_files(directory: Path = STATIC_DIR) -> dict[str, tuple[bytes, str]]:
+    """Name -> (content, content type) for every servable file directly in `directory`."""
+    files = {}
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        content_type = _CONTENT_TYPES.get(path.suffix)
+        if path.is_file() and content_type is not None:
+            files[path.name] = (path.read_bytes(), content_type)
+    return files
+
+
+def register_web_client(app: QuartTrio, directory: Path = STATIC_DIR) -> None:
+    """Serve `index.html` at `/` and the other files at `/static/<name>` on `app`."""
+    files = load_static_files(directory)
+
+    def respond(name: str) -> Response:
+        if name not in files:
+            raise NotFound()
+        body, content_type = files[name]
+        response = Response(body, content_type=content_type)
+        response.headers["Content-Security-Policy"] = content_security_policy(request.host)
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    async def index() -> Response:
+        return respond("index.html")
+
+    async def static_file(filename: str) -> Response:
+        return respond(filename)
+
+    app.add_url_rule("/", "web_client_index", index, methods=["GET"])
+    # Quart registers `/static/<path:filename>` itself when the static folder exists: take it
+    # over, so the security headers and the fixed file set apply there too.
+    if "static" in app.view_functions:
+        app.view_functions["static"] = static_file
+    else:
+        app.add_url_rule("/static/<path:filename>", "static", static_file, methods=["GET"])

@@ -1,0 +1,1 @@
+"""Operations: readiness, metrics, logs, systemd notification."""

@@ -1,0 +1,1 @@
+"""The message writer (group commit) and what runs after each commit."""

@@ -1,0 +1,148 @@
+"""The message writer: drains the send queue, commits each batch in one transaction, then
+publishes and acks. Nothing is delivered before it is durable."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from protocol import Ack, Error, ErrorCode, Message, encode
+from server.fanout.hub import RoomHub
+from server.ops.metrics import Metrics
+from server.transport.connection import WsConnection
+from server.transport.frames import text_frame
+from storage import Appended, Conflict, NewMessage, NotFound, StorageError, Store
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSend:
+    message: NewMessage
+    sender: WsConnection | None
+    ref: str | None
+    # trio.current_time() when the send was accepted (0: not known), for the send-latency metric;
+    # the sender passes the time it already read for the rate limit, so stamping costs nothing.
+    queued_at: float = 0.0
+
+
+_log = logging.getLogger(__name__)
+
+
+class MessageWriter:
+    def __init__(
+        self,
+        store: Store,
+        hub: RoomHub,
+        *,
+        queue_size: int,
+        max_batch: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._max_batch = max_batch
+        self._metrics = Metrics() if metrics is None else metrics
+        self._send, self._receive = trio.open_memory_channel[PendingSend](queue_size)
+        self.finished = trio.Event()
+        # For readiness (trio clock): the database is writable unless the last commit failed.
+        self.last_commit_ok_at = -math.inf
+        self.last_commit_failed_at = -math.inf
+        self.last_commit_error = ""
+
+    async def submit(self, item: PendingSend) -> None:
+        """Queue a message for the next batch; waits (backpressure) while the queue is full."""
+        await self._send.send(item)
+
+    def queue_depth(self) -> int:
+        return self._receive.statistics().current_buffer_used
+
+    def close_input(self) -> None:
+        """No more submissions: the writer commits what is queued, then `run` returns."""
+        self._send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        receive = self._receive
+        try:
+            while True:
+                try:
+                    first = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                # A batch taken off the queue is committed and delivered even if we are being
+                # cancelled: its senders may already be waiting for their acks.
+                with trio.CancelScope(shield=True):
+                    await self.commit_batch(batch)
+        finally:
+            self.finished.set()
+
+    async def commit_batch(self, batch: list[PendingSend]) -> None:
+        metrics = self._metrics
+        commit_started = time.perf_counter()
+        try:
+            results = await self._store.append_batch([item.message for item in batch])
+        except StorageError as exc:
+            # Not stored, so not acked: tell each sender, who may retry with the same client_id.
+            _log.exception("message batch of %d could not be stored", len(batch))
+            metrics.writer_commit_failures += 1
+            if not isinstance(exc, NotFound | Conflict):  # those are not the database failing
+                self.last_commit_failed_at = trio.current_time()
+                self.last_commit_error = str(exc)
+            for item in batch:
+                if item.sender is not None:
+                    item.sender.send_event(
+                        Error(code=ErrorCode.UNAVAILABLE, message="not stored", ref=item.ref)
+                    )
+            return
+        committed = time.perf_counter()
+        self.last_commit_ok_at = trio.current_time()
+        metrics.commit_seconds.observe(committed - commit_started)
+        metrics.batch_size.observe(len(batch))
+        self.deliver(batch, results)
+        delivered = time.perf_counter()
+        metrics.fanout_seconds.observe(delivered - committed)
+        oldest = batch[0].queued_at
+        if oldest:
+            metrics.send_latency_seconds.observe(trio.current_time() - oldest)
+
+    def deliver(self, batch: list[PendingSend], results: list[Appended]) -> None:
+        stored = 0
+        for item, result in zip(batch, results, strict=True):
+            message = result.message
+            if not result.duplicate:
+                stored += 1
+                self._publish(message)
+            sender = item.sender
+            if sender is not None:
+                sender.send_event(_ack(message, result.duplicate, item.ref))
+        self._metrics.messages += stored
+
+    def publish_stored(self, messages: Sequence[Message]) -> None:
+        """Deliver messages stored by someone else (the HTTP batch import) like our own."""
+        for message in messages:
+            self._publish(message)
+        self._metrics.messages += len(messages)
+
+    def _publish(self, message: Message) -> None:
+        self._hub.publish(message.room, text_frame(encode(message)), message.seq)
+
+
+def _ack(message: Message, duplicate: bool, ref: str | None) -> Ack:
+    return Ack(
+        room=message.room,
+        id=message.id,
+        seq=message.seq,
+        client_id=message.client_id,
+        duplicate=duplicate,
+        ref=ref,
+    )

@@ -1,0 +1,1 @@
+"""The WebSocket transport: accept, handshake, frames, outbound bytes, the flusher."""

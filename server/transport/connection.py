@@ -1,0 +1,171 @@
+"""One accepted WebSocket: its socket, outbound backlog and lifecycle state.
+
+Rules (every state change of a connection is one of these):
+    HELLO   --hello ok-->          OPEN
+    HELLO   --close(code)-->       CLOSING   (bad token, hello timeout, shutdown, ...)
+    OPEN    --close(code)-->       CLOSING   (stale, slow consumer, policy, shutdown, peer close)
+    any     --transport failed-->  CLOSED
+    CLOSING --socket closed-->     CLOSED
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from typing import TYPE_CHECKING
+
+import trio
+
+from protocol import Event, encode
+from server.transport.frames import close_frame, text_frame
+
+if TYPE_CHECKING:
+    from server.transport.flusher import Flusher
+
+
+class ConnState(enum.Enum):
+    HELLO = "hello"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_ALLOWED = {
+    ConnState.HELLO: {ConnState.OPEN, ConnState.CLOSING, ConnState.CLOSED},
+    ConnState.OPEN: {ConnState.CLOSING, ConnState.CLOSED},
+    ConnState.CLOSING: {ConnState.CLOSED},
+    ConnState.CLOSED: set(),
+}
+
+
+class Segment:
+    """Frames published to one room within one flush cycle, shared by all its subscribers.
+
+    Every subscriber's backlog holds a reference to the same segment; the first flush that needs
+    its bytes joins them once (`data`), and from then on the hub opens a new segment.
+    """
+
+    __slots__ = ("data", "frames")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.data: bytes | None = None
+
+    def seal(self) -> bytes:
+        data = self.data
+        if data is None:
+            data = self.data = b"".join(self.frames)
+            self.frames = []
+        return data
+
+
+Outbound = bytes | Segment
+
+
+class WsConnection:
+    """Outbound side of a connection; `enqueue` never awaits and never writes to the socket."""
+
+    __slots__ = (
+        "blocked",
+        "close_code",
+        "close_reason",
+        "closing",
+        "counted",
+        "created_at",
+        "dirty",
+        "flusher",
+        "last_seen",
+        "outbound_limit",
+        "partial",
+        "peer",
+        "pending",
+        "pending_bytes",
+        "ping_sent_at",
+        "reader_scope",
+        "rooms",
+        "sock",
+        "sock_closed",
+        "state",
+        "user_id",
+        "user_name",
+        "write_idle",
+    )
+
+    def __init__(
+        self, sock: socket.socket, peer: str, flusher: Flusher, outbound_limit: int
+    ) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.flusher = flusher
+        self.outbound_limit = outbound_limit
+        self.pending: list[Outbound] = []
+        self.pending_bytes = 0  # of pending[:counted]; maintained only while blocked
+        self.counted = 0
+        self.dirty = False
+        self.blocked = False
+        self.partial = False  # pending[0] is the unsent tail of a frame partly on the wire
+        self.closing = False  # CLOSING or CLOSED: nothing more is queued
+        self.sock_closed = False
+        self.state = ConnState.HELLO
+        self.user_id = 0
+        self.user_name = ""
+        self.rooms: set[str] = set()
+        now = trio.current_time()
+        self.created_at = now
+        self.last_seen = now
+        self.ping_sent_at: float | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.reader_scope = trio.CancelScope()
+        self.write_idle: trio.Event | None = None  # made only when a close must wait for a drain
+
+    def enqueue(self, item: Outbound) -> None:
+        """Queue one frame (or a shared room segment) for the flusher."""
+        if self.closing:
+            return
+        self.pending.append(item)
+        if not self.dirty:
+            self.dirty = True
+            self.flusher.mark_dirty(self)
+
+    def send_event(self, event: Event) -> None:
+        self.enqueue(text_frame(encode(event)))
+
+    def set_state(self, new: ConnState) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise RuntimeError(f"connection state {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+        self.closing = new is ConnState.CLOSING or new is ConnState.CLOSED
+
+    def close(self, code: int, reason: str, *, discard_backlog: bool = False) -> None:
+        """Start closing: queue the close frame after (or instead of) the backlog, stop reading."""
+        if self.closing:
+            return
+        self.set_state(ConnState.CLOSING)
+        self.close_code = code
+        self.close_reason = reason
+        if discard_backlog:
+            # A frame already partly written must be finished, or the stream is corrupt.
+            self.pending = self.pending[:1] if self.partial else []
+            self.counted = 0
+            self.pending_bytes = 0
+        self.pending.append(close_frame(code, reason))
+        self.flusher.flush_now(self)
+        self.reader_scope.cancel()
+
+    def transport_failed(self) -> None:
+        """The socket broke under us: nothing more can be written."""
+        if self.close_code is None:
+            self.close_code = 1006
+            self.close_reason = "transport failed"
+        self.state = ConnState.CLOSED
+        self.closing = True
+        self.pending = []
+        self.reader_scope.cancel()
+        if self.write_idle is not None:
+            self.write_idle.set()
+
+    def drained(self) -> None:
+        """Called by the flusher when a blocked connection's backlog has been written."""
+        if self.write_idle is not None:
+            self.write_idle.set()

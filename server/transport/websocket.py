@@ -1,0 +1,191 @@
+"""Serve one upgraded WebSocket: wsproto parses inbound frames; replies go through the flusher."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import h11
+import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.utilities import RemoteProtocolError
+
+from protocol import CloseCode, ProtocolError, decode
+from server.chat.registry import ConnectionRegistry
+from server.chat.session import ChatServices, ChatSession
+from server.ops.metrics import close_label
+from server.transport.connection import ConnState, WsConnection
+from server.transport.flusher import Flusher, shutdown_write
+from server.transport.frames import pong_frame
+from server.transport.handshake import HandshakeError, accept_response
+from server.transport.listener import reject
+
+_log = logging.getLogger(__name__)
+RECV_SIZE = 65536
+
+
+async def serve_websocket(
+    sock: socket.socket,
+    peer: str,
+    head: bytes,
+    request: h11.Request,
+    services: ChatServices,
+    flusher: Flusher,
+    registry: ConnectionRegistry,
+) -> None:
+    """Answer the upgrade `request` (whose bytes, and maybe more, are `head`) and run the session
+    to its end."""
+    config = services.config
+    try:
+        response = accept_response(request)
+    except HandshakeError as exc:
+        reject(sock, exc.status, exc.reason.encode())
+        return
+    # Frames a client sent right behind its request (it should wait for the 101, but may not).
+    trailing = head.split(b"\r\n\r\n", 1)[1]
+    ws = Connection(ConnectionType.SERVER, trailing_data=trailing)
+    conn = WsConnection(sock, peer, flusher, config.outbound_limit)
+    conn.enqueue(response)
+    session = ChatSession(conn, services)
+    registry.add(conn)
+    _log.info("connection opened", extra={"peer": peer})
+    try:
+        with conn.reader_scope:
+            await _read_frames(conn, ws, session, services)
+        if conn.state is ConnState.HELLO or conn.state is ConnState.OPEN:
+            # Reading was stopped for shutdown: let the writer's last acks out, then say goodbye.
+            with trio.move_on_after(config.drain_timeout):
+                await registry.writer_flushed.wait()
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+    except Exception:
+        _log.exception("connection failed", extra={"peer": peer})
+        conn.close(CloseCode.INTERNAL, "")
+    finally:
+        session.closed()
+        registry.remove(conn)
+        try:
+            with trio.CancelScope(shield=True):
+                await _finish(conn, config.close_timeout)
+        finally:
+            registry.closed(conn)
+    _log.info(
+        "connection closed",
+        extra={
+            "peer": peer,
+            "user": conn.user_name or None,
+            "code": conn.close_code,
+            "reason": conn.close_reason,
+            "cause": close_label(conn.close_code, registry.draining),
+            "duration_s": round(trio.current_time() - conn.created_at, 3),
+        },
+    )
+
+
+async def _read_frames(
+    conn: WsConnection, ws: Connection, session: ChatSession, services: ChatServices
+) -> None:
+    config = services.config
+    max_frame = config.max_frame
+    parts: list[str | bytes] = []
+    size = 0
+    errors = 0
+    sock = conn.sock
+    pending_events = True  # the handshake bytes may already carry frames
+    while True:
+        if not pending_events:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                conn.transport_failed()
+                return
+            if not data:
+                conn.close(CloseCode.GOING_AWAY, "peer went away")
+                return
+            conn.last_seen = trio.current_time()
+            try:
+                ws.receive_data(data)
+            except RemoteProtocolError:
+                conn.close(CloseCode.PROTOCOL_ERROR, "bad framing")
+                return
+        pending_events = False
+        try:
+            for event in ws.events():
+                if isinstance(event, TextMessage | BytesMessage):
+                    payload_part = event.data
+                    # The limit is in bytes; a str's UTF-8 size is at most 4 bytes per character,
+                    # so the exact (costlier) count is needed only near the limit.
+                    n = len(payload_part)
+                    if isinstance(payload_part, str) and size + 4 * n > max_frame:
+                        n = len(payload_part.encode("utf-8", "surrogatepass"))
+                    size += n
+                    if size > max_frame:
+                        conn.close(CloseCode.TOO_BIG, "frame too large")
+                        return
+                    parts.append(
+                        bytes(event.data) if isinstance(event.data, bytearray) else event.data
+                    )
+                    if not event.message_finished:
+                        continue
+                    payload = parts[0] if len(parts) == 1 else _join(parts)
+                    parts.clear()
+                    size = 0
+                    try:
+                        request = decode(payload, max_text=config.max_text)
+                    except ProtocolError as exc:
+                        errors += 1
+                        session.error(exc.code, exc.message, exc.ref)
+                        if errors >= config.max_protocol_errors:
+                            conn.close(CloseCode.POLICY, "too many protocol errors")
+                            return
+                        continue
+                    await session.handle(request)
+                    if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
+                        return
+                elif isinstance(event, Ping):
+                    conn.enqueue(pong_frame(event.payload))
+                elif isinstance(event, Pong):
+                    conn.ping_sent_at = None
+                elif isinstance(event, CloseConnection):
+                    # A peer's close, or wsproto's verdict on a bad frame (1002, 1007, ...).
+                    normal = event.code in (1000, 1001, 1005)
+                    conn.close(CloseCode.NORMAL if normal else event.code, "closed")
+                    return
+        except RemoteProtocolError:
+            conn.close(CloseCode.PROTOCOL_ERROR, "bad frame")
+            return
+
+
+def _join(parts: list[str | bytes]) -> str | bytes:
+    if isinstance(parts[0], str):
+        return "".join(p for p in parts if isinstance(p, str))
+    return b"".join(p for p in parts if isinstance(p, bytes))
+
+
+async def _finish(conn: WsConnection, grace: float) -> None:
+    """Send what is queued (ending in the close frame), half-close, then close the socket."""
+    sock = conn.sock
+    with trio.move_on_after(grace):
+        if conn.blocked and conn.state is not ConnState.CLOSED:
+            conn.write_idle = trio.Event()
+            await conn.write_idle.wait()
+        if conn.state is not ConnState.CLOSED:
+            shutdown_write(sock)
+            # Wait for the peer's EOF so closing never resets a connection with unread data.
+            while True:
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                    if not sock.recv(RECV_SIZE):
+                        break
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    break
+    conn.state = ConnState.CLOSED
+    conn.sock_closed = True
+    trio.lowlevel.notify_closing(sock)
+    sock.close()

@@ -1,0 +1,76 @@
+"""Smoke tests of the storage and floor benchmarks in scripts/: tiny runs as a user would start
+them (a subprocess each, since the floor benchmark pins CPUs and forks a reader), checking that
+they store and send what they claim. Figures are printed, never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+BOUND = 120  # seconds; generous for a loaded 2-core machine
+
+
+def _run(*argv: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=BOUND, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_floor_benchmark_measures_sends_commits_and_inserts(tmp_path: Path) -> None:
+    out = tmp_path / "floor.json"
+    text = _run(
+        str(SCRIPTS / "bench_floor.py"),
+        *("--receivers", "20", "--sweeps", "3", "--gap-ms", "1"),
+        *("--commits", "5", "--commit-gap-ms", "1"),
+        *("--messages", "3000", "--batch", "500", "--rounds", "1"),
+        *("--dir", str(tmp_path), "--json-out", str(out)),
+    )
+    results = json.loads(out.read_text())
+    assert set(results) == {"send", "commit", "insert"}
+    assert results["send"]["receivers"] == 20
+    assert results["send"]["frame_bytes"] > 100  # a real message frame, not a token byte
+    assert results["send"]["cpu_us_per_send"] > 0
+    commit = results["commit"]
+    assert 0 < commit["paced_sqlite_commit_ms_p50"] <= commit["paced_sqlite_commit_ms_p99"]
+    # The script exits non-zero unless each run stored every row, so reaching here means both did.
+    assert results["insert"]["hibiki_schema_msg_per_s"] > 0
+    assert results["insert"]["bare_table_msg_per_s"] > 0
+    assert "µs CPU per loopback send()" in text
+    assert not list(tmp_path.glob("hibiki-floor-*")), "its temporary files were left behind"
+
+
+def test_floor_benchmark_rejects_an_unknown_part() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_floor.py"), "--parts", "send,disk"],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "unknown part(s): disk" in done.stderr
+
+
+def test_storage_benchmark_stores_every_message(tmp_path: Path) -> None:
+    text = _run(
+        str(SCRIPTS / "bench_storage.py"),
+        *("--messages", "2000", "--batch", "500", "--single", "20", "--rounds", "1"),
+        *("--rooms", "4", "--senders", "2", "--dir", str(tmp_path)),
+    )
+    # It exits non-zero when a run stored a different number of messages than it sent.
+    assert "group commit" in text
+    assert "ratio" in text
+
+
+def test_instruction_benchmark_scenarios_run_and_deliver_everything() -> None:
+    # Without valgrind (it takes a minute): the two scenarios it counts, which check themselves.
+    for kind in ("hibiki", "bare"):
+        _run(
+            str(SCRIPTS / "bench_fanout_instructions.py"),
+            *("--run", kind, "--receivers", "50", "--messages", "5"),
+        )

@@ -1,0 +1,161 @@
+"""The fan-out mechanics on real socket pairs: shared room segments, one flush per cycle, and
+a slow consumer's backlog cut on a frame boundary."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from protocol import CloseCode
+from server.fanout.hub import RoomHub
+from server.transport.connection import ConnState, WsConnection
+from server.transport.flusher import Flusher, _keep_unsent
+from server.transport.frames import text_frame
+
+from ..conftest import STEP
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Parse unmasked server frames: (opcode, payload) each."""
+    out, i = [], 0
+    while i < len(data):
+        opcode, n, i = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+        if n == 126:
+            n, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        elif n == 127:
+            n, i = int.from_bytes(data[i : i + 8], "big"), i + 8
+        out.append((opcode, data[i : i + n]))
+        i += n
+    assert i == len(data), "a frame was cut"
+    return out
+
+
+@pytest.fixture
+async def flusher() -> AsyncIterator[Flusher]:
+    flusher = Flusher()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        yield flusher
+        nursery.cancel_scope.cancel()
+
+
+_open_sockets: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    while _open_sockets:
+        _open_sockets.pop().close()
+
+
+def _peer(flusher: Flusher, name: str, limit: int = 1 << 20) -> tuple[WsConnection, socket.socket]:
+    ours, theirs = socket.socketpair()
+    _open_sockets.extend((ours, theirs))
+    ours.setblocking(False)
+    conn = WsConnection(ours, name, flusher, limit)
+    conn.user_name = name
+    conn.set_state(ConnState.OPEN)
+    return conn, theirs
+
+
+async def _read_all(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    with trio.fail_after(STEP):
+        while len(data) < size:
+            await trio.lowlevel.wait_readable(sock)
+            data += sock.recv(1 << 20)
+    return data
+
+
+def _sock_nonblocking(sock: socket.socket) -> socket.socket:
+    sock.setblocking(False)
+    return sock
+
+
+async def test_subscribers_of_a_room_share_one_segment_per_cycle(flusher: Flusher) -> None:
+    hub = RoomHub(flusher)
+    a, a_peer = _peer(flusher, "a")
+    b, b_peer = _peer(flusher, "b")
+    hub.subscribe("r", a)
+    hub.subscribe("r", b)
+    await trio.testing.wait_all_tasks_blocked()
+    for peer in (a_peer, b_peer):  # drop the presence frames
+        _sock_nonblocking(peer)
+        with contextlib.suppress(BlockingIOError):
+            peer.recv(1 << 16)
+    frames = [text_frame(b'{"n":%d}' % i) for i in range(3)]
+    for seq, frame in enumerate(frames, 1):
+        hub.publish("r", frame, seq)
+    assert a.pending == b.pending and len(a.pending) == 1  # one shared segment, not 3 frames each
+    assert a.pending[0] is b.pending[0]
+    await trio.testing.wait_all_tasks_blocked()
+    expected = b"".join(frames)
+    assert await _read_all(a_peer, len(expected)) == expected
+    assert await _read_all(b_peer, len(expected)) == expected
+    assert hub.deliveries >= 6
+
+
+async def test_a_new_subscriber_gets_only_what_is_published_after_it_joins(
+    flusher: Flusher,
+) -> None:
+    hub = RoomHub(flusher)
+    a, a_peer = _peer(flusher, "a")
+    hub.subscribe("r", a)
+    hub.publish("r", text_frame(b"before"), 1)
+    b, b_peer = _peer(flusher, "b")
+    hub.subscribe("r", b)  # mid-cycle: the open segment must not be shared with b
+    hub.publish("r", text_frame(b"after"), 2)
+    await trio.testing.wait_all_tasks_blocked()
+    got_b = _frames(await _read_all(_sock_nonblocking(b_peer), len(text_frame(b"after"))))
+    assert [p for _, p in got_b] == [b"after"]
+    wanted = len(text_frame(b"before")) + len(text_frame(b"after"))
+    # a also got b's presence frame, between the two.
+    raw_a = await _read_all(_sock_nonblocking(a_peer), wanted)
+    got_a = [p for _, p in _frames(raw_a)]
+    assert [p for p in got_a if p in (b"before", b"after")] == [b"before", b"after"]
+    assert got_a[0] == b"before" and got_a[-1] == b"after"
+
+
+async def test_unsent_tail_starting_inside_a_frame_is_marked_partial() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = WsConnection(ours, "p", Flusher(), 1 << 20)
+        data = text_frame(b"a" * 10) + text_frame(b"b" * 10) + text_frame(b"c" * 10)
+        _keep_unsent(conn, data, 12 + 5)  # five bytes into the second frame
+        assert conn.partial
+        assert conn.pending == [data[17:24], data[24:]]
+        _keep_unsent(conn, data, 12)  # exactly on a frame boundary
+        assert not conn.partial
+        assert conn.pending == [data[12:24], data[24:]]
+
+
+async def test_slow_consumer_is_closed_after_finishing_the_frame_on_the_wire(
+    flusher: Flusher,
+) -> None:
+    hub = RoomHub(flusher)
+    slow, slow_peer = _peer(flusher, "slow", limit=256 * 1024)
+    slow_peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hub.subscribe("r", slow)
+    big = text_frame(b"x" * 3000)
+    with trio.fail_after(STEP):
+        while not slow.closing:  # the peer never reads: its backlog grows past the bound
+            hub.publish("r", big, 0)
+            await trio.testing.wait_all_tasks_blocked()
+    assert slow.close_code == CloseCode.SLOW_CONSUMER
+    # Reading now, the peer sees whole frames ending with the 4008 close frame.
+    _sock_nonblocking(slow_peer)
+    data = b""
+    with trio.fail_after(STEP):
+        while not data.endswith(b"slow consumer"):
+            await trio.lowlevel.wait_readable(slow_peer)
+            data += slow_peer.recv(1 << 20)
+    frames = _frames(data)
+    opcode, payload = frames[-1]
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == CloseCode.SLOW_CONSUMER
+    assert all(op in (0x1, 0x8) for op, _ in frames)

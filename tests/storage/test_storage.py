@@ -1,0 +1,631 @@
+"""The store contract, run against every backend (real files, no mocks), plus SQLite specifics."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import storage
+from storage import (
+    Appended,
+    Conflict,
+    NewMessage,
+    NotFound,
+    SQLiteStore,
+    StorageError,
+    Store,
+    User,
+    _schema,
+    _sqlite_messages,
+    passwords,
+)
+from storage.cache import MembershipCache
+from storage.sqlite._threads import ConnectionThread
+
+SCRYPT_N = 2**10  # fast for tests; production uses passwords.DEFAULT_N
+
+
+@pytest.fixture(params=["sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Builds unopened stores that all share one database, so a test can close and reopen."""
+    if request.param == "sqlite":
+        path = tmp_path / "hibiki.db"
+        return lambda: SQLiteStore(path, scrypt_n=SCRYPT_N)
+    raise AssertionError(f"unknown backend {request.param}")
+
+
+@asynccontextmanager
+async def opened(store: Store) -> AsyncIterator[Store]:
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    async with opened(make_store()) as s:
+        yield s
+
+
+@pytest.fixture
+async def alice(store: Store) -> User:
+    return await store.create_user("alice", "alice-pw")
+
+
+@pytest.fixture
+async def bob(store: Store) -> User:
+    return await store.create_user("bob", "bob-pw")
+
+
+def msg(room: str, user: User, text: str, client_id: str | None = None) -> NewMessage:
+    return NewMessage(
+        room=room, user_id=user.id, user_name=user.name, text=text, client_id=client_id
+    )
+
+
+def seqs(results: list[Appended]) -> list[int]:
+    return [r.message.seq for r in results]
+
+
+# Accounts ---------------------------------------------------------------------------------
+
+
+async def test_create_user_returns_user_and_taken_name_conflicts(store: Store) -> None:
+    alice = await store.create_user("alice", "pw")
+    bob = await store.create_user("bob", "pw")
+    assert (alice.name, bob.name) == ("alice", "bob")
+    assert alice.id != bob.id
+    with pytest.raises(Conflict):
+        await store.create_user("alice", "other-pw")
+
+
+async def test_check_password_accepts_right_and_rejects_wrong_or_unknown(
+    store: Store, alice: User
+) -> None:
+    assert await store.check_password("alice", "alice-pw") == alice
+    assert await store.check_password("alice", "wrong") is None
+    assert await store.check_password("alice", "") is None
+    assert await store.check_password("nobody", "alice-pw") is None
+
+
+async def test_token_resolves_to_its_user_until_revoked(store: Store, alice: User) -> None:
+    token = await store.create_token(alice.id, ttl_seconds=3600)
+    other = await store.create_token(alice.id, ttl_seconds=3600)
+    assert token != other
+    assert await store.user_for_token(token) == alice
+    await store.revoke_token(token)
+    assert await store.user_for_token(token) is None
+    assert await store.user_for_token(other) == alice  # revoking one leaves the others
+    assert await store.user_for_token("not-a-token") is None
+
+
+async def test_expired_token_resolves_to_nobody(store: Store, alice: User) -> None:
+    expired = await store.create_token(alice.id, ttl_seconds=-1)
+    assert await store.user_for_token(expired) is None
+    zero = await store.create_token(alice.id, ttl_seconds=0)
+    assert await store.user_for_token(zero) is None
+
+
+async def test_token_for_unknown_user_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.create_token(12345, ttl_seconds=60)
+
+
+# Rooms and membership ---------------------------------------------------------------------
+
+
+async def test_create_room_makes_creator_a_member_and_taken_name_conflicts(
+    store: Store, alice: User, bob: User
+) -> None:
+    room = await store.create_room("lobby", alice.id)
+    assert (room.name, room.created_by, room.last_seq) == ("lobby", alice.id, 0)
+    assert await store.get_room("lobby") == room
+    assert await store.is_member("lobby", alice.id)
+    assert await store.members("lobby") == ["alice"]
+    with pytest.raises(Conflict):
+        await store.create_room("lobby", bob.id)
+    assert await store.get_room("nowhere") is None
+
+
+async def test_create_room_by_unknown_user_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.create_room("lobby", 999)
+    assert await store.get_room("lobby") is None
+
+
+async def test_list_rooms_by_name_up_to_limit(store: Store, alice: User) -> None:
+    for name in ["c", "a", "b"]:
+        await store.create_room(name, alice.id)
+    assert [r.name for r in await store.list_rooms()] == ["a", "b", "c"]
+    assert [r.name for r in await store.list_rooms(limit=2)] == ["a", "b"]
+
+
+async def test_join_and_leave_change_membership(store: Store, alice: User, bob: User) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.create_room("dev", alice.id)
+    assert not await store.is_member("lobby", bob.id)
+    assert await store.join_room("lobby", bob.id) is True
+    assert await store.join_room("lobby", bob.id) is False  # already a member
+    assert await store.join_room("dev", bob.id) is True
+    assert await store.is_member("lobby", bob.id)
+    assert await store.rooms_of(bob.id) == ["dev", "lobby"]
+    assert await store.members("lobby") == ["alice", "bob"]
+    assert await store.leave_room("lobby", bob.id) is True
+    assert await store.leave_room("lobby", bob.id) is False
+    assert not await store.is_member("lobby", bob.id)
+    assert await store.rooms_of(bob.id) == ["dev"]
+    assert await store.members("lobby") == ["alice"]
+    assert await store.leave_room("nowhere", bob.id) is False
+
+
+class _HeldReads:
+    """Delegates to a real store, but `is_member` waits for `release` after reading."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.reads = 0
+        self.release = trio.Event()
+
+    async def is_member(self, room: str, user_id: int) -> bool:
+        self.reads += 1
+        member = await self.store.is_member(room, user_id)
+        await self.release.wait()
+        return member
+
+
+async def test_membership_cache_never_keeps_a_read_that_a_change_overtook(
+    store: Store, alice: User, bob: User
+) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.join_room("lobby", bob.id)
+    held = _HeldReads(store)
+    cache = MembershipCache(held, maxsize=100, ttl=60)  # type: ignore[arg-type]
+    answers: list[bool] = []
+    async with trio.open_nursery() as nursery:
+
+        async def ask() -> None:
+            answers.append(await cache.is_member("lobby", bob.id))
+
+        nursery.start_soon(ask)
+        await trio.testing.wait_all_tasks_blocked()  # the read saw "member" and is held
+        await store.leave_room("lobby", bob.id)
+        cache.set("lobby", bob.id, False)  # what the server does after the leave commits
+        held.release.set()
+    assert answers == [True]  # that send raced the leave and went first: fine
+    assert held.reads == 1
+    assert await cache.is_member("lobby", bob.id) is False  # not the stale True
+    assert held.reads == 1  # ...and answered from the cache
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+async def test_join_unknown_room_is_not_found(store: Store, alice: User) -> None:
+    with pytest.raises(NotFound):
+        await store.join_room("nowhere", alice.id)
+    assert await store.rooms_of(alice.id) == []
+
+
+# Messages ---------------------------------------------------------------------------------
+
+
+async def test_append_batch_numbers_each_room_gap_free_across_batches(
+    store: Store, alice: User, bob: User
+) -> None:
+    for name in ["a", "b", "c"]:
+        await store.create_room(name, alice.id)
+    rooms = ["a", "b", "a", "c", "a", "b"]
+    first = await store.append_batch([msg(r, alice, f"1-{i}") for i, r in enumerate(rooms)])
+    second = await store.append_batch([msg(r, bob, f"2-{i}") for i, r in enumerate(rooms)])
+
+    results = first + second
+    assert [r.message.text for r in first] == [f"1-{i}" for i in range(6)]  # input order
+    assert not any(r.duplicate for r in results)
+    for room in ["a", "b", "c"]:
+        room_seqs = [r.message.seq for r in results if r.message.room == room]
+        assert room_seqs == list(range(1, len(room_seqs) + 1))
+        assert await store.last_seq(room) == len(room_seqs)
+    ids = [r.message.id for r in results]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [r.message.user for r in second] == ["bob"] * 6
+    assert all(r.message.ts > 1_600_000_000_000 for r in results)  # milliseconds
+
+
+async def test_resent_client_id_returns_the_original_within_and_across_batches(
+    store: Store, alice: User, bob: User
+) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.create_room("dev", alice.id)
+    first = await store.append_batch(
+        [
+            msg("lobby", alice, "hello", "m1"),
+            msg("lobby", alice, "hello again?", "m1"),  # same batch: a duplicate
+            msg("lobby", bob, "bob's own m1", "m1"),  # another user may reuse the id
+            msg("dev", alice, "other room", "m1"),  # and so may another room
+        ]
+    )
+    assert [r.duplicate for r in first] == [False, True, False, False]
+    assert first[1].message == first[0].message
+    assert seqs(first) == [1, 1, 2, 1]
+
+    second = await store.append_batch(
+        [msg("lobby", alice, "next", "m2"), msg("lobby", alice, "hello resent", "m1")]
+    )
+    assert [r.duplicate for r in second] == [False, True]
+    assert second[1].message == first[0].message  # the original: same id, seq, text, ts
+    assert second[0].message.seq == 3  # the duplicate consumed no seq
+    page, _ = await store.history("lobby", None, 50)
+    assert [m.text for m in page] == ["hello", "bob's own m1", "next"]
+
+
+async def test_batch_with_unknown_room_stores_nothing(store: Store, alice: User) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.append_batch([msg("lobby", alice, "before")])
+    with pytest.raises(NotFound):
+        await store.append_batch([msg("lobby", alice, "lost", "x"), msg("nowhere", alice, "?")])
+    assert await store.last_seq("lobby") == 1
+    after = await store.append_batch([msg("lobby", alice, "after", "x")])
+    assert seqs(after) == [2]  # no gap, and "x" was never stored
+    assert not after[0].duplicate
+
+
+async def test_failed_batch_rolls_back_and_numbering_resumes_without_gaps(
+    store: Store, alice: User
+) -> None:
+    await store.create_room("lobby", alice.id)
+    ghost = User(id=999, name="ghost")  # violates the messages -> users foreign key
+    with pytest.raises(StorageError):
+        await store.append_batch([msg("lobby", alice, "lost"), msg("lobby", ghost, "boo")])
+    assert await store.last_seq("lobby") == 0
+    results = await store.append_batch([msg("lobby", alice, "kept")])
+    assert seqs(results) == [1]
+    assert [m.text for m in (await store.history("lobby", None, 10))[0]] == ["kept"]
+
+
+async def test_unknown_user_fails_a_batch_after_known_users_were_appended(
+    store: Store, alice: User, bob: User
+) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.append_batch([msg("lobby", alice, "a"), msg("lobby", bob, "b")])
+    ghost = User(id=999, name="ghost")
+    with pytest.raises(StorageError):
+        await store.append_batch([msg("lobby", alice, "lost"), msg("lobby", ghost, "boo")])
+    assert seqs(await store.append_batch([msg("lobby", bob, "kept")])) == [3]
+
+
+async def test_other_writes_still_check_users_after_appends(store: Store, alice: User) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.append_batch([msg("lobby", alice, "hi")])
+    with pytest.raises(NotFound):
+        await store.create_room("dev", 12345)
+    with pytest.raises(NotFound):
+        await store.join_room("lobby", 12345)
+    with pytest.raises(NotFound):
+        await store.create_token(12345, ttl_seconds=60)
+    assert seqs(await store.append_batch([msg("lobby", alice, "again")])) == [2]
+
+
+async def test_history_pages_walk_the_room_once_in_order(store: Store, alice: User) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.create_room("noise", alice.id)
+    total = 237
+    for start in range(0, total, 100):
+        batch = []
+        for i in range(start, min(start + 100, total)):
+            batch += [msg("lobby", alice, f"m{i}"), msg("noise", alice, "x")]
+        await store.append_batch(batch)
+
+    newest, has_more = await store.history("lobby", None, 50)
+    assert [m.seq for m in newest] == list(range(188, 238))  # the newest page, oldest first
+    assert has_more
+    walked: list[int] = []
+    before: int | None = None
+    pages = 0
+    while True:
+        page, has_more = await store.history("lobby", before, 50)
+        pages += 1
+        walked = [m.seq for m in page] + walked
+        assert [m.text for m in page] == [f"m{m.seq - 1}" for m in page]
+        if not has_more:
+            break
+        before = page[0].seq
+    assert walked == list(range(1, total + 1))
+    assert pages == 5
+    assert await store.history("lobby", 1, 50) == ([], False)
+    exact, more = await store.history("lobby", 51, 50)
+    assert ([m.seq for m in exact], more) == (list(range(1, 51)), False)
+    assert await store.history("nowhere", None, 50) == ([], False)
+
+
+async def test_messages_after_returns_the_gap_oldest_first(store: Store, alice: User) -> None:
+    await store.create_room("lobby", alice.id)
+    await store.append_batch([msg("lobby", alice, f"m{i}") for i in range(10)])
+    assert [m.seq for m in await store.messages_after("lobby", 7, 100)] == [8, 9, 10]
+    assert [m.seq for m in await store.messages_after("lobby", 0, 3)] == [1, 2, 3]
+    assert await store.messages_after("lobby", 10, 100) == []
+
+
+async def test_last_seq_of_empty_room_is_zero_and_unknown_room_not_found(
+    store: Store, alice: User
+) -> None:
+    await store.create_room("lobby", alice.id)
+    assert await store.last_seq("lobby") == 0
+    assert (await store.get_room("lobby")) is not None
+    with pytest.raises(NotFound):
+        await store.last_seq("nowhere")
+
+
+async def test_concurrent_appenders_get_unique_gap_free_seqs(store: Store, alice: User) -> None:
+    await store.create_room("a", alice.id)
+    await store.create_room("b", alice.id)
+    results: list[Appended] = []
+
+    async def sender(n: int) -> None:
+        for k in range(5):
+            batch = [msg("a" if (n + k + i) % 2 else "b", alice, f"{n}-{k}-{i}") for i in range(3)]
+            results.extend(await store.append_batch(batch))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(sender, n)
+
+    assert len(results) == 300
+    for room in ["a", "b"]:
+        room_seqs = sorted(r.message.seq for r in results if r.message.room == room)
+        assert room_seqs == list(range(1, len(room_seqs) + 1))
+        assert await store.last_seq(room) == len(room_seqs)
+    assert len({r.message.id for r in results}) == 300
+
+
+ROOMS = ["a", "b", "nowhere"]  # "nowhere" is never created: a batch holding it must fail
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(ROOMS[:2] * 10 + ROOMS[2:]),
+                st.sampled_from([1, 2]),
+                st.none() | st.sampled_from(["x", "y", "z"]),
+            ),
+            min_size=1,
+            max_size=8,
+        ),
+        max_size=6,
+    )
+)
+async def test_append_batch_matches_a_model_of_numbering_and_dedupe(
+    tmp_path: Path, batches: list[list[tuple[str, int, str | None]]]
+) -> None:
+    path = tmp_path / f"model-{uuid.uuid4().hex}.db"  # one fresh database per example
+    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
+        users = {u.id: u for u in [await s.create_user(n, "pw") for n in ("u1", "u2")]}
+        for room in ROOMS[:2]:
+            await s.create_room(room, 1)
+        last_seq = dict.fromkeys(ROOMS[:2], 0)
+        originals: dict[tuple[str, int, str], tuple[int, int]] = {}
+        last_id = 0
+        for spec in batches:
+            batch = [msg(room, users[u], "t", cid) for room, u, cid in spec]
+            if any(room == "nowhere" for room, _, _ in spec):
+                with pytest.raises(NotFound):
+                    await s.append_batch(batch)
+                continue
+            for m, result in zip(batch, await s.append_batch(batch), strict=True):
+                key = None if m.client_id is None else (m.room, m.user_id, m.client_id)
+                if key is not None and key in originals:
+                    assert result.duplicate
+                    assert (result.message.id, result.message.seq) == originals[key]
+                    continue
+                assert not result.duplicate
+                last_seq[m.room] += 1
+                assert result.message.seq == last_seq[m.room]
+                assert result.message.id > last_id
+                last_id = result.message.id
+                if key is not None:
+                    originals[key] = (result.message.id, result.message.seq)
+        for room, last in last_seq.items():
+            assert await s.last_seq(room) == last
+            page, has_more = await s.history(room, None, 100)
+            assert [m.seq for m in page] == list(range(1, last + 1)) and not has_more
+
+
+async def test_everything_survives_close_and_reopen(make_store: Callable[[], Store]) -> None:
+    async with opened(make_store()) as first:
+        alice = await first.create_user("alice", "pw")
+        token = await first.create_token(alice.id, ttl_seconds=3600)
+        await first.create_room("lobby", alice.id)
+        stored = await first.append_batch([msg("lobby", alice, f"m{i}", f"c{i}") for i in range(3)])
+
+    async with opened(make_store()) as second:
+        assert await second.check_password("alice", "pw") == alice
+        assert await second.user_for_token(token) == alice
+        assert await second.last_seq("lobby") == 3
+        page, has_more = await second.history("lobby", None, 10)
+        assert page == [r.message for r in stored] and not has_more
+        again = await second.append_batch(
+            [msg("lobby", alice, "dup", "c1"), msg("lobby", alice, "new")]
+        )
+        assert again[0] == Appended(stored[1].message, duplicate=True)
+        assert again[1].message.seq == 4
+        assert again[1].message.id > stored[-1].message.id
+
+
+async def test_aclose_is_idempotent_and_later_calls_fail(store: Store) -> None:
+    await store.aclose()
+    await store.aclose()
+    with pytest.raises(StorageError):
+        await store.get_room("lobby")
+
+
+# SQLite specifics -------------------------------------------------------------------------
+
+
+async def test_reopening_an_up_to_date_database_applies_no_migration(tmp_path: Path) -> None:
+    path = tmp_path / "hibiki.db"
+    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
+        await s.create_user("alice", "pw")
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        assert _schema.current_version(conn) == len(_schema.MIGRATIONS)
+        assert _schema.migrate(conn) == 0
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
+        assert await s.check_password("alice", "pw") is not None
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as fresh:
+        assert _schema.migrate(fresh) == len(_schema.MIGRATIONS)
+
+
+async def test_failed_commit_forgets_numbering_so_no_gap_follows(tmp_path: Path) -> None:
+    path = tmp_path / "hibiki.db"
+    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
+        alice = await s.create_user("alice", "pw")
+        await s.create_room("lobby", alice.id)
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        # Fails the batch's last statement before COMMIT, after it was numbered and inserted.
+        conn.executescript(
+            """
+            CREATE TRIGGER poisoned BEFORE UPDATE OF last_seq ON rooms
+            WHEN EXISTS (SELECT 1 FROM messages WHERE room_id = NEW.id AND text = 'poison')
+            BEGIN SELECT RAISE(ABORT, 'poisoned'); END;
+            """
+        )
+    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
+        with pytest.raises(StorageError):
+            await s.append_batch([msg("lobby", alice, "ok"), msg("lobby", alice, "poison")])
+        assert await s.last_seq("lobby") == 0
+        assert seqs(await s.append_batch([msg("lobby", alice, "ok")])) == [1]
+
+
+def test_duplicate_lookup_probes_the_client_id_index() -> None:
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
+        _schema.migrate(conn)
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN {_sqlite_messages._FIND_CLIENT_IDS}", ('[[1, 2, "m1"]]',)
+        ).fetchall()
+    details = " / ".join(row[3] for row in plan)
+    assert "USING INDEX messages_by_client_id (client_id=? AND room_id=? AND user_id=?)" in details
+
+
+async def test_writer_forgets_known_users_past_its_limit_and_still_checks_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlite_messages, "KNOWN_USERS_LIMIT", 1)
+    async with SQLiteStore(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N) as s:
+        alice = await s.create_user("alice", "pw")
+        bob = await s.create_user("bob", "pw")
+        await s.create_room("lobby", alice.id)
+        for i in range(3):
+            await s.append_batch([msg("lobby", alice, f"a{i}"), msg("lobby", bob, f"b{i}")])
+        with pytest.raises(StorageError):
+            await s.append_batch([msg("lobby", User(id=999, name="ghost"), "boo")])
+        assert await s.last_seq("lobby") == 6
+
+
+async def test_passwords_and_tokens_are_stored_only_as_hashes(tmp_path: Path) -> None:
+    path = tmp_path / "hibiki.db"
+    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
+        alice = await s.create_user("alice", "correct horse")
+        token = await s.create_token(alice.id, ttl_seconds=60)
+    with closing(sqlite3.connect(path)) as conn:
+        (encoded,) = conn.execute("SELECT password_hash FROM users").fetchone()
+        (stored_token,) = conn.execute("SELECT token_hash FROM tokens").fetchone()
+    assert encoded.startswith(f"scrypt${SCRYPT_N}$8$1$") and "correct horse" not in encoded
+    assert passwords.verify_password("correct horse", encoded)
+    assert stored_token == passwords.token_hash(token) != token
+
+
+def test_password_hash_is_salted_and_verifies_only_the_right_password() -> None:
+    first = passwords.hash_password("pw", n=SCRYPT_N)
+    second = passwords.hash_password("pw", n=SCRYPT_N)
+    assert first != second  # fresh salt each time
+    assert passwords.verify_password("pw", first) and passwords.verify_password("pw", second)
+    assert not passwords.verify_password("pW", first)
+    with pytest.raises(ValueError):
+        passwords.verify_password("pw", "md5$abc")
+
+
+async def test_synchronous_mode_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        SQLiteStore(tmp_path / "x.db", synchronous="FULL; DROP TABLE users")
+
+
+def test_sqlite_store_is_exported() -> None:
+    assert "SQLiteStore" in storage.__all__
+    assert storage.SQLiteStore is SQLiteStore
+
+
+# Connection threads -----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def memory_thread() -> AsyncIterator[ConnectionThread]:
+    thread = ConnectionThread("test-db", lambda: sqlite3.connect(":memory:", isolation_level=None))
+    await thread.start()
+    try:
+        yield thread
+    finally:
+        await thread.aclose()
+
+
+async def test_thread_reraises_the_job_exception_in_the_caller() -> None:
+    def boom(conn: sqlite3.Connection) -> None:
+        raise KeyError("boom")
+
+    async with memory_thread() as thread:
+        with pytest.raises(KeyError, match="boom"):
+            await thread.run(boom)
+        assert await thread.run(lambda conn: conn.execute("SELECT 41 + 1").fetchone()[0]) == 42
+
+
+async def test_cancelled_caller_waits_for_its_job_then_sees_cancellation() -> None:
+    started, gate = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def slow_write(conn: sqlite3.Connection) -> str:
+        started.set()
+        gate.wait()
+        conn.execute("CREATE TABLE written (x)")
+        return "done"
+
+    async with memory_thread() as thread, trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def caller() -> None:
+            with scope:
+                outcome.append(await thread.run(slow_write))  # returns despite the cancel
+                await trio.lowlevel.checkpoint()  # ... which is delivered here
+                outcome.append("not reached")
+
+        nursery.start_soon(caller)
+        await trio.to_thread.run_sync(started.wait)
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcome == []  # still waiting for the job, not abandoned
+        gate.set()
+
+    assert outcome == ["done"]
+    assert scope.cancelled_caught
+    async with memory_thread() as thread:  # a fresh DB: just proves the thread API still works
+        assert await thread.run(lambda conn: 1) == 1
+
+
+async def test_thread_refuses_jobs_after_close() -> None:
+    async with memory_thread() as thread:
+        pass
+    with pytest.raises(trio.ClosedResourceError):
+        await thread.run(lambda conn: None)
