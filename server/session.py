@@ -55,17 +55,43 @@ class ChatServices:
     metrics: Metrics
 
 
+# The refusals that mean the client sent a bad frame (docs/protocol.md, error codes: "the first
+# ten"); they count towards `max_protocol_errors`. Refusals of well-formed requests (not a
+# member, rate limited, ...) do not: a correct client meets those too.
+_COUNTED = frozenset(
+    {
+        ErrorCode.BAD_ENCODING,
+        ErrorCode.BAD_JSON,
+        ErrorCode.NOT_AN_OBJECT,
+        ErrorCode.UNKNOWN_TYPE,
+        ErrorCode.MISSING_FIELD,
+        ErrorCode.UNKNOWN_FIELD,
+        ErrorCode.BAD_FIELD,
+        ErrorCode.TEXT_EMPTY,
+        ErrorCode.TEXT_TOO_LONG,
+        ErrorCode.NOT_AUTHENTICATED,
+    }
+)
+
+
 class ChatSession:
     def __init__(self, conn: WsConnection, services: ChatServices) -> None:
         self.conn = conn
         self.s = services
+        self.protocol_errors = 0  # bad frames so far: the reader closes at the limit
 
     async def handle(self, request: Request) -> None:
         """Apply one request; expected refusals become `error` frames, never exceptions."""
         try:
             await self._dispatch(request)
         except ProtocolError as exc:
-            self.error(exc.code, exc.message, exc.ref or getattr(request, "ref", None))
+            self.refuse(exc, getattr(request, "ref", None))
+
+    def refuse(self, exc: ProtocolError, ref: str | None = None) -> None:
+        """Answer a refused frame with an `error`, counting it if it was a bad frame."""
+        if exc.code in _COUNTED:
+            self.protocol_errors += 1
+        self.error(exc.code, exc.message, exc.ref or ref)
 
     def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
         self.conn.send_event(Error(code=code, message=message, ref=ref))

@@ -91,7 +91,6 @@ async def _read_frames(
     max_frame = config.max_frame
     parts: list[str | bytes] = []
     size = 0
-    errors = 0
     sock = conn.sock
     pending_events = True  # the handshake bytes may already carry frames
     while True:
@@ -138,14 +137,13 @@ async def _read_frames(
                     try:
                         request = decode(payload, max_text=config.max_text)
                     except ProtocolError as exc:
-                        errors += 1
-                        session.error(exc.code, exc.message, exc.ref)
-                        if errors >= config.max_protocol_errors:
-                            conn.close(CloseCode.POLICY, "too many protocol errors")
+                        session.refuse(exc)
+                    else:
+                        await session.handle(request)
+                        if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
                             return
-                        continue
-                    await session.handle(request)
-                    if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
+                    if session.protocol_errors >= config.max_protocol_errors:
+                        conn.close(CloseCode.POLICY, "too many protocol errors")
                         return
                 elif isinstance(event, Ping):
                     conn.enqueue(pong_frame(event.payload))
