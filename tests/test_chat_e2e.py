@@ -377,6 +377,13 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Pa
         with trio.fail_after(STEP):
             assert await slow.read_until_close() == CloseCode.SLOW_CONSUMER
         await slow.aclose()
+        counted = 'hibiki_connections_closed_total{reason="slow_consumer"} 1.0'
+        # The server's own close (the peer sent none), counted as its handler ends.
+        with trio.fail_after(STEP):
+            while True:
+                if counted in (await http.get("/metrics")).text:
+                    break
+                await trio.sleep(0.01)
 
 
 # helpers ---------------------------------------------------------------------------------------
