@@ -1,6 +1,16 @@
 """Persistence behind one small interface; backends are interchangeable."""
 
-from .interface import Appended, Conflict, NewMessage, NotFound, Room, StorageError, Store, User
+from .interface import (
+    Appended,
+    Conflict,
+    NewMessage,
+    NotFound,
+    Room,
+    StorageError,
+    Store,
+    TokenGrant,
+    User,
+)
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -12,5 +22,6 @@ __all__ = [
     "SQLiteStore",
     "StorageError",
     "Store",
+    "TokenGrant",
     "User",
 ]

@@ -30,7 +30,7 @@ from ._sqlite_connection import (
     sqlite_errors,
 )
 from ._threads import ConnectionThread
-from .interface import Appended, NewMessage, Room, StorageError, User
+from .interface import Appended, NewMessage, Room, StorageError, TokenGrant, User
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -150,6 +150,9 @@ class SQLiteStore:
 
     async def user_for_token(self, token: str) -> User | None:
         return await self._read(_sqlite_accounts.user_for_token, passwords.token_hash(token))
+
+    async def grant_for_token(self, token: str) -> TokenGrant | None:
+        return await self._read(_sqlite_accounts.grant_for_token, passwords.token_hash(token))
 
     async def revoke_token(self, token: str) -> None:
         await self._write(_sqlite_accounts.revoke_token, passwords.token_hash(token))
