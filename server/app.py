@@ -7,7 +7,7 @@
         ├── readiness     database write probe for /readyz
         ├── http bridge   quart-trio app lifespan (hypercorn serves each HTTP connection)
         ├── listener      accepts; owns one handler task per connection (WebSocket or HTTP)
-        └── reaper        hello timeouts, heartbeat pings, stale peers
+        └── reaper        hello timeouts, expired tokens, heartbeat pings, stale peers
 
 Shutdown (`stop` set, e.g. by SIGTERM), bounded by `drain_timeout`: /readyz answers 503 and new
 WebSocket upgrades are refused with 503; no connection reads another request; the writer commits
@@ -44,6 +44,7 @@ from .ratelimit import UserRateLimiter
 from .reaper import Reaper
 from .registry import ConnectionRegistry
 from .session import ChatServices
+from .token_index import TokenIndex
 from .writer import MessageWriter
 from .ws_handler import serve_websocket
 
@@ -104,6 +105,7 @@ async def serve(
             )
             await root.start(readiness.run)
             memberships = MembershipSync(store, hub, membership)
+            tokens = TokenIndex()
             services = ChatServices(
                 config=config,
                 store=store,
@@ -111,6 +113,7 @@ async def serve(
                 writer=writer,
                 membership=membership,
                 memberships=memberships,
+                tokens=tokens,
                 limiter=UserRateLimiter(config.rate_per_second, config.rate_burst),
                 metrics=metrics,
             )
@@ -128,6 +131,7 @@ async def serve(
                         readiness=readiness.reason,
                         metrics=metrics.exposition if config.metrics else None,
                         auth_failed=metrics.count_auth_failure,
+                        token_revoked=tokens.revoke,
                     )
                 )
             )

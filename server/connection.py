@@ -11,6 +11,7 @@ Rules (every state change of a connection is one of these):
 from __future__ import annotations
 
 import enum
+import math
 import socket
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,8 @@ class WsConnection:
         "sock",
         "sock_closed",
         "state",
+        "token_expires_at",
+        "token_hash",
         "user_id",
         "user_name",
         "write_idle",
@@ -111,6 +114,8 @@ class WsConnection:
         self.state = ConnState.HELLO
         self.user_id = 0
         self.user_name = ""
+        self.token_hash = ""  # of the token in hello (see server.token_index)
+        self.token_expires_at = math.inf  # trio clock; the reaper closes the connection then
         self.rooms: set[str] = set()
         now = trio.current_time()
         self.created_at = now

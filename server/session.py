@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import trio
@@ -30,6 +31,7 @@ from protocol import (
 )
 from storage import NewMessage, NotFound, Store
 from storage.cache import MembershipCache
+from storage.passwords import token_hash
 
 from .config import Config
 from .connection import ConnState, WsConnection
@@ -38,6 +40,7 @@ from .hub import RoomHub
 from .membership_sync import MembershipSync
 from .metrics import Metrics
 from .ratelimit import UserRateLimiter
+from .token_index import TokenIndex
 from .writer import MessageWriter, PendingSend
 
 
@@ -51,6 +54,7 @@ class ChatServices:
     writer: MessageWriter
     membership: MembershipCache
     memberships: MembershipSync
+    tokens: TokenIndex
     limiter: UserRateLimiter
     metrics: Metrics
 
@@ -123,14 +127,19 @@ class ChatSession:
 
     async def _hello(self, hello: Hello) -> None:
         conn, s = self.conn, self.s
-        user = await s.store.user_for_token(hello.token)
-        if conn.state is not ConnState.HELLO:  # closed (e.g. by the reaper) while we looked
+        conn.token_hash = token_hash(hello.token)
+        s.tokens.track(conn)  # before the lookup: a logout during it must find this connection
+        grant = await s.store.grant_for_token(hello.token)
+        if conn.state is not ConnState.HELLO:  # closed (reaper, logout) while we looked
             return
-        if user is None:
+        if grant is None:
             s.metrics.auth_failures_token += 1
             self.error(ErrorCode.BAD_TOKEN, "token is unknown or expired", hello.ref)
             conn.close(CloseCode.UNAUTHENTICATED, "bad token")
             return
+        user = grant.user
+        # The store's expiry is wall-clock time; the reaper reads trio's clock.
+        conn.token_expires_at = trio.current_time() + grant.expires_at / 1000 - time.time()
         conn.user_id = user.id
         conn.user_name = user.name
         conn.set_state(ConnState.OPEN)
@@ -248,3 +257,4 @@ class ChatSession:
         """Release everything the session holds in shared structures."""
         self.s.hub.unsubscribe_all(self.conn)
         self.s.memberships.untrack(self.conn)
+        self.s.tokens.untrack(self.conn)
