@@ -49,7 +49,7 @@ class CloseCode(enum.IntEnum):
     POLICY = 1008  # repeated protocol errors
     TOO_BIG = 1009  # frame over the size limit
     INTERNAL = 1011  # unexpected server error (no details are given)
-    UNAUTHENTICATED = 4001  # bad token in hello, or hello not sent in time
+    UNAUTHENTICATED = 4001  # bad token in hello, hello not sent in time, token revoked or expired
     STALE = 4003  # did not answer heartbeat pings in time
     SLOW_CONSUMER = 4008  # outbound backlog over its bound: reconnect with resume
 

@@ -7,7 +7,7 @@
         ├── readiness     database write probe for /readyz
         ├── http bridge   quart-trio app lifespan (hypercorn serves each HTTP connection)
         ├── listener      accepts; owns one handler task per connection (WebSocket or HTTP)
-        └── reaper        hello timeouts, heartbeat pings, stale peers
+        └── reaper        hello timeouts, expired tokens, heartbeat pings, stale peers
 
 Shutdown (`stop` set, e.g. by SIGTERM), bounded by `drain_timeout`: /readyz answers 503 and new
 WebSocket upgrades are refused with 503; no connection reads another request; the writer commits
@@ -31,6 +31,7 @@ from server.chat.ratelimit import UserRateLimiter
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices
+from server.chat.token_index import TokenIndex
 from server.config import Config
 from server.fanout.hub import RoomHub
 from server.http.api import HttpServices, create_http_app
@@ -44,7 +45,7 @@ from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
 from server.transport.websocket import serve_websocket
 from storage.cache import MembershipCache
-from storage.sqlite.store import SQLiteStore
+from storage.sqlite import SQLiteStore
 
 _log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ async def serve(
             )
             await root.start(readiness.run)
             memberships = MembershipSync(store, hub, membership)
+            tokens = TokenIndex()
             services = ChatServices(
                 config=config,
                 store=store,
@@ -110,6 +112,7 @@ async def serve(
                 writer=writer,
                 membership=membership,
                 memberships=memberships,
+                tokens=tokens,
                 limiter=UserRateLimiter(config.rate_per_second, config.rate_burst),
                 metrics=metrics,
             )
@@ -127,6 +130,7 @@ async def serve(
                         readiness=readiness.reason,
                         metrics=metrics.exposition if config.metrics else None,
                         auth_failed=metrics.count_auth_failure,
+                        token_revoked=tokens.revoke,
                     )
                 )
             )

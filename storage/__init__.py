@@ -8,9 +8,10 @@ from storage.protocols import (
     Room,
     StorageError,
     Store,
+    TokenGrant,
     User,
 )
-from storage.sqlite.store import SQLiteStore
+from storage.sqlite import SQLiteStore
 
 __all__ = [
     "Appended",
@@ -21,5 +22,6 @@ __all__ = [
     "SQLiteStore",
     "StorageError",
     "Store",
+    "TokenGrant",
     "User",
 ]

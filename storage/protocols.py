@@ -33,6 +33,14 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """What a valid bearer token grants: acting as `user` until `expires_at` (ms since epoch)."""
+
+    user: User
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Room:
     id: int
     name: str
@@ -82,6 +90,10 @@ class Store(Protocol):
 
     async def user_for_token(self, token: str) -> User | None:
         """The token's user, or None if unknown or expired."""
+
+    async def grant_for_token(self, token: str) -> TokenGrant | None:
+        """The token's user and expiry, or None if unknown or expired (an open WebSocket keeps
+        the expiry to close itself when the token runs out)."""
 
     async def revoke_token(self, token: str) -> None: ...
 

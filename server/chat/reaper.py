@@ -1,4 +1,8 @@
-"""Closes connections that never say hello, stop answering pings, or stop reading."""
+"""Closes connections that never say hello, outlive their token, or stop answering pings.
+
+Each check runs once per tick (at most 1 s), which bounds how late it acts: an expired token's
+connections are closed (4001) within one tick of its expiry.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ class Reaper:
                 conn.close(CloseCode.UNAUTHENTICATED, "hello timeout")
             return
         if conn.state is not ConnState.OPEN:
+            return
+        if now >= conn.token_expires_at:
+            conn.close(CloseCode.UNAUTHENTICATED, "token expired")
             return
         if conn.ping_sent_at is not None:
             if now - conn.ping_sent_at > config.heartbeat_deadline:

@@ -37,7 +37,7 @@ class ConnectionRegistry:
             return
         del self._all[conn]
         self._closing[conn] = None
-        reason = close_label(conn.close_code, self.draining)
+        reason = close_label(conn.close_code, self.draining, by_peer=conn.closed_by_peer)
         self._metrics.connections_closed[reason] += 1
 
     def closed(self, conn: WsConnection) -> None:

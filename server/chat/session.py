@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import trio
@@ -30,6 +31,7 @@ from protocol import (
 )
 from server.chat.membership import MembershipSync
 from server.chat.ratelimit import UserRateLimiter
+from server.chat.token_index import TokenIndex
 from server.config import Config
 from server.fanout.hub import RoomHub
 from server.ops.metrics import Metrics
@@ -38,6 +40,7 @@ from server.transport.connection import ConnState, WsConnection
 from server.transport.frames import text_frame
 from storage import NewMessage, NotFound, Store
 from storage.cache import MembershipCache
+from storage.passwords import token_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +53,48 @@ class ChatServices:
     writer: MessageWriter
     membership: MembershipCache
     memberships: MembershipSync
+    tokens: TokenIndex
     limiter: UserRateLimiter
     metrics: Metrics
+
+
+# The refusals that mean the client sent a bad frame (docs/protocol.md, error codes: "the first
+# ten"); they count towards `max_protocol_errors`. Refusals of well-formed requests (not a
+# member, rate limited, ...) do not: a correct client meets those too.
+_COUNTED = frozenset(
+    {
+        ErrorCode.BAD_ENCODING,
+        ErrorCode.BAD_JSON,
+        ErrorCode.NOT_AN_OBJECT,
+        ErrorCode.UNKNOWN_TYPE,
+        ErrorCode.MISSING_FIELD,
+        ErrorCode.UNKNOWN_FIELD,
+        ErrorCode.BAD_FIELD,
+        ErrorCode.TEXT_EMPTY,
+        ErrorCode.TEXT_TOO_LONG,
+        ErrorCode.NOT_AUTHENTICATED,
+    }
+)
 
 
 class ChatSession:
     def __init__(self, conn: WsConnection, services: ChatServices) -> None:
         self.conn = conn
         self.s = services
+        self.protocol_errors = 0  # bad frames so far: the reader closes at the limit
 
     async def handle(self, request: Request) -> None:
         """Apply one request; expected refusals become `error` frames, never exceptions."""
         try:
             await self._dispatch(request)
         except ProtocolError as exc:
-            self.error(exc.code, exc.message, exc.ref or getattr(request, "ref", None))
+            self.refuse(exc, getattr(request, "ref", None))
+
+    def refuse(self, exc: ProtocolError, ref: str | None = None) -> None:
+        """Answer a refused frame with an `error`, counting it if it was a bad frame."""
+        if exc.code in _COUNTED:
+            self.protocol_errors += 1
+        self.error(exc.code, exc.message, exc.ref or ref)
 
     def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
         self.conn.send_event(Error(code=code, message=message, ref=ref))
@@ -96,14 +126,19 @@ class ChatSession:
 
     async def _hello(self, hello: Hello) -> None:
         conn, s = self.conn, self.s
-        user = await s.store.user_for_token(hello.token)
-        if conn.state is not ConnState.HELLO:  # closed (e.g. by the reaper) while we looked
+        conn.token_hash = token_hash(hello.token)
+        s.tokens.track(conn)  # before the lookup: a logout during it must find this connection
+        grant = await s.store.grant_for_token(hello.token)
+        if conn.state is not ConnState.HELLO:  # closed (reaper, logout) while we looked
             return
-        if user is None:
+        if grant is None:
             s.metrics.auth_failures_token += 1
             self.error(ErrorCode.BAD_TOKEN, "token is unknown or expired", hello.ref)
             conn.close(CloseCode.UNAUTHENTICATED, "bad token")
             return
+        user = grant.user
+        # The store's expiry is wall-clock time; the reaper reads trio's clock.
+        conn.token_expires_at = trio.current_time() + grant.expires_at / 1000 - time.time()
         conn.user_id = user.id
         conn.user_name = user.name
         conn.set_state(ConnState.OPEN)
@@ -221,3 +256,4 @@ class ChatSession:
         """Release everything the session holds in shared structures."""
         self.s.hub.unsubscribe_all(self.conn)
         self.s.memberships.untrack(self.conn)
+        self.s.tokens.untrack(self.conn)

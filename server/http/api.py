@@ -6,9 +6,10 @@ documented in docs/http.md; errors use `protocol.ErrorCode`, like the WebSocket 
 
 Rules the handlers follow:
 - authenticate first (401), then the room (404 unknown, 403 not a member), then the body (413/422);
-- a write and the notification that must follow it (`publish`, `membership_changed`) run in one
-  shielded scope, so a client that hangs up mid-request cannot leave a committed message unpublished
-  or a membership change unannounced.
+- a write and the notification that must follow it (`publish`, `membership_changed`,
+  `token_revoked`) run in one shielded scope, so a client that hangs up mid-request cannot leave a
+  committed message unpublished, a membership change unannounced or a revoked token's WebSockets
+  open.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from server.http._json import (
 )
 from server.http.web_client import register_web_client
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
+from storage.passwords import token_hash
 
 MiB = 1024 * 1024
 MAX_BODY = 1 * MiB
@@ -68,6 +70,9 @@ class HttpServices:
     metrics: Callable[[], tuple[bytes, str]] | None = None
     # Told of each refused credential: "password" (login) or "token" (bearer token).
     auth_failed: Callable[[str], None] = lambda kind: None
+    # Sync, called with a token's hash once the store revoked it (logout): the server closes the
+    # open WebSockets that said hello with it.
+    token_revoked: Callable[[str], None] = lambda token_hash: None
 
 
 # Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
@@ -184,7 +189,9 @@ class _Api:
 
     async def logout(self) -> Response:
         _, token = await self._authenticate()
-        await self._store.revoke_token(token)
+        with trio.CancelScope(shield=True):
+            await self._store.revoke_token(token)
+            self._services.token_revoked(token_hash(token))
         return empty_response(204)
 
     async def me(self) -> Response:

@@ -62,8 +62,14 @@ _CLOSE_REASON_BY_CODE = {
 }
 
 
-def close_label(code: int | None, draining: bool) -> str:
-    """The `reason` label of a closed connection, from its close code."""
+def close_label(code: int | None, draining: bool, *, by_peer: bool = False) -> str:
+    """The `reason` label of a closed connection, from its close code.
+
+    A close the peer started is the client's whatever its code: a client closing with 1011 or
+    4008 must not trip the alerts on our own internal errors or slow consumers.
+    """
+    if by_peer:
+        return "client_close"
     if code is None:
         return "shutdown" if draining else "unknown"
     if code == 1001:  # going away: ours at shutdown, or the peer's EOF

@@ -11,6 +11,7 @@ Rules (every state change of a connection is one of these):
 from __future__ import annotations
 
 import enum
+import math
 import socket
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,7 @@ class WsConnection:
         "blocked",
         "close_code",
         "close_reason",
+        "closed_by_peer",
         "closing",
         "counted",
         "created_at",
@@ -86,6 +88,8 @@ class WsConnection:
         "sock",
         "sock_closed",
         "state",
+        "token_expires_at",
+        "token_hash",
         "user_id",
         "user_name",
         "write_idle",
@@ -109,6 +113,8 @@ class WsConnection:
         self.state = ConnState.HELLO
         self.user_id = 0
         self.user_name = ""
+        self.token_hash = ""  # of the token in hello (see server.chat.token_index)
+        self.token_expires_at = math.inf  # trio clock; the reaper closes the connection then
         self.rooms: set[str] = set()
         now = trio.current_time()
         self.created_at = now
@@ -116,6 +122,7 @@ class WsConnection:
         self.ping_sent_at: float | None = None
         self.close_code: int | None = None
         self.close_reason = ""
+        self.closed_by_peer = False  # the peer started the close (its code is its own)
         self.reader_scope = trio.CancelScope()
         self.write_idle: trio.Event | None = None  # made only when a close must wait for a drain
 
@@ -137,13 +144,19 @@ class WsConnection:
         self.state = new
         self.closing = new is ConnState.CLOSING or new is ConnState.CLOSED
 
-    def close(self, code: int, reason: str, *, discard_backlog: bool = False) -> None:
-        """Start closing: queue the close frame after (or instead of) the backlog, stop reading."""
+    def close(
+        self, code: int, reason: str, *, discard_backlog: bool = False, by_peer: bool = False
+    ) -> None:
+        """Start closing: queue the close frame after (or instead of) the backlog, stop reading.
+
+        `by_peer`: answering the peer's close (or EOF), so `code` says nothing about our side.
+        """
         if self.closing:
             return
         self.set_state(ConnState.CLOSING)
         self.close_code = code
         self.close_reason = reason
+        self.closed_by_peer = by_peer
         if discard_backlog:
             # A frame already partly written must be finished, or the stream is corrupt.
             self.pending = self.pending[:1] if self.partial else []

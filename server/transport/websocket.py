@@ -8,7 +8,7 @@ import socket
 import h11
 import trio
 from wsproto import ConnectionType
-from wsproto.connection import Connection
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import RemoteProtocolError
 
@@ -77,7 +77,7 @@ async def serve_websocket(
             "user": conn.user_name or None,
             "code": conn.close_code,
             "reason": conn.close_reason,
-            "cause": close_label(conn.close_code, registry.draining),
+            "cause": close_label(conn.close_code, registry.draining, by_peer=conn.closed_by_peer),
             "duration_s": round(trio.current_time() - conn.created_at, 3),
         },
     )
@@ -90,7 +90,6 @@ async def _read_frames(
     max_frame = config.max_frame
     parts: list[str | bytes] = []
     size = 0
-    errors = 0
     sock = conn.sock
     pending_events = True  # the handshake bytes may already carry frames
     while True:
@@ -104,7 +103,7 @@ async def _read_frames(
                 conn.transport_failed()
                 return
             if not data:
-                conn.close(CloseCode.GOING_AWAY, "peer went away")
+                conn.close(CloseCode.GOING_AWAY, "peer went away", by_peer=True)
                 return
             conn.last_seen = trio.current_time()
             try:
@@ -137,23 +136,25 @@ async def _read_frames(
                     try:
                         request = decode(payload, max_text=config.max_text)
                     except ProtocolError as exc:
-                        errors += 1
-                        session.error(exc.code, exc.message, exc.ref)
-                        if errors >= config.max_protocol_errors:
-                            conn.close(CloseCode.POLICY, "too many protocol errors")
+                        session.refuse(exc)
+                    else:
+                        await session.handle(request)
+                        if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
                             return
-                        continue
-                    await session.handle(request)
-                    if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
+                    if session.protocol_errors >= config.max_protocol_errors:
+                        conn.close(CloseCode.POLICY, "too many protocol errors")
                         return
                 elif isinstance(event, Ping):
                     conn.enqueue(pong_frame(event.payload))
                 elif isinstance(event, Pong):
                     conn.ping_sent_at = None
                 elif isinstance(event, CloseConnection):
-                    # A peer's close, or wsproto's verdict on a bad frame (1002, 1007, ...).
+                    # A peer's close, or wsproto's verdict on a bad frame (1002, 1007, ...): only
+                    # a close frame from the peer moves wsproto to REMOTE_CLOSING.
+                    by_peer = ws.state is ConnectionState.REMOTE_CLOSING
                     normal = event.code in (1000, 1001, 1005)
-                    conn.close(CloseCode.NORMAL if normal else event.code, "closed")
+                    code = CloseCode.NORMAL if normal else event.code
+                    conn.close(code, "closed", by_peer=by_peer)
                     return
         except RemoteProtocolError:
             conn.close(CloseCode.PROTOCOL_ERROR, "bad frame")

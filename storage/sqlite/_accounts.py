@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from storage.protocols import User
+from storage.protocols import TokenGrant, User
 from storage.sqlite._connection import constraint_error, now_ms, transaction
 
 
@@ -45,12 +45,17 @@ def create_token(conn: sqlite3.Connection, token_hash: str, user_id: int, ttl_ms
 
 
 def user_for_token(conn: sqlite3.Connection, token_hash: str) -> User | None:
+    grant = grant_for_token(conn, token_hash)
+    return None if grant is None else grant.user
+
+
+def grant_for_token(conn: sqlite3.Connection, token_hash: str) -> TokenGrant | None:
     row = conn.execute(
-        "SELECT u.id, u.name FROM tokens AS t JOIN users AS u ON u.id = t.user_id"
+        "SELECT u.id, u.name, t.expires_at FROM tokens AS t JOIN users AS u ON u.id = t.user_id"
         " WHERE t.token_hash = ? AND t.expires_at > ?",
         (token_hash, now_ms()),
     ).fetchone()
-    return None if row is None else User(row[0], row[1])
+    return None if row is None else TokenGrant(User(row[0], row[1]), row[2])
 
 
 def revoke_token(conn: sqlite3.Connection, token_hash: str) -> None:

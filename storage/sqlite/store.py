@@ -22,7 +22,7 @@ import trio
 
 from protocol import Message
 from storage import passwords
-from storage.protocols import Appended, NewMessage, Room, StorageError, User
+from storage.protocols import Appended, NewMessage, Room, StorageError, TokenGrant, User
 from storage.sqlite import _accounts as _sqlite_accounts
 from storage.sqlite import _messages as _sqlite_messages
 from storage.sqlite import _rooms as _sqlite_rooms
@@ -153,6 +153,9 @@ class SQLiteStore:
 
     async def user_for_token(self, token: str) -> User | None:
         return await self._read(_sqlite_accounts.user_for_token, passwords.token_hash(token))
+
+    async def grant_for_token(self, token: str) -> TokenGrant | None:
+        return await self._read(_sqlite_accounts.grant_for_token, passwords.token_hash(token))
 
     async def revoke_token(self, token: str) -> None:
         await self._write(_sqlite_accounts.revoke_token, passwords.token_hash(token))

@@ -224,6 +224,27 @@ async def test_too_many_protocol_errors_close_with_policy(tmp_path: Path) -> Non
         await _assert_closed_with(ws, CloseCode.POLICY)
 
 
+async def test_requests_before_hello_count_towards_the_protocol_error_limit(
+    server: RunningServer,
+) -> None:
+    limit = server.config.max_protocol_errors
+    async with _connect(server, None) as ws:
+        # Malformed frames and requests before hello share one count.
+        for i in range(limit - 1):
+            await ws.send_message("garbage" if i % 2 else json.dumps({"type": "join", "room": "r"}))
+        await ws.send_message(json.dumps({"type": "ping", "ref": "alive"}))
+        with trio.fail_after(STEP):
+            codes = [json.loads(await ws.get_message()).get("code") for _ in range(limit)]
+        assert codes[:-1] == ["not_authenticated", "bad_json"] * (limit // 2 - 1) + [
+            "not_authenticated"
+        ]
+        assert codes[-1] is None  # the pong: one short of the limit, still open
+        await ws.send_message(json.dumps({"type": "join", "room": "r", "ref": "last"}))
+        error = json.loads(await ws.get_message())
+        assert (error["code"], error["ref"]) == ("not_authenticated", "last")
+        await _assert_closed_with(ws, CloseCode.POLICY, "too many protocol errors")
+
+
 async def test_oversize_frame_closes_with_1009(server: RunningServer) -> None:
     raw = await RawWs.connect(server.port)
     assert b" 101 " in await raw.read_response_head()
@@ -356,6 +377,13 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Pa
         with trio.fail_after(STEP):
             assert await slow.read_until_close() == CloseCode.SLOW_CONSUMER
         await slow.aclose()
+        counted = 'hibiki_connections_closed_total{reason="slow_consumer"} 1.0'
+        # The server's own close (the peer sent none), counted as its handler ends.
+        with trio.fail_after(STEP):
+            while True:
+                if counted in (await http.get("/metrics")).text:
+                    break
+                await trio.sleep(0.01)
 
 
 # helpers ---------------------------------------------------------------------------------------
@@ -374,13 +402,16 @@ async def _connect(
         yield ws
 
 
-async def _assert_closed_with(ws: WebSocketConnection, code: int) -> None:
+async def _assert_closed_with(
+    ws: WebSocketConnection, code: int, reason: str | None = None
+) -> None:
     with trio.fail_after(STEP):
         try:
             while True:
                 await ws.get_message()
         except ConnectionClosed as closed:
             assert closed.reason.code == code, closed.reason
+            assert reason is None or closed.reason.reason == reason, closed.reason
 
 
 async def _nothing_but_pong(peer: Peer) -> None:

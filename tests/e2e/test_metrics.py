@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -287,6 +288,27 @@ async def test_connections_closed_are_counted_by_reason(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize("code", [1011, 4008])
+async def test_a_clients_own_error_close_is_counted_and_logged_as_the_clients(
+    tmp_path: Path, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="server.transport.websocket")
+    closed = "hibiki_connections_closed_total"
+    async with _server(tmp_path) as run:
+        alice = await register(run.http)
+        async with _chat(run.port, alice) as ws:
+            await ws.aclose(code=code, reason="client trouble")
+        samples = await _eventually(
+            run.http, lambda s: sum(_value(s, closed, reason=r) for r in CLOSE_REASONS) == 1
+        )
+        assert _value(samples, closed, reason="client_close") == 1
+        assert _value(samples, closed, reason="internal") == 0
+        assert _value(samples, closed, reason="slow_consumer") == 0
+    # After the server stopped: every "connection closed" line has been written.
+    (line,) = [r for r in caplog.records if r.getMessage() == "connection closed"]
+    assert (line.__dict__["code"], line.__dict__["cause"]) == (code, "client_close")
+
+
 async def _closed_with(ws: WebSocketConnection, code: int) -> None:
     with trio.fail_after(STEP), pytest.raises(ConnectionClosed) as closed:
         while True:
@@ -317,6 +339,12 @@ async def _closed_with(ws: WebSocketConnection, code: int) -> None:
 def test_close_codes_map_to_bounded_reasons(code: int | None, draining: bool, label: str) -> None:
     assert close_label(code, draining) == label
     assert label in CLOSE_REASONS
+
+
+@pytest.mark.parametrize("draining", [False, True])
+def test_a_close_the_peer_started_is_the_clients_whatever_its_code(draining: bool) -> None:
+    for code in (1000, 1001, 1002, 1008, 1011, 4001, 4003, 4008, 3000):
+        assert close_label(code, draining, by_peer=True) == "client_close"
 
 
 async def test_queue_depth_and_blocked_backlog_gauges_read_live_state() -> None:

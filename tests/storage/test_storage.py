@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
@@ -116,6 +117,22 @@ async def test_expired_token_resolves_to_nobody(store: Store, alice: User) -> No
     assert await store.user_for_token(expired) is None
     zero = await store.create_token(alice.id, ttl_seconds=0)
     assert await store.user_for_token(zero) is None
+
+
+async def test_token_grant_names_its_user_and_expiry_until_revoked(
+    store: Store, alice: User
+) -> None:
+    before = time.time_ns() // 1_000_000
+    token = await store.create_token(alice.id, ttl_seconds=3600)
+    after = time.time_ns() // 1_000_000
+    grant = await store.grant_for_token(token)
+    assert grant is not None and grant.user == alice
+    assert before + 3_600_000 <= grant.expires_at <= after + 3_600_000
+    await store.revoke_token(token)
+    assert await store.grant_for_token(token) is None
+    assert await store.grant_for_token("not-a-token") is None
+    expired = await store.create_token(alice.id, ttl_seconds=-1)
+    assert await store.grant_for_token(expired) is None
 
 
 async def test_token_for_unknown_user_is_not_found(store: Store) -> None:
