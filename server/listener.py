@@ -100,12 +100,11 @@ class Listener:
                 sock.close()
 
     async def _read_head(self, sock: socket.socket) -> bytes | None:
+        """The bytes read up to the end of the request head (maybe more behind it), or None
+        after answering 431 for a head over `MAX_HEAD`, or if the peer left or timed out."""
         buf = b""
         with trio.move_on_after(self._timeout):
-            while b"\r\n\r\n" not in buf:
-                if len(buf) > MAX_HEAD:
-                    reject(sock, 431, b"request head too large")
-                    return None
+            while True:
                 await trio.lowlevel.wait_readable(sock)
                 try:
                     data = sock.recv(65536)
@@ -115,8 +114,15 @@ class Listener:
                     return None
                 if not data:
                     return None
+                # Checked after every read: one read can bring a whole oversized head.
                 buf += data
-            return buf
+                end = buf.find(b"\r\n\r\n", max(0, len(buf) - len(data) - 3))
+                head_size = len(buf) if end == -1 else end + 4
+                if head_size > MAX_HEAD:
+                    reject(sock, 431, b"request head too large")
+                    return None
+                if end != -1:
+                    return buf
         return None
 
 
