@@ -153,6 +153,7 @@ async def serve(
                 handshake_timeout=config.handshake_timeout,
                 on_websocket=on_websocket,
                 on_http=http.serve,
+                metrics=metrics,
             )
             port = await root.start(listener.run)
             await root.start(Reaper(registry, config).run)

@@ -4,6 +4,7 @@ Upgrade to the fast WebSocket path, everything else to hypercorn."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -11,8 +12,12 @@ from collections.abc import Awaitable, Callable
 import h11
 import trio
 
+from .log_throttle import LogThrottle
+from .metrics import Metrics
+
 _log = logging.getLogger(__name__)
 MAX_HEAD = 16 * 1024
+ACCEPT_BACKOFF = 0.1  # after a failed accept (EMFILE and friends): back off rather than spin
 WS_PATH = b"/ws"
 
 WsHandler = Callable[[socket.socket, str, bytes, h11.Request], Awaitable[None]]
@@ -29,6 +34,7 @@ class Listener:
         on_websocket: WsHandler,
         on_http: HttpHandler,
         backlog: int = 4096,
+        metrics: Metrics | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -36,6 +42,8 @@ class Listener:
         self._on_websocket = on_websocket
         self._on_http = on_http
         self._backlog = backlog
+        self._metrics = Metrics() if metrics is None else metrics
+        self._accept_errors = LogThrottle(_log, "accept failed", clock=trio.current_time)
         self._accepting = trio.CancelScope()
         self.handlers: trio.Nursery | None = None
 
@@ -72,10 +80,13 @@ class Listener:
                     sock, addr = lsock.accept()
                 except BlockingIOError:
                     break
-                except OSError as exc:  # EMFILE and friends: back off rather than spin
-                    _log.warning("accept failed: %s", exc)
-                    await trio.sleep(0.1)
+                except OSError as exc:
+                    self._metrics.accept_errors += 1
+                    condition = errno.errorcode.get(exc.errno or 0, "other")
+                    self._accept_errors.occurred(condition, str(exc))
+                    await trio.sleep(ACCEPT_BACKOFF)
                     break
+                self._accept_errors.recovered()
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 handlers.start_soon(self._handle, sock, f"{addr[0]}:{addr[1]}")

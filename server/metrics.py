@@ -149,6 +149,7 @@ class Metrics:
         self.connections_opened = 0
         self.connections_closed = dict.fromkeys(CLOSE_REASONS, 0)
         self.writer_commit_failures = 0
+        self.accept_errors = 0  # failed accept() calls (EMFILE at the descriptor limit, ...)
         # Histograms.
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.commit_seconds = Histogram(LATENCY_BUCKETS)
@@ -266,6 +267,7 @@ class _Collector(Collector):
             closed.add_metric([reason], n)
         yield closed
         yield _counter("hibiki_rate_limited", "Requests refused by the rate limit.", m.rate_limited)
+        yield _counter("hibiki_accept_errors", "Failed accepts (e.g. EMFILE).", m.accept_errors)
         hits = CounterMetricFamily("hibiki_cache_hits", "Cache lookups answered.", labels=["cache"])
         misses = CounterMetricFamily(
             "hibiki_cache_misses", "Cache lookups missed.", labels=["cache"]
