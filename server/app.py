@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import h11
 import trio
@@ -30,6 +30,7 @@ from storage.cache import MembershipCache
 from storage.sqlite import SQLiteStore
 
 from . import sdnotify
+from .address_limits import AddressLimits
 from .config import Config
 from .flusher import Flusher
 from .health import Readiness
@@ -136,7 +137,11 @@ async def serve(
             websockets = _OpenSockets()
 
             async def on_websocket(
-                sock: socket.socket, peer: str, head: bytes, request: h11.Request
+                sock: socket.socket,
+                peer: str,
+                head: bytes,
+                request: h11.Request,
+                leave_pending: Callable[[], None],
             ) -> None:
                 if registry.draining:
                     reject(sock, 503, b"shutting down")
@@ -145,7 +150,9 @@ async def serve(
                     reject(sock, 403, b"origin not allowed")
                     return
                 with websockets.track():
-                    await serve_websocket(sock, peer, head, request, services, flusher, registry)
+                    await serve_websocket(
+                        sock, peer, head, request, services, flusher, registry, leave_pending
+                    )
 
             listener = Listener(
                 config.host,
@@ -153,6 +160,9 @@ async def serve(
                 handshake_timeout=config.handshake_timeout,
                 on_websocket=on_websocket,
                 on_http=http.serve,
+                limits=AddressLimits(
+                    config.max_connections_per_address, config.max_pending_per_address
+                ),
                 metrics=metrics,
             )
             port = await root.start(listener.run)

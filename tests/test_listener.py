@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import resource
 import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
 
+from server.address_limits import AddressLimits
+from server.app import serve
 from server.listener import Listener
 from server.metrics import Metrics
 
-from .conftest import STEP, make_config, running_server
+from .conftest import STEP, make_config, register, running_server
+from .rawws import RawWs
 
 
 async def _exchange(port: int, request: bytes) -> bytes:
@@ -111,3 +120,121 @@ async def test_accept_failures_are_logged_once_then_counted_until_they_stop(
     ), lines
     exported = metrics.exposition()[0].decode()
     assert f"\nhibiki_accept_errors_total {float(metrics.accept_errors)}\n" in exported
+
+
+@asynccontextmanager
+async def _serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[int, Metrics]]:
+    """A real server whose `Metrics` the test reads directly (a scrape would be a connection)."""
+    config = make_config(tmp_path, **overrides)
+    metrics = Metrics(config.server_id)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve, config, stop, metrics=metrics))
+        try:
+            yield port, metrics
+        finally:
+            stop.set()
+
+
+async def test_the_connection_over_the_per_address_cap_is_refused_with_503(
+    tmp_path: Path,
+) -> None:
+    caps = {"max_connections_per_address": 3, "max_pending_per_address": 0}
+    async with _serving(tmp_path, **caps) as (port, metrics), AsyncExitStack() as clients:
+        for _ in range(3):
+            await clients.enter_async_context(await trio.open_tcp_stream("127.0.0.1", port))
+        answer = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer
+        assert answer.endswith(b"\r\n\r\ntoo many connections from this address"), answer
+        assert metrics.connections_refused == {"per_address": 1, "pending_per_address": 0}
+        exported = metrics.exposition()[0].decode()
+        assert '\nhibiki_connections_refused_total{reason="per_address"} 1.0\n' in exported
+
+
+async def test_connections_waiting_for_hello_are_capped_and_one_past_hello_is_not(
+    tmp_path: Path,
+) -> None:
+    async with _serving(tmp_path, max_connections_per_address=0, max_pending_per_address=2) as (
+        port,
+        metrics,
+    ):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=STEP) as http:
+            alice = await register(http)
+        with trio.fail_after(STEP):
+            async with AsyncExitStack() as clients:
+                await _hello(await _upgraded(port, clients), alice.token)  # past hello
+                waiting = [await _upgraded(port, clients) for _ in range(2)]  # and no hello
+                refused = await _connected(port, clients)
+                assert b"HTTP/1.1 503 " in await refused.read_response_head()
+                assert refused.buf == b"too many pending connections from this address"
+                assert metrics.connections_refused["pending_per_address"] == 1
+                await _hello(waiting[0], alice.token)  # no longer pending: room for one more
+                await _upgraded(port, clients)
+
+
+async def _connected(port: int, clients: AsyncExitStack) -> RawWs:
+    raw = await RawWs.connect(port)
+    clients.push_async_callback(raw.aclose)
+    return raw
+
+
+async def _upgraded(port: int, clients: AsyncExitStack) -> RawWs:
+    raw = await _connected(port, clients)
+    assert b" 101 " in await raw.read_response_head()
+    return raw
+
+
+async def _hello(raw: RawWs, token: str) -> RawWs:
+    await raw.send_frame(json.dumps({"type": "hello", "token": token}).encode())
+    frame = await raw.read_frame()
+    assert frame is not None and json.loads(frame[1])["type"] == "welcome", frame
+    return raw
+
+
+async def test_every_slot_is_given_back_when_its_connection_ends() -> None:
+    limits = AddressLimits(max_connections=3, max_pending=2)
+    finish = trio.Event()
+    entered = trio.Semaphore(0)
+
+    async def on_http(sock: socket.socket, head: bytes) -> None:
+        entered.release()
+        await finish.wait()
+        sock.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    async def on_websocket(
+        sock: socket.socket, peer: str, head: bytes, request: object, leave_pending: Any
+    ) -> None:
+        leave_pending()  # as a session does once its hello is accepted
+        await on_http(sock, head)
+
+    listener = Listener(
+        "127.0.0.1",
+        0,
+        handshake_timeout=STEP,
+        on_websocket=on_websocket,
+        on_http=on_http,
+        limits=limits,
+    )
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    with trio.fail_after(STEP):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(listener.run)
+            async with AsyncExitStack() as clients:
+                for request in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", upgrade):
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                    clients.push_async_callback(stream.aclose)
+                    await stream.send_all(request)
+                    await entered.acquire()  # in its handler: no longer pending
+                idle = await trio.open_tcp_stream("127.0.0.1", port)  # pending: sends nothing
+                clients.push_async_callback(idle.aclose)
+                assert (await _exchange(port, b"GET / HTTP/1.1\r\n\r\n")).startswith(
+                    b"HTTP/1.1 503"
+                )
+                await trio.testing.wait_all_tasks_blocked()
+                assert (limits.connections, limits.pending, len(limits)) == (3, 1, 1)
+                await idle.aclose()  # the head read sees EOF and gives the slot back
+                await trio.testing.wait_all_tasks_blocked()
+                assert (limits.connections, limits.pending) == (2, 0)
+                finish.set()
+            listener.stop_accepting()
+    assert (limits.connections, limits.pending, len(limits)) == (0, 0, 0)
