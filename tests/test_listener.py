@@ -141,6 +141,7 @@ async def test_the_connection_over_the_per_address_cap_is_refused_with_503(
 ) -> None:
     caps = {"max_connections_per_address": 3, "max_pending_per_address": 0}
     async with _serving(tmp_path, **caps) as (port, metrics), AsyncExitStack() as clients:
+        clients.enter_context(trio.fail_after(STEP))
         for _ in range(3):
             await clients.enter_async_context(await trio.open_tcp_stream("127.0.0.1", port))
         answer = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
