@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import h11
 import trio
@@ -40,6 +40,7 @@ from server.ops import sdnotify
 from server.ops.health import Readiness
 from server.ops.metrics import Metrics, timed_store
 from server.persist.writer import MessageWriter
+from server.transport.address_limits import AddressLimits
 from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
@@ -139,7 +140,11 @@ async def serve(
             websockets = _OpenSockets()
 
             async def on_websocket(
-                sock: socket.socket, peer: str, head: bytes, request: h11.Request
+                sock: socket.socket,
+                peer: str,
+                head: bytes,
+                request: h11.Request,
+                leave_pending: Callable[[], None],
             ) -> None:
                 if registry.draining:
                     reject(sock, 503, b"shutting down")
@@ -148,7 +153,9 @@ async def serve(
                     reject(sock, 403, b"origin not allowed")
                     return
                 with websockets.track():
-                    await serve_websocket(sock, peer, head, request, services, flusher, registry)
+                    await serve_websocket(
+                        sock, peer, head, request, services, flusher, registry, leave_pending
+                    )
 
             listener = Listener(
                 config.host,
@@ -156,6 +163,10 @@ async def serve(
                 handshake_timeout=config.handshake_timeout,
                 on_websocket=on_websocket,
                 on_http=http.serve,
+                limits=AddressLimits(
+                    config.max_connections_per_address, config.max_pending_per_address
+                ),
+                metrics=metrics,
             )
             port = await root.start(listener.run)
             await root.start(Reaper(registry, config).run)

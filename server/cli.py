@@ -81,6 +81,18 @@ def _settings_parser() -> argparse.ArgumentParser:
         help="messages per second per user (0 disables)",
     )
     run.add_argument("--rate-burst", dest="rate_burst", type=float)
+    run.add_argument(
+        "--max-connections-per-address",
+        dest="max_connections_per_address",
+        type=int,
+        help="open connections per client IP (0: no cap)",
+    )
+    run.add_argument(
+        "--max-pending-per-address",
+        dest="max_pending_per_address",
+        type=int,
+        help="connections per client IP not yet past hello (0: no cap)",
+    )
     run.add_argument("--synchronous", dest="sqlite_synchronous", help="SQLite synchronous mode")
     run.add_argument("--heartbeat", dest="heartbeat_interval", type=float)
     run.add_argument("--heartbeat-deadline", dest="heartbeat_deadline", type=float)

@@ -56,6 +56,10 @@ class Config:
     # Per-user token bucket over all requests that fan out (send, typing).
     rate_per_second: float = 20.0
     rate_burst: float = 50.0
+    # Per client IP (0: no cap): open connections, and those not yet past hello (or, for plain
+    # HTTP, past the request head). Generous: one NAT can hold many real users.
+    max_connections_per_address: int = 1000
+    max_pending_per_address: int = 64
     # Liveness.
     handshake_timeout: float = 10 * SECONDS
     hello_timeout: float = 10 * SECONDS
@@ -109,8 +113,9 @@ def _problems(config: Config) -> list[tuple[str, str]]:
     ):
         if getattr(config, name) < 1:
             out.append((name, "must be at least 1"))
-    if config.resume_max_gap < 0:
-        out.append(("resume_max_gap", "must not be negative"))
+    for name in ("resume_max_gap", "max_connections_per_address", "max_pending_per_address"):
+        if getattr(config, name) < 0:
+            out.append((name, "must not be negative"))
     for name in (
         "handshake_timeout",
         "hello_timeout",

@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from server.transport.address_limits import REFUSAL_REASONS
 from storage import Store
 
 P = ParamSpec("P")
@@ -155,6 +156,8 @@ class Metrics:
         self.connections_opened = 0
         self.connections_closed = dict.fromkeys(CLOSE_REASONS, 0)
         self.writer_commit_failures = 0
+        self.accept_errors = 0  # failed accept() calls (EMFILE at the descriptor limit, ...)
+        self.connections_refused = dict.fromkeys(REFUSAL_REASONS, 0)  # per-address caps
         # Histograms.
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.commit_seconds = Histogram(LATENCY_BUCKETS)
@@ -272,6 +275,15 @@ class _Collector(Collector):
             closed.add_metric([reason], n)
         yield closed
         yield _counter("hibiki_rate_limited", "Requests refused by the rate limit.", m.rate_limited)
+        yield _counter("hibiki_accept_errors", "Failed accepts (e.g. EMFILE).", m.accept_errors)
+        refused = CounterMetricFamily(
+            "hibiki_connections_refused",
+            "Connections refused with 503 by a per-address cap, by cap.",
+            labels=["reason"],
+        )
+        for reason, n in m.connections_refused.items():
+            refused.add_metric([reason], n)
+        yield refused
         hits = CounterMetricFamily("hibiki_cache_hits", "Cache lookups answered.", labels=["cache"])
         misses = CounterMetricFamily(
             "hibiki_cache_misses", "Cache lookups missed.", labels=["cache"]

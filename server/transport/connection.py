@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import math
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -77,6 +78,7 @@ class WsConnection:
         "dirty",
         "flusher",
         "last_seen",
+        "on_open",
         "outbound_limit",
         "partial",
         "peer",
@@ -96,7 +98,13 @@ class WsConnection:
     )
 
     def __init__(
-        self, sock: socket.socket, peer: str, flusher: Flusher, outbound_limit: int
+        self,
+        sock: socket.socket,
+        peer: str,
+        flusher: Flusher,
+        outbound_limit: int,
+        *,
+        on_open: Callable[[], None] | None = None,
     ) -> None:
         self.sock = sock
         self.peer = peer
@@ -125,6 +133,7 @@ class WsConnection:
         self.closed_by_peer = False  # the peer started the close (its code is its own)
         self.reader_scope = trio.CancelScope()
         self.write_idle: trio.Event | None = None  # made only when a close must wait for a drain
+        self.on_open = on_open  # called on HELLO -> OPEN (the listener's pending count)
 
     def enqueue(self, item: Outbound) -> None:
         """Queue one frame (or a shared room segment) for the flusher."""
@@ -143,6 +152,9 @@ class WsConnection:
             raise RuntimeError(f"connection state {self.state.value} -> {new.value} is not allowed")
         self.state = new
         self.closing = new is ConnState.CLOSING or new is ConnState.CLOSED
+        if new is ConnState.OPEN and self.on_open is not None:
+            on_open, self.on_open = self.on_open, None
+            on_open()
 
     def close(
         self, code: int, reason: str, *, discard_backlog: bool = False, by_peer: bool = False

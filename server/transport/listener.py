@@ -1,9 +1,14 @@
 """The one public port: accepts TCP, reads the request head, and routes it — `GET /ws` with an
-Upgrade to the fast WebSocket path, everything else to hypercorn."""
+Upgrade to the fast WebSocket path, everything else to hypercorn.
+
+Each accepted connection is first admitted by the per-address caps (`AddressLimits`): over one,
+it is answered 503 before anything is read from it, and closed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -11,11 +16,22 @@ from collections.abc import Awaitable, Callable
 import h11
 import trio
 
+from server.ops.log_throttle import LogThrottle
+from server.ops.metrics import Metrics
+from server.transport.address_limits import AddressLimits, AddressSlot, RefusalReason
+
 _log = logging.getLogger(__name__)
 MAX_HEAD = 16 * 1024
+ACCEPT_BACKOFF = 0.1  # after a failed accept (EMFILE and friends): back off rather than spin
+REFUSAL_GRACE = 1.0  # a refused peer has this long to close after our 503 (else we close)
 WS_PATH = b"/ws"
+_REFUSAL_BODY: dict[RefusalReason, bytes] = {
+    "per_address": b"too many connections from this address",
+    "pending_per_address": b"too many pending connections from this address",
+}
 
-WsHandler = Callable[[socket.socket, str, bytes, h11.Request], Awaitable[None]]
+# (sock, peer, head, request, leave_pending): `leave_pending()` once past `hello`.
+WsHandler = Callable[[socket.socket, str, bytes, h11.Request, Callable[[], None]], Awaitable[None]]
 HttpHandler = Callable[[socket.socket, bytes], Awaitable[None]]
 
 
@@ -29,6 +45,8 @@ class Listener:
         on_websocket: WsHandler,
         on_http: HttpHandler,
         backlog: int = 4096,
+        limits: AddressLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -36,6 +54,9 @@ class Listener:
         self._on_websocket = on_websocket
         self._on_http = on_http
         self._backlog = backlog
+        self._limits = AddressLimits(0, 0) if limits is None else limits
+        self._metrics = Metrics() if metrics is None else metrics
+        self._accept_errors = LogThrottle(_log, "accept failed", clock=trio.current_time)
         self._accepting = trio.CancelScope()
         self.handlers: trio.Nursery | None = None
 
@@ -72,15 +93,24 @@ class Listener:
                     sock, addr = lsock.accept()
                 except BlockingIOError:
                     break
-                except OSError as exc:  # EMFILE and friends: back off rather than spin
-                    _log.warning("accept failed: %s", exc)
-                    await trio.sleep(0.1)
+                except OSError as exc:
+                    self._metrics.accept_errors += 1
+                    condition = errno.errorcode.get(exc.errno or 0, "other")
+                    self._accept_errors.occurred(condition, str(exc))
+                    await trio.sleep(ACCEPT_BACKOFF)
                     break
+                self._accept_errors.recovered()
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                handlers.start_soon(self._handle, sock, f"{addr[0]}:{addr[1]}")
+                # Admitted here, in accept order (handler tasks may start in any order).
+                slot = self._limits.admit(addr[0])
+                if isinstance(slot, AddressSlot):
+                    handlers.start_soon(self._handle, sock, f"{addr[0]}:{addr[1]}", slot)
+                else:
+                    self._metrics.connections_refused[slot] += 1
+                    handlers.start_soon(_refuse, sock, _REFUSAL_BODY[slot])
 
-    async def _handle(self, sock: socket.socket, peer: str) -> None:
+    async def _handle(self, sock: socket.socket, peer: str, slot: AddressSlot) -> None:
         try:
             head = await self._read_head(sock)
             if head is None:
@@ -90,22 +120,23 @@ class Listener:
                 reject(sock, 400, b"bad request")
                 return
             if _is_websocket(request):
-                await self._on_websocket(sock, peer, head, request)
+                await self._on_websocket(sock, peer, head, request, slot)  # slot(): past hello
             else:
+                slot.leave_pending()  # hypercorn's own timeouts govern it from here
                 await self._on_http(sock, head)
         finally:
+            slot.release()
             # Also after hypercorn: a cancelled handler can leave its stream unclosed.
             if sock.fileno() != -1:
                 trio.lowlevel.notify_closing(sock)
                 sock.close()
 
     async def _read_head(self, sock: socket.socket) -> bytes | None:
+        """The bytes read up to the end of the request head (maybe more behind it), or None
+        after answering 431 for a head over `MAX_HEAD`, or if the peer left or timed out."""
         buf = b""
         with trio.move_on_after(self._timeout):
-            while b"\r\n\r\n" not in buf:
-                if len(buf) > MAX_HEAD:
-                    reject(sock, 431, b"request head too large")
-                    return None
+            while True:
                 await trio.lowlevel.wait_readable(sock)
                 try:
                     data = sock.recv(65536)
@@ -115,8 +146,15 @@ class Listener:
                     return None
                 if not data:
                     return None
+                # Checked after every read: one read can bring a whole oversized head.
                 buf += data
-            return buf
+                end = buf.find(b"\r\n\r\n", max(0, len(buf) - len(data) - 3))
+                head_size = len(buf) if end == -1 else end + 4
+                if head_size > MAX_HEAD:
+                    reject(sock, 431, b"request head too large")
+                    return None
+                if end != -1:
+                    return buf
         return None
 
 
@@ -138,9 +176,36 @@ def _is_websocket(request: h11.Request) -> bool:
     )
 
 
+async def _refuse(sock: socket.socket, body: bytes) -> None:
+    """503 before reading the request, then half-close and drain what the peer still sends
+    until it closes (or `REFUSAL_GRACE`), so that closing does not reset away the answer."""
+    try:
+        reject(sock, 503, body)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        with trio.move_on_after(REFUSAL_GRACE):
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    if not sock.recv(65536):
+                        return
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+    finally:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
+
+
 def reject(sock: socket.socket, status: int, body: bytes) -> None:
     """Answer a request head with a plain HTTP error (e.g. 403 for a disallowed Origin)."""
-    reason = {400: b"Bad Request", 403: b"Forbidden", 431: b"Request Header Fields Too Large"}
+    reason = {
+        400: b"Bad Request",
+        403: b"Forbidden",
+        431: b"Request Header Fields Too Large",
+        503: b"Service Unavailable",
+    }
     response = (
         b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
         b"connection: close\r\n\r\n%s" % (status, reason.get(status, b"Error"), len(body), body)

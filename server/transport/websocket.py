@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 import h11
 import trio
@@ -34,9 +35,10 @@ async def serve_websocket(
     services: ChatServices,
     flusher: Flusher,
     registry: ConnectionRegistry,
+    on_open: Callable[[], None] | None = None,
 ) -> None:
     """Answer the upgrade `request` (whose bytes, and maybe more, are `head`) and run the session
-    to its end."""
+    to its end; `on_open` is called when its `hello` is accepted."""
     config = services.config
     try:
         response = accept_response(request)
@@ -46,7 +48,7 @@ async def serve_websocket(
     # Frames a client sent right behind its request (it should wait for the 101, but may not).
     trailing = head.split(b"\r\n\r\n", 1)[1]
     ws = Connection(ConnectionType.SERVER, trailing_data=trailing)
-    conn = WsConnection(sock, peer, flusher, config.outbound_limit)
+    conn = WsConnection(sock, peer, flusher, config.outbound_limit, on_open=on_open)
     conn.enqueue(response)
     session = ChatSession(conn, services)
     registry.add(conn)

@@ -196,3 +196,18 @@ def test_chat_is_handed_to_the_terminal_client(capsys: pytest.CaptureFixture[str
         main(["chat", "--help"])
     assert exited.value.code == 0
     assert "usage: hibiki chat" in capsys.readouterr().out
+
+
+def test_per_address_caps_come_from_every_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _toml(tmp_path, "max_connections_per_address = 0\n")
+    env = {"HIBIKI_MAX_PENDING_PER_ADDRESS": "8"}
+    config = load_config(path, env).config
+    assert (config.max_connections_per_address, config.max_pending_per_address) == (0, 8)
+    flags = ["--max-connections-per-address", "5", "--max-pending-per-address", "0"]
+    assert main(["config", "show", *flags]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)
+    assert (shown["max_connections_per_address"], shown["max_pending_per_address"]) == (5, 0)
+    with pytest.raises(ConfigError, match="max_pending_per_address: must not be negative"):
+        load_config(env={"HIBIKI_MAX_PENDING_PER_ADDRESS": "-1"})
