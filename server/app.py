@@ -128,8 +128,10 @@ async def serve(
                         readiness=readiness.reason,
                         metrics=metrics.exposition if config.metrics else None,
                         auth_failed=metrics.count_auth_failure,
+                        body_timeout=config.http_read_timeout,
                     )
-                )
+                ),
+                idle_timeout=config.http_idle_timeout,
             )
             await root.start(http.run)
 

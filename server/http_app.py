@@ -69,6 +69,8 @@ class HttpServices:
     metrics: Callable[[], tuple[bytes, str]] | None = None
     # Told of each refused credential: "password" (login) or "token" (bearer token).
     auth_failed: Callable[[str], None] = lambda kind: None
+    # Seconds to receive a request's whole body once the handler reads it; else 408.
+    body_timeout: float = 60.0
 
 
 # Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
@@ -109,6 +111,7 @@ def create_http_app(services: HttpServices) -> QuartTrio:
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY, PROPAGATE_EXCEPTIONS=False, PROVIDE_AUTOMATIC_OPTIONS=False
     )
+    app.config["BODY_TIMEOUT"] = services.body_timeout
     api = _Api(services)
     routes: list[tuple[str, Callable[..., Any], str]] = [
         ("/healthz", api.healthz, "GET"),

@@ -48,9 +48,9 @@ class ReplayStream(trio.abc.HalfCloseableStream):
 
 
 class HttpBridge:
-    def __init__(self, app: Any, *, keep_alive_timeout: float = 5.0) -> None:
+    def __init__(self, app: Any, *, idle_timeout: float = 5.0) -> None:
         self._config = HypercornConfig()
-        self._config.keep_alive_timeout = keep_alive_timeout
+        self._config.keep_alive_timeout = idle_timeout
         self._config.accesslog = None
         # Hypercorn would otherwise attach its own plain-text handler and break JSON log lines.
         self._config.errorlog = logging.getLogger("hypercorn.error")
