@@ -132,6 +132,7 @@ async def serve(
                     )
                 ),
                 idle_timeout=config.http_idle_timeout,
+                read_timeout=config.http_read_timeout,
             )
             await root.start(http.run)
 
