@@ -20,7 +20,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-from .http_deadline import DeadlineApp, HttpDeadline, enforce
+from .http_deadline import DeadlineApp, HttpDeadline, close_expired
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
@@ -101,7 +101,7 @@ class HttpBridge:
             ConnectionState(self._state.copy()),
             stream,  # type: ignore[arg-type]  # it duck-types the SocketStream it needs
         )
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(enforce, deadline, sock, stream)
+        with deadline.scope:  # cancelled only when no request is in progress
             await server.run()
-            nursery.cancel_scope.cancel()
+        if deadline.scope.cancelled_caught:
+            await close_expired(deadline, sock, stream)

@@ -6,8 +6,9 @@ restarts its keep-alive timer, or closes a connection it will not reuse. On that
 quart-trio's receiver task cancels the request's nursery, so the rest of that `send` (the timer
 restart, the close) is cancelled at its next checkpoint and an idle connection stayed open
 forever (issue #9). These bounds do not depend on how hypercorn or the app schedule their work:
-the bridge reports bytes received and app calls starting and ending, and `enforce` closes the
-connection when its one deadline passes.
+the bridge reports bytes received and app calls starting and ending, and runs hypercorn's side of
+the connection inside the deadline's cancel scope; when it passes (never mid-request), hypercorn
+is cancelled and `close_expired` closes the connection.
 """
 
 from __future__ import annotations
@@ -55,20 +56,21 @@ class HttpDeadline:
         self._requests = 0
         self._responded = False  # the last response of the requests in progress is being sent
         self._head_since: float | None = None  # first byte of the next request's head
-        self._scope = trio.CancelScope(deadline=trio.current_time() + idle_timeout)
+        # Cancelled when the deadline passes: the bridge runs hypercorn's connection inside it.
+        self.scope = trio.CancelScope(deadline=trio.current_time() + idle_timeout)
 
     def received(self) -> None:
         """Bytes arrived from the client."""
         if self._head_since is None and (self._requests == 0 or self._responded):
             self._head_since = trio.current_time()
             if self._requests == 0:
-                self._scope.deadline = self._head_since + self._read_timeout
+                self.scope.deadline = self._head_since + self._read_timeout
 
     def request_started(self) -> None:
         self._requests += 1
         self._responded = False
         self._head_since = None
-        self._scope.deadline = math.inf
+        self.scope.deadline = math.inf
 
     def response_ending(self) -> None:
         """The last bytes of a response are about to be sent."""
@@ -79,14 +81,13 @@ class HttpDeadline:
         if self._requests == 0:
             self._responded = False
             if self._head_since is None:
-                self._scope.deadline = trio.current_time() + self._idle_timeout
+                self.scope.deadline = trio.current_time() + self._idle_timeout
             else:
-                self._scope.deadline = self._head_since + self._read_timeout
+                self.scope.deadline = self._head_since + self._read_timeout
 
-    async def wait_expired(self) -> bool:
-        """Return once the deadline passes; True if it was a request head that stalled."""
-        with self._scope:
-            await trio.sleep_forever()
+    @property
+    def head_started(self) -> bool:
+        """Whether the next request's head has started arriving (a stall of it deserves a 408)."""
         return self._head_since is not None
 
 
@@ -117,13 +118,14 @@ class DeadlineApp:
             self._deadline.request_ended()
 
 
-async def enforce(deadline: HttpDeadline, sock: socket.socket, stream: trio.abc.Stream) -> None:
-    """Close the connection when its deadline passes, with a 408 if a request head stalled.
+async def close_expired(
+    deadline: HttpDeadline, sock: socket.socket, stream: trio.abc.Stream
+) -> None:
+    """Close a connection whose deadline passed, with a 408 if a request head stalled.
 
-    Closing the stream wakes hypercorn's reader, which then ends the connection as if the client
-    had gone; the 408 is one non-blocking send, as no response is in progress then.
+    No response is in progress then, so the 408 is one best-effort non-blocking send.
     """
-    if await deadline.wait_expired():
+    if deadline.head_started:
         with contextlib.suppress(OSError):
             sock.send(_REQUEST_TIMEOUT)
     await stream.aclose()
