@@ -7,6 +7,7 @@ Raw sockets, so the test controls exactly what the client sends and sees the ser
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import trio
 
 from server.config import Config
+from server.http_deadline import HttpDeadline
 
 from .conftest import STEP, RunningServer, make_config
 
@@ -190,3 +192,36 @@ async def test_many_idle_connections_are_all_closed_and_new_ones_served(
         assert still_open == []
         async with raw_http(server) as client:
             assert await client.get() == 200
+
+
+# The deadline's rules, on trio's autojump clock (exact times, no waiting) ---------------------
+
+
+async def test_deadline_is_idle_bound_after_a_request_and_none_during_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    deadline = HttpDeadline(idle_timeout=5.0, read_timeout=30.0)
+    deadline.received()  # the first head
+    deadline.request_started()
+    await trio.sleep(100)  # a slow request
+    deadline.received()  # body bytes: no deadline while the request is in progress
+    assert deadline.scope.deadline == math.inf
+    deadline.response_ending()
+    deadline.request_ended()
+    assert deadline.scope.deadline == trio.current_time() + 5.0
+    assert not deadline.head_started
+
+
+async def test_deadline_counts_bytes_after_the_last_response_as_the_next_head(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    deadline = HttpDeadline(idle_timeout=5.0, read_timeout=30.0)
+    deadline.request_started()
+    deadline.response_ending()
+    await trio.sleep(1)
+    deadline.received()  # the client read the response and started its next request
+    head_since = trio.current_time()
+    await trio.sleep(1)
+    deadline.request_ended()
+    assert deadline.head_started
+    assert deadline.scope.deadline == head_since + 30.0
