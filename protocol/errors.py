@@ -34,6 +34,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"  # a request was not received in time (408); the connection is closed
     # Our fault, not the peer's.
     UNAVAILABLE = "unavailable"  # shutting down or overloaded; retry elsewhere/later
     INTERNAL = "internal"

@@ -132,8 +132,11 @@ async def serve(
                         metrics=metrics.exposition if config.metrics else None,
                         auth_failed=metrics.count_auth_failure,
                         token_revoked=tokens.revoke,
+                        body_timeout=config.http_read_timeout,
                     )
-                )
+                ),
+                idle_timeout=config.http_idle_timeout,
+                read_timeout=config.http_read_timeout,
             )
             await root.start(http.run)
 

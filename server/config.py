@@ -62,6 +62,8 @@ class Config:
     max_pending_per_address: int = 64
     # Liveness.
     handshake_timeout: float = 10 * SECONDS
+    http_idle_timeout: float = 5 * SECONDS  # an HTTP connection with no request in progress
+    http_read_timeout: float = 30 * SECONDS  # the rest of a request once it has started arriving
     hello_timeout: float = 10 * SECONDS
     heartbeat_interval: float = 20 * SECONDS
     heartbeat_deadline: float = 20 * SECONDS
@@ -118,6 +120,8 @@ def _problems(config: Config) -> list[tuple[str, str]]:
             out.append((name, "must not be negative"))
     for name in (
         "handshake_timeout",
+        "http_idle_timeout",
+        "http_read_timeout",
         "hello_timeout",
         "heartbeat_interval",
         "heartbeat_deadline",

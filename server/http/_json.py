@@ -104,6 +104,7 @@ def _validation_error(detail: str) -> HttpError:
 _STATUS_CODES = {
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
+    408: ErrorCode.TIMEOUT,
     413: ErrorCode.TOO_LARGE,
     503: ErrorCode.UNAVAILABLE,
 }

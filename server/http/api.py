@@ -73,6 +73,8 @@ class HttpServices:
     # Sync, called with a token's hash once the store revoked it (logout): the server closes the
     # open WebSockets that said hello with it.
     token_revoked: Callable[[str], None] = lambda token_hash: None
+    # Seconds to receive a request's whole body once the handler reads it; else 408.
+    body_timeout: float = 60.0
 
 
 # Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
@@ -113,6 +115,7 @@ def create_http_app(services: HttpServices) -> QuartTrio:
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY, PROPAGATE_EXCEPTIONS=False, PROVIDE_AUTOMATIC_OPTIONS=False
     )
+    app.config["BODY_TIMEOUT"] = services.body_timeout
     api = _Api(services)
     routes: list[tuple[str, Callable[..., Any], str]] = [
         ("/healthz", api.healthz, "GET"),

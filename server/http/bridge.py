@@ -1,13 +1,15 @@
 """Hands non-WebSocket connections on the shared port to hypercorn (serving the quart-trio app).
 
 The listener has already read the request head to route it; `ReplayStream` gives those bytes back
-to hypercorn first, so hypercorn sees the connection from its first byte.
+to hypercorn first, so hypercorn sees the connection from its first byte. Each connection's idle
+and stall bounds are enforced here (`server.http.deadline`), not left to hypercorn's timer.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -18,21 +20,29 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
+from server.http.deadline import DeadlineApp, HttpDeadline, close_expired
+
 
 class ReplayStream(trio.abc.HalfCloseableStream):
     """A SocketStream that first returns bytes already read from it."""
 
-    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, prefix: bytes, on_receive: Callable[[], None]
+    ) -> None:
         self._stream = stream
         self._prefix = prefix
+        self._on_receive = on_receive
         self.socket = stream.socket
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
             data, self._prefix = self._prefix, b""
             await trio.lowlevel.checkpoint()
-            return data
-        return bytes(await self._stream.receive_some(max_bytes))
+        else:
+            data = bytes(await self._stream.receive_some(max_bytes))
+        if data:
+            self._on_receive()
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
@@ -48,9 +58,11 @@ class ReplayStream(trio.abc.HalfCloseableStream):
 
 
 class HttpBridge:
-    def __init__(self, app: Any, *, keep_alive_timeout: float = 5.0) -> None:
+    def __init__(self, app: Any, *, idle_timeout: float = 5.0, read_timeout: float = 30.0) -> None:
+        self._idle_timeout = idle_timeout
+        self._read_timeout = read_timeout
         self._config = HypercornConfig()
-        self._config.keep_alive_timeout = keep_alive_timeout
+        self._config.keep_alive_timeout = idle_timeout
         self._config.accesslog = None
         # Hypercorn would otherwise attach its own plain-text handler and break JSON log lines.
         self._config.errorlog = logging.getLogger("hypercorn.error")
@@ -78,12 +90,18 @@ class HttpBridge:
         self._stop.set()
 
     async def serve(self, sock: socket.socket, head: bytes) -> None:
-        stream = ReplayStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), head)
+        deadline = HttpDeadline(self._idle_timeout, self._read_timeout)
+        stream = ReplayStream(
+            trio.SocketStream(trio.socket.from_stdlib_socket(sock)), head, deadline.received
+        )
         server = TCPServer(
-            self._app,
+            DeadlineApp(self._app, deadline),
             self._config,
             self._context,
             ConnectionState(self._state.copy()),
             stream,  # type: ignore[arg-type]  # it duck-types the SocketStream it needs
         )
-        await server.run()
+        with deadline.scope:  # cancelled only when no request is in progress
+            await server.run()
+        if deadline.scope.cancelled_caught:
+            await close_expired(deadline, sock, stream)
