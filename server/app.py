@@ -95,7 +95,7 @@ async def serve(
                 caches={"membership": membership},
             )
             readiness = Readiness(
-                config.db_path,
+                sqlite,
                 writer,
                 config.writer_queue,
                 lambda: registry.draining,

@@ -149,7 +149,8 @@ def _backup(parsed: argparse.Namespace) -> int:
     loaded = _load(parsed)
     if loaded is None:
         return EXIT_USAGE
-    from storage.sqlite.backup import BackupError, backup
+    from storage import BackupError
+    from storage.sqlite.backup import backup
 
     try:
         result = backup(loaded.config.db_path, parsed.dest)

@@ -1,11 +1,19 @@
-"""Persistence behind one small interface; backends are interchangeable."""
+"""Persistence behind small protocols; backends are interchangeable."""
 
 from storage.protocols import (
+    AccountRecords,
+    AccountStore,
     Appended,
+    Backend,
+    BackupError,
+    BackupResult,
     Conflict,
+    Lifecycle,
+    MessageStore,
     NewMessage,
     NotFound,
     Room,
+    RoomStore,
     StorageError,
     Store,
     User,
@@ -13,11 +21,19 @@ from storage.protocols import (
 from storage.sqlite.store import SQLiteStore
 
 __all__ = [
+    "AccountRecords",
+    "AccountStore",
     "Appended",
+    "Backend",
+    "BackupError",
+    "BackupResult",
     "Conflict",
+    "Lifecycle",
+    "MessageStore",
     "NewMessage",
     "NotFound",
     "Room",
+    "RoomStore",
     "SQLiteStore",
     "StorageError",
     "Store",

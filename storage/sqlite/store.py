@@ -33,6 +33,7 @@ from storage.sqlite._connection import (
     enforcing_foreign_keys,
     sqlite_errors,
 )
+from storage.sqlite._probe import probe_write
 from storage.sqlite._threads import ConnectionThread
 
 T = TypeVar("T")
@@ -131,6 +132,10 @@ class SQLiteStore:
                 await reader.aclose()
             if self._writer is not None:
                 await self._writer.aclose()  # after the jobs already queued, e.g. a last batch
+
+    async def probe(self, busy_timeout: float) -> str | None:
+        # A fresh connection on a worker thread: never queued behind the writer's batches.
+        return await trio.to_thread.run_sync(probe_write, self.path, busy_timeout)
 
     # Accounts -----------------------------------------------------------------------------
     async def create_user(self, name: str, password: str) -> User:
