@@ -14,7 +14,7 @@ from server.ops import health
 from server.ops.health import Readiness
 from server.persist.writer import MessageWriter, PendingSend
 from server.transport.flusher import Flusher
-from storage import NewMessage, SQLiteStore
+from storage import NewMessage, open_store
 
 from ..conftest import STEP, make_config, running_server
 
@@ -58,7 +58,7 @@ async def test_readyz_is_503_while_another_process_holds_the_write_lock(
 async def test_a_failed_commit_makes_the_server_unready_until_writes_succeed(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore(tmp_path / "x.db", scrypt_n=2**10)
+    store = open_store(tmp_path / "x.db", scrypt_n=2**10)
     await store.open()
     user = await store.create_user("u", "correct horse")
     await store.create_room("r", user.id)
