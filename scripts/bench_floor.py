@@ -49,8 +49,7 @@ from bench_storage import TEXT, Traffic
 
 from protocol import Message, encode
 from server.transport.frames import text_frame
-from storage.sqlite._connection import connect
-from storage.sqlite._schema import migrate
+from storage.sqlite import connect, migrate
 
 PARTS = ("send", "commit", "insert")
 NODE_READER = Path(__file__).resolve().parent / "loadgen_node" / "reader.js"

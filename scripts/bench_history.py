@@ -1,4 +1,5 @@
-"""Latency of `SQLiteStore.history(room, before_seq, 50)` on a large database.
+"""Latency of `store.history(room, before_seq, 50)` (`open_store` on a SQLite file) on a large
+database.
 
 Builds the database once (or reuses `--db`), then times random history pages end to end through
 the store: trio -> reader thread -> SQLite -> `Message` structs -> trio. Rooms are interleaved
@@ -26,8 +27,8 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not pip-i
 
 import trio
 
-from storage import SQLiteStore, passwords
-from storage.sqlite import _schema
+from storage import open_store, passwords
+from storage.sqlite import migrate
 
 LOREM = (
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
@@ -56,7 +57,7 @@ def build(path: Path, args: argparse.Namespace) -> None:
     start = time.perf_counter()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        _schema.migrate(conn)
+        migrate(conn)
         conn.execute("PRAGMA synchronous = OFF")  # a half-built file is rebuilt, not recovered
         conn.execute("PRAGMA cache_size = -262144")
         encoded = passwords.hash_password("pw", n=2**4)
@@ -126,7 +127,7 @@ def percentiles(samples_ns: list[int]) -> str:
 
 
 async def time_store(path: Path, args: argparse.Namespace, pages: list[tuple[str, int]]) -> None:
-    async with SQLiteStore(path, readers=args.readers) as store:
+    async with open_store(path, readers=args.readers) as store:
         for room, before in pages[: args.warmup]:
             await store.history(room, before, args.limit)
         samples: list[int] = []

@@ -1,4 +1,5 @@
-"""Persisted messages/s through `SQLiteStore.append_batch`: group commit vs a commit per message.
+"""Persisted messages/s through the store's `append_batch` (`open_store` on a SQLite file): group
+commit vs a commit per message.
 
 Both variants run in the same process, on real files in a temporary directory, with the same
 durability setting (synchronous=FULL by default: every commit is fsynced), so the ratio says what
@@ -34,7 +35,7 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not pip-i
 
 import trio
 
-from storage import NewMessage, SQLiteStore
+from storage import NewMessage, Store, open_store
 
 # 100 characters; message i takes the first 50 + i % 51 of them.
 TEXT = (
@@ -100,8 +101,8 @@ class Traffic:
         return messages
 
 
-async def make_store(path: Path, args: argparse.Namespace) -> tuple[SQLiteStore, list[int]]:
-    store = SQLiteStore(path, synchronous=args.synchronous, scrypt_n=2**4)
+async def make_store(path: Path, args: argparse.Namespace) -> tuple[Store, list[int]]:
+    store = open_store(path, synchronous=args.synchronous, scrypt_n=2**4)
     await store.open()
     count = args.rooms * args.senders
     users = [(await store.create_user(f"user{i}", "pw")).id for i in range(count)]

@@ -45,8 +45,7 @@ from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
 from server.transport.websocket import serve_websocket
-from storage.cache import MembershipCache
-from storage.sqlite import SQLiteStore
+from storage import MembershipCache, open_store
 
 _log = logging.getLogger(__name__)
 
@@ -63,14 +62,14 @@ async def serve(
     `metrics` collects what /metrics exports (a fresh one if None; pass one to read it after).
     """
     metrics = Metrics(config.server_id) if metrics is None else metrics
-    sqlite = SQLiteStore(
+    database = open_store(
         config.db_path,
         synchronous=config.sqlite_synchronous,
         readers=config.sqlite_readers,
         scrypt_n=config.scrypt_n,
     )
-    await sqlite.open()
-    store = timed_store(sqlite, metrics)
+    await database.open()
+    store = timed_store(database, metrics)
     try:
         async with trio.open_nursery() as root:
             flusher = Flusher()
@@ -97,7 +96,7 @@ async def serve(
                 caches={"membership": membership},
             )
             readiness = Readiness(
-                config.db_path,
+                database,
                 writer,
                 config.writer_queue,
                 lambda: registry.draining,
@@ -205,7 +204,7 @@ async def serve(
                 _log.info("drained", extra=extra)
     finally:
         with trio.CancelScope(shield=True):
-            await sqlite.aclose()
+            await database.aclose()
         _log.info("stopped", extra={"server_id": config.server_id})
 
 

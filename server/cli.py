@@ -2,7 +2,7 @@
 
     hibiki serve [--config FILE] [flags]       run the server until SIGINT/SIGTERM
     hibiki config show [--config FILE] [flags] print the effective config (secrets masked)
-    hibiki backup [--config FILE] [--db PATH] DEST   online backup of the SQLite database
+    hibiki backup [--config FILE] [--db URL] DEST    online backup of the database
     hibiki chat ...                            the terminal client (client/terminal.py)
 
 Settings come from defaults < `--config` TOML file < `HIBIKI_*` environment < flags; an invalid
@@ -55,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         "show", parents=[settings], help="print the effective configuration as TOML"
     )
     backup = commands.add_parser(
-        "backup", help="copy the database to DEST with SQLite's online backup (safe while serving)"
+        "backup", help="copy the database to DEST with an online backup (safe while serving)"
     )
     backup.add_argument("--config", dest="config_path", metavar="FILE", help="TOML config file")
-    backup.add_argument("--db", dest="db_path", help="SQLite file (default: from the config)")
+    backup.add_argument(
+        "--db", dest="db_path", help="database file or URL (default: from the config)"
+    )
     backup.add_argument("dest", help="new file to write (must not exist)")
     commands.add_parser("chat", help="terminal chat client (hibiki chat --help)")
     return parser
@@ -70,7 +72,7 @@ def _settings_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", dest="config_path", metavar="FILE", help="TOML config file")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
-    run.add_argument("--db", dest="db_path", help="SQLite file")
+    run.add_argument("--db", dest="db_path", help="database file or URL")
     run.add_argument("--server-id", dest="server_id")
     run.add_argument("--log-level", dest="log_level")
     run.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
@@ -93,7 +95,9 @@ def _settings_parser() -> argparse.ArgumentParser:
         type=int,
         help="connections per client IP not yet past hello (0: no cap)",
     )
-    run.add_argument("--synchronous", dest="sqlite_synchronous", help="SQLite synchronous mode")
+    run.add_argument(
+        "--synchronous", dest="sqlite_synchronous", help="durability: OFF, NORMAL, FULL or EXTRA"
+    )
     run.add_argument("--heartbeat", dest="heartbeat_interval", type=float)
     run.add_argument("--heartbeat-deadline", dest="heartbeat_deadline", type=float)
     run.add_argument("--hello-timeout", dest="hello_timeout", type=float)
@@ -161,11 +165,11 @@ def _backup(parsed: argparse.Namespace) -> int:
     loaded = _load(parsed)
     if loaded is None:
         return EXIT_USAGE
-    from storage.sqlite.backup import BackupError, backup
+    from storage import StorageError, backup
 
     try:
         result = backup(loaded.config.db_path, parsed.dest)
-    except BackupError as exc:
+    except StorageError as exc:  # a BackupError, or a database URL it cannot back up
         print(f"hibiki: {exc}", file=sys.stderr)
         return 1
     print(

@@ -1,27 +1,55 @@
-"""Persistence behind one small interface; backends are interchangeable."""
+"""Persistence behind small protocols; `open_store(url)` picks the backend.
 
+The server codes against `Store` (or the narrowest part it needs: `AccountStore`, `RoomStore`,
+`MessageStore`, `Lifecycle`); backends live in subpackages (`storage.sqlite`) and implement
+`Backend`, under the account policy (`Accounts`) that `CompositeStore` puts in front of them.
+"""
+
+from storage.accounts import Accounts
+from storage.backends import backup, open_store
+from storage.cache import MembershipCache
+from storage.composite import CompositeStore
 from storage.protocols import (
+    AccountRecords,
+    AccountStore,
     Appended,
+    Backend,
+    BackupError,
+    BackupResult,
     Conflict,
+    Lifecycle,
+    MessageStore,
     NewMessage,
     NotFound,
     Room,
+    RoomStore,
     StorageError,
     Store,
     TokenGrant,
     User,
 )
-from storage.sqlite import SQLiteStore
 
 __all__ = [
+    "AccountRecords",
+    "AccountStore",
+    "Accounts",
     "Appended",
+    "Backend",
+    "BackupError",
+    "BackupResult",
+    "CompositeStore",
     "Conflict",
+    "Lifecycle",
+    "MembershipCache",
+    "MessageStore",
     "NewMessage",
     "NotFound",
     "Room",
-    "SQLiteStore",
+    "RoomStore",
     "StorageError",
     "Store",
     "TokenGrant",
     "User",
+    "backup",
+    "open_store",
 ]

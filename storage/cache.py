@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cachetools import TTLCache
 
-from storage.protocols import Store
+from storage.protocols import RoomStore
 
 
 class MembershipCache:
@@ -16,7 +16,7 @@ class MembershipCache:
     left cannot go on sending on a stale "member" until the entry expires.
     """
 
-    def __init__(self, store: Store, maxsize: int, ttl: float) -> None:
+    def __init__(self, store: RoomStore, maxsize: int, ttl: float) -> None:
         self._store = store
         self._cache: TTLCache[tuple[str, int], bool] = TTLCache(maxsize=maxsize, ttl=ttl)
         self._reading: dict[tuple[str, int], object] = {}  # key -> the latest read's token

@@ -1,4 +1,12 @@
-"""The store interface the server codes against; every backend implements exactly this.
+"""The store protocols the server codes against, and the records and errors they share.
+
+A `Store` is an `AccountStore`, a `RoomStore` and a `MessageStore` with a `Lifecycle`. Each part
+is its own protocol, so a dependency names the narrowest one it uses (the writer needs only a
+`MessageStore`) and routing can replace one part (a sharded `MessageStore`) without the others.
+
+A database backend implements `Backend`: account rows (`AccountRecords`), rooms, messages and its
+lifecycle. The account policy above the rows (`storage.accounts.Accounts`) and the assembled
+`Store` (`storage.composite.CompositeStore`) are written once, for every backend.
 
 All methods are trio-facing coroutines that never block the event loop: backends run their
 database work on dedicated threads. Methods that write are not abandoned on cancellation (the
@@ -71,14 +79,21 @@ class Appended:
     duplicate: bool
 
 
-class Store(Protocol):
-    async def open(self) -> None:
-        """Open connections, apply pending schema migrations, start the backend's threads."""
+class BackupError(StorageError):
+    """The backup could not be made; nothing was left at the destination."""
 
-    async def aclose(self) -> None:
-        """Finish queued work, close connections, stop threads. Idempotent."""
 
-    # Accounts -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    dest: str
+    pages: int
+    bytes: int
+    seconds: float
+
+
+class AccountStore(Protocol):
+    """Users and their bearer tokens."""
+
     async def create_user(self, name: str, password: str) -> User:
         """Raise `Conflict` if the name is taken. The password is stored only as a KDF hash."""
 
@@ -97,7 +112,10 @@ class Store(Protocol):
 
     async def revoke_token(self, token: str) -> None: ...
 
-    # Rooms and membership -----------------------------------------------------------------
+
+class RoomStore(Protocol):
+    """The catalog: rooms and who is a member."""
+
     async def create_room(self, name: str, created_by: int) -> Room:
         """Create a room and make its creator a member. Raise `Conflict` if the name is taken."""
 
@@ -119,7 +137,10 @@ class Store(Protocol):
     async def members(self, room: str) -> list[str]:
         """User names of the room's members."""
 
-    # Messages -----------------------------------------------------------------------------
+
+class MessageStore(Protocol):
+    """Each room's messages and its seq counter: what a shard holds for its rooms."""
+
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
         """Store a batch in ONE transaction (group commit); results in the batch's order.
 
@@ -139,3 +160,52 @@ class Store(Protocol):
 
     async def last_seq(self, room: str) -> int:
         """The room's latest seq (0 when empty); `NotFound` for an unknown room."""
+
+
+class Lifecycle(Protocol):
+    async def open(self) -> None:
+        """Open connections, apply pending schema migrations, start the backend's threads."""
+
+    async def aclose(self) -> None:
+        """Finish queued work, close connections, stop threads. Idempotent."""
+
+    async def probe(self, busy_timeout: float) -> str | None:
+        """Commit a write that changes nothing: None if it committed, else what failed.
+
+        For readiness: a real commit proves what a rolled-back transaction would not (the write
+        lock can be taken within `busy_timeout` seconds, the disk takes writes). It checks the
+        database, not this object, so it also answers before `open()` and after `aclose()`.
+        """
+
+
+class Store(AccountStore, RoomStore, MessageStore, Lifecycle, Protocol):
+    """Everything the server uses; `storage.open_store(url)` returns one."""
+
+
+class AccountRecords(Protocol):
+    """Account rows as a backend stores them, with no policy: `Accounts` decides what goes in
+    (hashes only, expiry times) and what a row found means. Times are integer milliseconds
+    since the Unix epoch."""
+
+    async def insert_user(self, name: str, password_hash: str) -> User:
+        """Raise `Conflict` if the name is taken."""
+
+    async def password_hash_of(self, name: str) -> tuple[User, str] | None:
+        """The user and the stored password hash, or None for an unknown name."""
+
+    async def insert_token(
+        self, user_id: int, token_hash: str, expires_at_ms: int, now_ms: int
+    ) -> None:
+        """Store a token hash; `NotFound` for an unknown user. The backend may drop the user's
+        tokens that expired by `now_ms` (they can never be valid again)."""
+
+    async def token_record(self, token_hash: str) -> tuple[User, int] | None:
+        """The token's user and its `expires_at_ms`, or None for an unknown hash."""
+
+    async def delete_token(self, token_hash: str) -> None: ...
+
+
+class Backend(AccountRecords, RoomStore, MessageStore, Lifecycle, Protocol):
+    """What a database backend implements (`storage.sqlite.SQLiteStore`); `open_store` adds
+    the account policy and the checks every backend shares (`CompositeStore`), so a backend's
+    calls receive `limit >= 0`."""

@@ -13,12 +13,12 @@ from __future__ import annotations
 from protocol import Joined, Left
 from server.fanout.hub import RoomHub
 from server.transport.connection import ConnState, WsConnection
-from storage import Store
+from storage import MessageStore
 from storage.cache import MembershipCache
 
 
 class MembershipSync:
-    def __init__(self, store: Store, hub: RoomHub, cache: MembershipCache) -> None:
+    def __init__(self, store: MessageStore, hub: RoomHub, cache: MembershipCache) -> None:
         self._store = store
         self._hub = hub
         self._cache = cache

@@ -363,7 +363,7 @@ def _int_param(name: str, low: int, high: int | None) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return None
-    # ASCII digits only, and few enough that int() is cheap and the value fits SQLite's INTEGER.
+    # ASCII digits only, and few enough that int() is cheap and the value fits a 64-bit integer.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise HttpError(422, ErrorCode.BAD_FIELD, f"`{name}` must be an integer >= {low}")
     value = int(raw)

@@ -10,13 +10,12 @@ Not ready, with the reason, when
 from __future__ import annotations
 
 import math
-import os
-import sqlite3
-import urllib.parse
 from collections.abc import Callable
 from typing import Protocol
 
 import trio
+
+from storage import Lifecycle
 
 WRITER_BACKLOG_LIMIT = 0.9  # fraction of the writer queue's bound
 PROBE_BUSY_TIMEOUT = 2.0  # seconds the probe waits for the write lock before calling it a failure
@@ -33,14 +32,14 @@ class _Writer(Protocol):
 class Readiness:
     def __init__(
         self,
-        db_path: str,
+        store: Lifecycle,
         writer: _Writer,
         writer_capacity: int,
         draining: Callable[[], bool],
         *,
         probe_interval: float,
     ) -> None:
-        self._db_path = db_path
+        self._store = store
         self._writer = writer
         self._capacity = writer_capacity
         self._draining = draining
@@ -74,38 +73,9 @@ class Readiness:
 
     async def probe(self) -> None:
         """Try a write now and record the outcome."""
-        error = await trio.to_thread.run_sync(probe_write, self._db_path)
+        error = await self._store.probe(PROBE_BUSY_TIMEOUT)
         if error is None:
             self.probe_ok_at = trio.current_time()
         else:
             self.probe_failed_at = trio.current_time()
             self.probe_error = error
-
-
-def probe_write(db_path: str) -> str | None:
-    """Commit a write that changes nothing (user_version set to itself); None, or the error.
-
-    A real commit, so it proves what a rolled-back transaction would not: the write lock can be
-    taken, and the WAL can grow and be synced (no full disk, no read-only remount).
-    """
-    # mode=rw: never create a database that is not there.
-    uri = "file:" + urllib.parse.quote(os.path.abspath(db_path)) + "?mode=rw"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=PROBE_BUSY_TIMEOUT, isolation_level=None)
-        try:
-            conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints are the store's business
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Read inside the write transaction, as migrations do, so it cannot race one.
-                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-                conn.execute(f"PRAGMA user_version = {version:d}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None

@@ -28,7 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from server.transport.address_limits import REFUSAL_REASONS
-from storage import Store
+from storage import AccountStore, MessageStore, RoomStore, Store
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -326,8 +326,9 @@ def query_types() -> list[str]:
     """The `query_type` label values: the store interface's calls (bounded, known in advance)."""
     return [
         name
-        for name, member in vars(Store).items()
-        if inspect.iscoroutinefunction(member) and name not in {"open", "aclose"}
+        for part in (AccountStore, RoomStore, MessageStore)
+        for name, member in vars(part).items()
+        if inspect.iscoroutinefunction(member)
     ]
 
 
@@ -345,7 +346,7 @@ class _TimedStore:
             hist = metrics.db_query_seconds.setdefault(name, Histogram(DB_BUCKETS))
             setattr(self, name, _timed(getattr(store, name), hist))
 
-    def __getattr__(self, name: str) -> Any:  # only for what is not wrapped (open, aclose)
+    def __getattr__(self, name: str) -> Any:  # only for what is not wrapped (open, aclose, probe)
         return getattr(self._store, name)
 
 

@@ -16,7 +16,7 @@ from server.fanout.hub import RoomHub
 from server.ops.metrics import Metrics
 from server.transport.connection import WsConnection
 from server.transport.frames import text_frame
-from storage import Appended, Conflict, NewMessage, NotFound, StorageError, Store
+from storage import Appended, Conflict, MessageStore, NewMessage, NotFound, StorageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ _log = logging.getLogger(__name__)
 class MessageWriter:
     def __init__(
         self,
-        store: Store,
+        store: MessageStore,
         hub: RoomHub,
         *,
         queue_size: int,

@@ -18,21 +18,8 @@ import sqlite3
 import tempfile
 import time
 import urllib.parse
-from dataclasses import dataclass
 
-from storage.protocols import StorageError
-
-
-class BackupError(StorageError):
-    """The backup could not be made; nothing was left at the destination."""
-
-
-@dataclass(frozen=True, slots=True)
-class BackupResult:
-    dest: str
-    pages: int
-    bytes: int
-    seconds: float
+from storage.protocols import BackupError, BackupResult
 
 
 def backup(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> BackupResult:

@@ -1,8 +1,9 @@
 """The SQLite backend: one writer thread (group commit), a few reader threads, WAL.
 
 WAL lets readers work on a snapshot while the writer commits, so reads never wait for writes.
-Every write goes through the single writer thread; the blocking jobs live in `_sqlite_accounts`,
-`_sqlite_rooms` and `_sqlite_messages`, the connection set-up in `_sqlite_connection`.
+Every write goes through the single writer thread; the blocking jobs live in `_accounts`,
+`_rooms` and `_messages`, the connection set-up in `_connection`. The store holds rows only:
+`storage.open_store` puts the account policy and the shared checks in front of it.
 
 Reads of an unknown room return nothing (None, [], False) rather than raise; only the calls whose
 contract says so (`join_room`, `append_batch`, `last_seq`) raise `NotFound`.
@@ -21,8 +22,7 @@ from typing import Self, TypeVar, TypeVarTuple
 import trio
 
 from protocol import Message
-from storage import passwords
-from storage.protocols import Appended, NewMessage, Room, StorageError, TokenGrant, User
+from storage.protocols import Appended, NewMessage, Room, StorageError, User
 from storage.sqlite import _accounts as _sqlite_accounts
 from storage.sqlite import _messages as _sqlite_messages
 from storage.sqlite import _rooms as _sqlite_rooms
@@ -33,6 +33,7 @@ from storage.sqlite._connection import (
     enforcing_foreign_keys,
     sqlite_errors,
 )
+from storage.sqlite._probe import probe_write
 from storage.sqlite._threads import ConnectionThread
 
 T = TypeVar("T")
@@ -48,39 +49,30 @@ class _State(enum.Enum):
 
 
 class SQLiteStore:
-    """`storage.Store` on a SQLite file. Use `async with SQLiteStore(path) as store:`, or call
-    `open()` and `aclose()`; the threads are not daemons, so a store left open keeps the
-    process alive. One store per file: the writer's counters assume it is the only writer
-    (another one's batches fail, then the counters reload, rather than corrupt numbering).
+    """`storage.Backend` on a SQLite file: `storage.open_store(path)` makes a `Store` of it.
+    Use `async with`, or call `open()` and `aclose()`; the threads are not daemons, so a store
+    left open keeps the process alive. One store per file: the writer's counters assume it is
+    the only writer (another one's batches fail, then the counters reload, rather than corrupt
+    numbering).
 
     `synchronous` is SQLite's durability setting: with FULL (the default) every committed batch
-    survives a power cut. `readers` is the number of reader threads. `scrypt_n` is the scrypt
-    cost of new password hashes (lower it only in tests).
+    survives a power cut. `readers` is the number of reader threads.
     """
 
     def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        synchronous: str = "FULL",
-        readers: int = 2,
-        scrypt_n: int = passwords.DEFAULT_N,
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", readers: int = 2
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
         if readers < 1:
             raise ValueError("readers must be at least 1")
-        passwords.check_cost(scrypt_n)
         self.path = os.fspath(path)
         self._synchronous = synchronous.upper()
         self._reader_count = readers
-        self._scrypt_n = scrypt_n
         self._state = _State.NEW
         self._writer: ConnectionThread | None = None
         self._readers: list[ConnectionThread] = []
         self._cursors = _sqlite_messages.WriterCursors()
-        self._kdf_limiter: trio.CapacityLimiter | None = None
-        self._dummy_hash = ""
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -113,11 +105,6 @@ class SQLiteStore:
                     )
                     self._readers.append(reader)
                     await reader.start()
-            self._kdf_limiter = trio.CapacityLimiter(os.cpu_count() or 1)
-            # check_password verifies unknown users against this, so both cases cost the same.
-            self._dummy_hash = await self._kdf(
-                partial(passwords.hash_password, passwords.new_token(), n=self._scrypt_n)
-            )
         except BaseException:
             await self.aclose()
             raise
@@ -132,33 +119,27 @@ class SQLiteStore:
             if self._writer is not None:
                 await self._writer.aclose()  # after the jobs already queued, e.g. a last batch
 
-    # Accounts -----------------------------------------------------------------------------
-    async def create_user(self, name: str, password: str) -> User:
-        encoded = await self._kdf(partial(passwords.hash_password, password, n=self._scrypt_n))
-        return await self._write(_sqlite_accounts.create_user, name, encoded)
+    async def probe(self, busy_timeout: float) -> str | None:
+        # A fresh connection on a worker thread: never queued behind the writer's batches.
+        return await trio.to_thread.run_sync(probe_write, self.path, busy_timeout)
 
-    async def check_password(self, name: str, password: str) -> User | None:
-        found = await self._read(_sqlite_accounts.user_and_hash, name)
-        encoded = found[1] if found is not None else self._dummy_hash
-        matches = await self._kdf(passwords.verify_password, password, encoded)
-        return found[0] if found is not None and matches else None
+    # Account rows -------------------------------------------------------------------------
+    async def insert_user(self, name: str, password_hash: str) -> User:
+        return await self._write(_sqlite_accounts.insert_user, name, password_hash)
 
-    async def create_token(self, user_id: int, ttl_seconds: float) -> str:
-        token = passwords.new_token()
-        ttl_ms = round(ttl_seconds * 1000)
-        await self._write(
-            _sqlite_accounts.create_token, passwords.token_hash(token), user_id, ttl_ms
-        )
-        return token
+    async def password_hash_of(self, name: str) -> tuple[User, str] | None:
+        return await self._read(_sqlite_accounts.password_hash_of, name)
 
-    async def user_for_token(self, token: str) -> User | None:
-        return await self._read(_sqlite_accounts.user_for_token, passwords.token_hash(token))
+    async def insert_token(
+        self, user_id: int, token_hash: str, expires_at_ms: int, now_ms: int
+    ) -> None:
+        await self._write(_sqlite_accounts.insert_token, user_id, token_hash, expires_at_ms, now_ms)
 
-    async def grant_for_token(self, token: str) -> TokenGrant | None:
-        return await self._read(_sqlite_accounts.grant_for_token, passwords.token_hash(token))
+    async def token_record(self, token_hash: str) -> tuple[User, int] | None:
+        return await self._read(_sqlite_accounts.token_record, token_hash)
 
-    async def revoke_token(self, token: str) -> None:
-        await self._write(_sqlite_accounts.revoke_token, passwords.token_hash(token))
+    async def delete_token(self, token_hash: str) -> None:
+        await self._write(_sqlite_accounts.delete_token, token_hash)
 
     # Rooms and membership -----------------------------------------------------------------
     async def create_room(self, name: str, created_by: int) -> Room:
@@ -168,7 +149,7 @@ class SQLiteStore:
         return await self._read(_sqlite_rooms.get_room, name)
 
     async def list_rooms(self, limit: int = 1000) -> list[Room]:
-        return await self._read(_sqlite_rooms.list_rooms, _check_limit(limit))
+        return await self._read(_sqlite_rooms.list_rooms, limit)
 
     async def join_room(self, room: str, user_id: int) -> bool:
         return await self._write(_sqlite_rooms.join_room, room, user_id)
@@ -199,12 +180,10 @@ class SQLiteStore:
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]:
         before = _MAX_SEQ if before_seq is None else before_seq
-        return await self._read(_sqlite_messages.history, room, before, _check_limit(limit))
+        return await self._read(_sqlite_messages.history, room, before, limit)
 
     async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
-        return await self._read(
-            _sqlite_messages.messages_after, room, after_seq, _check_limit(limit)
-        )
+        return await self._read(_sqlite_messages.messages_after, room, after_seq, limit)
 
     async def last_seq(self, room: str) -> int:
         return await self._read(_sqlite_rooms.last_seq, room)
@@ -230,13 +209,3 @@ class SQLiteStore:
                 return await thread.run(fn, *args)
         except trio.ClosedResourceError as exc:
             raise StorageError("the store was closed") from exc
-
-    async def _kdf(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
-        # scrypt releases the GIL and takes ~16 MiB: run a few at a time, never on a DB thread.
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._kdf_limiter)
-
-
-def _check_limit(limit: int) -> int:
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, not {limit}")
-    return limit

@@ -18,7 +18,7 @@ import trio
 
 import protocol
 from server.http.api import HttpServices, create_http_app
-from storage.sqlite.store import SQLiteStore
+from storage import Store, open_store
 
 STEP = 10.0  # bound for one test on a loaded machine
 MAX_TEXT = 100
@@ -31,7 +31,7 @@ _names = itertools.count()
 class Api:
     """A running app, its store, and what the app told the server through its callbacks."""
 
-    store: SQLiteStore
+    store: Store
     client: httpx.AsyncClient = field(init=False)
     published: list[list[protocol.Message]] = field(default_factory=list)
     membership_changes: list[tuple[str, int, bool]] = field(default_factory=list)
@@ -81,7 +81,7 @@ class User:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with SQLiteStore(tmp_path / "http.db", scrypt_n=2**10) as store:
+    async with open_store(tmp_path / "http.db", scrypt_n=2**10) as store:
         handle = Api(store)
         app = create_http_app(
             HttpServices(

@@ -1,13 +1,13 @@
-"""The store contract, run against every backend (real files, no mocks), plus SQLite specifics."""
+"""The store contract, run against every backend through `open_store` (real databases, no
+mocks). A backend joins by adding its name to `BACKENDS` and a branch to `database_url`; what
+only one backend does is tested beside it (test_sqlite.py)."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,33 +16,37 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import storage
 from storage import (
     Appended,
     Conflict,
+    MembershipCache,
     NewMessage,
     NotFound,
-    SQLiteStore,
     StorageError,
     Store,
     User,
-    _schema,
-    _sqlite_messages,
-    passwords,
+    open_store,
 )
-from storage.cache import MembershipCache
-from storage.sqlite._threads import ConnectionThread
 
 SCRYPT_N = 2**10  # fast for tests; production uses passwords.DEFAULT_N
+BACKENDS = ["sqlite"]
+
+DatabaseUrl = Callable[[str], str]
 
 
-@pytest.fixture(params=["sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    """Builds unopened stores that all share one database, so a test can close and reopen."""
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseUrl:
+    """`url(name)`: this backend's URL of database `name`, empty when first opened; the same
+    name is the same database, so a test can close and reopen it."""
     if request.param == "sqlite":
-        path = tmp_path / "hibiki.db"
-        return lambda: SQLiteStore(path, scrypt_n=SCRYPT_N)
+        return lambda name: f"sqlite:///{tmp_path / name}.db"
     raise AssertionError(f"unknown backend {request.param}")
+
+
+@pytest.fixture
+def make_store(database_url: DatabaseUrl) -> Callable[[], Store]:
+    """Builds unopened stores that all share one database, so a test can close and reopen."""
+    return lambda: open_store(database_url("hibiki"), scrypt_n=SCRYPT_N)
 
 
 @asynccontextmanager
@@ -427,10 +431,10 @@ ROOMS = ["a", "b", "nowhere"]  # "nowhere" is never created: a batch holding it 
     )
 )
 async def test_append_batch_matches_a_model_of_numbering_and_dedupe(
-    tmp_path: Path, batches: list[list[tuple[str, int, str | None]]]
+    database_url: DatabaseUrl, batches: list[list[tuple[str, int, str | None]]]
 ) -> None:
-    path = tmp_path / f"model-{uuid.uuid4().hex}.db"  # one fresh database per example
-    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
+    url = database_url(f"model-{uuid.uuid4().hex}")  # one fresh database per example
+    async with open_store(url, scrypt_n=SCRYPT_N) as s:
         users = {u.id: u for u in [await s.create_user(n, "pw") for n in ("u1", "u2")]}
         for room in ROOMS[:2]:
             await s.create_room(room, 1)
@@ -490,159 +494,20 @@ async def test_aclose_is_idempotent_and_later_calls_fail(store: Store) -> None:
         await store.get_room("lobby")
 
 
-# SQLite specifics -------------------------------------------------------------------------
+async def test_a_negative_limit_is_refused(store: Store, alice: User) -> None:
+    await store.create_room("lobby", alice.id)
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_rooms(limit=-1)
+    with pytest.raises(ValueError, match="limit"):
+        await store.history("lobby", None, -1)
+    with pytest.raises(ValueError, match="limit"):
+        await store.messages_after("lobby", 0, -1)
+    assert await store.history("lobby", None, 0) == ([], False)
 
 
-async def test_reopening_an_up_to_date_database_applies_no_migration(tmp_path: Path) -> None:
-    path = tmp_path / "hibiki.db"
-    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
-        await s.create_user("alice", "pw")
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        assert _schema.current_version(conn) == len(_schema.MIGRATIONS)
-        assert _schema.migrate(conn) == 0
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
-        assert await s.check_password("alice", "pw") is not None
-    with closing(sqlite3.connect(":memory:", isolation_level=None)) as fresh:
-        assert _schema.migrate(fresh) == len(_schema.MIGRATIONS)
-
-
-async def test_failed_commit_forgets_numbering_so_no_gap_follows(tmp_path: Path) -> None:
-    path = tmp_path / "hibiki.db"
-    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
-        alice = await s.create_user("alice", "pw")
-        await s.create_room("lobby", alice.id)
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        # Fails the batch's last statement before COMMIT, after it was numbered and inserted.
-        conn.executescript(
-            """
-            CREATE TRIGGER poisoned BEFORE UPDATE OF last_seq ON rooms
-            WHEN EXISTS (SELECT 1 FROM messages WHERE room_id = NEW.id AND text = 'poison')
-            BEGIN SELECT RAISE(ABORT, 'poisoned'); END;
-            """
-        )
-    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
-        with pytest.raises(StorageError):
-            await s.append_batch([msg("lobby", alice, "ok"), msg("lobby", alice, "poison")])
-        assert await s.last_seq("lobby") == 0
-        assert seqs(await s.append_batch([msg("lobby", alice, "ok")])) == [1]
-
-
-def test_duplicate_lookup_probes_the_client_id_index() -> None:
-    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
-        _schema.migrate(conn)
-        plan = conn.execute(
-            f"EXPLAIN QUERY PLAN {_sqlite_messages._FIND_CLIENT_IDS}", ('[[1, 2, "m1"]]',)
-        ).fetchall()
-    details = " / ".join(row[3] for row in plan)
-    assert "USING INDEX messages_by_client_id (client_id=? AND room_id=? AND user_id=?)" in details
-
-
-async def test_writer_forgets_known_users_past_its_limit_and_still_checks_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_sqlite_messages, "KNOWN_USERS_LIMIT", 1)
-    async with SQLiteStore(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N) as s:
-        alice = await s.create_user("alice", "pw")
-        bob = await s.create_user("bob", "pw")
-        await s.create_room("lobby", alice.id)
-        for i in range(3):
-            await s.append_batch([msg("lobby", alice, f"a{i}"), msg("lobby", bob, f"b{i}")])
-        with pytest.raises(StorageError):
-            await s.append_batch([msg("lobby", User(id=999, name="ghost"), "boo")])
-        assert await s.last_seq("lobby") == 6
-
-
-async def test_passwords_and_tokens_are_stored_only_as_hashes(tmp_path: Path) -> None:
-    path = tmp_path / "hibiki.db"
-    async with SQLiteStore(path, scrypt_n=SCRYPT_N) as s:
-        alice = await s.create_user("alice", "correct horse")
-        token = await s.create_token(alice.id, ttl_seconds=60)
-    with closing(sqlite3.connect(path)) as conn:
-        (encoded,) = conn.execute("SELECT password_hash FROM users").fetchone()
-        (stored_token,) = conn.execute("SELECT token_hash FROM tokens").fetchone()
-    assert encoded.startswith(f"scrypt${SCRYPT_N}$8$1$") and "correct horse" not in encoded
-    assert passwords.verify_password("correct horse", encoded)
-    assert stored_token == passwords.token_hash(token) != token
-
-
-def test_password_hash_is_salted_and_verifies_only_the_right_password() -> None:
-    first = passwords.hash_password("pw", n=SCRYPT_N)
-    second = passwords.hash_password("pw", n=SCRYPT_N)
-    assert first != second  # fresh salt each time
-    assert passwords.verify_password("pw", first) and passwords.verify_password("pw", second)
-    assert not passwords.verify_password("pW", first)
-    with pytest.raises(ValueError):
-        passwords.verify_password("pw", "md5$abc")
-
-
-async def test_synchronous_mode_is_validated(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        SQLiteStore(tmp_path / "x.db", synchronous="FULL; DROP TABLE users")
-
-
-def test_sqlite_store_is_exported() -> None:
-    assert "SQLiteStore" in storage.__all__
-    assert storage.SQLiteStore is SQLiteStore
-
-
-# Connection threads -----------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def memory_thread() -> AsyncIterator[ConnectionThread]:
-    thread = ConnectionThread("test-db", lambda: sqlite3.connect(":memory:", isolation_level=None))
-    await thread.start()
-    try:
-        yield thread
-    finally:
-        await thread.aclose()
-
-
-async def test_thread_reraises_the_job_exception_in_the_caller() -> None:
-    def boom(conn: sqlite3.Connection) -> None:
-        raise KeyError("boom")
-
-    async with memory_thread() as thread:
-        with pytest.raises(KeyError, match="boom"):
-            await thread.run(boom)
-        assert await thread.run(lambda conn: conn.execute("SELECT 41 + 1").fetchone()[0]) == 42
-
-
-async def test_cancelled_caller_waits_for_its_job_then_sees_cancellation() -> None:
-    started, gate = threading.Event(), threading.Event()
-    outcome: list[object] = []
-
-    def slow_write(conn: sqlite3.Connection) -> str:
-        started.set()
-        gate.wait()
-        conn.execute("CREATE TABLE written (x)")
-        return "done"
-
-    async with memory_thread() as thread, trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def caller() -> None:
-            with scope:
-                outcome.append(await thread.run(slow_write))  # returns despite the cancel
-                await trio.lowlevel.checkpoint()  # ... which is delivered here
-                outcome.append("not reached")
-
-        nursery.start_soon(caller)
-        await trio.to_thread.run_sync(started.wait)
-        scope.cancel()
-        await trio.testing.wait_all_tasks_blocked()
-        assert outcome == []  # still waiting for the job, not abandoned
-        gate.set()
-
-    assert outcome == ["done"]
-    assert scope.cancelled_caught
-    async with memory_thread() as thread:  # a fresh DB: just proves the thread API still works
-        assert await thread.run(lambda conn: 1) == 1
-
-
-async def test_thread_refuses_jobs_after_close() -> None:
-    async with memory_thread() as thread:
-        pass
-    with pytest.raises(trio.ClosedResourceError):
-        await thread.run(lambda conn: None)
+async def test_probe_commits_and_changes_nothing(store: Store, alice: User) -> None:
+    await store.create_room("lobby", alice.id)
+    stored = await store.append_batch([msg("lobby", alice, "kept")])
+    assert await store.probe(2.0) is None
+    assert await store.history("lobby", None, 10) == ([stored[0].message], False)
+    assert seqs(await store.append_batch([msg("lobby", alice, "next")])) == [2]

@@ -1,0 +1,131 @@
+"""A `Store` assembled from a backend and the policy written once above every backend.
+
+A backend implements rows only (`Backend`); this adds the account policy (`Accounts`) and the
+argument checks all backends share, then forwards each call to the part that owns it. Routing
+arrives the same way: a read-replica or sharded part replaces `rooms` or `messages` here, and
+the server, which sees only `Store`, does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from protocol import Message
+from storage import passwords
+from storage.accounts import Accounts
+from storage.protocols import (
+    Appended,
+    Backend,
+    MessageStore,
+    NewMessage,
+    Room,
+    RoomStore,
+    TokenGrant,
+    User,
+)
+
+
+class CompositeStore:
+    """`Store` over `backend`: `accounts` is the policy on its account rows, `rooms` and
+    `messages` are the backend itself. `scrypt_n` is the scrypt cost of new password hashes
+    (lower it only in tests)."""
+
+    def __init__(self, backend: Backend, *, scrypt_n: int = passwords.DEFAULT_N) -> None:
+        self.backend = backend
+        self.accounts = Accounts(backend, scrypt_n=scrypt_n)
+        self.rooms: RoomStore = backend
+        self.messages: MessageStore = backend
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # Lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        await self.backend.open()
+        try:
+            await self.accounts.open()
+        except BaseException:
+            await self.backend.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def probe(self, busy_timeout: float) -> str | None:
+        return await self.backend.probe(busy_timeout)
+
+    # Accounts -----------------------------------------------------------------------------
+    async def create_user(self, name: str, password: str) -> User:
+        return await self.accounts.create_user(name, password)
+
+    async def check_password(self, name: str, password: str) -> User | None:
+        return await self.accounts.check_password(name, password)
+
+    async def create_token(self, user_id: int, ttl_seconds: float) -> str:
+        return await self.accounts.create_token(user_id, ttl_seconds)
+
+    async def user_for_token(self, token: str) -> User | None:
+        return await self.accounts.user_for_token(token)
+
+    async def grant_for_token(self, token: str) -> TokenGrant | None:
+        return await self.accounts.grant_for_token(token)
+
+    async def revoke_token(self, token: str) -> None:
+        await self.accounts.revoke_token(token)
+
+    # Rooms and membership -----------------------------------------------------------------
+    async def create_room(self, name: str, created_by: int) -> Room:
+        return await self.rooms.create_room(name, created_by)
+
+    async def get_room(self, name: str) -> Room | None:
+        return await self.rooms.get_room(name)
+
+    async def list_rooms(self, limit: int = 1000) -> list[Room]:
+        return await self.rooms.list_rooms(_check_limit(limit))
+
+    async def join_room(self, room: str, user_id: int) -> bool:
+        return await self.rooms.join_room(room, user_id)
+
+    async def leave_room(self, room: str, user_id: int) -> bool:
+        return await self.rooms.leave_room(room, user_id)
+
+    async def is_member(self, room: str, user_id: int) -> bool:
+        return await self.rooms.is_member(room, user_id)
+
+    async def rooms_of(self, user_id: int) -> list[str]:
+        return await self.rooms.rooms_of(user_id)
+
+    async def members(self, room: str) -> list[str]:
+        return await self.rooms.members(room)
+
+    # Messages -----------------------------------------------------------------------------
+    async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
+        return await self.messages.append_batch(batch)
+
+    async def history(
+        self, room: str, before_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        return await self.messages.history(room, before_seq, _check_limit(limit))
+
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+        return await self.messages.messages_after(room, after_seq, _check_limit(limit))
+
+    async def last_seq(self, room: str) -> int:
+        return await self.messages.last_seq(room)
+
+
+def _check_limit(limit: int) -> int:
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, not {limit}")
+    return limit
