@@ -60,12 +60,12 @@ async def serve(
 
     `metrics` collects what /metrics exports (a fresh one if None; pass one to read it after).
     """
-    metrics = Metrics(config.server_id) if metrics is None else metrics
+    metrics = Metrics(config.server.server_id) if metrics is None else metrics
     sqlite = SQLiteStore(
-        config.db_path,
-        synchronous=config.sqlite_synchronous,
-        readers=config.sqlite_readers,
-        scrypt_n=config.scrypt_n,
+        config.storage.db_path,
+        synchronous=config.storage.sqlite_synchronous,
+        readers=config.storage.sqlite_readers,
+        scrypt_n=config.accounts.scrypt_n,
     )
     await sqlite.open()
     store = timed_store(sqlite, metrics)
@@ -78,28 +78,28 @@ async def serve(
             writer = MessageWriter(
                 store,
                 hub,
-                queue_size=config.writer_queue,
-                max_batch=config.writer_max_batch,
+                queue_size=config.limits.writer_queue,
+                max_batch=config.limits.writer_max_batch,
                 metrics=metrics,
             )
             await root.start(writer.run)
             membership = MembershipCache(
-                store, config.membership_cache_size, config.membership_cache_ttl
+                store, config.chat.membership_cache_size, config.chat.membership_cache_ttl
             )
             metrics.watch(
                 connections=registry,
                 hub=hub,
                 flusher=flusher,
                 writer=writer,
-                writer_capacity=config.writer_queue,
+                writer_capacity=config.limits.writer_queue,
                 caches={"membership": membership},
             )
             readiness = Readiness(
-                config.db_path,
+                config.storage.db_path,
                 writer,
-                config.writer_queue,
+                config.limits.writer_queue,
                 lambda: registry.draining,
-                probe_interval=config.db_probe_interval,
+                probe_interval=config.ops.db_probe_interval,
             )
             await root.start(readiness.run)
             memberships = MembershipSync(store, hub, membership)
@@ -110,7 +110,7 @@ async def serve(
                 writer=writer,
                 membership=membership,
                 memberships=memberships,
-                limiter=UserRateLimiter(config.rate_per_second, config.rate_burst),
+                limiter=UserRateLimiter(config.limits.rate_per_second, config.limits.rate_burst),
                 metrics=metrics,
             )
 
@@ -118,14 +118,14 @@ async def serve(
                 create_http_app(
                     HttpServices(
                         store=store,
-                        server_id=config.server_id,
-                        token_ttl=config.token_ttl,
-                        max_text=config.max_text,
-                        max_batch=config.http_max_batch,
+                        server_id=config.server.server_id,
+                        token_ttl=config.accounts.token_ttl,
+                        max_text=config.limits.max_text,
+                        max_batch=config.limits.http_max_batch,
                         publish=writer.publish_stored,
                         membership_changed=memberships.changed,
                         readiness=readiness.reason,
-                        metrics=metrics.exposition if config.metrics else None,
+                        metrics=metrics.exposition if config.ops.metrics else None,
                         auth_failed=metrics.count_auth_failure,
                     )
                 )
@@ -140,16 +140,16 @@ async def serve(
                 if registry.draining:
                     reject(sock, 503, b"shutting down")
                     return
-                if not origin_allowed(request, config.allowed_origins):
+                if not origin_allowed(request, config.chat.allowed_origins):
                     reject(sock, 403, b"origin not allowed")
                     return
                 with websockets.track():
                     await serve_websocket(sock, peer, head, request, services, flusher, registry)
 
             listener = Listener(
-                config.host,
-                config.port,
-                handshake_timeout=config.handshake_timeout,
+                config.server.host,
+                config.server.port,
+                handshake_timeout=config.timeouts.handshake_timeout,
                 on_websocket=on_websocket,
                 on_http=http.serve,
             )
@@ -157,19 +157,23 @@ async def serve(
             await root.start(Reaper(registry, config).run)
             _log.info(
                 "hibiki %s listening on %s:%d",
-                config.server_id,
-                config.host,
+                config.server.server_id,
+                config.server.host,
                 port,
-                extra={"server_id": config.server_id, "host": config.host, "port": port},
+                extra={
+                    "server_id": config.server.server_id,
+                    "host": config.server.host,
+                    "port": port,
+                },
             )
-            sdnotify.notify("READY=1", f"STATUS=listening on {config.host}:{port}")
+            sdnotify.notify("READY=1", f"STATUS=listening on {config.server.host}:{port}")
             task_status.started(port)
 
             await stop.wait()
             drain_started = trio.current_time()
             sdnotify.notify("STOPPING=1", "STATUS=draining connections")
             _log.info("draining", extra={"connections": len(registry)})
-            with trio.move_on_after(config.drain_timeout) as drain:
+            with trio.move_on_after(config.timeouts.drain_timeout) as drain:
                 registry.stop_reading()  # from here /readyz is 503 and upgrades are refused
                 writer.close_input()
                 await writer.finished.wait()
@@ -188,7 +192,7 @@ async def serve(
     finally:
         with trio.CancelScope(shield=True):
             await sqlite.aclose()
-        _log.info("stopped", extra={"server_id": config.server_id})
+        _log.info("stopped", extra={"server_id": config.server.server_id})
 
 
 class _OpenSockets:

@@ -46,7 +46,7 @@ async def serve_websocket(
     # Frames a client sent right behind its request (it should wait for the 101, but may not).
     trailing = head.split(b"\r\n\r\n", 1)[1]
     ws = Connection(ConnectionType.SERVER, trailing_data=trailing)
-    conn = WsConnection(sock, peer, flusher, config.outbound_limit)
+    conn = WsConnection(sock, peer, flusher, config.limits.outbound_limit)
     conn.enqueue(response)
     session = ChatSession(conn, services)
     registry.add(conn)
@@ -56,7 +56,7 @@ async def serve_websocket(
             await _read_frames(conn, ws, session, services)
         if conn.state is ConnState.HELLO or conn.state is ConnState.OPEN:
             # Reading was stopped for shutdown: let the writer's last acks out, then say goodbye.
-            with trio.move_on_after(config.drain_timeout):
+            with trio.move_on_after(config.timeouts.drain_timeout):
                 await registry.writer_flushed.wait()
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
     except Exception:
@@ -67,7 +67,7 @@ async def serve_websocket(
         registry.remove(conn)
         try:
             with trio.CancelScope(shield=True):
-                await _finish(conn, config.close_timeout)
+                await _finish(conn, config.timeouts.close_timeout)
         finally:
             registry.closed(conn)
     _log.info(
@@ -87,7 +87,7 @@ async def _read_frames(
     conn: WsConnection, ws: Connection, session: ChatSession, services: ChatServices
 ) -> None:
     config = services.config
-    max_frame = config.max_frame
+    max_frame = config.limits.max_frame
     parts: list[str | bytes] = []
     size = 0
     errors = 0
@@ -135,11 +135,11 @@ async def _read_frames(
                     parts.clear()
                     size = 0
                     try:
-                        request = decode(payload, max_text=config.max_text)
+                        request = decode(payload, max_text=config.limits.max_text)
                     except ProtocolError as exc:
                         errors += 1
                         session.error(exc.code, exc.message, exc.ref)
-                        if errors >= config.max_protocol_errors:
+                        if errors >= config.limits.max_protocol_errors:
                             conn.close(CloseCode.POLICY, "too many protocol errors")
                             return
                         continue

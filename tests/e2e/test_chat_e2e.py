@@ -227,7 +227,7 @@ async def test_too_many_protocol_errors_close_with_policy(tmp_path: Path) -> Non
 async def test_oversize_frame_closes_with_1009(server: RunningServer) -> None:
     raw = await RawWs.connect(server.port)
     assert b" 101 " in await raw.read_response_head()
-    await raw.send_frame(b"x" * (server.config.max_frame + 1))
+    await raw.send_frame(b"x" * (server.config.limits.max_frame + 1))
     with trio.fail_after(STEP):
         assert await raw.read_until_close() == CloseCode.TOO_BIG
     await raw.aclose()

@@ -49,7 +49,7 @@ class _Run:
 async def _server(tmp_path: Path, **overrides: Any) -> AsyncIterator[_Run]:
     """A real server run with a `Metrics` the test keeps, so it can be read after shutdown too."""
     config = make_config(tmp_path, **overrides)
-    metrics = Metrics(config.server_id)
+    metrics = Metrics(config.server.server_id)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve, config, stop, metrics=metrics))
@@ -146,7 +146,7 @@ async def test_every_metric_is_exported_with_the_seed_names_and_buckets(tmp_path
     assert expected <= names, expected - names
     for reason in CLOSE_REASONS:
         assert _value(samples, "hibiki_connections_closed_total", reason=reason) == 0
-    assert _value(samples, "hibiki_writer_queue_capacity") == Config().writer_queue
+    assert _value(samples, "hibiki_writer_queue_capacity") == Config().limits.writer_queue
 
 
 async def test_metrics_can_be_turned_off(tmp_path: Path) -> None:
