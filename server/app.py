@@ -31,6 +31,7 @@ from server.chat.ratelimit import UserRateLimiter
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices
+from server.chat.websocket import serve_websocket
 from server.config import Config
 from server.fanout.hub import RoomHub
 from server.http.api import HttpServices, create_http_app
@@ -42,7 +43,6 @@ from server.persist.writer import MessageWriter
 from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
-from server.transport.websocket import serve_websocket
 from storage.cache import MembershipCache
 from storage.sqlite.store import SQLiteStore
 
