@@ -17,7 +17,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection
 
-from client._socket import open_websocket
+from client import open_websocket
 from server.app import serve
 from server.config import Config
 

@@ -12,7 +12,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from client._socket import open_websocket
+from client import open_websocket
 from protocol import CloseCode
 
 from ..conftest import (

@@ -19,7 +19,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from client._socket import open_websocket
+from client import open_websocket
 from protocol import CloseCode
 
 from ..conftest import STEP, create_room, register

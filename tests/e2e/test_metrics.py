@@ -18,7 +18,7 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from client._socket import open_websocket
+from client import open_websocket
 from protocol import CloseCode
 from server.app import serve
 from server.chat.registry import ConnectionRegistry
