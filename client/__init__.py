@@ -13,6 +13,7 @@ from ._errors import (
 )
 from ._events import ClientEvent, Disconnected
 from ._http import LoginSession, RoomInfo, UserInfo
+from ._socket import open_websocket
 
 __all__ = [
     "ApiError",
@@ -28,4 +29,5 @@ __all__ = [
     "RequestError",
     "RoomInfo",
     "UserInfo",
+    "open_websocket",
 ]

@@ -32,6 +32,7 @@ from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices
 from server.chat.token_index import TokenIndex
+from server.chat.websocket import serve_websocket
 from server.config import Config
 from server.fanout.hub import RoomHub
 from server.http.api import HttpServices, create_http_app
@@ -44,7 +45,6 @@ from server.transport.address_limits import AddressLimits
 from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
-from server.transport.websocket import serve_websocket
 from storage import MembershipCache, open_store
 
 _log = logging.getLogger(__name__)
@@ -61,12 +61,12 @@ async def serve(
 
     `metrics` collects what /metrics exports (a fresh one if None; pass one to read it after).
     """
-    metrics = Metrics(config.server_id) if metrics is None else metrics
+    metrics = Metrics(config.server.server_id) if metrics is None else metrics
     database = open_store(
-        config.db_path,
-        synchronous=config.sqlite_synchronous,
-        readers=config.sqlite_readers,
-        scrypt_n=config.scrypt_n,
+        config.storage.db_path,
+        synchronous=config.storage.sqlite_synchronous,
+        readers=config.storage.sqlite_readers,
+        scrypt_n=config.accounts.scrypt_n,
     )
     await database.open()
     store = timed_store(database, metrics)
@@ -79,28 +79,28 @@ async def serve(
             writer = MessageWriter(
                 store,
                 hub,
-                queue_size=config.writer_queue,
-                max_batch=config.writer_max_batch,
+                queue_size=config.limits.writer_queue,
+                max_batch=config.limits.writer_max_batch,
                 metrics=metrics,
             )
             await root.start(writer.run)
             membership = MembershipCache(
-                store, config.membership_cache_size, config.membership_cache_ttl
+                store, config.chat.membership_cache_size, config.chat.membership_cache_ttl
             )
             metrics.watch(
                 connections=registry,
                 hub=hub,
                 flusher=flusher,
                 writer=writer,
-                writer_capacity=config.writer_queue,
+                writer_capacity=config.limits.writer_queue,
                 caches={"membership": membership},
             )
             readiness = Readiness(
                 database,
                 writer,
-                config.writer_queue,
+                config.limits.writer_queue,
                 lambda: registry.draining,
-                probe_interval=config.db_probe_interval,
+                probe_interval=config.ops.db_probe_interval,
             )
             await root.start(readiness.run)
             memberships = MembershipSync(store, hub, membership)
@@ -113,7 +113,7 @@ async def serve(
                 membership=membership,
                 memberships=memberships,
                 tokens=tokens,
-                limiter=UserRateLimiter(config.rate_per_second, config.rate_burst),
+                limiter=UserRateLimiter(config.limits.rate_per_second, config.limits.rate_burst),
                 metrics=metrics,
             )
 
@@ -121,21 +121,21 @@ async def serve(
                 create_http_app(
                     HttpServices(
                         store=store,
-                        server_id=config.server_id,
-                        token_ttl=config.token_ttl,
-                        max_text=config.max_text,
-                        max_batch=config.http_max_batch,
+                        server_id=config.server.server_id,
+                        token_ttl=config.accounts.token_ttl,
+                        max_text=config.limits.max_text,
+                        max_batch=config.limits.http_max_batch,
                         publish=writer.publish_stored,
                         membership_changed=memberships.changed,
                         readiness=readiness.reason,
-                        metrics=metrics.exposition if config.metrics else None,
+                        metrics=metrics.exposition if config.ops.metrics else None,
                         auth_failed=metrics.count_auth_failure,
                         token_revoked=tokens.revoke,
-                        body_timeout=config.http_read_timeout,
+                        body_timeout=config.timeouts.http_read_timeout,
                     )
                 ),
-                idle_timeout=config.http_idle_timeout,
-                read_timeout=config.http_read_timeout,
+                idle_timeout=config.timeouts.http_idle_timeout,
+                read_timeout=config.timeouts.http_read_timeout,
             )
             await root.start(http.run)
 
@@ -151,7 +151,7 @@ async def serve(
                 if registry.draining:
                     reject(sock, 503, b"shutting down")
                     return
-                if not origin_allowed(request, config.allowed_origins):
+                if not origin_allowed(request, config.chat.allowed_origins):
                     reject(sock, 403, b"origin not allowed")
                     return
                 with websockets.track():
@@ -160,13 +160,13 @@ async def serve(
                     )
 
             listener = Listener(
-                config.host,
-                config.port,
-                handshake_timeout=config.handshake_timeout,
+                config.server.host,
+                config.server.port,
+                handshake_timeout=config.timeouts.handshake_timeout,
                 on_websocket=on_websocket,
                 on_http=http.serve,
                 limits=AddressLimits(
-                    config.max_connections_per_address, config.max_pending_per_address
+                    config.limits.max_connections_per_address, config.limits.max_pending_per_address
                 ),
                 metrics=metrics,
             )
@@ -174,19 +174,23 @@ async def serve(
             await root.start(Reaper(registry, config).run)
             _log.info(
                 "hibiki %s listening on %s:%d",
-                config.server_id,
-                config.host,
+                config.server.server_id,
+                config.server.host,
                 port,
-                extra={"server_id": config.server_id, "host": config.host, "port": port},
+                extra={
+                    "server_id": config.server.server_id,
+                    "host": config.server.host,
+                    "port": port,
+                },
             )
-            sdnotify.notify("READY=1", f"STATUS=listening on {config.host}:{port}")
+            sdnotify.notify("READY=1", f"STATUS=listening on {config.server.host}:{port}")
             task_status.started(port)
 
             await stop.wait()
             drain_started = trio.current_time()
             sdnotify.notify("STOPPING=1", "STATUS=draining connections")
             _log.info("draining", extra={"connections": len(registry)})
-            with trio.move_on_after(config.drain_timeout) as drain:
+            with trio.move_on_after(config.timeouts.drain_timeout) as drain:
                 registry.stop_reading()  # from here /readyz is 503 and upgrades are refused
                 writer.close_input()
                 await writer.finished.wait()
@@ -205,7 +209,7 @@ async def serve(
     finally:
         with trio.CancelScope(shield=True):
             await database.aclose()
-        _log.info("stopped", extra={"server_id": config.server_id})
+        _log.info("stopped", extra={"server_id": config.server.server_id})
 
 
 class _OpenSockets:

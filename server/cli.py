@@ -12,7 +12,6 @@ setting exits with status 2 and a message naming the key and where it came from.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import os
 import signal
@@ -22,7 +21,7 @@ from typing import Any
 
 import trio
 
-from server.config import Config, ConfigError
+from server.config import SECTION_OF, Config, ConfigError
 from server.config_file import LoadedConfig, load_config, to_toml
 
 EXIT_USAGE = 2  # invalid configuration or arguments, as argparse uses
@@ -67,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings_parser() -> argparse.ArgumentParser:
-    """Flags shared by `serve` and `config show`; each dest is a `Config` field."""
+    """Flags shared by `serve` and `config show`; each dest is a setting's flat name."""
     run = argparse.ArgumentParser(add_help=False)
     run.add_argument("--config", dest="config_path", metavar="FILE", help="TOML config file")
     run.add_argument("--host")
@@ -111,9 +110,8 @@ def _settings_parser() -> argparse.ArgumentParser:
 
 
 def _load(parsed: argparse.Namespace) -> LoadedConfig | None:
-    fields = {f.name for f in dataclasses.fields(Config)}
     flags: dict[str, Any] = {
-        key: value for key, value in vars(parsed).items() if key in fields and value is not None
+        key: value for key, value in vars(parsed).items() if key in SECTION_OF and value is not None
     }
     try:
         return load_config(parsed.config_path, os.environ, flags)
@@ -131,7 +129,7 @@ def _serve(parsed: argparse.Namespace) -> int:
         configure_logging,  # imported here: `config show` needs none of the server
     )
 
-    configure_logging(loaded.config.log_level, loaded.config.log_format)
+    configure_logging(loaded.config.ops.log_level, loaded.config.ops.log_format)
     trio.run(_run_until_signal, loaded.config)
     return 0
 
@@ -168,12 +166,12 @@ def _backup(parsed: argparse.Namespace) -> int:
     from storage import StorageError, backup
 
     try:
-        result = backup(loaded.config.db_path, parsed.dest)
+        result = backup(loaded.config.storage.db_path, parsed.dest)
     except StorageError as exc:  # a BackupError, or a database URL it cannot back up
         print(f"hibiki: {exc}", file=sys.stderr)
         return 1
     print(
-        f"backed up {loaded.config.db_path} to {result.dest}: "
+        f"backed up {loaded.config.storage.db_path} to {result.dest}: "
         f"{result.pages} pages, {result.bytes} bytes in {result.seconds:.2f} s"
     )
     return 0

@@ -1,16 +1,21 @@
 """One config object, built once and passed down; unknown keys are rejected, never ignored.
 
-`Config` holds the settings and checks their values; `server.config_file` fills it from a TOML
-file, `HIBIKI_*` environment variables and command-line flags (docs/operations.md lists them all).
+`Config` is a frozen dataclass of frozen sections (`config.limits.rate_burst`); each section holds
+the settings of one part and checks their values. A setting's name is unique across sections, so
+environment variables and flags keep flat names (`HIBIKI_RATE_BURST`, `--rate-burst`) and
+`SECTION_OF` finds the section of each. `server.config_file` fills a `Config` from a TOML file (one
+table per section), `HIBIKI_*` environment variables and command-line flags; docs/operations.md
+lists every setting. A new setting is one line in its section (plus its check, if any).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Sequence
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 SECONDS = 1.0
 MINUTES = 60 * SECONDS
@@ -20,6 +25,8 @@ MiB = 1024 * KiB
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("auto", "json", "text")
+
+Problems = list[tuple[str, str]]
 
 
 class ConfigError(ValueError):
@@ -35,15 +42,57 @@ class ConfigError(ValueError):
         super().__init__("; ".join(f"{k}: {msg}" if k else msg for k, msg in self.problems))
 
 
+class Section:
+    """A group of settings that checks its own values when built (`ConfigError` lists them)."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # each one is a dataclass
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+
+    def problems(self) -> Problems:
+        return []
+
+
 @dataclass(frozen=True, slots=True)
-class Config:
+class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8080
+    server_id: str = field(default_factory=lambda: "hibiki-" + secrets.token_hex(3))
+
+    def problems(self) -> Problems:
+        if not 0 <= self.port <= 65535:
+            return [("port", f"{self.port} is not a TCP port")]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig(Section):
     db_path: str = "hibiki.db"
     sqlite_synchronous: str = "FULL"
     sqlite_readers: int = 2
+
+    def problems(self) -> Problems:
+        out = _at_least_one(self, "sqlite_readers")
+        if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            out.insert(0, ("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AccountsConfig(Section):
     scrypt_n: int = 2**14
-    server_id: str = field(default_factory=lambda: "hibiki-" + secrets.token_hex(3))
+    token_ttl: float = 7 * 24 * HOURS
+
+    def problems(self) -> Problems:
+        return _positive(self, "token_ttl")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig(Section):
     # Protocol limits.
     max_text: int = 4000
     max_frame: int = 64 * KiB
@@ -60,7 +109,29 @@ class Config:
     # HTTP, past the request head). Generous: one NAT can hold many real users.
     max_connections_per_address: int = 1000
     max_pending_per_address: int = 64
-    # Liveness.
+
+    def problems(self) -> Problems:
+        out = _at_least_one(
+            self,
+            "max_text",
+            "max_frame",
+            "outbound_limit",
+            "writer_queue",
+            "writer_max_batch",
+            "http_max_batch",
+            "max_protocol_errors",
+        )
+        for name in ("rate_per_second", "rate_burst"):
+            if not getattr(self, name) >= 0:
+                out.append((name, "must not be negative (0 disables the limit)"))
+        for name in ("max_connections_per_address", "max_pending_per_address"):
+            if getattr(self, name) < 0:
+                out.append((name, "must not be negative"))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutsConfig(Section):
     handshake_timeout: float = 10 * SECONDS
     http_idle_timeout: float = 5 * SECONDS  # an HTTP connection with no request in progress
     http_read_timeout: float = 30 * SECONDS  # the rest of a request once it has started arriving
@@ -69,75 +140,99 @@ class Config:
     heartbeat_deadline: float = 20 * SECONDS
     close_timeout: float = 2 * SECONDS
     drain_timeout: float = 10 * SECONDS
-    # Recovery and caches.
+
+    def problems(self) -> Problems:
+        return _positive(self, *(f.name for f in dataclasses.fields(self)))
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig(Section):
     resume_max_gap: int = 1000
     membership_cache_size: int = 100_000
     membership_cache_ttl: float = 60 * SECONDS
-    token_ttl: float = 7 * 24 * HOURS
     allowed_origins: tuple[str, ...] = ()
-    # Operations.
+
+    def problems(self) -> Problems:
+        out = _at_least_one(self, "membership_cache_size")
+        if self.resume_max_gap < 0:
+            out.append(("resume_max_gap", "must not be negative"))
+        return out + _positive(self, "membership_cache_ttl")
+
+
+@dataclass(frozen=True, slots=True)
+class OpsConfig(Section):
     log_level: str = "INFO"
     log_format: str = "auto"  # auto: JSON lines unless stderr is a terminal
     metrics: bool = True  # serve GET /metrics
     db_probe_interval: float = 5 * SECONDS  # /readyz write probe while the writer is idle
 
-    def __post_init__(self) -> None:
-        problems = _problems(self)
-        if problems:
-            raise ConfigError(problems)
+    def problems(self) -> Problems:
+        out = _positive(self, "db_probe_interval")
+        if self.log_level.upper() not in LOG_LEVELS:
+            out.append(("log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
+        if self.log_format not in LOG_FORMATS:
+            out.append(("log_format", f"must be one of {', '.join(LOG_FORMATS)}"))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting, by section; the TOML file has one table per field here."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> Config:
-        """Build from a mapping, refusing unknown keys (a typo must not silently do nothing)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_flat(cls, **values: Any) -> Config:
+        """Build from flat setting names (`port=0, rate_burst=5`), each put in its section.
+
+        An unknown name, and every invalid value in every section, is one `ConfigError`.
+        """
+        unknown = sorted(set(values) - set(SECTION_OF))
         if unknown:
             raise ConfigError([(key, "unknown setting") for key in unknown])
-        return cls(**values)
+        sections: dict[str, Section] = {}
+        problems: Problems = []
+        for name, section in SECTIONS.items():
+            mine = {key: value for key, value in values.items() if SECTION_OF[key] == name}
+            try:
+                sections[name] = section(**mine)
+            except ConfigError as exc:
+                problems += exc.problems
+        if problems:
+            raise ConfigError(problems)
+        return cls(**sections)  # type: ignore[arg-type]  # each value is its field's section
 
 
-def _problems(config: Config) -> list[tuple[str, str]]:
-    out = []
-    if not 0 <= config.port <= 65535:
-        out.append(("port", f"{config.port} is not a TCP port"))
-    if config.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        out.append(("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
-    for name in (
-        "max_text",
-        "max_frame",
-        "outbound_limit",
-        "writer_queue",
-        "writer_max_batch",
-        "http_max_batch",
-        "sqlite_readers",
-        "max_protocol_errors",
-        "membership_cache_size",
-    ):
-        if getattr(config, name) < 1:
-            out.append((name, "must be at least 1"))
-    for name in ("resume_max_gap", "max_connections_per_address", "max_pending_per_address"):
-        if getattr(config, name) < 0:
-            out.append((name, "must not be negative"))
-    for name in (
-        "handshake_timeout",
-        "http_idle_timeout",
-        "http_read_timeout",
-        "hello_timeout",
-        "heartbeat_interval",
-        "heartbeat_deadline",
-        "close_timeout",
-        "drain_timeout",
-        "token_ttl",
-        "membership_cache_ttl",
-        "db_probe_interval",
-    ):
-        if not getattr(config, name) > 0:
-            out.append((name, "must be positive"))
-    for name in ("rate_per_second", "rate_burst"):
-        if not getattr(config, name) >= 0:
-            out.append((name, "must not be negative (0 disables the limit)"))
-    if config.log_level.upper() not in LOG_LEVELS:
-        out.append(("log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
-    if config.log_format not in LOG_FORMATS:
-        out.append(("log_format", f"must be one of {', '.join(LOG_FORMATS)}"))
+def _at_least_one(section: Section, *names: str) -> Problems:
+    return [(name, "must be at least 1") for name in names if getattr(section, name) < 1]
+
+
+def _positive(section: Section, *names: str) -> Problems:
+    return [(name, "must be positive") for name in names if not getattr(section, name) > 0]
+
+
+def _sections() -> dict[str, type[Section]]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _section_of() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, section in SECTIONS.items():
+        for f in dataclasses.fields(section):
+            if f.name in out:  # flags and HIBIKI_* names would be ambiguous
+                raise TypeError(f"setting {f.name!r} is in both [{out[f.name]}] and [{name}]")
+            out[f.name] = name
     return out
+
+
+# Section name -> its class, in `Config`'s order (the order `config show` prints).
+SECTIONS: Mapping[str, type[Section]] = _sections()
+# Flat setting name (env, flags, docs) -> the section holding it; names are unique (checked here).
+SECTION_OF: Mapping[str, str] = _section_of()

@@ -1,8 +1,11 @@
 """Where a `Config` comes from: defaults < TOML file < `HIBIKI_*` environment < command-line flags.
 
-Every source is checked against the `Config` fields: an unknown key, or a value of the wrong type,
-is a `ConfigError` naming the source and the key; nothing is silently ignored or coerced.
-`to_toml` prints the effective configuration (`hibiki config show`) with secrets masked.
+The TOML file has one table per section (`[limits]` with `rate_burst = 10`); environment variables
+and flags use the setting's flat name (`HIBIKI_RATE_BURST`, `--rate-burst`), which is unique across
+sections. Every source is checked against the `Config` sections: an unknown table or key, a key in
+the wrong table, or a value of the wrong type is a `ConfigError` naming the source and the key;
+nothing is silently ignored or coerced. `to_toml` prints the effective configuration
+(`hibiki config show`), one table per section, with secrets masked.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server.config import Config, ConfigError
+from server.config import SECTION_OF, SECTIONS, Config, ConfigError
 
 ENV_PREFIX = "HIBIKI_"
 CLIENT_ENV_PREFIX = "HIBIKI_CHAT_"  # reserved for `hibiki chat`: not server settings
@@ -27,12 +30,13 @@ MASK = "********"
 _SECRET_WORDS = ("password", "secret", "token")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+_FILE = "file "
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
     config: Config
-    # key -> where its value came from ("file PATH", "env HIBIKI_X", "flag"); absent = default.
+    # flat key -> where its value came from ("file PATH", "env HIBIKI_X", "flag"); absent = default.
     sources: dict[str, str]
 
 
@@ -46,8 +50,8 @@ def load_config(
     sources: dict[str, str] = {}
     problems: list[tuple[str, str]] = []
     if path is not None:
-        for key, value in _read_toml(path, problems).items():
-            _put(key, value, f"file {path}", _checked, values, sources, problems)
+        for key, value in _settings_in_file(path, problems):
+            _put(key, value, f"{_FILE}{path}", _checked, values, sources, problems)
     for name, text in sorted((env or {}).items()):
         if name.startswith(ENV_PREFIX) and not name.startswith(CLIENT_ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower()
@@ -56,7 +60,7 @@ def load_config(
         _put(key, value, "flag", _checked, values, sources, problems)
     if not problems:
         try:
-            return LoadedConfig(Config(**values), sources)
+            return LoadedConfig(Config.from_flat(**values), sources)
         except ConfigError as exc:
             problems = exc.problems
     raise ConfigError([(_where(key, sources), msg) for key, msg in problems])
@@ -68,13 +72,16 @@ def to_toml(loaded: LoadedConfig) -> str:
         "# hibiki effective configuration: defaults < --config file < HIBIKI_* env < flags.",
         "# Secrets are masked.",
     ]
-    for f in dataclasses.fields(Config):
-        value = mask_secret(f.name, getattr(loaded.config, f.name))
-        source = loaded.sources.get(f.name)
-        note = f"  # {source}" if source else ""
-        if f.name == "server_id" and source is None:
-            note = "  # default: random at each start unless set"
-        lines.append(f"{f.name} = {_toml_value(value)}{note}")
+    for name in SECTIONS:
+        section = getattr(loaded.config, name)
+        lines += ["", f"[{name}]"]
+        for f in dataclasses.fields(section):
+            value = mask_secret(f.name, getattr(section, f.name))
+            source = loaded.sources.get(f.name)
+            note = f"  # {source}" if source else ""
+            if f.name == "server_id" and source is None:
+                note = "  # default: random at each start unless set"
+            lines.append(f"{f.name} = {_toml_value(value)}{note}")
     return "\n".join(lines) + "\n"
 
 
@@ -83,8 +90,52 @@ def to_toml(loaded: LoadedConfig) -> str:
 
 @functools.cache
 def _field_types() -> dict[str, Any]:
-    hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+    """Flat setting name -> its type."""
+    out = {}
+    for section in SECTIONS.values():
+        hints = typing.get_type_hints(section)
+        out.update({f.name: hints[f.name] for f in dataclasses.fields(section)})
+    return out
+
+
+def _settings_in_file(path: str, problems: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    """(flat key, value) of each setting in the file's tables; misplaced keys go to `problems`."""
+    out = []
+    where = f"{_FILE}{path}"
+    for table, content in _read_toml(path, problems).items():
+        if table not in SECTIONS:
+            problems.append((f"{where}: {table}", _misplaced(table, content)))
+        elif not isinstance(content, dict):
+            problems.append(
+                (f"{where}: {table}", f"expected a table, got {_describe_value(content)}")
+            )
+        else:
+            for key, value in content.items():
+                if SECTION_OF.get(key) == table:
+                    out.append((key, value))
+                else:
+                    problems.append((f"{where}: {table}.{key}", _not_in_table(table, key)))
+    return out
+
+
+def _misplaced(name: str, content: Any) -> str:
+    """What is wrong with a top-level `name` that is not a section's table."""
+    if name in SECTION_OF:
+        return f"not a top-level setting (put it under [{SECTION_OF[name]}])"
+    if isinstance(content, dict):
+        return "unknown table" + _did_you_mean(difflib.get_close_matches(name, SECTIONS, n=1))
+    hint = difflib.get_close_matches(name, SECTION_OF, n=1)
+    return "unknown setting" + _did_you_mean([f"{SECTION_OF[h]}.{h}" for h in hint])
+
+
+def _not_in_table(table: str, key: str) -> str:
+    if key in SECTION_OF:
+        return f"not a [{table}] setting (it is in [{SECTION_OF[key]}])"
+    here = [f.name for f in dataclasses.fields(SECTIONS[table])]
+    hint = difflib.get_close_matches(key, here, n=1)
+    if not hint:
+        hint = [f"{SECTION_OF[h]}.{h}" for h in difflib.get_close_matches(key, SECTION_OF, n=1)]
+    return "unknown setting" + _did_you_mean(hint)
 
 
 def _read_toml(path: str, problems: list[tuple[str, str]]) -> dict[str, Any]:
@@ -115,7 +166,7 @@ def _put(
     try:
         values[key] = convert(raw, types[key])
     except ValueError as exc:
-        problems.append((f"{source}: {key}", str(exc)))
+        problems.append((_named(key, source), str(exc)))
         return
     sources[key] = source
 
@@ -126,7 +177,14 @@ def _did_you_mean(hint: list[str]) -> str:
 
 def _where(key: str, sources: dict[str, str]) -> str:
     source = sources.get(key)
-    return f"{source}: {key}" if source else key
+    return _named(key, source) if source else key
+
+
+def _named(key: str, source: str) -> str:
+    """`key` as its source spells it: `file PATH: limits.rate_burst`, `env HIBIKI_X: x`."""
+    if source.startswith(_FILE) and key in SECTION_OF:
+        return f"{source}: {SECTION_OF[key]}.{key}"
+    return f"{source}: {key}"
 
 
 def _checked(value: Any, typ: Any) -> Any:

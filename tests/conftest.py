@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection
 
-from client._socket import open_websocket
+from client import open_websocket
 from server.app import serve
 from server.config import Config
 
@@ -75,13 +75,14 @@ class Peer:
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
-    base = Config(
-        port=0,
-        db_path=str(tmp_path / "hibiki.db"),
-        scrypt_n=2**10,
-        server_id="test",
-    )
-    return replace(base, **overrides)
+    """A test server's config; `overrides` by flat setting name (`rate_burst=2`)."""
+    base = {
+        "port": 0,
+        "db_path": str(tmp_path / "hibiki.db"),
+        "scrypt_n": 2**10,
+        "server_id": "test",
+    }
+    return Config.from_flat(**(base | overrides))
 
 
 @asynccontextmanager
@@ -101,7 +102,7 @@ async def running_server(config: Config) -> AsyncIterator[RunningServer]:
             yield handle
         finally:
             stop.set()
-            with trio.fail_after(STEP + config.drain_timeout):
+            with trio.fail_after(STEP + config.timeouts.drain_timeout):
                 await done.wait()
 
 

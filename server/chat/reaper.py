@@ -24,22 +24,24 @@ class Reaper:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # Tick often enough that a hello timeout is enforced within ~25% of its value.
-        tick = min(self._config.heartbeat_interval, self._config.hello_timeout / 4, 1.0)
+        tick = min(
+            self._config.timeouts.heartbeat_interval, self._config.timeouts.hello_timeout / 4, 1.0
+        )
         task_status.started()
-        next_ping = trio.current_time() + self._config.heartbeat_interval
+        next_ping = trio.current_time() + self._config.timeouts.heartbeat_interval
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
             ping = now >= next_ping
             if ping:
-                next_ping = now + self._config.heartbeat_interval
+                next_ping = now + self._config.timeouts.heartbeat_interval
             for conn in self._registry:
                 self.check(conn, now, ping)
 
     def check(self, conn: WsConnection, now: float, ping: bool) -> None:
         config = self._config
         if conn.state is ConnState.HELLO:
-            if now - conn.created_at > config.hello_timeout:
+            if now - conn.created_at > config.timeouts.hello_timeout:
                 conn.close(CloseCode.UNAUTHENTICATED, "hello timeout")
             return
         if conn.state is not ConnState.OPEN:
@@ -48,7 +50,7 @@ class Reaper:
             conn.close(CloseCode.UNAUTHENTICATED, "token expired")
             return
         if conn.ping_sent_at is not None:
-            if now - conn.ping_sent_at > config.heartbeat_deadline:
+            if now - conn.ping_sent_at > config.timeouts.heartbeat_deadline:
                 conn.close(CloseCode.STALE, "heartbeat timeout", discard_backlog=True)
         elif ping:
             conn.ping_sent_at = now

@@ -149,9 +149,9 @@ class ChatSession:
             Welcome(
                 user=user.name,
                 protocol=PROTOCOL_VERSION,
-                server_id=s.config.server_id,
+                server_id=s.config.server.server_id,
                 rooms=rooms,
-                heartbeat=s.config.heartbeat_interval,
+                heartbeat=s.config.timeouts.heartbeat_interval,
                 ref=hello.ref,
             )
         )
@@ -175,7 +175,7 @@ class ChatSession:
         replayed_to = last_seen
         try:
             last = await s.store.last_seq(room)
-            if last - last_seen > s.config.resume_max_gap:
+            if last - last_seen > s.config.chat.resume_max_gap:
                 conn.send_event(Resync(room=room, last_seq=last, reason="gap_too_large"))
                 replayed_to = last
             else:

@@ -4,11 +4,11 @@
 
 becomes, with `log_format = "json"` (the default when stderr is not a terminal, e.g. journald):
 
-    {"ts": "2025-01-01T12:00:00.123Z", "level": "INFO", "logger": "server.transport.websocket",
+    {"ts": "2025-01-01T12:00:00.123Z", "level": "INFO", "logger": "server.chat.websocket",
      "msg": "connection closed", "peer": "10.0.0.7:51234", "code": 1001, "duration_s": 3.2}
 
 and on a terminal:
-`12:00:00.123 INFO  server.transport.websocket: connection closed peer=... code=1001`.
+`12:00:00.123 INFO  server.chat.websocket: connection closed peer=... code=1001`.
 
 Logs never carry message bodies, passwords or tokens: extras with such names are replaced by
 "[redacted]" as a last line of defence, but the rule is not to pass them at all.

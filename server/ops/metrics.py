@@ -16,7 +16,7 @@ import inspect
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from prometheus_client import generate_latest
 from prometheus_client.core import (
@@ -27,8 +27,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from server.transport.address_limits import REFUSAL_REASONS
 from storage import AccountStore, MessageStore, RoomStore, Store
+
+# Why the listener refused a connection (server.transport.address_limits), the counter's labels.
+RefusalReason = Literal["per_address", "pending_per_address"]
+REFUSAL_REASONS: tuple[RefusalReason, ...] = ("per_address", "pending_per_address")
 
 P = ParamSpec("P")
 T = TypeVar("T")

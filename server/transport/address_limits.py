@@ -14,10 +14,8 @@ by the open connections. Trio thread only: no locking.
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
 
-RefusalReason = Literal["per_address", "pending_per_address"]
-REFUSAL_REASONS: tuple[RefusalReason, ...] = ("per_address", "pending_per_address")
+from server.ops.metrics import RefusalReason
 
 
 def address_key(host: str) -> str:

@@ -17,8 +17,8 @@ import h11
 import trio
 
 from server.ops.log_throttle import LogThrottle
-from server.ops.metrics import Metrics
-from server.transport.address_limits import AddressLimits, AddressSlot, RefusalReason
+from server.ops.metrics import Metrics, RefusalReason
+from server.transport.address_limits import AddressLimits, AddressSlot
 
 _log = logging.getLogger(__name__)
 MAX_HEAD = 16 * 1024

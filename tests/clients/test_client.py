@@ -13,7 +13,6 @@ import httpx
 import pytest
 import trio
 
-import client
 from client import (
     AuthenticationError,
     Backoff,
@@ -367,22 +366,3 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
         assert len(delays) == 50  # jittered: no two clients retry in lockstep
     with pytest.raises(ValueError):
         Backoff(initial=0)
-
-
-def test_public_surface_is_pinned() -> None:
-    assert sorted(client.__all__) == [
-        "ApiError",
-        "AuthenticationError",
-        "Backoff",
-        "ChatClient",
-        "ChatClientError",
-        "ClientClosed",
-        "ClientEvent",
-        "Disconnected",
-        "LoginError",
-        "LoginSession",
-        "RequestError",
-        "RoomInfo",
-        "UserInfo",
-    ]
-    assert all(hasattr(client, name) for name in client.__all__)

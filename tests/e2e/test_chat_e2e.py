@@ -12,7 +12,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from client._socket import open_websocket
+from client import open_websocket
 from protocol import CloseCode
 
 from ..conftest import (
@@ -227,7 +227,7 @@ async def test_too_many_protocol_errors_close_with_policy(tmp_path: Path) -> Non
 async def test_requests_before_hello_count_towards_the_protocol_error_limit(
     server: RunningServer,
 ) -> None:
-    limit = server.config.max_protocol_errors
+    limit = server.config.limits.max_protocol_errors
     async with _connect(server, None) as ws:
         # Malformed frames and requests before hello share one count.
         for i in range(limit - 1):
@@ -248,7 +248,7 @@ async def test_requests_before_hello_count_towards_the_protocol_error_limit(
 async def test_oversize_frame_closes_with_1009(server: RunningServer) -> None:
     raw = await RawWs.connect(server.port)
     assert b" 101 " in await raw.read_response_head()
-    await raw.send_frame(b"x" * (server.config.max_frame + 1))
+    await raw.send_frame(b"x" * (server.config.limits.max_frame + 1))
     with trio.fail_after(STEP):
         assert await raw.read_until_close() == CloseCode.TOO_BIG
     await raw.aclose()

@@ -19,7 +19,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from client._socket import open_websocket
+from client import open_websocket
 from protocol import CloseCode
 
 from ..conftest import STEP, create_room, register
@@ -49,7 +49,7 @@ async def test_sigterm_drains_then_exits_0(
 ) -> None:
     notify_path, notify = notify_socket
     config = tmp_path / "hibiki.toml"
-    config.write_text(f"drain_timeout = {DRAIN_TIMEOUT}\n")
+    config.write_text(f"[timeouts]\ndrain_timeout = {DRAIN_TIMEOUT}\n")
     env = {"HIBIKI_CLOSE_TIMEOUT": str(CLOSE_TIMEOUT), "NOTIFY_SOCKET": notify_path}
     log = bytearray()
     db = tmp_path / "hibiki.db"

@@ -43,7 +43,7 @@ async def test_readyz_is_503_while_another_process_holds_the_write_lock(
         httpx.AsyncClient(base_url=server.http, timeout=STEP) as http,
     ):
         assert await _ready(http) == (200, None)
-        hog = sqlite3.connect(config.db_path, isolation_level=None)
+        hog = sqlite3.connect(config.storage.db_path, isolation_level=None)
         try:
             hog.execute("BEGIN IMMEDIATE")
             reason = await _until_ready_is(http, 503)

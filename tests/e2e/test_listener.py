@@ -128,7 +128,7 @@ async def test_accept_failures_are_logged_once_then_counted_until_they_stop(
 async def _serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[int, Metrics]]:
     """A real server whose `Metrics` the test reads directly (a scrape would be a connection)."""
     config = make_config(tmp_path, **overrides)
-    metrics = Metrics(config.server_id)
+    metrics = Metrics(config.server.server_id)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve, config, stop, metrics=metrics))

@@ -19,7 +19,7 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from client._socket import open_websocket
+from client import open_websocket
 from protocol import CloseCode
 from server.app import serve
 from server.chat.registry import ConnectionRegistry
@@ -50,7 +50,7 @@ class _Run:
 async def _server(tmp_path: Path, **overrides: Any) -> AsyncIterator[_Run]:
     """A real server run with a `Metrics` the test keeps, so it can be read after shutdown too."""
     config = make_config(tmp_path, **overrides)
-    metrics = Metrics(config.server_id)
+    metrics = Metrics(config.server.server_id)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve, config, stop, metrics=metrics))
@@ -147,7 +147,7 @@ async def test_every_metric_is_exported_with_the_seed_names_and_buckets(tmp_path
     assert expected <= names, expected - names
     for reason in CLOSE_REASONS:
         assert _value(samples, "hibiki_connections_closed_total", reason=reason) == 0
-    assert _value(samples, "hibiki_writer_queue_capacity") == Config().writer_queue
+    assert _value(samples, "hibiki_writer_queue_capacity") == Config().limits.writer_queue
 
 
 async def test_metrics_can_be_turned_off(tmp_path: Path) -> None:
@@ -292,7 +292,7 @@ async def test_connections_closed_are_counted_by_reason(tmp_path: Path) -> None:
 async def test_a_clients_own_error_close_is_counted_and_logged_as_the_clients(
     tmp_path: Path, code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="server.transport.websocket")
+    caplog.set_level(logging.INFO, logger="server.chat.websocket")
     closed = "hibiki_connections_closed_total"
     async with _server(tmp_path) as run:
         alice = await register(run.http)

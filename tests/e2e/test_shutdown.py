@@ -18,7 +18,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed
 
-from client._socket import open_websocket
+from client import open_websocket
 from protocol import CloseCode
 
 from ..conftest import STEP, Account, create_room, join_room, register

@@ -48,7 +48,7 @@ async def serve_websocket(
     # Frames a client sent right behind its request (it should wait for the 101, but may not).
     trailing = head.split(b"\r\n\r\n", 1)[1]
     ws = Connection(ConnectionType.SERVER, trailing_data=trailing)
-    conn = WsConnection(sock, peer, flusher, config.outbound_limit, on_open=on_open)
+    conn = WsConnection(sock, peer, flusher, config.limits.outbound_limit, on_open=on_open)
     conn.enqueue(response)
     session = ChatSession(conn, services)
     registry.add(conn)
@@ -58,7 +58,7 @@ async def serve_websocket(
             await _read_frames(conn, ws, session, services)
         if conn.state is ConnState.HELLO or conn.state is ConnState.OPEN:
             # Reading was stopped for shutdown: let the writer's last acks out, then say goodbye.
-            with trio.move_on_after(config.drain_timeout):
+            with trio.move_on_after(config.timeouts.drain_timeout):
                 await registry.writer_flushed.wait()
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
     except Exception:
@@ -69,7 +69,7 @@ async def serve_websocket(
         registry.remove(conn)
         try:
             with trio.CancelScope(shield=True):
-                await _finish(conn, config.close_timeout)
+                await _finish(conn, config.timeouts.close_timeout)
         finally:
             registry.closed(conn)
     _log.info(
@@ -89,7 +89,7 @@ async def _read_frames(
     conn: WsConnection, ws: Connection, session: ChatSession, services: ChatServices
 ) -> None:
     config = services.config
-    max_frame = config.max_frame
+    max_frame = config.limits.max_frame
     parts: list[str | bytes] = []
     size = 0
     sock = conn.sock
@@ -136,14 +136,14 @@ async def _read_frames(
                     parts.clear()
                     size = 0
                     try:
-                        request = decode(payload, max_text=config.max_text)
+                        request = decode(payload, max_text=config.limits.max_text)
                     except ProtocolError as exc:
                         session.refuse(exc)
                     else:
                         await session.handle(request)
                         if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
                             return
-                    if session.protocol_errors >= config.max_protocol_errors:
+                    if session.protocol_errors >= config.limits.max_protocol_errors:
                         conn.close(CloseCode.POLICY, "too many protocol errors")
                         return
                 elif isinstance(event, Ping):
