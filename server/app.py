@@ -26,6 +26,8 @@ from collections.abc import Iterator
 import h11
 import trio
 
+from protocol import ChatError
+from storage import StorageError
 from storage.cache import MembershipCache
 from storage.sqlite import SQLiteStore
 
@@ -50,6 +52,11 @@ from .ws_handler import serve_websocket
 _log = logging.getLogger(__name__)
 
 
+class StartupError(ChatError):
+    """The server cannot start (its database cannot be opened, its port is taken): the message
+    is one line for the operator, and a traceback would add nothing to it."""
+
+
 async def serve(
     config: Config,
     stop: trio.Event,
@@ -60,6 +67,7 @@ async def serve(
     """Run the server until `stop` is set; `task_status.started(port)` once accepting.
 
     `metrics` collects what /metrics exports (a fresh one if None; pass one to read it after).
+    Raises `StartupError` if the database cannot be opened or the port cannot be listened on.
     """
     metrics = Metrics(config.server_id) if metrics is None else metrics
     sqlite = SQLiteStore(
@@ -68,7 +76,10 @@ async def serve(
         readers=config.sqlite_readers,
         scrypt_n=config.scrypt_n,
     )
-    await sqlite.open()
+    try:
+        await sqlite.open()
+    except StorageError as exc:
+        raise StartupError(str(exc)) from exc
     store = timed_store(sqlite, metrics)
     try:
         async with trio.open_nursery() as root:
@@ -154,7 +165,11 @@ async def serve(
                 on_websocket=on_websocket,
                 on_http=http.serve,
             )
-            port = await root.start(listener.run)
+            try:
+                port = await root.start(listener.run)
+            except OSError as exc:  # bind or listen: e.g. the port is taken
+                where = f"{config.host}:{config.port}"
+                raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
             await root.start(Reaper(registry, config).run)
             _log.info(
                 "hibiki %s listening on %s:%d",

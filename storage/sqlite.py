@@ -27,6 +27,7 @@ from ._sqlite_connection import (
     SYNCHRONOUS_MODES,
     connect,
     enforcing_foreign_keys,
+    opening_errors,
     sqlite_errors,
 )
 from ._threads import ConnectionThread
@@ -96,7 +97,7 @@ class SQLiteStore:
             raise StorageError(f"a store can be opened once; this one is {self._state.value}")
         self._state = _State.OPEN
         try:
-            with sqlite_errors():
+            with opening_errors(self.path):
                 self._writer = ConnectionThread(
                     "hibiki-sqlite-writer",
                     partial(connect, self.path, self._synchronous, writer=True),
