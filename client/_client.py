@@ -225,7 +225,7 @@ class ChatClient:
         The message is kept until acknowledged and re-sent after a reconnect with the same
         `client_id` (a random one by default); a repeat is acked with the original `id` and
         `seq` and `duplicate=True`. Raises `RequestError` (`not_member`, `text_empty`,
-        `text_too_long`, `rate_limited`, `unavailable`).
+        `text_too_long`, `text_invalid`, `rate_limited`, `unavailable`).
         """
         client_id = client_id or _new_client_id()
 

@@ -202,6 +202,25 @@ async def test_invalid_frames_get_error_frames_and_connection_survives(
         assert (await a.expect("pong"))["ref"] == "p"
 
 
+async def test_send_with_a_nul_character_is_refused_and_nothing_is_stored(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    alice = await register(http)
+    await create_room(http, alice, "portable")
+    async with connect(alice) as a:
+        await a.send(type="send", room="portable", text="nul\u0000here", client_id="n", ref="s")
+        error = await a.expect("error")
+        assert (error["code"], error["ref"]) == ("text_invalid", "s")
+        assert error["message"] == "text contains U+0000 (a control character) at index 3"
+        await a.send(type="send", room="portable", text="two\r\nlines\tok", client_id="ok")
+        assert (await a.expect("message"))["text"] == "two\r\nlines\tok"
+        assert (await a.expect("ack"))["seq"] == 1
+    page = await http.get(
+        "/api/rooms/portable/messages", headers={"Authorization": f"Bearer {alice.token}"}
+    )
+    assert [m["text"] for m in page.json()["messages"]] == ["two\r\nlines\tok"]
+
+
 async def test_requests_before_hello_are_refused(connect: Connect) -> None:
     async with connect() as anon:
         await anon.send(type="join", room="lobby", ref="early")
