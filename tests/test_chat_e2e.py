@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -375,6 +376,34 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Pa
         with trio.fail_after(STEP):
             assert await slow.read_until_close() == CloseCode.SLOW_CONSUMER
         await slow.aclose()
+
+
+_DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+
+async def test_the_docs_worked_example_is_what_the_server_answers(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    """docs/protocol.md's first transcript, replayed: the same answers, but for times and ids."""
+    example = _DOC.read_text(encoding="utf-8").split("## Worked example", 1)[1]
+    transcript = example.split("```text\n", 1)[1].split("```", 1)[0]
+    alice = await register(http, f"alice{uuid.uuid4().hex[:8]}")
+    await create_room(http, alice, "lobby")
+
+    def comparable(event: dict[str, Any]) -> dict[str, Any]:  # the clock and the server's id
+        for message in event.get("messages", []):
+            del message["ts"]
+        return {key: value for key, value in event.items() if key not in ("ts", "server_id")}
+
+    async with connect() as a:
+        for line in transcript.splitlines():
+            line = line.replace("TOKEN", alice.token).replace('"alice"', f'"{alice.name}"')
+            if line.startswith("> "):
+                await a.ws.send_message(line[2:])
+            elif line.startswith("< "):
+                expected = json.loads(line[2:])
+                assert comparable(await a.recv()) == comparable(expected), line
+        assert sum(line.startswith("< ") for line in transcript.splitlines()) >= 10
 
 
 # helpers ---------------------------------------------------------------------------------------
