@@ -113,6 +113,9 @@ class ChatClient:
         self._closing = False
         self._settled = trio.Event()  # the first welcome arrived, or the client failed
         self._rooms: frozenset[str] = frozenset()
+        # Rooms `create_room` is creating: the server announces the creator's new membership to
+        # all their connections, this one included; here that `joined` is our own doing.
+        self._creating: set[str] = set()
         self.user = user
         self.server_id = ""
         self.dropped_duplicates = 0  # messages the server sent twice (never handed on)
@@ -225,7 +228,7 @@ class ChatClient:
         The message is kept until acknowledged and re-sent after a reconnect with the same
         `client_id` (a random one by default); a repeat is acked with the original `id` and
         `seq` and `duplicate=True`. Raises `RequestError` (`not_member`, `text_empty`,
-        `text_too_long`, `rate_limited`, `unavailable`).
+        `text_too_long`, `text_invalid`, `rate_limited`, `unavailable`).
         """
         client_id = client_id or _new_client_id()
 
@@ -281,9 +284,18 @@ class ChatClient:
         return await self._api.rooms(self._token)
 
     async def create_room(self, room: str) -> Joined:
-        """Create `room` (HTTP `POST /api/rooms`; the creator becomes a member) and subscribe."""
-        await self._api.create_room(self._token, room)
-        return await self.join(room)
+        """Create `room` (HTTP `POST /api/rooms`; the creator becomes a member) and subscribe.
+
+        The user's other connections get a `Joined` event; this client does not (it answered
+        this call): the server's `joined` without a ref reaches this connection before the
+        answer to the `join` that follows on the same connection, so it is recognised here.
+        """
+        self._creating.add(room)
+        try:
+            await self._api.create_room(self._token, room)
+            return await self.join(room)
+        finally:
+            self._creating.discard(room)
 
     # Requests -------------------------------------------------------------------------------
     async def _request(
@@ -458,11 +470,11 @@ class ChatClient:
 
     async def _answer_or_emit(self, event: Joined | Left) -> None:
         """Answer our own join/leave; one without a ref happened on another connection of this
-        user (or over HTTP), and goes to `events()`."""
-        if event.ref is None:
-            await self._emit(event)
-        else:
+        user (or over HTTP), and goes to `events()`, unless it is a room we are creating."""
+        if event.ref is not None:
             self._answer(event.ref, event)
+        elif not (isinstance(event, Joined) and event.room in self._creating):
+            await self._emit(event)
 
     async def _emit(self, event: ClientEvent) -> None:
         with suppress(trio.ClosedResourceError):  # closing: nobody will read it

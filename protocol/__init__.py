@@ -1,6 +1,7 @@
 """hibiki's wire protocol v1, sans-I/O: typed frames, validation, encoding, error and close
 codes."""
 
+from ._characters import refused_character
 from ._version import PROTOCOL_VERSION
 from .codec import DEFAULT_MAX_TEXT, decode, decode_event, encode
 from .errors import ChatError, CloseCode, ErrorCode, ProtocolError
@@ -67,4 +68,5 @@ __all__ = [
     "decode",
     "decode_event",
     "encode",
+    "refused_character",
 ]

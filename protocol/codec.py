@@ -6,6 +6,7 @@ import re
 
 import msgspec
 
+from ._characters import refused_character
 from .errors import ErrorCode, ProtocolError
 from .messages import Event, Request, Send
 
@@ -47,7 +48,20 @@ def decode(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Request:
             raise ProtocolError(
                 ErrorCode.TEXT_TOO_LONG, f"text is over {max_text} characters", request.ref
             )
+        _check_storable(request)
     return request
+
+
+def _check_storable(request: Send) -> None:
+    # Only what is stored: `ref` is echoed, `token` only looked up, room names are pattern-bound.
+    refused = refused_character(request.text)
+    if refused is not None:
+        raise ProtocolError(ErrorCode.TEXT_INVALID, f"text contains {refused}", request.ref)
+    if request.client_id is not None:
+        refused = refused_character(request.client_id)
+        if refused is not None:
+            message = f"client_id contains {refused} - at `$.client_id`"
+            raise ProtocolError(ErrorCode.BAD_FIELD, message, request.ref)
 
 
 def decode_event(data: bytes | str) -> Event:

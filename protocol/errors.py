@@ -21,6 +21,7 @@ class ErrorCode(enum.StrEnum):
     BAD_FIELD = "bad_field"  # a field has the wrong type or an invalid value
     TEXT_EMPTY = "text_empty"
     TEXT_TOO_LONG = "text_too_long"
+    TEXT_INVALID = "text_invalid"  # a character that is not stored (a control character, ...)
     # The request is well formed but not allowed now.
     NOT_AUTHENTICATED = "not_authenticated"
     ALREADY_AUTHENTICATED = "already_authenticated"

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 import h11
 import trio
 
+from protocol import ChatError
 from server.chat.membership import MembershipSync
 from server.chat.ratelimit import UserRateLimiter
 from server.chat.reaper import Reaper
@@ -45,9 +46,14 @@ from server.transport.address_limits import AddressLimits
 from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
-from storage import MembershipCache, open_store
+from storage import MembershipCache, StorageError, open_store
 
 _log = logging.getLogger(__name__)
+
+
+class StartupError(ChatError):
+    """The server cannot start (its database cannot be opened, its port is taken): the message
+    is one line for the operator, and a traceback would add nothing to it."""
 
 
 async def serve(
@@ -60,6 +66,7 @@ async def serve(
     """Run the server until `stop` is set; `task_status.started(port)` once accepting.
 
     `metrics` collects what /metrics exports (a fresh one if None; pass one to read it after).
+    Raises `StartupError` if the database cannot be opened or the port cannot be listened on.
     """
     metrics = Metrics(config.server.server_id) if metrics is None else metrics
     database = open_store(
@@ -68,7 +75,10 @@ async def serve(
         readers=config.storage.sqlite_readers,
         scrypt_n=config.accounts.scrypt_n,
     )
-    await database.open()
+    try:
+        await database.open()
+    except StorageError as exc:
+        raise StartupError(str(exc)) from exc
     store = timed_store(database, metrics)
     try:
         async with trio.open_nursery() as root:
@@ -170,7 +180,11 @@ async def serve(
                 ),
                 metrics=metrics,
             )
-            port = await root.start(listener.run)
+            try:
+                port = await root.start(listener.run)
+            except OSError as exc:  # bind or listen: e.g. the port is taken
+                where = f"{config.server.host}:{config.server.port}"
+                raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
             await root.start(Reaper(registry, config).run)
             _log.info(
                 "hibiki %s listening on %s:%d",

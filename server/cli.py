@@ -6,7 +6,8 @@
     hibiki chat ...                            the terminal client (client/terminal.py)
 
 Settings come from defaults < `--config` TOML file < `HIBIKI_*` environment < flags; an invalid
-setting exits with status 2 and a message naming the key and where it came from.
+setting exits with status 2 and a message naming the key and where it came from. A server that
+cannot start (database cannot be opened, port taken) exits with status 1 and one line saying why.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import trio
 from server.config import SECTION_OF, Config, ConfigError
 from server.config_file import LoadedConfig, load_config, to_toml
 
+EXIT_FAILURE = 1  # could not do it: the server cannot start, the backup failed
 EXIT_USAGE = 2  # invalid configuration or arguments, as argparse uses
 
 
@@ -125,13 +127,27 @@ def _serve(parsed: argparse.Namespace) -> int:
     loaded = _load(parsed)
     if loaded is None:
         return EXIT_USAGE
-    from server.ops.logs import (
-        configure_logging,  # imported here: `config show` needs none of the server
-    )
+    # Imported here: `config show` needs none of the server.
+    from server.app import StartupError
+    from server.ops.logs import configure_logging
 
     configure_logging(loaded.config.ops.log_level, loaded.config.ops.log_format)
-    trio.run(_run_until_signal, loaded.config)
+    failures: list[BaseException] = []
+    try:
+        trio.run(_run_until_signal, loaded.config)
+    except* StartupError as failed:  # raised inside nurseries, so it may come in a group
+        failures = _leaves(failed)
+    if failures:
+        print(f"hibiki: {failures[0]}", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
 
 
 async def _run_until_signal(config: Config) -> None:
@@ -169,7 +185,7 @@ def _backup(parsed: argparse.Namespace) -> int:
         result = backup(loaded.config.storage.db_path, parsed.dest)
     except StorageError as exc:  # a BackupError, or a database URL it cannot back up
         print(f"hibiki: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     print(
         f"backed up {loaded.config.storage.db_path} to {result.dest}: "
         f"{result.pages} pages, {result.bytes} bytes in {result.seconds:.2f} s"

@@ -6,33 +6,53 @@ from __future__ import annotations
 import base64
 import os
 import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
 
 class RawWs:
+    """Use `async with RawWs.open(port) as raw:`, so that a failing test cannot leak the socket
+    (and fail a later test with a ResourceWarning); `connect` leaves closing to the caller."""
+
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.buf = b""
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, port: int, *, origin: str | None = None, rcvbuf: int | None = None
+    ) -> AsyncIterator[RawWs]:
+        raw = await cls.connect(port, origin=origin, rcvbuf=rcvbuf)
+        try:
+            yield raw
+        finally:
+            await raw.aclose()
 
     @classmethod
     async def connect(
         cls, port: int, *, origin: str | None = None, rcvbuf: int | None = None
     ) -> RawWs:
         sock = trio.socket.socket()
-        if rcvbuf is not None:
-            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
-        await sock.connect(("127.0.0.1", port))
-        self = cls(trio.SocketStream(sock))
-        key = base64.b64encode(os.urandom(16)).decode()
-        extra = f"Origin: {origin}\r\n" if origin else ""
-        await self.stream.send_all(
-            (
-                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
-            ).encode()
-        )
+        try:
+            if rcvbuf is not None:
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
+            await sock.connect(("127.0.0.1", port))
+            self = cls(trio.SocketStream(sock))
+            key = base64.b64encode(os.urandom(16)).decode()
+            extra = f"Origin: {origin}\r\n" if origin else ""
+            await self.stream.send_all(
+                (
+                    f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+                ).encode()
+            )
+        except BaseException:
+            sock.close()
+            raise
         return self
 
     async def read_response_head(self) -> bytes:

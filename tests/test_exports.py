@@ -54,6 +54,7 @@ PUBLIC = {
         "decode",
         "decode_event",
         "encode",
+        "refused_character",
     },
     "client": {
         "ApiError",

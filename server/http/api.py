@@ -302,6 +302,14 @@ class _Api:
                 ErrorCode.TEXT_TOO_LONG,
                 f"messages[{index}]: text is over {self._services.max_text} characters",
             )
+        refused = protocol.refused_character(item.text)
+        if refused is not None:
+            raise HttpError(
+                422, ErrorCode.TEXT_INVALID, f"messages[{index}]: text contains {refused}"
+            )
+        if item.client_id is not None and (refused := protocol.refused_character(item.client_id)):
+            message = f"messages[{index}]: client_id contains {refused}"
+            raise HttpError(422, ErrorCode.BAD_FIELD, message)
         return item.text
 
     # Shared steps --------------------------------------------------------------------------

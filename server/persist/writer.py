@@ -13,6 +13,7 @@ import trio
 
 from protocol import Ack, Error, ErrorCode, Message, encode
 from server.fanout.hub import RoomHub
+from server.ops.failure_log import RepeatedFailureLog
 from server.ops.metrics import Metrics
 from server.transport.connection import WsConnection
 from server.transport.frames import text_frame
@@ -52,6 +53,10 @@ class MessageWriter:
         self.last_commit_ok_at = -math.inf
         self.last_commit_failed_at = -math.inf
         self.last_commit_error = ""
+        # A full disk fails every batch: one traceback, then a count every 10 s, then one line.
+        self._failures = RepeatedFailureLog(
+            _log, "message batches", recovered="are being stored again"
+        )
 
     async def submit(self, item: PendingSend) -> None:
         """Queue a message for the next batch; waits (backpressure) while the queue is full."""
@@ -93,7 +98,7 @@ class MessageWriter:
             results = await self._store.append_batch([item.message for item in batch])
         except StorageError as exc:
             # Not stored, so not acked: tell each sender, who may retry with the same client_id.
-            _log.exception("message batch of %d could not be stored", len(batch))
+            self._failures.failed(exc, "message batch of %d could not be stored", len(batch))
             metrics.writer_commit_failures += 1
             if not isinstance(exc, NotFound | Conflict):  # those are not the database failing
                 self.last_commit_failed_at = trio.current_time()
@@ -106,6 +111,7 @@ class MessageWriter:
             return
         committed = time.perf_counter()
         self.last_commit_ok_at = trio.current_time()
+        self._failures.succeeded()
         metrics.commit_seconds.observe(committed - commit_started)
         metrics.batch_size.observe(len(batch))
         self.deliver(batch, results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -41,9 +42,10 @@ def connect(path: str, synchronous: str, *, writer: bool) -> sqlite3.Connection:
         if writer:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
-                raise StorageError(f"{path}: cannot use WAL (journal_mode is {mode})")
+                raise StorageError(f"cannot use WAL (journal_mode is {mode})")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES:d}")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT:d}")
+            _prove_writable(conn)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute(f"PRAGMA foreign_keys = {'OFF' if writer else 'ON'}")
         conn.execute(f"PRAGMA cache_size = {-CACHE_KIB:d}")
@@ -54,6 +56,14 @@ def connect(path: str, synchronous: str, *, writer: bool) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _prove_writable(conn: sqlite3.Connection) -> None:
+    """A write that changes nothing (user_version set to itself), so a read-only file fails here,
+    at start, not at the first message: SQLite opens a file it may not write read-only."""
+    with transaction(conn):
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute(f"PRAGMA user_version = {version:d}")
 
 
 def enforcing_foreign_keys(
@@ -83,6 +93,39 @@ def sqlite_errors() -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise StorageError(f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def opening_errors(path: str) -> Iterator[None]:
+    """Failing to open or set up the file: one `StorageError` naming it and saying why, in a line
+    fit for an operator ("cannot open database /x/y.db: directory /x does not exist")."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        reason = _why_not_opened(path, exc)
+        raise StorageError(f"cannot open database {path}: {reason}") from exc
+    except StorageError as exc:
+        raise StorageError(f"cannot open database {path}: {exc}") from exc
+
+
+def _why_not_opened(path: str, exc: sqlite3.Error) -> str:
+    # SQLite says "unable to open database file" whatever the cause: look for the likely one.
+    if isinstance(exc, sqlite3.OperationalError):
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            return "it is a directory"
+        if not os.path.exists(directory):
+            return f"directory {directory} does not exist"
+        if not os.path.isdir(directory):
+            return f"{directory} is not a directory"
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f"{directory} is on a read-only filesystem"
+        # SQLite creates the file, and its -wal and -shm files, in that directory.
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return f"directory {directory} is not writable"
+        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            return "the file is not readable and writable"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @contextlib.contextmanager

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
+from storage.protocols import StorageError
+
 # Times are integer milliseconds since the Unix epoch. messages.user_name is denormalised from
 # users.name (names are immutable) so a history page is one index range scan with no join.
 #
@@ -78,7 +80,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     `conn` must be in autocommit mode (isolation_level=None) so transactions are ours alone.
     """
     if current_version(conn) > len(MIGRATIONS):
-        raise RuntimeError(
+        raise StorageError(
             f"database schema v{current_version(conn)} is newer than this code (v{len(MIGRATIONS)})"
         )
     applied = 0

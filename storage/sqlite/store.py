@@ -31,6 +31,7 @@ from storage.sqlite._connection import (
     SYNCHRONOUS_MODES,
     connect,
     enforcing_foreign_keys,
+    opening_errors,
     sqlite_errors,
 )
 from storage.sqlite._probe import probe_write
@@ -91,7 +92,7 @@ class SQLiteStore:
             raise StorageError(f"a store can be opened once; this one is {self._state.value}")
         self._state = _State.OPEN
         try:
-            with sqlite_errors():
+            with opening_errors(self.path):
                 self._writer = ConnectionThread(
                     "hibiki-sqlite-writer",
                     partial(connect, self.path, self._synchronous, writer=True),

@@ -234,6 +234,27 @@ async def test_register_then_create_a_room(server: RunningServer) -> None:
         assert [(r.name, r.member) for r in rooms] == [("garden", True)]
 
 
+async def test_a_room_the_client_creates_is_not_reported_as_joined_elsewhere(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    alice = await register(http)
+    async with chat(server, alice) as phone, chat(server, alice) as laptop:
+        joined = await phone.create_room("garden")
+        assert joined.room == "garden" and phone.rooms == {"garden"}
+        # The server tells every connection of the user, phone's own included, of the new
+        # membership; for phone that is the answer to what it did, not news from elsewhere.
+        elsewhere = await next_of(laptop.events(), Joined)
+        assert (elsewhere.room, elsewhere.ref) == ("garden", None)
+        await phone.send("garden", "first")
+        seen: list[ClientEvent] = []
+        with trio.fail_after(STEP):
+            async for event in phone.events():
+                seen.append(event)
+                if isinstance(event, Message):
+                    break
+        assert not [event for event in seen if isinstance(event, Joined)], seen
+
+
 async def test_reconnect_after_the_connection_drops_resumes_exactly_the_missed_messages(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:

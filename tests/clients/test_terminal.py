@@ -13,8 +13,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
+from client import RequestError
+from client._screen import printable
 from protocol import Message
 
 from ..conftest import STEP, Account, RunningServer
@@ -84,9 +87,12 @@ async def test_terminal_sends_typed_lines_and_shows_other_users_messages(
         got = await next_of(b.events(), Message)
         assert (got.user, got.text) == (alice.name, "hello from the terminal")
 
-        await b.send("lobby", "hi terminal \x1b[2J<b>")
-        # Control characters are shown, never obeyed (no screen clearing by a message).
-        await term.expect(f"[lobby] {bob.name}: hi terminal ^[[2J<b>")
+        # The server refuses control characters (text_invalid); those stored before it did are
+        # shown, never obeyed, by the terminal (test_printable_...).
+        with pytest.raises(RequestError, match="text_invalid"):
+            await b.send("lobby", "hi terminal \x1b[2J")
+        await b.send("lobby", "hi terminal <b>")
+        await term.expect(f"[lobby] {bob.name}: hi terminal <b>")
 
         await term.type("/history 5\r")
         listing = await term.expect("--- end of history ---")
@@ -100,6 +106,12 @@ async def test_terminal_sends_typed_lines_and_shows_other_users_messages(
         await term.type("/quit\r")
         with trio.fail_after(STEP):
             assert await term.process.wait() == 0
+
+
+def test_printable_shows_control_characters_instead_of_obeying_them() -> None:
+    # A message must not move the cursor, clear the screen or retitle the terminal.
+    assert printable("a\x1b[2J\x07b\x9b1m\x7f") == "a^[[2J^Gb<9b>1m^?"
+    assert printable("two\nlines\tand a tab") == "two\n    lines    and a tab"
 
 
 async def test_terminal_typing_is_edited_and_a_wrong_password_exits_1(
@@ -140,3 +152,20 @@ async def test_terminal_reconnects_and_sends_what_was_typed_while_offline(
         assert texts == ["said while alice was away", "typed while offline"]
         page = await b.history("lobby")
         assert [m.text for m in page.messages] == texts  # stored once
+
+
+async def test_terminal_create_says_created_and_not_joined_from_another_session(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    alice, _ = await users_in_room(http, "lobby")
+    async with terminal(server.http, alice) as term:
+        await term.expect("[lobby]> ")
+        await term.type("/create garden\r")
+        await term.expect("* created garden")
+        await term.expect("[garden]> ")
+        await term.type("/rooms\r")  # anything printed after the creation shows up before this
+        await term.expect("* garden")
+        assert "from another session" not in term.output
+        await term.type("/quit\r")
+        with trio.fail_after(STEP):
+            assert await term.process.wait() == 0

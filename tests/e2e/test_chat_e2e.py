@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -202,6 +203,25 @@ async def test_invalid_frames_get_error_frames_and_connection_survives(
         assert (await a.expect("pong"))["ref"] == "p"
 
 
+async def test_send_with_a_nul_character_is_refused_and_nothing_is_stored(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    alice = await register(http)
+    await create_room(http, alice, "portable")
+    async with connect(alice) as a:
+        await a.send(type="send", room="portable", text="nul\u0000here", client_id="n", ref="s")
+        error = await a.expect("error")
+        assert (error["code"], error["ref"]) == ("text_invalid", "s")
+        assert error["message"] == "text contains U+0000 (a control character) at index 3"
+        await a.send(type="send", room="portable", text="two\r\nlines\tok", client_id="ok")
+        assert (await a.expect("message"))["text"] == "two\r\nlines\tok"
+        assert (await a.expect("ack"))["seq"] == 1
+    page = await http.get(
+        "/api/rooms/portable/messages", headers={"Authorization": f"Bearer {alice.token}"}
+    )
+    assert [m["text"] for m in page.json()["messages"]] == ["two\r\nlines\tok"]
+
+
 async def test_requests_before_hello_are_refused(connect: Connect) -> None:
     async with connect() as anon:
         await anon.send(type="join", room="lobby", ref="early")
@@ -246,22 +266,20 @@ async def test_requests_before_hello_count_towards_the_protocol_error_limit(
 
 
 async def test_oversize_frame_closes_with_1009(server: RunningServer) -> None:
-    raw = await RawWs.connect(server.port)
-    assert b" 101 " in await raw.read_response_head()
-    await raw.send_frame(b"x" * (server.config.limits.max_frame + 1))
-    with trio.fail_after(STEP):
-        assert await raw.read_until_close() == CloseCode.TOO_BIG
-    await raw.aclose()
+    async with RawWs.open(server.port) as raw:
+        assert b" 101 " in await raw.read_response_head()
+        await raw.send_frame(b"x" * (server.config.limits.max_frame + 1))
+        with trio.fail_after(STEP):
+            assert await raw.read_until_close() == CloseCode.TOO_BIG
 
 
 async def test_frame_limit_counts_utf8_bytes_not_characters(server: RunningServer) -> None:
-    raw = await RawWs.connect(server.port)
-    assert b" 101 " in await raw.read_response_head()
-    # 22,000 three-byte characters: under the limit in characters, over it in bytes.
-    await raw.send_frame(("日" * 22_000).encode())
-    with trio.fail_after(STEP):
-        assert await raw.read_until_close() == CloseCode.TOO_BIG
-    await raw.aclose()
+    async with RawWs.open(server.port) as raw:
+        assert b" 101 " in await raw.read_response_head()
+        # 22,000 three-byte characters: under the limit in characters, over it in bytes.
+        await raw.send_frame(("日" * 22_000).encode())
+        with trio.fail_after(STEP):
+            assert await raw.read_until_close() == CloseCode.TOO_BIG
 
 
 async def test_upgrade_without_websocket_version_is_refused(server: RunningServer) -> None:
@@ -277,12 +295,10 @@ async def test_upgrade_without_websocket_version_is_refused(server: RunningServe
 
 
 async def test_foreign_origin_is_refused_at_handshake(server: RunningServer) -> None:
-    raw = await RawWs.connect(server.port, origin="https://evil.example")
-    assert b" 403 " in await raw.read_response_head()
-    await raw.aclose()
-    same = await RawWs.connect(server.port, origin=f"http://127.0.0.1:{server.port}")
-    assert b" 101 " in await same.read_response_head()
-    await same.aclose()
+    async with RawWs.open(server.port, origin="https://evil.example") as raw:
+        assert b" 403 " in await raw.read_response_head()
+    async with RawWs.open(server.port, origin=f"http://127.0.0.1:{server.port}") as same:
+        assert b" 101 " in await same.read_response_head()
 
 
 async def test_rate_limited_send_is_refused_and_not_stored(tmp_path: Path) -> None:
@@ -314,69 +330,75 @@ async def test_silent_client_is_reaped(tmp_path: Path) -> None:
     config = make_config(tmp_path, heartbeat_interval=0.2, heartbeat_deadline=0.3)
     async with running_server(config) as server, httpx.AsyncClient(base_url=server.http) as http:
         alice = await register(http)
-        raw = await RawWs.connect(server.port)
-        assert b" 101 " in await raw.read_response_head()
-        await raw.send_frame(json.dumps({"type": "hello", "token": alice.token}).encode())
-        pings = 0
-        with trio.fail_after(STEP):
-            while True:  # read but never answer pings
-                frame = await raw.read_frame()
-                assert frame is not None
-                opcode, payload = frame
-                if opcode == 0x9:
-                    pings += 1
-                if opcode == 0x8:
-                    assert int.from_bytes(payload[:2], "big") == CloseCode.STALE
-                    break
+        async with RawWs.open(server.port) as raw:
+            assert b" 101 " in await raw.read_response_head()
+            await raw.send_frame(json.dumps({"type": "hello", "token": alice.token}).encode())
+            pings = 0
+            with trio.fail_after(STEP):
+                while True:  # read but never answer pings
+                    frame = await raw.read_frame()
+                    assert frame is not None
+                    opcode, payload = frame
+                    if opcode == 0x9:
+                        pings += 1
+                    if opcode == 0x8:
+                        assert int.from_bytes(payload[:2], "big") == CloseCode.STALE
+                        break
         assert pings >= 1
-        await raw.aclose()
 
 
 async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Path) -> None:
     # A long close_timeout: the silent peer only reads its close frame once the flood is over.
+    # synchronous=OFF: this is about fan-out, not durability, so no fsync per commit (1,500 of
+    # them took over 60 s on a busy disk once).
     config = make_config(
-        tmp_path, outbound_limit=256 * 1024, rate_per_second=0, close_timeout=STEP * 6
+        tmp_path,
+        outbound_limit=256 * 1024,
+        rate_per_second=0,
+        close_timeout=STEP * 6,
+        sqlite_synchronous="OFF",
     )
     async with running_server(config) as server, httpx.AsyncClient(base_url=server.http) as http:
         alice, slow_user, fast_user = [await register(http) for _ in range(3)]
         await create_room(http, alice, "flood")
         await join_room(http, slow_user, "flood")
         await join_room(http, fast_user, "flood")
-        slow = await RawWs.connect(server.port, rcvbuf=4096)
-        assert b" 101 " in await slow.read_response_head()
-        await slow.send_frame(json.dumps({"type": "hello", "token": slow_user.token}).encode())
         async with (
+            RawWs.open(server.port, rcvbuf=4096) as slow,
             _connect(server, fast_user.token) as fast,
             _connect(server, alice.token) as sender,
         ):
+            assert b" 101 " in await slow.read_response_head()
+            await slow.send_frame(json.dumps({"type": "hello", "token": slow_user.token}).encode())
             text = "x" * 3900
             # ~6 MB: past what the kernel buffers for the silent peer (tcp_wmem max is 4 MiB
             # here) plus its 256 KiB backlog bound.
             total = 1500
-            received = 0
-            all_received = trio.Event()
+            counts = {"fast": 0, "sender": 0, "acks": 0}
+            # Sends in flight: enough for the writer to commit several per batch, few enough
+            # (20 x 3.9 KB) that one batch's fan-out stays well under a reader's 256 KiB bound.
+            in_flight = trio.Semaphore(20)
 
-            async def read_fast() -> None:
-                nonlocal received
-                while received < total:
-                    event = json.loads(await fast.get_message())
+            async def read(ws: WebSocketConnection, name: str) -> None:
+                while counts[name] < total or (name == "sender" and counts["acks"] < total):
+                    event = json.loads(await ws.get_message())
                     if event["type"] == "message":
-                        received += 1
-                all_received.set()
+                        counts[name] += 1
+                    elif event["type"] == "ack":
+                        counts["acks"] += 1
+                        in_flight.release()
 
             with trio.fail_after(STEP * 6):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(read_fast)
-                    for i in range(total):  # one at a time, so the sender itself keeps up
+                    nursery.start_soon(read, fast, "fast")
+                    nursery.start_soon(read, sender, "sender")
+                    for i in range(total):
+                        await in_flight.acquire()
                         frame = {"type": "send", "room": "flood", "text": text, "client_id": str(i)}
                         await sender.send_message(json.dumps(frame))
-                        while json.loads(await sender.get_message())["type"] != "ack":
-                            pass
-                    await all_received.wait()
-            assert received == total
-        with trio.fail_after(STEP):
-            assert await slow.read_until_close() == CloseCode.SLOW_CONSUMER
-        await slow.aclose()
+            assert counts == {"fast": total, "sender": total, "acks": total}
+            with trio.fail_after(STEP):
+                assert await slow.read_until_close() == CloseCode.SLOW_CONSUMER
         counted = 'hibiki_connections_closed_total{reason="slow_consumer"} 1.0'
         # The server's own close (the peer sent none), counted as its handler ends.
         with trio.fail_after(STEP):
@@ -384,6 +406,34 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(tmp_path: Pa
                 if counted in (await http.get("/metrics")).text:
                     break
                 await trio.sleep(0.01)
+
+
+_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+async def test_the_docs_worked_example_is_what_the_server_answers(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    """docs/protocol.md's first transcript, replayed: the same answers, but for times and ids."""
+    example = _DOC.read_text(encoding="utf-8").split("## Worked example", 1)[1]
+    transcript = example.split("```text\n", 1)[1].split("```", 1)[0]
+    alice = await register(http, f"alice{uuid.uuid4().hex[:8]}")
+    await create_room(http, alice, "lobby")
+
+    def comparable(event: dict[str, Any]) -> dict[str, Any]:  # the clock and the server's id
+        for message in event.get("messages", []):
+            del message["ts"]
+        return {key: value for key, value in event.items() if key not in ("ts", "server_id")}
+
+    async with connect() as a:
+        for line in transcript.splitlines():
+            line = line.replace("TOKEN", alice.token).replace('"alice"', f'"{alice.name}"')
+            if line.startswith("> "):
+                await a.ws.send_message(line[2:])
+            elif line.startswith("< "):
+                expected = json.loads(line[2:])
+                assert comparable(await a.recv()) == comparable(expected), line
+        assert sum(line.startswith("< ") for line in transcript.splitlines()) >= 10
 
 
 # helpers ---------------------------------------------------------------------------------------

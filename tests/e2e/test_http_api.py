@@ -158,6 +158,7 @@ async def test_register_duplicate_name_is_409(api: Api) -> None:
         {"name": "", "password": PASSWORD},
         {"name": "x" * 33, "password": PASSWORD},
         {"name": "newline\n", "password": PASSWORD},
+        {"name": "nul\u0000", "password": PASSWORD},
         {"name": "short", "password": "1234567"},
         {"name": "long", "password": "p" * 257},
         {"name": "typed", "password": 12345678},
@@ -237,7 +238,7 @@ async def test_create_room_duplicate_is_409_and_bad_name_is_422(api: Api) -> Non
     await api.create_room(owner, "lobby")
     response = await api.client.post("/api/rooms", json={"name": "lobby"}, headers=owner.auth)
     assert_error(response, 409, "name_taken")
-    for name in ("Lobby", "-lobby", "with space", "", "x" * 65, "lobby\n"):
+    for name in ("Lobby", "-lobby", "with space", "", "x" * 65, "lobby\n", "lobby\u0000"):
         response = await api.client.post("/api/rooms", json={"name": name}, headers=owner.auth)
         assert_error(response, 422, "bad_field")
 
@@ -436,7 +437,14 @@ async def test_batch_over_max_batch_is_413_and_stores_nothing(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("text", "code"),
-    [("", "text_empty"), ("  \n", "text_empty"), ("x" * (MAX_TEXT + 1), "text_too_long")],
+    [
+        ("", "text_empty"),
+        ("  \n", "text_empty"),
+        ("x" * (MAX_TEXT + 1), "text_too_long"),
+        ("nul\u0000inside", "text_invalid"),
+        ("\u001b[2J", "text_invalid"),
+        ("\uffff", "text_invalid"),
+    ],
 )
 async def test_batch_with_one_bad_text_is_422_naming_it_and_stores_nothing(
     api: Api, text: str, code: str
@@ -459,6 +467,15 @@ async def test_batch_text_at_the_limit_is_accepted(api: Api) -> None:
     assert response.status_code == 201
 
 
+async def test_batch_text_keeps_tabs_and_newlines(api: Api) -> None:
+    user = await api.register()
+    await api.create_room(user, "lobby")
+    response = await api.import_batch(user, "lobby", {"text": "two\r\nlines\tand a tab"})
+    assert response.status_code == 201
+    messages, _ = await api.store.history("lobby", None, 10)
+    assert [m.text for m in messages] == ["two\r\nlines\tand a tab"]
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [
@@ -467,6 +484,8 @@ async def test_batch_text_at_the_limit_is_accepted(api: Api) -> None:
         ({"messages": [{"client_id": "c"}]}, "missing_field"),
         ({"messages": []}, "bad_field"),
         ({"messages": [{"text": "hi", "client_id": ""}]}, "bad_field"),
+        ({"messages": [{"text": "hi", "client_id": "c\u0000"}]}, "bad_field"),
+        ('{"messages": [{"text": "lone \\ud800"}]}', "bad_json"),
         ({"messages": "hi"}, "bad_field"),
         ([], "not_an_object"),
     ],
@@ -474,8 +493,9 @@ async def test_batch_text_at_the_limit_is_accepted(api: Api) -> None:
 async def test_batch_rejects_malformed_items(api: Api, body: Any, code: str) -> None:
     user = await api.register()
     await api.create_room(user, "lobby")
+    content = body if isinstance(body, str) else json.dumps(body)
     response = await api.client.post(
-        "/api/rooms/lobby/messages:batch", json=body, headers=user.auth
+        "/api/rooms/lobby/messages:batch", content=content, headers=user.auth
     )
     assert_error(response, 422, code)
     assert await api.store.last_seq("lobby") == 0

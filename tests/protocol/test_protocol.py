@@ -66,6 +66,20 @@ def _code_of(data: bytes | str, **kwargs: Any) -> ErrorCode:
     return info.value.code
 
 
+_FAST = settings(max_examples=100, deadline=None)
+# C0 controls but tab, LF and CR; DEL and the C1 controls; U+FFFE, U+FFFF; the surrogates.
+_REFUSED = [
+    chr(c)
+    for c in (*range(0x20), *range(0x7F, 0xA0), 0xFFFE, 0xFFFF, *range(0xD800, 0xE000))
+    if chr(c) not in "\t\n\r"
+]
+_REFUSED.sort()
+# What a JSON frame can carry: a surrogate's escape is not valid JSON (bad_json, see MALFORMED).
+_REFUSED_CHARACTERS = [c for c in _REFUSED if not 0xD800 <= ord(c) <= 0xDFFF]
+_storable = st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="\ufffe\uffff")
+_storable_text = st.text(_storable | st.sampled_from("\t\n\r"), min_size=1, max_size=300)
+
+
 # --- Round trips -------------------------------------------------------------------------------
 
 _MSG = Message(room="general", id=7, seq=3, user="ann", text="hi", ts=1_700_000_000_000)
@@ -302,6 +316,24 @@ MALFORMED = [
         10,
         id="text-over-custom-max",
     ),
+    # Characters that are not stored (PostgreSQL's text cannot hold NUL; see docs/protocol.md).
+    _P(_frame(type="send", room="g", text="a\u0000b"), ErrorCode.TEXT_INVALID, None, id="text-nul"),
+    _P(b'{"type":"send","room":"g","text":"\\u0000"}', ErrorCode.TEXT_INVALID, None, id="nul-only"),
+    _P(_frame(type="send", room="g", text="\x1b[2J"), ErrorCode.TEXT_INVALID, None, id="text-esc"),
+    _P(_frame(type="send", room="g", text="a\x7f"), ErrorCode.TEXT_INVALID, None, id="text-del"),
+    _P(_frame(type="send", room="g", text="a\x9b"), ErrorCode.TEXT_INVALID, None, id="text-c1"),
+    _P(_frame(type="send", room="g", text="a\uffff"), ErrorCode.TEXT_INVALID, None, id="text-ffff"),
+    _P(_frame(type="send", room="g", text="\x00" * 4001), ErrorCode.TEXT_TOO_LONG, None, id="long"),
+    _P(
+        _frame(type="send", room="g", text="hi", client_id="c\u0000"),
+        ErrorCode.BAD_FIELD,
+        None,
+        id="client-id-nul",
+    ),
+    # A lone surrogate escape: not a character, so not valid JSON text (RFC 8259 section 8.2).
+    _P(b'{"type":"send","room":"g","text":"a\\ud800b"}', ErrorCode.BAD_JSON, None, id="lone-high"),
+    _P(b'{"type":"send","room":"g","text":"\\udc00"}', ErrorCode.BAD_JSON, None, id="lone-low"),
+    _P(b'{"type":"send","room":"g","text":"\\ud800"}', ErrorCode.BAD_JSON, None, id="lone-at-end"),
 ]
 
 
@@ -408,6 +440,39 @@ def test_custom_max_text_is_honoured_at_the_limit() -> None:
     assert isinstance(request, Send)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("line one\nline two\r\n\tindented", id="tab-newline-cr"),
+        pytest.param("\u00a0\u2028\u200b\u202e\ufeff\ufffd x", id="format-and-separators"),
+        pytest.param("\U0001f600\U0010fffd", id="astral"),
+        pytest.param("\ufdd0\U0001fffe", id="other-noncharacters"),
+    ],
+)
+def test_text_keeps_tab_newline_and_every_non_control_character(text: str) -> None:
+    request = decode(_frame(type="send", room="g", text=text))
+    assert isinstance(request, Send)
+    assert request.text == text
+
+
+@_FAST
+@given(_storable_text, st.integers(0), st.sampled_from(_REFUSED_CHARACTERS))
+def test_any_refused_character_anywhere_in_text_is_text_invalid(
+    text: str, where: int, bad: str
+) -> None:
+    where %= len(text) + 1
+    frame = _frame(type="send", room="g", text=text[:where] + bad + text[where:], ref="s")
+    with pytest.raises(ProtocolError) as info:
+        decode(frame)
+    assert (info.value.code, info.value.ref) == (ErrorCode.TEXT_INVALID, "s")
+    assert f"U+{ord(bad):04X}" in info.value.message
+
+
+def test_the_refused_characters_are_exactly_the_documented_ones() -> None:
+    refused = [chr(c) for c in range(0x110000) if protocol.refused_character(chr(c)) is not None]
+    assert refused == _REFUSED
+
+
 def test_text_keeps_surrounding_whitespace() -> None:
     request = decode(_frame(type="send", room="g", text="  hi\n"))
     assert isinstance(request, Send)
@@ -415,8 +480,6 @@ def test_text_keeps_surrounding_whitespace() -> None:
 
 
 # --- Properties --------------------------------------------------------------------------------
-
-_FAST = settings(max_examples=100, deadline=None)
 
 _TYPE_NAMES = [_tag(cls) for cls in REQUEST_TYPES] + [_tag(cls) for cls in EVENT_TYPES]
 _FIELD_NAMES = sorted(
@@ -481,7 +544,7 @@ def test_decode_of_frame_like_objects_raises_only_protocol_error(value: dict[str
 
 _rooms = st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,63}", fullmatch=True)
 _refs = st.none() | st.text(max_size=64)
-_texts = st.text(min_size=1, max_size=300).filter(str.strip)
+_texts = _storable_text.filter(str.strip)
 _seqs = st.integers(min_value=0, max_value=MAX_SEQ)
 _valid_requests = st.one_of(
     st.builds(
@@ -496,7 +559,7 @@ _valid_requests = st.one_of(
         Send,
         room=_rooms,
         text=_texts,
-        client_id=st.none() | st.text(min_size=1, max_size=64),
+        client_id=st.none() | st.text(_storable, min_size=1, max_size=64),
         ref=_refs,
     ),
     st.builds(

@@ -25,6 +25,7 @@
     rate_limited: "you are sending too fast; the message was not sent (click it to retry)",
     text_too_long: "that message is too long (at most 4000 characters); it was not sent",
     text_empty: "an empty message is not sent",
+    text_invalid: "that message holds a control character that cannot be sent; it was not sent",
     not_member: "you are not a member of that room",
     no_such_room: "there is no such room",
     name_taken: "that name is taken",

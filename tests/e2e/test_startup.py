@@ -1,0 +1,121 @@
+"""`hibiki serve` that cannot start says why in one line and exits 1, with no traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from storage import StorageError, open_store
+from storage.sqlite import MIGRATIONS
+
+ROOT = Path(__file__).resolve().parents[2]
+_VERSION = len(MIGRATIONS)
+
+
+def _under_a_file(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "plain").write_text("")
+    return tmp_path / "plain" / "hibiki.db", f"{tmp_path / 'plain'} is not a directory"
+
+
+def _in_a_missing_directory(tmp_path: Path) -> tuple[Path, str]:
+    return tmp_path / "no" / "hibiki.db", f"directory {tmp_path / 'no'} does not exist"
+
+
+def _a_directory(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "dir.db").mkdir()
+    return tmp_path / "dir.db", "it is a directory"
+
+
+def _not_a_database(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "garbage.db").write_bytes(b"not a database" * 100)
+    return tmp_path / "garbage.db", "DatabaseError: file is not a database"
+
+
+def _from_a_newer_version(tmp_path: Path) -> tuple[Path, str]:
+    conn = sqlite3.connect(tmp_path / "newer.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    return tmp_path / "newer.db", f"database schema v99 is newer than this code (v{_VERSION})"
+
+
+def _a_read_only_file(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "ro.db").touch(mode=0o444)
+    if os.access(tmp_path / "ro.db", os.W_OK):
+        pytest.skip("root writes read-only files")
+    return tmp_path / "ro.db", "the file is not readable and writable"
+
+
+def _in_a_read_only_directory(tmp_path: Path) -> tuple[Path, str]:
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    (tmp_path / "ro").mkdir(mode=0o555)
+    return tmp_path / "ro" / "hibiki.db", f"directory {tmp_path / 'ro'} is not writable"
+
+
+def _hibiki_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+
+
+BAD_PATHS = pytest.mark.parametrize(
+    "bad_path",
+    [
+        _under_a_file,
+        _in_a_missing_directory,
+        _a_directory,
+        _not_a_database,
+        _from_a_newer_version,
+        _a_read_only_file,
+        _in_a_read_only_directory,
+    ],
+)
+
+
+@BAD_PATHS
+def test_serve_with_a_database_it_cannot_open_exits_1_with_one_line(
+    tmp_path: Path, bad_path: Callable[[Path], tuple[Path, str]]
+) -> None:
+    db, reason = bad_path(tmp_path)
+    result = _hibiki_serve("--port", "0", "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [f"hibiki: cannot open database {db}: {reason}"]
+
+
+@BAD_PATHS
+async def test_opening_the_store_raises_a_storage_error_saying_why(
+    tmp_path: Path, bad_path: Callable[[Path], tuple[Path, str]]
+) -> None:
+    db, reason = bad_path(tmp_path)
+    store = open_store(db, scrypt_n=2**10)
+    with pytest.raises(StorageError) as raised:
+        await store.open()
+    assert str(raised.value) == f"cannot open database {db}: {reason}"
+    assert not (tmp_path / "no").exists()
+
+
+def test_serve_on_a_port_in_use_exits_1_with_one_line_saying_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = tmp_path / "hibiki.db"
+        result = _hibiki_serve("--port", str(port), "--host", "127.0.0.1", "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    # The log lines before it are the server's usual ones ("stopped": the database was closed).
+    last = result.stderr.splitlines()[-1]
+    assert last == f"hibiki: cannot listen on 127.0.0.1:{port}: Address already in use"

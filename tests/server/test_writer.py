@@ -1,0 +1,61 @@
+"""MessageWriter when the database fails batch after batch (a full disk) and then recovers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from server.fanout.hub import RoomHub
+from server.persist.writer import MessageWriter, PendingSend
+from server.transport.flusher import Flusher
+from storage import Appended, NewMessage, StorageError, Store, open_store
+
+
+class _DiskFullStore:
+    """A real SQLite store whose message appends fail while `full` is set, like a full disk."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.full = False
+
+    async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
+        if self.full:
+            raise StorageError("OperationalError: database or disk is full")
+        return await self.store.append_batch(batch)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(tmp_path / "x.db", scrypt_n=2**10) as store:
+        yield store
+
+
+async def test_a_full_disk_logs_one_traceback_then_counts_and_one_line_on_recovery(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = await store.create_user("u", "correct horse")
+    await store.create_room("r", user.id)
+    disk = _DiskFullStore(store)
+    writer = MessageWriter(disk, RoomHub(Flusher()), queue_size=10, max_batch=10)  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger="server.persist.writer")
+
+    disk.full = True
+    for i in range(100):
+        message = NewMessage("r", user.id, "u", f"m{i}", None)
+        await writer.commit_batch([PendingSend(message, None, None)])
+    assert writer.last_commit_error == "OperationalError: database or disk is full"
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 1, [record.getMessage() for record in caplog.records]
+    assert tracebacks[0].getMessage() == "message batch of 1 could not be stored"
+    assert len(caplog.records) == 1  # the rest are counted, within the first 10 s
+
+    disk.full = False
+    for i in range(3):
+        message = NewMessage("r", user.id, "u", f"ok{i}", None)
+        await writer.commit_batch([PendingSend(message, None, None)])
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[1:] == ["message batches are being stored again after 100 failures"]
+    assert await store.last_seq("r") == 3
