@@ -49,6 +49,7 @@ class MembershipSync:
         self._connections = connections  # a join costs the user's connections, not all
         self._presence = presence
         self._nursery: trio.Nursery | None = None
+        self._stopped = False  # `run` has ended: the process is stopping
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the tasks that send `joined` to a user's other connections."""
@@ -59,6 +60,7 @@ class MembershipSync:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+                self._stopped = True
 
     def track(self, conn: WsConnection) -> None:
         """`conn`'s hello is done: it is subscribed to the user's rooms as `conn.user_id`."""
@@ -78,6 +80,10 @@ class MembershipSync:
 
     def membership_changed(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
         """From the bus: apply a change to this process's connections of the user."""
+        if member and self._nursery is None:
+            if self._stopped:
+                return  # shutting down: the connections are closing, their next hello reads it
+            raise RuntimeError("membership sync is not running: start MembershipSync.run")
         joining: list[WsConnection] = []
         for conn in self._connections.of_user(user_id):
             if conn.conn_id == origin or conn.state is not ConnState.OPEN:
@@ -91,9 +97,7 @@ class MembershipSync:
             elif room in conn.rooms:
                 self._hub.unsubscribe(room, conn)
                 conn.send_event(Left(room=room))
-        if joining:
-            if self._nursery is None:
-                raise RuntimeError("membership sync is not running: start MembershipSync.run")
+        if joining and self._nursery is not None:
             self._nursery.start_soon(self._send_joined, room, joining)
 
     async def _send_joined(self, room: str, conns: list[WsConnection]) -> None:

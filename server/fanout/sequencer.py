@@ -65,6 +65,7 @@ class Sequencer:
         self._hold = hold
         self._rooms: dict[str, _Room] = {}
         self._nursery: trio.Nursery | None = None
+        self._stopped = False  # `run` has ended: the process is stopping
         self.gaps_detected = 0
         self.messages_backfilled = 0
         self.dropped = 0  # older or repeated seqs
@@ -78,6 +79,7 @@ class Sequencer:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+                self._stopped = True
 
     def track(self, room: str) -> None:
         """`room` has a local subscriber: order its messages from the next one seen."""
@@ -121,6 +123,8 @@ class Sequencer:
 
     def _open_gap(self, room: str, state: _Room) -> None:
         if self._nursery is None:
+            if self._stopped:
+                return  # shutting down: what is held is never delivered, like what is unsent
             raise RuntimeError("a seq gap needs the sequencer's filler: start Sequencer.run first")
         self.gaps_detected += 1
         state.opened_at = trio.current_time()

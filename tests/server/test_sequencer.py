@@ -226,3 +226,30 @@ async def test_a_gap_without_a_running_sequencer_is_a_clear_error(delivered: Del
     _offer(sequencer, 1, 2)
     with pytest.raises(RuntimeError, match="run"):
         _offer(sequencer, 4)
+
+
+async def test_a_gap_after_the_sequencer_stopped_is_held_without_error(
+    delivered: Delivered, store: FakeMessages
+) -> None:
+    sequencer = Sequencer(delivered, store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sequencer.run)
+        nursery.cancel_scope.cancel()
+    sequencer.track("r")
+    _offer(sequencer, 1, 3)  # shutting down: no filler, and no crash of the publisher
+    assert delivered.seqs() == [1] and store.reads == []
+
+
+async def test_a_hole_the_store_does_not_have_is_skipped_after_the_hold(
+    delivered: Delivered, autojump_clock: object
+) -> None:
+    store = FakeMessages(last=1)  # it has nothing after seq 1
+    sequencer = Sequencer(delivered, store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sequencer.run)
+        sequencer.track("r")
+        _offer(sequencer, 1, 4)
+        await trio.sleep(2 * GAP_HOLD)
+        nursery.cancel_scope.cancel()
+    assert delivered.seqs() == [1, 4]
+    assert store.reads == [("r", 1, 2)] and sequencer.messages_backfilled == 0
