@@ -1,9 +1,10 @@
 """Instructions per delivery on the fan-out hot path, counted by valgrind (callgrind), so a
-change to `RoomHub.publish` or the flusher can be judged on this shared, noisy machine, where
-CPU-time figures move by more than such a change.
+change to the bus, `RoomHub.publish` or the flusher can be judged on this shared, noisy machine,
+where CPU-time figures move by more than such a change.
 
 One message at a time (the low-rate case: nothing to batch) is published to N connections over
-Unix socketpairs and flushed, through the real `RoomHub` and `Flusher`; beside it, a bare loop of
+Unix socketpairs and flushed, the way the writer does it: its encoded event with its seq into the
+real `LocalBus`, then `RoomHub` (seq order, framing) and `Flusher`; beside it, a bare loop of
 `sock.send` over the same sockets. Each runs twice under callgrind with M1 and M2 messages, and
 the difference divided by N x (M2 - M1) is the user-space instructions per delivery, start-up
 excluded. Kernel work is not counted (callgrind does not see it): this measures hibiki's own
@@ -51,6 +52,7 @@ def run_hibiki(receivers: int, messages: int) -> None:
     import trio
 
     from protocol import Message, encode
+    from server.fanout.bus import LocalBus
     from server.fanout.hub import RoomHub
     from server.transport.connection import WsConnection
     from server.transport.flusher import Flusher
@@ -58,7 +60,9 @@ def run_hibiki(receivers: int, messages: int) -> None:
 
     async def main() -> None:
         flusher = Flusher()
-        hub = RoomHub(flusher)
+        bus = LocalBus()
+        hub = RoomHub(flusher, bus=bus)
+        bus.attach_hub(hub)
         ours, _theirs = _socketpairs(receivers)
         for n, sock in enumerate(ours):
             conn = WsConnection(sock, f"peer{n}", flusher, 1 << 30)
@@ -68,15 +72,15 @@ def run_hibiki(receivers: int, messages: int) -> None:
         for conn in hub._subs["room"]:
             conn.pending.clear()
             conn.dirty = False
-        frames = [
-            text_frame(encode(Message("room", k, k, "user0", "x" * 60, 0, "c" * 32)))
-            for k in range(messages)
+        payloads = [
+            encode(Message("room", k, k, "user0", "x" * 60, 0, "c" * 32))
+            for k in range(1, messages + 1)
         ]
-        for frame in frames:  # one message per flush cycle, as Flusher.run would do it
-            hub.publish("room", frame, 0)
+        for seq, payload in enumerate(payloads, 1):  # one per flush cycle, as Flusher.run would
+            bus.publish_message("room", seq, payload)
             dirty, flusher.dirty = flusher.dirty, []
             flusher._flush_all(dirty)
-        assert flusher.bytes_sent == receivers * sum(len(f) for f in frames)
+        assert flusher.bytes_sent == receivers * sum(len(text_frame(p)) for p in payloads)
 
     trio.run(main)
 

@@ -3,8 +3,10 @@
     serve()
     └── root nursery
         ├── flusher       writes every dirty connection's backlog (and owns blocked writers)
+        ├── hub           fills seq gaps in what the bus delivers (never, with one process)
         ├── writer        group-commits sends, then publishes and acks
         ├── readiness     database write probe for /readyz
+        ├── memberships   tells a user's other connections of a join (`joined`)
         ├── http bridge   quart-trio app lifespan (hypercorn serves each HTTP connection)
         ├── listener      accepts; owns one handler task per connection (WebSocket or HTTP)
         └── reaper        hello timeouts, expired tokens, heartbeat pings, stale peers
@@ -28,14 +30,18 @@ import trio
 
 from protocol import ChatError
 from server.chat.membership import MembershipSync
+from server.chat.membership_invalidation import LocalMembershipInvalidation
 from server.chat.ratelimit import UserRateLimiter
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices
 from server.chat.token_index import TokenIndex
+from server.chat.user_connections import LocalUserConnections
 from server.chat.websocket import serve_websocket
 from server.config import Config
+from server.fanout.bus import LocalBus
 from server.fanout.hub import RoomHub
+from server.fanout.presence import LocalOnlineUsers
 from server.http.api import HttpServices, create_http_app
 from server.http.bridge import HttpBridge
 from server.ops import sdnotify
@@ -84,11 +90,16 @@ async def serve(
         async with trio.open_nursery() as root:
             flusher = Flusher()
             await root.start(flusher.run)
-            hub = RoomHub(flusher)
+            # Every room event goes through the bus; this process's hub is fed by it alone.
+            bus = LocalBus()
+            presence = LocalOnlineUsers(bus)
+            hub = RoomHub(flusher, bus=bus, presence=presence, backfill=store)
+            bus.attach_hub(hub)
+            await root.start(hub.run)
             registry = ConnectionRegistry(metrics)
             writer = MessageWriter(
                 store,
-                hub,
+                bus,
                 queue_size=config.limits.writer_queue,
                 max_batch=config.limits.writer_max_batch,
                 metrics=metrics,
@@ -113,12 +124,22 @@ async def serve(
                 probe_interval=config.ops.db_probe_interval,
             )
             await root.start(readiness.run)
-            memberships = MembershipSync(store, hub, membership)
+            memberships = MembershipSync(
+                store,
+                hub,
+                bus,
+                invalidation=LocalMembershipInvalidation(membership),
+                connections=LocalUserConnections(),
+                presence=presence,
+            )
+            bus.attach_memberships(memberships)
+            await root.start(memberships.run)
             tokens = TokenIndex()
             services = ChatServices(
                 config=config,
                 store=store,
                 hub=hub,
+                bus=bus,
                 writer=writer,
                 membership=membership,
                 memberships=memberships,

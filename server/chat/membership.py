@@ -6,52 +6,118 @@ who joined elsewhere starts receiving it everywhere. Each other connection is to
 unsolicited `joined` or `left` (no `ref`). A connection is tracked once its `hello` has subscribed
 it to the rooms it read; a change that lands while a hello is still reading is seen by that
 connection at its next hello (the window is the hello's own database read).
+
+A change travels as a bus event (`RoomBus.publish_membership`), so it reaches the user's
+connections on every process; each process's `MembershipSync` applies it to its own. Applying is
+synchronous (subscribe held, or unsubscribe and `left`); the `joined` that needs the room's
+last seq is sent by a task of `run`.
 """
 
 from __future__ import annotations
 
-from protocol import Joined, Left
+import logging
+
+import trio
+
+from protocol import CloseCode, Joined, Left
+from server.chat.membership_invalidation import MembershipInvalidation
+from server.chat.user_connections import UserConnections
+from server.fanout.bus import NO_CONN, ConnId, RoomBus
 from server.fanout.hub import RoomHub
+from server.fanout.presence import OnlineUsers
 from server.transport.connection import ConnState, WsConnection
-from storage import MessageStore
-from storage.cache import MembershipCache
+from storage import MessageStore, StorageError
+
+_log = logging.getLogger(__name__)
 
 
 class MembershipSync:
-    def __init__(self, store: MessageStore, hub: RoomHub, cache: MembershipCache) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        hub: RoomHub,
+        bus: RoomBus,
+        *,
+        invalidation: MembershipInvalidation,
+        connections: UserConnections,
+        presence: OnlineUsers,
+    ) -> None:
         self._store = store
         self._hub = hub
-        self._cache = cache
-        # Open, authenticated connections by user: a join costs the user's connections, not all.
-        self._by_user: dict[int, dict[WsConnection, None]] = {}
+        self._bus = bus
+        self._invalidation = invalidation
+        self._connections = connections  # a join costs the user's connections, not all
+        self._presence = presence
+        self._nursery: trio.Nursery | None = None
+        self._stopped = False  # `run` has ended: the process is stopping
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the tasks that send `joined` to a user's other connections."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                self._stopped = True
 
     def track(self, conn: WsConnection) -> None:
         """`conn`'s hello is done: it is subscribed to the user's rooms as `conn.user_id`."""
-        self._by_user.setdefault(conn.user_id, {})[conn] = None
+        self._connections.add(conn)
 
     def untrack(self, conn: WsConnection) -> None:
-        conns = self._by_user.get(conn.user_id)
-        if conns is None:
-            return
-        conns.pop(conn, None)
-        if not conns:
-            del self._by_user[conn.user_id]
+        self._connections.discard(conn)
 
     async def changed(
         self, room: str, user_id: int, member: bool, *, origin: WsConnection | None = None
     ) -> None:
-        """The store now says `user_id` is (or is not) a member of `room`: make the cache and
+        """The store now says `user_id` is (or is not) a member of `room`: make the caches and
         the user's open connections other than `origin` agree."""
-        self._cache.set(room, user_id, member)
-        for conn in list(self._by_user.get(user_id, ())):
-            if conn is origin or conn.state is not ConnState.OPEN:
+        self._invalidation.changed(room, user_id, member)
+        origin_id = NO_CONN if origin is None else origin.conn_id
+        self._bus.publish_membership(user_id, room, member, origin_id)
+
+    def membership_changed(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
+        """From the bus: apply a change to this process's connections of the user."""
+        if member and self._nursery is None:
+            if self._stopped:
+                return  # shutting down: the connections are closing, their next hello reads it
+            raise RuntimeError("membership sync is not running: start MembershipSync.run")
+        joining: list[WsConnection] = []
+        for conn in self._connections.of_user(user_id):
+            if conn.conn_id == origin or conn.state is not ConnState.OPEN:
                 continue
             if member:
                 if room not in conn.rooms:
-                    await self.subscribe(room, conn)
+                    # Held from now: a message committed before `joined` reads last_seq is
+                    # either counted in it or delivered after it, never lost in between.
+                    self._hub.subscribe(room, conn, hold=True)
+                    joining.append(conn)
             elif room in conn.rooms:
                 self._hub.unsubscribe(room, conn)
                 conn.send_event(Left(room=room))
+        if joining and self._nursery is not None:
+            self._nursery.start_soon(self._send_joined, room, joining)
+
+    async def _send_joined(self, room: str, conns: list[WsConnection]) -> None:
+        try:
+            try:
+                last = await self._store.last_seq(room)
+                online = await self._presence.online(room)
+            except StorageError:
+                # Subscribed but never told: close, so the client's reconnect sets it straight.
+                _log.exception("joined not sent: the store failed", extra={"room": room})
+                for conn in conns:
+                    conn.close(CloseCode.INTERNAL, "")
+                return
+            for conn in conns:
+                if room in conn.rooms:
+                    conn.send_event(Joined(room=room, last_seq=last, online=online))
+        finally:
+            for conn in conns:
+                if room in conn.rooms:
+                    self._hub.release(room, conn, 0)
 
     async def subscribe(self, room: str, conn: WsConnection, ref: str | None = None) -> None:
         """Subscribe `conn` (if it is not yet) and send it `joined` with the room's last seq."""
@@ -62,7 +128,7 @@ class MembershipSync:
             self._hub.subscribe(room, conn, hold=True)
         try:
             last = await self._store.last_seq(room)
-            online = self._hub.online(room)
+            online = await self._presence.online(room)
             conn.send_event(Joined(room=room, last_seq=last, online=online, ref=ref))
         finally:
             if fresh and room in conn.rooms:

@@ -1,8 +1,19 @@
-"""Per-user token buckets: a burst is allowed, a sustained flood gets `rate_limited`."""
+"""Per-user token buckets: a burst is allowed, a sustained flood gets `rate_limited`.
+
+The limit is the user's across all their connections, so with several processes it must be
+enforced cluster-wide: sessions see only `RateLimiter`; `UserRateLimiter` is this process's.
+"""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from cachetools import TTLCache
+
+
+class RateLimiter(Protocol):
+    def allow(self, user_id: int, now: float) -> bool:
+        """Spend one of the user's tokens at trio time `now`; False: over the limit."""
 
 
 class TokenBucket:

@@ -30,9 +30,10 @@ from protocol import (
     encode,
 )
 from server.chat.membership import MembershipSync
-from server.chat.ratelimit import UserRateLimiter
+from server.chat.ratelimit import RateLimiter
 from server.chat.token_index import TokenIndex
 from server.config import Config
+from server.fanout.bus import RoomBus
 from server.fanout.hub import RoomHub
 from server.ops.metrics import Metrics
 from server.persist.writer import MessageWriter, PendingSend
@@ -50,11 +51,12 @@ class ChatServices:
     config: Config
     store: Store
     hub: RoomHub
+    bus: RoomBus
     writer: MessageWriter
     membership: MembershipCache
     memberships: MembershipSync
     tokens: TokenIndex
-    limiter: UserRateLimiter
+    limiter: RateLimiter
     metrics: Metrics
 
 
@@ -249,8 +251,8 @@ class ChatSession:
         conn, s = self.conn, self.s
         await self._member(request.room, request.ref)
         self._spend_rate(request.ref)
-        frame = text_frame(encode(Typing(room=request.room, user=conn.user_name)))
-        s.hub.publish_except(request.room, frame, conn)
+        payload = encode(Typing(room=request.room, user=conn.user_name))
+        s.bus.publish_typing(request.room, payload, conn.conn_id)
 
     def closed(self) -> None:
         """Release everything the session holds in shared structures."""

@@ -3,11 +3,20 @@
 Within one flush cycle a room's frames go into one shared `Segment`: the first publish of the
 cycle appends the segment to every subscriber's backlog; later ones only append to the segment.
 So a batch of B messages to N subscribers costs N appends and N sends, not B x N.
+
+The hub is fed by the room-event bus alone (server.fanout.bus): committed messages go through
+the sequencer first, so each room's subscribers get them in seq order, once; typing and presence
+go straight to the subscribers. Presence itself is counted by an `OnlineUsers` directory, which
+the hub tells of every subscription change.
 """
 
 from __future__ import annotations
 
-from protocol import Presence, encode
+import trio
+
+from server.fanout.bus import ConnId, LocalBus, RoomBus
+from server.fanout.presence import LocalOnlineUsers, OnlineUsers
+from server.fanout.sequencer import MessageSource, Sequencer
 from server.transport.connection import Segment, WsConnection
 from server.transport.flusher import Flusher
 from server.transport.frames import text_frame
@@ -21,13 +30,52 @@ class RoomHub:
     client sees every seq once and in order.
     """
 
-    def __init__(self, flusher: Flusher) -> None:
+    def __init__(
+        self,
+        flusher: Flusher,
+        *,
+        bus: RoomBus | None = None,
+        presence: OnlineUsers | None = None,
+        backfill: MessageSource | None = None,
+    ) -> None:
+        """`bus`: told which rooms have subscribers here (the caller attaches the hub to it);
+        without one the hub feeds itself through a private `LocalBus`. `backfill`: where seq
+        gaps are filled from (None: skipped after the hold)."""
         self._flusher = flusher
         self._subs: dict[str, dict[WsConnection, None]] = {}
         self._open: dict[str, Segment] = {}
         self._held: dict[str, dict[WsConnection, list[tuple[int, bytes]]]] = {}
-        self._online: dict[str, dict[str, int]] = {}
+        if bus is None:
+            local = LocalBus()
+            local.attach_hub(self)
+            bus = local
+        self._bus = bus
+        self._presence = LocalOnlineUsers(bus) if presence is None else presence
+        self._sequencer = Sequencer(self._deliver, backfill)
         self.deliveries = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the sequencer's gap fillers (needed once a bus can reorder or lose messages)."""
+        await self._sequencer.run(task_status=task_status)
+
+    @property
+    def gaps_detected(self) -> int:
+        return self._sequencer.gaps_detected
+
+    @property
+    def messages_backfilled(self) -> int:
+        return self._sequencer.messages_backfilled
+
+    def publish_message(self, room: str, seq: int, payload: bytes) -> None:
+        """A committed message (its encoded event) from the bus: in seq order, to everyone."""
+        self._sequencer.offer(room, seq, payload)
+
+    def _deliver(self, room: str, seq: int, payload: bytes) -> None:
+        self.publish(room, text_frame(payload), seq)
+
+    def publish_event(self, room: str, payload: bytes, exclude: ConnId) -> None:
+        """Typing or presence from the bus, to every subscriber but connection `exclude`."""
+        self.publish_except(room, text_frame(payload), exclude)
 
     def publish(self, room: str, frame: bytes, seq: int = 0) -> None:
         """Queue `frame` (already framed) to every subscriber of `room`."""
@@ -51,30 +99,29 @@ class RoomHub:
             for backlog in held.values():
                 backlog.append((seq, frame))
 
-    def publish_except(self, room: str, frame: bytes, exclude: WsConnection) -> None:
+    def publish_except(self, room: str, frame: bytes, exclude: ConnId) -> None:
         """Queue `frame` to every subscriber but `exclude` (typing, presence); not a hot path."""
         self._close_segment(room)
         for conn in self._subs.get(room, ()):
-            if conn is not exclude:
+            if conn.conn_id != exclude:
                 conn.enqueue(frame)
                 self.deliveries += 1
         for other, backlog in self._held.get(room, {}).items():
-            if other is not exclude:
+            if other.conn_id != exclude:
                 backlog.append((0, frame))
 
     def subscribe(self, room: str, conn: WsConnection, *, hold: bool = False) -> None:
         """Add `conn` to the room (held if it is about to replay missed messages)."""
+        if room not in self._subs and room not in self._held:
+            self._sequencer.track(room)
+            self._bus.follow(room)
         if hold:
             self._held.setdefault(room, {})[conn] = []
         else:
             self._close_segment(room)
             self._subs.setdefault(room, {})[conn] = None
         conn.rooms.add(room)
-        users = self._online.setdefault(room, {})
-        count = users.get(conn.user_name, 0)
-        users[conn.user_name] = count + 1
-        if count == 0:
-            self._announce(room, conn, "online")
+        self._presence.arrived(room, conn.user_name, conn.conn_id)
 
     def release(self, room: str, conn: WsConnection, after_seq: int) -> None:
         """End a hold: deliver the live frames the replay did not already cover, then go live."""
@@ -108,27 +155,15 @@ class RoomHub:
                 del self._held[room]
         if not found:
             return
-        users = self._online[room]
-        count = users[conn.user_name] - 1
-        if count:
-            users[conn.user_name] = count
-        else:
-            del users[conn.user_name]
-            if not users:
-                del self._online[room]
-            self._announce(room, conn, "offline")
+        if room not in self._subs and room not in self._held:
+            self._sequencer.untrack(room)
+            self._bus.unfollow(room)
+        self._presence.departed(room, conn.user_name, conn.conn_id)
 
     def unsubscribe_all(self, conn: WsConnection) -> None:
         for room in list(conn.rooms):
             self.unsubscribe(room, conn)
 
-    def online(self, room: str) -> list[str]:
-        return sorted(self._online.get(room, ()))
-
     def _close_segment(self, room: str) -> None:
         """The subscriber set changes: later frames must go into a segment the new set shares."""
         self._open.pop(room, None)
-
-    def _announce(self, room: str, conn: WsConnection, status: str) -> None:
-        event = Presence(room=room, user=conn.user_name, status=status)  # type: ignore[arg-type]
-        self.publish_except(room, text_frame(encode(event)), conn)

@@ -125,6 +125,12 @@ class _Hub(Protocol):
     @property
     def deliveries(self) -> int: ...
 
+    @property
+    def gaps_detected(self) -> int: ...
+
+    @property
+    def messages_backfilled(self) -> int: ...
+
 
 class _Flusher(Protocol):
     @property
@@ -228,6 +234,17 @@ class _Collector(Collector):
         yield db
         deliveries = m._hub.deliveries if m._hub is not None else 0
         yield _counter("hibiki_deliveries", "Frames queued to room subscribers.", deliveries)
+        hub = m._hub
+        yield _counter(
+            "hibiki_seq_gaps_detected",
+            "Times a room's next message was missing from what the bus delivered.",
+            hub.gaps_detected if hub is not None else 0,
+        )
+        yield _counter(
+            "hibiki_messages_backfilled",
+            "Messages the bus lost and the store supplied.",
+            hub.messages_backfilled if hub is not None else 0,
+        )
         yield _histogram(
             "hibiki_send_latency_seconds",
             "Send queued to ack queued, oldest message of each writer batch.",

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import trio
 
 from protocol import Ack, Error, ErrorCode, Message, encode
-from server.fanout.hub import RoomHub
+from server.fanout.bus import MessageSink
 from server.ops.failure_log import RepeatedFailureLog
 from server.ops.metrics import Metrics
 from server.transport.connection import WsConnection
-from server.transport.frames import text_frame
 from storage import Appended, Conflict, MessageStore, NewMessage, NotFound, StorageError
 
 
@@ -37,14 +36,14 @@ class MessageWriter:
     def __init__(
         self,
         store: MessageStore,
-        hub: RoomHub,
+        bus: MessageSink,
         *,
         queue_size: int,
         max_batch: int,
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
-        self._hub = hub
+        self._bus = bus
         self._max_batch = max_batch
         self._metrics = Metrics() if metrics is None else metrics
         self._send, self._receive = trio.open_memory_channel[PendingSend](queue_size)
@@ -140,7 +139,8 @@ class MessageWriter:
         self._metrics.messages += len(messages)
 
     def _publish(self, message: Message) -> None:
-        self._hub.publish(message.room, text_frame(encode(message)), message.seq)
+        # Encoded once, here; every process's hub frames it once for all its subscribers.
+        self._bus.publish_message(message.room, message.seq, encode(message))
 
 
 def _ack(message: Message, duplicate: bool, ref: str | None) -> Ack:

@@ -11,6 +11,7 @@ Rules (every state change of a connection is one of these):
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import socket
 from collections.abc import Callable
@@ -64,6 +65,11 @@ class Segment:
 Outbound = bytes | Segment
 
 
+# Connection ids (`conn_id`): unique in this process, so the bus can name a connection (the typing
+# one to skip) without holding it. Never 0 (server.fanout.bus.NO_CONN).
+_conn_ids = itertools.count(1)
+
+
 class WsConnection:
     """Outbound side of a connection; `enqueue` never awaits and never writes to the socket."""
 
@@ -73,6 +79,7 @@ class WsConnection:
         "close_reason",
         "closed_by_peer",
         "closing",
+        "conn_id",
         "counted",
         "created_at",
         "dirty",
@@ -108,6 +115,7 @@ class WsConnection:
     ) -> None:
         self.sock = sock
         self.peer = peer
+        self.conn_id = next(_conn_ids)
         self.flusher = flusher
         self.outbound_limit = outbound_limit
         self.pending: list[Outbound] = []
