@@ -18,7 +18,7 @@ import trio
 
 from protocol import Event, encode
 
-from .frames import close_frame, text_frame
+from .frames import close_frame, frame_bounds, text_frame
 
 if TYPE_CHECKING:
     from .flusher import Flusher
@@ -75,9 +75,9 @@ class WsConnection:
         "created_at",
         "dirty",
         "flusher",
+        "head_sent",
         "last_seen",
         "outbound_limit",
-        "partial",
         "peer",
         "pending",
         "pending_bytes",
@@ -100,11 +100,11 @@ class WsConnection:
         self.flusher = flusher
         self.outbound_limit = outbound_limit
         self.pending: list[Outbound] = []
-        self.pending_bytes = 0  # of pending[:counted]; maintained only while blocked
+        self.pending_bytes = 0  # unsent, of pending[:counted]; maintained only while blocked
         self.counted = 0
+        self.head_sent = 0  # bytes of pending[0] already written (only ever while blocked)
         self.dirty = False
         self.blocked = False
-        self.partial = False  # pending[0] is the unsent tail of a frame partly on the wire
         self.closing = False  # CLOSING or CLOSED: nothing more is queued
         self.sock_closed = False
         self.state = ConnState.HELLO
@@ -146,13 +146,29 @@ class WsConnection:
         self.close_code = code
         self.close_reason = reason
         if discard_backlog:
-            # A frame already partly written must be finished, or the stream is corrupt.
-            self.pending = self.pending[:1] if self.partial else []
-            self.counted = 0
-            self.pending_bytes = 0
+            self._keep_frame_on_wire()
         self.pending.append(close_frame(code, reason))
         self.flusher.flush_now(self)
         self.reader_scope.cancel()
+
+    def _keep_frame_on_wire(self) -> None:
+        """Drop the backlog but what is left of a frame partly written: the stream would be
+        corrupt if that frame were not finished."""
+        rest: bytes | None = None
+        head_sent = self.head_sent
+        if head_sent:
+            head = self.pending[0]
+            if isinstance(head, Segment):  # whole frames from its first byte: find the cut one
+                data = head.seal()
+                start, end = frame_bounds(data, head_sent)
+                rest = data[head_sent:end] if start < head_sent else None
+                head_sent = 0
+            else:
+                rest = head  # one frame
+        self.pending = [] if rest is None else [rest]
+        self.head_sent = 0 if rest is None else head_sent
+        self.counted = len(self.pending)
+        self.pending_bytes = 0 if rest is None else len(rest) - head_sent
 
     def transport_failed(self) -> None:
         """The socket broke under us: nothing more can be written."""
@@ -162,6 +178,7 @@ class WsConnection:
         self.state = ConnState.CLOSED
         self.closing = True
         self.pending = []
+        self.head_sent = 0
         self.reader_scope.cancel()
         if self.write_idle is not None:
             self.write_idle.set()
