@@ -65,6 +65,7 @@ class Config:
     drain_timeout: float = 10 * SECONDS
     # Recovery and caches.
     resume_max_gap: int = 1000
+    resume_stall_timeout: float = 20 * SECONDS  # a replay part not taken by then: 4008
     membership_cache_size: int = 100_000
     membership_cache_ttl: float = 60 * SECONDS
     token_ttl: float = 7 * 24 * HOURS
@@ -118,6 +119,7 @@ def _problems(config: Config) -> list[tuple[str, str]]:
         "heartbeat_deadline",
         "close_timeout",
         "drain_timeout",
+        "resume_stall_timeout",
         "token_ttl",
         "membership_cache_ttl",
         "db_probe_interval",

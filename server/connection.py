@@ -118,7 +118,8 @@ class WsConnection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.reader_scope = trio.CancelScope()
-        self.write_idle: trio.Event | None = None  # made only when a close must wait for a drain
+        # Made only when someone must wait for a drain (a close, a resume replay).
+        self.write_idle: trio.Event | None = None
 
     def enqueue(self, item: Outbound) -> None:
         """Queue one frame (or a shared room segment) for the flusher."""
@@ -128,6 +129,15 @@ class WsConnection:
         if not self.dirty:
             self.dirty = True
             self.flusher.mark_dirty(self)
+
+    async def wait_written(self) -> None:
+        """Return once all that is queued is in the kernel's hands (at once if one send takes
+        it), so a producer that can wait goes at the peer's pace. `close` cancels the wait
+        (it cancels the reader scope this runs in); a broken socket ends it."""
+        self.flusher.flush_now(self)
+        if self.blocked and self.state is not ConnState.CLOSED:
+            self.write_idle = trio.Event()
+            await self.write_idle.wait()
 
     def send_event(self, event: Event) -> None:
         self.enqueue(text_frame(encode(event)))
