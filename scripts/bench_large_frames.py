@@ -31,19 +31,21 @@ MiB = 1 << 20
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="4,8,16", help="message sizes in MiB, comma-separated")
+    parser.add_argument("--sizes", default="4,8,16", help="message sizes in MiB (at least 1)")
     parser.add_argument("--repeats", type=int, default=7, help="messages per size (median kept)")
     parser.add_argument("--peers", default="hibiki,websockets", help="which senders to measure")
     parser.add_argument("--reader", nargs=4, metavar=("PORT", "SIZE", "COUNT", "HANDSHAKE"))
     return parser.parse_args()
 
 
-def _frame_len(size: int) -> int:
-    return size + (2 if size < 126 else 4 if size < 65536 else 10)
+def _header(size: int) -> bytes:
+    """The header of an unmasked final text frame of `size` bytes (at least 64 KiB)."""
+    return bytes((0x81, 127)) + size.to_bytes(8, "big")
 
 
 def run_reader(port: int, size: int, count: int, handshake: bool) -> None:
-    """Read `count` frames of a `size`-byte payload, answering each once it is whole."""
+    """Read `count` text frames of a `size`-byte payload, checking each header, answering each
+    once it is whole; exits non-zero on anything else."""
     sock = socket.create_connection(("127.0.0.1", port))
     if handshake:
         key = base64.b64encode(os.urandom(16)).decode()
@@ -57,15 +59,22 @@ def run_reader(port: int, size: int, count: int, handshake: bool) -> None:
     buffer = bytearray(4 * MiB)
     view = memoryview(buffer)
     answer = bytes([0x81, 0x81]) + b"\0\0\0\0" + b"k" if handshake else b"k"  # masked "k"
+    header = _header(size)
     for _ in range(count):
-        remaining = _frame_len(size)
-        while remaining:
-            got = sock.recv_into(view[: min(remaining, len(buffer))])
-            if not got:
-                raise SystemExit("reader: the sender closed early")
-            remaining -= got
+        _read_exactly(sock, view, len(header))
+        if bytes(view[: len(header)]) != header:
+            raise SystemExit(f"reader: not the frame header expected: {bytes(view[:10])!r}")
+        _read_exactly(sock, view, size)
         sock.sendall(answer)
     sock.close()
+
+
+def _read_exactly(sock: socket.socket, view: memoryview, size: int) -> None:
+    while size:
+        got = sock.recv_into(view[: min(size, len(view))])
+        if not got:
+            raise SystemExit("reader: the sender closed early")
+        size -= got
 
 
 def _spawn_reader(port: int, size: int, count: int, handshake: bool) -> subprocess.Popen[bytes]:
@@ -106,7 +115,8 @@ def bench_hibiki(size: int, repeats: int) -> list[tuple[float, float]]:
                 results.append((time.perf_counter() - wall, time.process_time() - cpu))
             nursery.cancel_scope.cancel()
         raw.close()
-        reader.wait()
+        if reader.wait():
+            raise SystemExit("hibiki: the reader failed")
 
     trio.run(main)
     return results
@@ -132,7 +142,8 @@ def bench_websockets(size: int, repeats: int) -> list[tuple[float, float]]:
             port = next(iter(server.sockets)).getsockname()[1]
             reader = _spawn_reader(port, size, repeats, True)
             await done.wait()
-            await asyncio.to_thread(reader.wait)
+            if await asyncio.to_thread(reader.wait):
+                raise SystemExit("websockets: the reader failed")
 
     asyncio.run(main())
     return results
