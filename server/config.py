@@ -148,6 +148,7 @@ class TimeoutsConfig(Section):
 @dataclass(frozen=True, slots=True)
 class ChatConfig(Section):
     resume_max_gap: int = 1000
+    resume_stall_timeout: float = 20 * SECONDS  # a replay part not taken by then: 4008
     membership_cache_size: int = 100_000
     membership_cache_ttl: float = 60 * SECONDS
     allowed_origins: tuple[str, ...] = ()
@@ -156,7 +157,7 @@ class ChatConfig(Section):
         out = _at_least_one(self, "membership_cache_size")
         if self.resume_max_gap < 0:
             out.append(("resume_max_gap", "must not be negative"))
-        return out + _positive(self, "membership_cache_ttl")
+        return out + _positive(self, "membership_cache_ttl", "resume_stall_timeout")
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,3 +116,26 @@ class RawWs:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+def parse_frames(wire: bytes) -> list[tuple[int, bytes]]:
+    """Unmasked final frames with minimal length encoding; fails on anything else or a cut."""
+    frames, i = [], 0
+    while i < len(wire):
+        assert len(wire) - i >= 2, f"a frame header was cut at {i}"
+        b0, b1 = wire[i], wire[i + 1]
+        assert b0 & 0xF0 == 0x80 and b1 & 0x80 == 0, f"not a final unmasked frame at {i}"
+        opcode, n, i = b0 & 0x0F, b1 & 0x7F, i + 2
+        assert opcode in (0x1, 0x8, 0x9, 0xA), f"unexpected opcode {opcode} at {i - 2}"
+        if n == 126:
+            assert len(wire) - i >= 2, "a frame header was cut"
+            n, i = struct.unpack_from("!H", wire, i)[0], i + 2
+            assert n >= 126, "length not minimally encoded"
+        elif n == 127:
+            assert len(wire) - i >= 8, "a frame header was cut"
+            n, i = struct.unpack_from("!Q", wire, i)[0], i + 8
+            assert n >= 65536, "length not minimally encoded"
+        assert len(wire) - i >= n, f"a frame was cut: {n} bytes announced, {len(wire) - i} sent"
+        frames.append((opcode, bytes(wire[i : i + n])))
+        i += n
+    return frames

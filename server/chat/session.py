@@ -181,19 +181,42 @@ class ChatSession:
                 conn.send_event(Resync(room=room, last_seq=last, reason="gap_too_large"))
                 replayed_to = last
             else:
-                after = last_seen
-                while after < last:
-                    page = await s.store.messages_after(room, after, 500)
-                    if not page:
-                        break
-                    for message in page:
-                        conn.enqueue(text_frame(encode(message)))
-                    after = page[-1].seq
                 # A client claiming more than exists must not have new messages filtered out.
-                replayed_to = min(after, last)
+                replayed_to = min(await self._replay(room, last_seen, last), last)
         finally:
             if room in conn.rooms:
                 s.hub.release(room, conn, replayed_to)
+
+    async def _replay(self, room: str, after: int, last: int) -> int:
+        """Queue `room`'s messages after seq `after` (to `last`) at the client's pace: half the
+        backlog bound at a time, each part once the one before is in the kernel's hands, since
+        the bound is for clients that stop reading, not for catching up. A client that has not
+        taken a part within `resume_stall_timeout` is a slow consumer. Returns the last seq
+        queued."""
+        conn, config = self.conn, self.s.config
+        part = max(config.limits.outbound_limit // 2, 1)
+        queued = 0
+        while after < last:
+            page = await self.s.store.messages_after(room, after, 500)
+            if not page:
+                break
+            for message in page:
+                frame = text_frame(encode(message))
+                conn.enqueue(frame)
+                queued += len(frame)
+                if queued >= part:
+                    queued = 0
+                    with trio.move_on_after(config.chat.resume_stall_timeout) as waited:
+                        await conn.wait_written()
+                    if waited.cancelled_caught:
+                        conn.close(CloseCode.SLOW_CONSUMER, "slow consumer", discard_backlog=True)
+                    if conn.closing:
+                        return message.seq
+                    # It is reading, so it is alive: its Pong to a heartbeat Ping may be waiting
+                    # unread behind this replay, which holds up the reading of requests.
+                    conn.ping_sent_at = None
+            after = page[-1].seq
+        return after
 
     async def _member(self, room: str, ref: str | None) -> None:
         if not await self.s.membership.is_member(room, self.conn.user_id):

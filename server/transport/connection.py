@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from protocol import Event, encode
-from server.transport.frames import close_frame, text_frame
+from server.transport.frames import close_frame, frame_bounds, text_frame
 
 if TYPE_CHECKING:
     from server.transport.flusher import Flusher
@@ -84,10 +84,10 @@ class WsConnection:
         "created_at",
         "dirty",
         "flusher",
+        "head_sent",
         "last_seen",
         "on_open",
         "outbound_limit",
-        "partial",
         "peer",
         "pending",
         "pending_bytes",
@@ -119,11 +119,11 @@ class WsConnection:
         self.flusher = flusher
         self.outbound_limit = outbound_limit
         self.pending: list[Outbound] = []
-        self.pending_bytes = 0  # of pending[:counted]; maintained only while blocked
+        self.pending_bytes = 0  # unsent, of pending[:counted]; maintained only while blocked
         self.counted = 0
+        self.head_sent = 0  # bytes of pending[0] already written (only ever while blocked)
         self.dirty = False
         self.blocked = False
-        self.partial = False  # pending[0] is the unsent tail of a frame partly on the wire
         self.closing = False  # CLOSING or CLOSED: nothing more is queued
         self.sock_closed = False
         self.state = ConnState.HELLO
@@ -140,7 +140,8 @@ class WsConnection:
         self.close_reason = ""
         self.closed_by_peer = False  # the peer started the close (its code is its own)
         self.reader_scope = trio.CancelScope()
-        self.write_idle: trio.Event | None = None  # made only when a close must wait for a drain
+        # Made only when someone must wait for a drain (a close, a resume replay).
+        self.write_idle: trio.Event | None = None
         self.on_open = on_open  # called on HELLO -> OPEN (the listener's pending count)
 
     def enqueue(self, item: Outbound) -> None:
@@ -151,6 +152,15 @@ class WsConnection:
         if not self.dirty:
             self.dirty = True
             self.flusher.mark_dirty(self)
+
+    async def wait_written(self) -> None:
+        """Return once all that is queued is in the kernel's hands (at once if one send takes
+        it), so a producer that can wait goes at the peer's pace. `close` cancels the wait
+        (it cancels the reader scope this runs in); a broken socket ends it."""
+        self.flusher.flush_now(self)
+        if self.blocked and self.state is not ConnState.CLOSED:
+            self.write_idle = trio.Event()
+            await self.write_idle.wait()
 
     def send_event(self, event: Event) -> None:
         self.enqueue(text_frame(encode(event)))
@@ -178,13 +188,29 @@ class WsConnection:
         self.close_reason = reason
         self.closed_by_peer = by_peer
         if discard_backlog:
-            # A frame already partly written must be finished, or the stream is corrupt.
-            self.pending = self.pending[:1] if self.partial else []
-            self.counted = 0
-            self.pending_bytes = 0
+            self._keep_frame_on_wire()
         self.pending.append(close_frame(code, reason))
         self.flusher.flush_now(self)
         self.reader_scope.cancel()
+
+    def _keep_frame_on_wire(self) -> None:
+        """Drop the backlog but what is left of a frame partly written: the stream would be
+        corrupt if that frame were not finished."""
+        rest: bytes | None = None
+        head_sent = self.head_sent
+        if head_sent:
+            head = self.pending[0]
+            if isinstance(head, Segment):  # whole frames from its first byte: find the cut one
+                data = head.seal()
+                start, end = frame_bounds(data, head_sent)
+                rest = data[head_sent:end] if start < head_sent else None
+                head_sent = 0
+            else:
+                rest = head  # one frame
+        self.pending = [] if rest is None else [rest]
+        self.head_sent = 0 if rest is None else head_sent
+        self.counted = len(self.pending)
+        self.pending_bytes = 0 if rest is None else len(rest) - head_sent
 
     def transport_failed(self) -> None:
         """The socket broke under us: nothing more can be written."""
@@ -194,6 +220,7 @@ class WsConnection:
         self.state = ConnState.CLOSED
         self.closing = True
         self.pending = []
+        self.head_sent = 0
         self.reader_scope.cancel()
         if self.write_idle is not None:
             self.write_idle.set()

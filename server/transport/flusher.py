@@ -5,13 +5,16 @@ connection dirty; the flusher wakes after the current batch of trio work and emp
 connection with a single `socket.send`. Only a connection whose kernel buffer is full gets a
 writer task of its own (in the flusher's nursery) that waits for writability, so a slow peer
 never slows a room; its backlog is counted each cycle and bounded (slow-consumer close).
+
+A backlog item is one frame (bytes) or a room segment of whole frames, so where frames end is
+known without parsing: only the first item can be partly written, and `conn.head_sent` says how
+much of it. The writer task sends the items in place with one `sendmsg`, never a joined copy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 from typing import TYPE_CHECKING
 
 import trio
@@ -20,6 +23,9 @@ from protocol import CloseCode
 
 if TYPE_CHECKING:
     from server.transport.connection import Outbound, WsConnection
+
+# Buffers per `sendmsg`: under every platform's IOV_MAX that matters (Linux and macOS: 1024).
+_MAX_BUFFERS = 512
 
 
 class Flusher:
@@ -78,7 +84,7 @@ class Flusher:
             if sent == len(data):
                 items.clear()  # the list is the connection's own: no new one per cycle
             else:
-                self._blocked(conn, data, sent)
+                self._blocked(conn, sent)
         self.bytes_sent += sent_total
 
     def flush_now(self, conn: WsConnection) -> None:
@@ -86,25 +92,43 @@ class Flusher:
         if not conn.blocked and not conn.sock_closed:
             self._flush_all([conn])
 
-    def _blocked(self, conn: WsConnection, data: bytes, sent: int) -> None:
-        """The kernel took only `sent` bytes: keep the rest and hand `conn` to a writer task."""
-        _keep_unsent(conn, data, sent)
+    def _blocked(self, conn: WsConnection, sent: int) -> None:
+        """The kernel took only `sent` bytes of the backlog (all sealed by the send): keep the
+        rest and hand `conn` to a writer task."""
+        sizes = [len(item if type(item) is bytes else item.seal()) for item in conn.pending]  # type: ignore[union-attr]
+        conn.counted = len(sizes)
+        conn.pending_bytes = sum(sizes) - sent
+        _consume(conn, sizes, sent)
         conn.blocked = True
         self.blocked_writers += 1
         assert self._nursery is not None
         self._nursery.start_soon(self._drain, conn)
 
-    def _send(self, conn: WsConnection, data: bytes) -> int | None:
-        """One non-blocking send: bytes taken (0 if the kernel buffer is full), None if broken."""
+    def _write_some(self, conn: WsConnection) -> bool:
+        """One non-blocking `sendmsg` of the backlog's first items as they are (the first from
+        where the last send stopped); False if the socket broke."""
+        batch = conn.pending[:_MAX_BUFFERS]
+        buffers: list[bytes | memoryview] = [
+            item if type(item) is bytes else item.seal()  # type: ignore[union-attr]
+            for item in batch
+        ]
+        sizes = [len(buffer) for buffer in buffers]
+        if conn.counted < len(sizes):
+            conn.pending_bytes += sum(sizes[conn.counted :])
+            conn.counted = len(sizes)
+        if conn.head_sent:
+            buffers[0] = memoryview(buffers[0])[conn.head_sent :]
         try:
-            sent = conn.sock.send(data)
+            sent = conn.sock.sendmsg(buffers)
         except BlockingIOError:
-            return 0
+            return True
         except OSError:
             conn.transport_failed()
-            return None
+            return False
         self.bytes_sent += sent
-        return sent
+        conn.pending_bytes -= sent
+        _consume(conn, sizes, sent)
+        return True
 
     def _count_backlog(self, conn: WsConnection) -> None:
         pending = conn.pending
@@ -125,11 +149,8 @@ class Flusher:
                     await trio.lowlevel.wait_writable(sock)
                 except (trio.ClosedResourceError, OSError):
                     return
-                data = _joined(conn.pending)
-                sent = self._send(conn, data)
-                if sent is None:
+                if not self._write_some(conn):
                     return
-                _keep_unsent(conn, data, sent)
             conn.blocked = False
             conn.drained()
         finally:
@@ -137,49 +158,22 @@ class Flusher:
 
 
 def _joined(items: list[Outbound]) -> bytes:
-    if len(items) == 1:
-        item = items[0]
-        return item if type(item) is bytes else item.seal()  # type: ignore[union-attr]
     return b"".join([i if type(i) is bytes else i.seal() for i in items])  # type: ignore[union-attr]
 
 
-def _keep_unsent(conn: WsConnection, data: bytes, sent: int) -> None:
-    """Leave in `conn.pending` what `send` did not take, noting whether it starts inside a frame
-    already partly on the wire (that frame must be finished, never dropped)."""
-    if sent >= len(data):
-        conn.pending = []
-        conn.partial = False
-        conn.pending_bytes = conn.counted = 0
-        return
-    start, end = _frame_bounds(data, sent)
-    rest: list[Outbound] = [data[sent:end]]
-    if end < len(data):
-        rest.append(data[end:])
-    conn.pending = rest
-    conn.partial = start < sent
-    conn.pending_bytes = len(data) - sent
-    conn.counted = len(rest)
-
-
-def _frame_bounds(data: bytes, offset: int) -> tuple[int, int]:
-    """Start and end of the frame holding byte `offset` (our frames are unmasked: frames.py)."""
-    position = 0
-    while True:
-        end = position + _frame_len_at(data, position)
-        if end > offset:
-            return position, end
-        position = end
-
-
-def _frame_len_at(data: bytes, position: int) -> int:
-    if position >= len(data):
-        return 0
-    n = data[position + 1] & 0x7F
-    if n == 126:
-        return 4 + int(struct.unpack_from("!H", data, position + 2)[0])
-    if n == 127:
-        return 10 + int(struct.unpack_from("!Q", data, position + 2)[0])
-    return 2 + n
+def _consume(conn: WsConnection, sizes: list[int], sent: int) -> None:
+    """Drop from `conn.pending` the items (of `sizes` bytes each, in order) that `sent` more
+    bytes finished, and note how much of the next one is already written."""
+    offset = conn.head_sent + sent
+    done = 0
+    for size in sizes:
+        if offset < size:
+            break
+        offset -= size
+        done += 1
+    del conn.pending[:done]
+    conn.head_sent = offset
+    conn.counted -= done
 
 
 def shutdown_write(sock: socket.socket) -> None:

@@ -37,3 +37,20 @@ def ping_frame(payload: bytes = b"") -> bytes:
 
 def pong_frame(payload: bytes = b"") -> bytes:
     return _frame(_OP_PONG, payload[:125])
+
+
+def frame_bounds(data: bytes, offset: int) -> tuple[int, int]:
+    """Start and end of the frame holding byte `offset` of `data`, which must be whole frames
+    from its first byte (a room segment's bytes, never a backlog that starts inside a frame)."""
+    position = 0
+    while True:
+        n = data[position + 1] & 0x7F
+        if n == 126:
+            end = position + 4 + int(struct.unpack_from("!H", data, position + 2)[0])
+        elif n == 127:
+            end = position + 10 + int(struct.unpack_from("!Q", data, position + 2)[0])
+        else:
+            end = position + 2 + n
+        if end > offset:
+            return position, end
+        position = end

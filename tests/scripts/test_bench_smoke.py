@@ -74,3 +74,10 @@ def test_instruction_benchmark_scenarios_run_and_deliver_everything() -> None:
             str(SCRIPTS / "bench_fanout_instructions.py"),
             *("--run", kind, "--receivers", "50", "--messages", "5"),
         )
+
+
+def test_large_frame_benchmark_sends_whole_messages_with_both_peers() -> None:
+    # The reader exits non-zero unless every message arrived whole, and the sender waits for it.
+    text = _run(str(SCRIPTS / "bench_large_frames.py"), *("--sizes", "1", "--repeats", "2"))
+    assert "1 MiB     hibiki" in text
+    assert "1 MiB websockets" in text

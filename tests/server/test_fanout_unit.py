@@ -13,9 +13,9 @@ import trio.testing
 
 from protocol import CloseCode
 from server.fanout.hub import RoomHub
-from server.transport.connection import ConnState, WsConnection
-from server.transport.flusher import Flusher, _keep_unsent
-from server.transport.frames import text_frame
+from server.transport.connection import ConnState, Segment, WsConnection
+from server.transport.flusher import Flusher, _consume
+from server.transport.frames import close_frame, text_frame
 
 from ..conftest import STEP
 
@@ -122,17 +122,34 @@ async def test_a_new_subscriber_gets_only_what_is_published_after_it_joins(
     assert got_a[0] == b"before" and got_a[-1] == b"after"
 
 
-async def test_unsent_tail_starting_inside_a_frame_is_marked_partial() -> None:
+async def test_a_partial_send_keeps_whole_items_and_how_much_of_the_first_is_written() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
         conn = WsConnection(ours, "p", Flusher(), 1 << 20)
-        data = text_frame(b"a" * 10) + text_frame(b"b" * 10) + text_frame(b"c" * 10)
-        _keep_unsent(conn, data, 12 + 5)  # five bytes into the second frame
-        assert conn.partial
-        assert conn.pending == [data[17:24], data[24:]]
-        _keep_unsent(conn, data, 12)  # exactly on a frame boundary
-        assert not conn.partial
-        assert conn.pending == [data[12:24], data[24:]]
+        frames = [text_frame(b"a" * 10), text_frame(b"b" * 10), text_frame(b"c" * 10)]
+        conn.pending = list(frames)
+        conn.counted = 3
+        _consume(conn, [12, 12, 12], 12 + 5)  # five bytes into the second frame
+        assert conn.pending == frames[1:] and conn.head_sent == 5 and conn.counted == 2
+        _consume(conn, [12, 12], 7)  # the rest of it: now exactly on a frame boundary
+        assert conn.pending == frames[2:] and conn.head_sent == 0 and conn.counted == 1
+
+
+async def test_cut_off_keeps_only_the_rest_of_the_frame_partly_written_in_a_segment() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = WsConnection(ours, "p", Flusher(), 1 << 20)
+        conn.set_state(ConnState.OPEN)
+        segment = Segment()
+        segment.frames = [text_frame(b"a" * 10), text_frame(b"b" * 200), text_frame(b"c")]
+        data = segment.seal()
+        conn.pending = [segment, text_frame(b"later")]
+        conn.blocked = True  # its writer task owns the socket: close only queues
+        conn.head_sent = 12 + 5  # five bytes into the second frame (a 16-bit length header)
+        conn.close(CloseCode.SLOW_CONSUMER, "slow consumer", discard_backlog=True)
+        close = close_frame(CloseCode.SLOW_CONSUMER, "slow consumer")
+        assert conn.pending == [data[17 : 12 + 204], close] and conn.head_sent == 0
+        assert conn.pending_bytes == 204 - 5 and conn.counted == 1
 
 
 async def test_slow_consumer_is_closed_after_finishing_the_frame_on_the_wire(
