@@ -7,6 +7,7 @@ file, `HIBIKI_*` environment variables and command-line flags (docs/operations.m
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,14 @@ class Config:
     # Per-user token bucket over all requests that fan out (send, typing).
     rate_per_second: float = 20.0
     rate_burst: float = 50.0
+    # Login throttling (docs/http.md#login-throttling); a limit of 0 disables it.
+    login_address_limit: int = 20  # failures from one address before it is blocked
+    login_address_window: float = 5 * MINUTES  # quiet time after which they are forgotten
+    login_address_backoff: float = 1 * SECONDS  # first block; doubles per failure, to the window
+    login_account_limit: int = 10  # failures on one account before failed addresses wait
+    login_account_window: float = 15 * MINUTES
+    # Reverse proxies whose X-Forwarded-For names the client (addresses or networks).
+    trusted_proxies: tuple[str, ...] = ()
     # Liveness.
     handshake_timeout: float = 10 * SECONDS
     hello_timeout: float = 10 * SECONDS
@@ -127,8 +136,25 @@ def _problems(config: Config) -> list[tuple[str, str]]:
     for name in ("rate_per_second", "rate_burst"):
         if not getattr(config, name) >= 0:
             out.append((name, "must not be negative (0 disables the limit)"))
+    out.extend(_login_problems(config))
     if config.log_level.upper() not in LOG_LEVELS:
         out.append(("log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
     if config.log_format not in LOG_FORMATS:
         out.append(("log_format", f"must be one of {', '.join(LOG_FORMATS)}"))
+    return out
+
+
+def _login_problems(config: Config) -> list[tuple[str, str]]:
+    out = []
+    for name in ("login_address_limit", "login_account_limit"):
+        if getattr(config, name) < 0:
+            out.append((name, "must not be negative (0 disables the limit)"))
+    for name in ("login_address_window", "login_address_backoff", "login_account_window"):
+        if not getattr(config, name) > 0:
+            out.append((name, "must be positive"))
+    for proxy in config.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            out.append(("trusted_proxies", f"{proxy!r} is not an IP address or network"))
     return out
