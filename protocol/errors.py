@@ -34,6 +34,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TOO_LARGE = "too_large"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"  # login or register throttled: see Retry-After
     # Our fault, not the peer's.
     UNAVAILABLE = "unavailable"  # shutting down or overloaded; retry elsewhere/later
     INTERNAL = "internal"

@@ -37,6 +37,7 @@ from .http_app import HttpServices, create_http_app
 from .http_bridge import HttpBridge
 from .hub import RoomHub
 from .listener import Listener, reject
+from .login_guard import LoginGuard
 from .membership_sync import MembershipSync
 from .metrics import Metrics, timed_store
 from .origin import origin_allowed
@@ -128,6 +129,7 @@ async def serve(
                         readiness=readiness.reason,
                         metrics=metrics.exposition if config.metrics else None,
                         auth_failed=metrics.count_auth_failure,
+                        login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
                     )
                 )
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
@@ -38,6 +38,8 @@ from ._http_json import (
     http_exception_response,
     json_response,
 )
+from .config import Config
+from .login_guard import LoginGuard
 from .web_client import register_web_client
 
 MiB = 1024 * 1024
@@ -69,6 +71,8 @@ class HttpServices:
     metrics: Callable[[], tuple[bytes, str]] | None = None
     # Told of each refused credential: "password" (login) or "token" (bearer token).
     auth_failed: Callable[[str], None] = lambda kind: None
+    # The brute-force throttle and fair KDF slots of login and register.
+    login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
 
 
 # Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
@@ -148,6 +152,7 @@ class _Api:
     def __init__(self, services: HttpServices) -> None:
         self._services = services
         self._store = services.store
+        self._guard = services.login_guard
 
     # Health --------------------------------------------------------------------------------
     async def healthz(self) -> Response:
@@ -167,20 +172,27 @@ class _Api:
     # Accounts ------------------------------------------------------------------------------
     async def register(self) -> Response:
         body = decode_body(await _request_body(), Registration)
-        try:
-            user = await self._store.create_user(body.name, body.password)
-        except Conflict:
-            raise HttpError(
-                409, ErrorCode.NAME_TAKEN, f"user name {body.name!r} is taken"
-            ) from None
+        client = self._guard.client_of(request)
+        async with self._guard.attempt(client, None):
+            try:
+                user = await self._store.create_user(body.name, body.password)
+            except Conflict:
+                self._guard.failed(client, None)  # probing for names that exist: like guessing
+                raise HttpError(
+                    409, ErrorCode.NAME_TAKEN, f"user name {body.name!r} is taken"
+                ) from None
         return json_response(await self._session(user), 201)
 
     async def login(self) -> Response:
         body = decode_body(await _request_body(), Login)
-        user = await self._store.check_password(body.name, body.password)
+        client = self._guard.client_of(request)
+        async with self._guard.attempt(client, body.name):
+            user = await self._store.check_password(body.name, body.password)
         if user is None:
+            self._guard.failed(client, body.name)
             self._services.auth_failed("password")
             raise HttpError(401, ErrorCode.BAD_CREDENTIALS, "wrong name or password")
+        self._guard.succeeded(body.name)
         return json_response(await self._session(user))
 
     async def logout(self) -> Response:

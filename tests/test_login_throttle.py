@@ -129,7 +129,7 @@ def test_a_success_clears_the_account_but_not_the_address() -> None:
     throttle = _throttle(clock)
     _fail(throttle, "a", "alice", times=2)
     assert throttle.refusal("a", "alice") is not None  # the account is at its limit
-    throttle.succeeded("a", "alice")
+    throttle.succeeded("alice")
     assert throttle.refusal("a", "alice") is None
     # Logging in to one's own account must not reset a guesser's count.
     throttle.failed("a", "mallory")  # the address's third failure
@@ -304,7 +304,9 @@ def test_resolve_client(peer: str | None, forwarded: list[str], client: str) -> 
 
 def test_throttle_settings_load_from_file_and_environment(tmp_path: Path) -> None:
     path = tmp_path / "hibiki.toml"
-    path.write_text('login_address_limit = 5\nlogin_account_window = 60\ntrusted_proxies = ["::1"]\n')
+    path.write_text(
+        'login_address_limit = 5\nlogin_account_window = 60\ntrusted_proxies = ["::1"]\n'
+    )
     env = {"HIBIKI_LOGIN_ACCOUNT_LIMIT": "0", "HIBIKI_LOGIN_ADDRESS_BACKOFF": "0.5"}
     config = load_config(str(path), env).config
     assert config.login_address_limit == 5
