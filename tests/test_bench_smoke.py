@@ -74,3 +74,18 @@ def test_instruction_benchmark_scenarios_run_and_deliver_everything() -> None:
             str(SCRIPTS / "bench_fanout_instructions.py"),
             *("--run", kind, "--receivers", "50", "--messages", "5"),
         )
+
+
+def test_login_benchmark_times_the_users_logins_while_a_flood_is_throttled(tmp_path: Path) -> None:
+    out = tmp_path / "login.json"
+    _run(
+        str(SCRIPTS / "bench_login.py"),
+        *("--variants", "shipped", "--logins", "3", "--flood", "6", "--flood-addresses", "2"),
+        *("--warmup", "0.5", "--scrypt-n", "1024", "--json-out", str(out)),
+    )
+    phases = json.loads(out.read_text())["variants"]["shipped"]
+    assert set(phases) == {"quiet", "flood, 1 address", "flood, 2 addresses"}
+    for phase in phases.values():
+        assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    # The script exits non-zero if one of the user's logins is refused; the flood's were.
+    assert phases["flood, 1 address"]["flood_answers"]["429"] > 0
