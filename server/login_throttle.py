@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from cachetools import TLRUCache
 
-MAX_ENTRIES = 100_000  # per table; a record is a few hundred bytes
+MAX_ENTRIES = 100_000  # per table; both full take about 60 MiB
 _MAX_DOUBLINGS = 40  # 2**40 s is past any window: no need for larger powers
 
 
