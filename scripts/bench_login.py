@@ -4,7 +4,9 @@ Starts hibiki (a subprocess, real scrypt cost unless `--scrypt-n`), registers th
 phase times `--logins` back-to-back logins of the user from 127.0.0.1 and prints p50/p99/max:
 quiet; while `--flood` tasks send wrong passwords for the same account as fast as answers come,
 from one address (127.0.0.2); and from `--flood-addresses` addresses (127.0.0.2 ...), the same
-tasks spread over them. Each variant is its own server:
+tasks spread over them. For reference, the same tasks also flood `GET /healthz` from one address:
+what any flood of cheap requests costs the user's login (the floor once bad logins are refused
+before their KDF). Each variant is its own server:
 
 - `shipped`: the defaults (throttle on, KDF slots shared in turn by client);
 - `unthrottled`: login limits 0, so every bad login runs its KDF: the fair KDF slots alone;
@@ -121,15 +123,25 @@ async def timed_logins(http: httpx.AsyncClient, count: int) -> list[float]:
 
 
 async def flood_phase(
-    port: int, legit: httpx.AsyncClient, args: argparse.Namespace, addresses: list[str]
+    port: int,
+    legit: httpx.AsyncClient,
+    args: argparse.Namespace,
+    addresses: list[str],
+    *,
+    healthz: bool = False,
 ) -> dict[str, Any]:
-    """Time the user's logins while `args.flood` tasks, spread over `addresses`, send bad ones."""
+    """Time the user's logins while `args.flood` tasks, spread over `addresses`, send bad logins
+    (or `GET /healthz`) as fast as they are answered."""
     answers: Counter[int] = Counter()
     clients = [client(port, a, connections=args.flood) for a in addresses]
+    guess = {"name": USER, "password": "guess!"}
 
     async def flood(http: httpx.AsyncClient) -> None:
         while True:
-            response = await http.post("/api/login", json={"name": USER, "password": "guess!"})
+            if healthz:
+                response = await http.get("/healthz")
+            else:
+                response = await http.post("/api/login", json=guess)
             answers[response.status_code] += 1
 
     try:
@@ -164,6 +176,8 @@ async def measure(port: int, args: argparse.Namespace) -> dict[str, dict[str, An
             raise SystemExit(f"register: {response.status_code} {response.text}")
         await timed_logins(legit, 3)  # warm-up: connections, caches
         phases = {"quiet": _summary(await timed_logins(legit, args.logins))}
+        reference = await flood_phase(port, legit, args, ["127.0.0.2"], healthz=True)
+        phases["healthz flood, 1 address"] = reference
         phases["flood, 1 address"] = await flood_phase(port, legit, args, ["127.0.0.2"])
         if args.flood_addresses > 1:
             spread = [f"127.0.0.{2 + i}" for i in range(args.flood_addresses)]
@@ -186,7 +200,7 @@ def main() -> int:
     results: dict[str, Any] = {"cpus": os.cpu_count(), "scrypt_n": args.scrypt_n or 2**14}
     results |= {"logins": args.logins, "flood": args.flood, "variants": {}}
     print(f"{args.logins} logins per phase; flood of {args.flood} tasks; {os.cpu_count()} CPUs")
-    print(f"{'variant':<12} {'phase':<22} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  flood answers")
+    print(f"{'variant':<12} {'phase':<25} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  flood answers")
     for variant in args.variants:
         root, settings = settings_of(variant, args)
         with tempfile.TemporaryDirectory(prefix="hibiki-login-") as tmp:
@@ -202,7 +216,7 @@ def main() -> int:
                 counts = ", ".join(f"{n}x{code}" for code, n in sorted(r["flood_answers"].items()))
                 flood = f"{r['flood_answers_per_s']}/s ({counts})"
             figures = f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8}"
-            print(f"{variant:<12} {phase:<22} {figures}  {flood}")
+            print(f"{variant:<12} {phase:<25} {figures}  {flood}")
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
