@@ -36,6 +36,7 @@ class ErrorCode(enum.StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TOO_LARGE = "too_large"
     TIMEOUT = "timeout"  # a request was not received in time (408); the connection is closed
+    TOO_MANY_ATTEMPTS = "too_many_attempts"  # login or register throttled: see Retry-After
     # Our fault, not the peer's.
     UNAVAILABLE = "unavailable"  # shutting down or overloaded; retry elsewhere/later
     INTERNAL = "internal"

@@ -44,6 +44,7 @@ from server.fanout.hub import RoomHub
 from server.fanout.presence import LocalOnlineUsers
 from server.http.api import HttpServices, create_http_app
 from server.http.bridge import HttpBridge
+from server.http.login_guard import LoginGuard
 from server.ops import sdnotify
 from server.ops.health import Readiness
 from server.ops.metrics import Metrics, timed_store
@@ -163,6 +164,7 @@ async def serve(
                         auth_failed=metrics.count_auth_failure,
                         token_revoked=tokens.revoke,
                         body_timeout=config.timeouts.http_read_timeout,
+                        login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
                     )
                 ),
                 idle_timeout=config.timeouts.http_idle_timeout,

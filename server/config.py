@@ -11,6 +11,7 @@ lists every setting. A new setting is one line in its section (plus its check, i
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import secrets
 import typing
 from collections.abc import Mapping, Sequence
@@ -62,11 +63,19 @@ class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     server_id: str = field(default_factory=lambda: "hibiki-" + secrets.token_hex(3))
+    # Reverse proxies whose X-Forwarded-For names the client (addresses or networks).
+    trusted_proxies: tuple[str, ...] = ()
 
     def problems(self) -> Problems:
+        out = []
         if not 0 <= self.port <= 65535:
-            return [("port", f"{self.port} is not a TCP port")]
-        return []
+            out.append(("port", f"{self.port} is not a TCP port"))
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                out.append(("trusted_proxies", f"{proxy!r} is not an IP address or network"))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +95,26 @@ class StorageConfig(Section):
 class AccountsConfig(Section):
     scrypt_n: int = 2**14
     token_ttl: float = 7 * 24 * HOURS
+    # Login throttling (docs/http.md#login-throttling); a limit of 0 disables it.
+    login_address_limit: int = 20  # failures from one address before it is blocked
+    login_address_window: float = 5 * MINUTES  # quiet time after which they are forgotten
+    login_address_backoff: float = 1 * SECONDS  # first block; doubles per failure, to the window
+    login_account_limit: int = 10  # failures on one account before failed addresses wait
+    login_account_window: float = 15 * MINUTES
 
     def problems(self) -> Problems:
-        return _positive(self, "token_ttl")
+        out = [
+            (name, "must not be negative (0 disables the limit)")
+            for name in ("login_address_limit", "login_account_limit")
+            if getattr(self, name) < 0
+        ]
+        return out + _positive(
+            self,
+            "token_ttl",
+            "login_address_window",
+            "login_address_backoff",
+            "login_account_window",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 import protocol
 from protocol import MAX_HISTORY_LIMIT, ROOM_PATTERN, ErrorCode
 from protocol.messages import MAX_SEQ, ClientId, RoomName
+from server.config import Config
 from server.http._json import (
     HttpError,
     decode_body,
@@ -37,6 +38,7 @@ from server.http._json import (
     http_exception_response,
     json_response,
 )
+from server.http.login_guard import LoginGuard
 from server.http.web_client import register_web_client
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
 from storage.passwords import token_hash
@@ -75,6 +77,8 @@ class HttpServices:
     token_revoked: Callable[[str], None] = lambda token_hash: None
     # Seconds to receive a request's whole body once the handler reads it; else 408.
     body_timeout: float = 60.0
+    # The brute-force throttle and fair KDF slots of login and register.
+    login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
 
 
 # Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
@@ -155,6 +159,7 @@ class _Api:
     def __init__(self, services: HttpServices) -> None:
         self._services = services
         self._store = services.store
+        self._guard = services.login_guard
 
     # Health --------------------------------------------------------------------------------
     async def healthz(self) -> Response:
@@ -174,20 +179,27 @@ class _Api:
     # Accounts ------------------------------------------------------------------------------
     async def register(self) -> Response:
         body = decode_body(await _request_body(), Registration)
-        try:
-            user = await self._store.create_user(body.name, body.password)
-        except Conflict:
-            raise HttpError(
-                409, ErrorCode.NAME_TAKEN, f"user name {body.name!r} is taken"
-            ) from None
+        client = self._guard.client_of(request)
+        async with self._guard.attempt(client, None):
+            try:
+                user = await self._store.create_user(body.name, body.password)
+            except Conflict:
+                self._guard.failed(client, None)  # probing for names that exist: like guessing
+                raise HttpError(
+                    409, ErrorCode.NAME_TAKEN, f"user name {body.name!r} is taken"
+                ) from None
         return json_response(await self._session(user), 201)
 
     async def login(self) -> Response:
         body = decode_body(await _request_body(), Login)
-        user = await self._store.check_password(body.name, body.password)
+        client = self._guard.client_of(request)
+        async with self._guard.attempt(client, body.name):
+            user = await self._store.check_password(body.name, body.password)
         if user is None:
+            self._guard.failed(client, body.name)
             self._services.auth_failed("password")
             raise HttpError(401, ErrorCode.BAD_CREDENTIALS, "wrong name or password")
+        self._guard.succeeded(body.name)
         return json_response(await self._session(user))
 
     async def logout(self) -> Response:

@@ -52,6 +52,7 @@ CLOSE_REASONS = (
     "internal",
     "unknown",
 )
+LOGIN_THROTTLE_LIMITS = ("address", "account", "queue")
 _CLOSE_REASON_BY_CODE = {
     1000: "client_close",
     1002: "protocol_error",
@@ -162,6 +163,7 @@ class Metrics:
         self.rate_limited = 0  # requests refused by the per-user rate limit
         self.auth_failures_password = 0  # login with a wrong name or password
         self.auth_failures_token = 0  # missing, unknown or expired token (HTTP or hello)
+        self.login_throttled = dict.fromkeys(LOGIN_THROTTLE_LIMITS, 0)  # 429s by limit
         self.connections_opened = 0
         self.connections_closed = dict.fromkeys(CLOSE_REASONS, 0)
         self.writer_commit_failures = 0
@@ -207,6 +209,10 @@ class Metrics:
             self.auth_failures_password += 1
         else:
             self.auth_failures_token += 1
+
+    def count_login_throttled(self, limit: str) -> None:
+        """A login or registration refused with 429; `limit` is one of LOGIN_THROTTLE_LIMITS."""
+        self.login_throttled[limit] += 1
 
     def exposition(self) -> tuple[bytes, str]:
         """The body and content type of a `GET /metrics` response."""
@@ -317,6 +323,14 @@ class _Collector(Collector):
         auth.add_metric(["password"], m.auth_failures_password)
         auth.add_metric(["token"], m.auth_failures_token)
         yield auth
+        throttled = CounterMetricFamily(
+            "hibiki_login_throttled",
+            "Logins and registrations refused with 429, by limit.",
+            labels=["limit"],
+        )
+        for limit, n in m.login_throttled.items():
+            throttled.add_metric([limit], n)
+        yield throttled
 
 
 def _gauge(name: str, doc: str, value: float, server_id: list[str] | None = None) -> Metric:

@@ -81,3 +81,23 @@ def test_large_frame_benchmark_sends_whole_messages_with_both_peers() -> None:
     text = _run(str(SCRIPTS / "bench_large_frames.py"), *("--sizes", "1", "--repeats", "2"))
     assert "1 MiB     hibiki" in text
     assert "1 MiB websockets" in text
+
+
+def test_login_benchmark_times_the_users_logins_while_a_flood_is_throttled(tmp_path: Path) -> None:
+    out = tmp_path / "login.json"
+    _run(
+        str(SCRIPTS / "bench_login.py"),
+        *("--variants", "shipped", "--logins", "3", "--flood", "6", "--flood-addresses", "2"),
+        *("--warmup", "0.5", "--scrypt-n", "1024", "--json-out", str(out)),
+    )
+    phases = json.loads(out.read_text())["variants"]["shipped"]
+    assert set(phases) == {
+        "quiet",
+        "healthz flood, 1 address",
+        "flood, 1 address",
+        "flood, 2 addresses",
+    }
+    for phase in phases.values():
+        assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    # The script exits non-zero if one of the user's logins is refused; the flood's were.
+    assert phases["flood, 1 address"]["flood_answers"]["429"] > 0
