@@ -66,7 +66,8 @@ def make_jobs(args: argparse.Namespace) -> list[Job]:
     return jobs
 
 
-async def _load(cluster: Cluster, job: Job) -> dict[str, Any]:
+async def load_cluster(cluster: Cluster, job: Job) -> dict[str, Any]:
+    """Plan `job` over the cluster's processes, connect, run it, close: the load's report."""
     targets = [Target.parse(server.url) for server in cluster.servers]
 
     async def plan() -> Any:
@@ -88,7 +89,7 @@ def run_case(case: Case, job: Job, cpu: int | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-cluster-{case.kind}-") as tmp:
         cluster = start_cluster(case, Path(tmp), cpu=cpu)
         try:
-            report = trio.run(_load, cluster, job)
+            report = trio.run(load_cluster, cluster, job)
         finally:
             cluster.stop()
     report.update(
