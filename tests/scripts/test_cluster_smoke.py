@@ -120,6 +120,34 @@ async def test_peer_case_delivers_every_message_to_every_process(
         assert report["latency_cross_node_ms"] is None
 
 
+@needs_node
+async def test_loadgen_cli_splits_receivers_and_counts_every_process(tmp_path: Path) -> None:
+    """`--url` twice, `--server-pid` twice and `--redis-port`, as docs/benchmarks.md shows."""
+    case = Case("socketio", 2)
+    require_case(case)
+    cluster = await trio.to_thread.run_sync(lambda: start_cluster(case, tmp_path))
+    assert cluster.redis is not None
+    out = tmp_path / "report.json"
+    command = [sys.executable, str(SCRIPTS / "loadgen.py"), "--protocol", "socketio"]
+    for server in cluster.servers:
+        command += ["--url", server.url, "--server-pid", str(server.pid)]
+    command += ["--redis-port", str(cluster.redis.port), "--receivers", "4", "--messages", "10"]
+    command += ["--window", "2", "--sample-every", "1", "--quiet", "--json-out", str(out)]
+    try:
+        with trio.fail_after(BOUND):
+            done = await trio.run_process(command, capture_stdout=True, capture_stderr=True)
+    finally:
+        await trio.to_thread.run_sync(cluster.stop)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    report = json.loads(out.read_text())
+    assert report["deliveries"] == 40 and report["missing_deliveries"] == 0
+    assert report["server_pids"] == [s.pid for s in cluster.servers]
+    assert report["extra_pids"] == [cluster.redis.pid]
+    assert [t["deliveries"] for t in report["targets"]] == [20, 20]
+    assert [t["node"] for t in report["targets"]] == ["same", "cross"]
+    assert report["latency_cross_node_ms"]["samples"] == 20
+
+
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *argv], capture_output=True, text=True, timeout=BOUND * 2, check=False
