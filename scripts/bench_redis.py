@@ -59,7 +59,8 @@ def message_payload(size: int) -> bytes:
         ts=int(time.time() * 1000),
         client_id="0193b2c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d",
     )
-    return encode(event)
+    payload: bytes = encode(event)
+    return payload
 
 
 def batch_payloads(frame: bytes, messages: int, batch: int) -> list[bytes]:
