@@ -17,7 +17,10 @@ from _loadworkers import FIREHOSE_JS, node_binary
 
 SCRIPTS = Path(__file__).resolve().parent
 PEERS = SCRIPTS / "bench_peers"
-KINDS = ("hibiki", "websockets", "socketio", "firehose")
+NODE_SIO = PEERS / "node_sio"
+KINDS = ("hibiki", "websockets", "socketio", "node-socketio", "firehose")
+# The wire dialect of scripts/loadgen_node/protocols.js each kind speaks.
+DIALECTS = {"node-socketio": "socketio"}
 _LISTENING = re.compile(rb"listening on ([0-9.]+):(\d+)")
 
 
@@ -25,11 +28,36 @@ class ServerStartError(RuntimeError):
     """The server exited or did not say it was listening in time; the message has its log."""
 
 
-def _hibiki_command(db: Path, synchronous: str) -> list[str]:
+def dialect(kind: str) -> str:
+    """The load generator's `--protocol` for a server kind."""
+    return DIALECTS.get(kind, kind)
+
+
+def _hibiki_base() -> list[str]:
     exe = Path(sys.executable).parent / "hibiki"
-    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "server.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "server.cli"]
+
+
+def hibiki_supports_redis() -> bool:
+    """Whether `hibiki serve` has the `--redis` flag (the Redis bus of issue #11)."""
+    done = subprocess.run(
+        [*_hibiki_base(), "serve", "--help"], capture_output=True, text=True, check=False
+    )
+    return "--redis" in done.stdout
+
+
+def node_sio_missing() -> str | None:
+    """Why the Node Socket.IO peer cannot start (node or its npm modules absent), or None."""
+    if node_binary() is None:
+        return "node (Node.js >= 18) is not installed"
+    if not (NODE_SIO / "node_modules" / "socket.io").is_dir():
+        return f"the Node Socket.IO peer's modules are not installed: npm ci --prefix {NODE_SIO}"
+    return None
+
+
+def _hibiki_command(db: Path, synchronous: str) -> list[str]:
     return [
-        *base,
+        *_hibiki_base(),
         "serve",
         "--host",
         "127.0.0.1",
@@ -49,13 +77,30 @@ def _hibiki_command(db: Path, synchronous: str) -> list[str]:
     ]
 
 
-def server_command(kind: str, workdir: Path, *, synchronous: str = "FULL") -> list[str]:
+def server_command(
+    kind: str,
+    workdir: Path,
+    *,
+    synchronous: str = "FULL",
+    redis_url: str | None = None,
+    db: Path | None = None,
+) -> list[str]:
+    """The command line of a `kind` server; with `redis_url`, one process of a Redis cluster
+    (hibiki: every process given the same `db` file)."""
+    via_redis = ["--redis", redis_url] if redis_url else []
     if kind == "hibiki":
-        return _hibiki_command(workdir / "hibiki.db", synchronous)
+        return [*_hibiki_command(db or workdir / "hibiki.db", synchronous), *via_redis]
+    if redis_url and kind not in ("socketio", "node-socketio"):
+        raise ValueError(f"{kind} has no Redis mode")
     if kind == "websockets":
         return [sys.executable, str(PEERS / "ws_broadcast.py"), "--port", "0"]
     if kind == "socketio":
-        return [sys.executable, str(PEERS / "sio_server.py"), "--port", "0"]
+        return [sys.executable, str(PEERS / "sio_server.py"), "--port", "0", *via_redis]
+    if kind == "node-socketio":
+        missing = node_sio_missing()
+        if missing is not None:
+            raise ServerStartError(missing)
+        return [str(node_binary()), str(NODE_SIO / "server.js"), "--port", "0", *via_redis]
     if kind == "firehose":
         node = node_binary()
         if node is None:
@@ -97,10 +142,17 @@ def start_server(
     cpu: int | None = None,
     synchronous: str = "FULL",
     timeout: float = 30.0,
+    redis_url: str | None = None,
+    db: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> ServerProcess:
-    """Start a `kind` server with its files and log in `workdir`; wait until it listens."""
+    """Start a `kind` server with its files and log in `workdir`; wait until it listens.
+
+    `redis_url` (and for hibiki a shared `db`) makes it one process of several serving the same
+    rooms; `extra_args` go at the end of its command line."""
     workdir.mkdir(parents=True, exist_ok=True)
-    command = server_command(kind, workdir, synchronous=synchronous)
+    command = server_command(kind, workdir, synchronous=synchronous, redis_url=redis_url, db=db)
+    command += extra_args
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", str(cpu), *command]
     log = workdir / f"{kind}.log"

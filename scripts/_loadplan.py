@@ -7,6 +7,7 @@ import ipaddress
 import math
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -85,9 +86,18 @@ def source_addresses(connections: int, wanted: int | None) -> list[str | None]:
     return [f"127.0.0.{1 + i}" for i in range(count)]
 
 
+def receiver_target(index: int, rooms: int, targets: int) -> int:
+    """Which target receiver `index` connects to: each room's receivers alternate over the
+    targets (receiver i is in room i % rooms), so every room is split evenly across them."""
+    return (index // rooms) % targets
+
+
 @dataclass
 class Plan:
-    """Connection specs handed to the Node workers, and what each room should receive."""
+    """Connection specs handed to the Node workers, and what each room should receive.
+
+    `targets` are the server processes receivers connect to (each spec's `target` is an index);
+    senders always use the first, so deliveries to the others cross processes."""
 
     protocol: str
     rooms: list[str]
@@ -95,6 +105,7 @@ class Plan:
     senders: list[dict[str, Any]] = field(default_factory=list)
     receivers_per_room: dict[str, int] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
+    targets: list[Target] = field(default_factory=list)
 
     def expected_deliveries(self, sent_per_room: dict[str, int]) -> int:
         return sum(n * self.receivers_per_room.get(room, 0) for room, n in sent_per_room.items())
@@ -179,11 +190,13 @@ async def make_plan(
     accounts_per_room: int = 1,
     sources: int | None = None,
     setup_timeout: float = 120,
+    targets: Sequence[Target] = (),
 ) -> Plan:
-    """Rooms, accounts (hibiki) and the connection specs for `workload`."""
+    """Rooms, accounts (hibiki, over `target`'s HTTP API) and the connection specs for
+    `workload`; receivers are split over `targets` (default: `target` alone)."""
     if protocol not in PROTOCOLS:
         raise PlanError(f"unknown protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
-    plan = Plan(protocol, [])
+    plan = Plan(protocol, [], targets=list(targets) or [target])
     plan.rooms = [f"lg{plan.run_id}-{r}" for r in range(workload.rooms)]
     room_tokens: list[list[str]] = [[""] for _ in plan.rooms]
     sender_tokens = [""] * workload.senders
@@ -201,6 +214,7 @@ async def make_plan(
                 "rooms": [room],
                 "token": tokens[(i // workload.rooms) % len(tokens)],
                 "src": addresses[i % len(addresses)],
+                "target": receiver_target(i, workload.rooms, len(plan.targets)),
             }
         )
         plan.receivers_per_room[room] = plan.receivers_per_room.get(room, 0) + 1
@@ -211,6 +225,7 @@ async def make_plan(
                 "rooms": mine,
                 "token": sender_tokens[k],
                 "src": None,
+                "target": 0,
                 "sender": {"sid": k + 1, "rooms": mine},
             }
         )
@@ -235,6 +250,7 @@ def more_receivers(plan: Plan, count: int, addresses: list[str | None]) -> list[
                 "rooms": [room],
                 "token": room_tokens[(i // len(plan.rooms)) % len(room_tokens)],
                 "src": addresses[i % len(addresses)],
+                "target": receiver_target(i, len(plan.rooms), len(plan.targets) or 1),
             }
         )
     return specs

@@ -52,6 +52,9 @@ class Phase:
 
 @dataclass(frozen=True)
 class SessionOptions:
+    """`server_pid` and `server_pids` are the server's processes (CPU and RSS summed over all of
+    them); `extra_pids` other processes whose CPU the run also costs (a redis-server)."""
+
     workers: int = 1
     sample_every: int = 16
     text_size: int = 64
@@ -59,6 +62,12 @@ class SessionOptions:
     server_pid: int | None = None
     label: str = ""
     progress: bool = True
+    server_pids: tuple[int, ...] = ()
+    extra_pids: tuple[int, ...] = ()
+
+    def all_server_pids(self) -> tuple[int, ...]:
+        first = () if self.server_pid is None else (self.server_pid,)
+        return tuple(dict.fromkeys((*first, *self.server_pids)))
 
 
 Snapshot = dict[str, Any]
@@ -78,6 +87,7 @@ def _sum_stats(replies: Sequence[Snapshot]) -> Snapshot:
         "maxLagMs": 0.0,
         "sentPerRoom": {},
         "errors": [],
+        "targetDeliveries": [],
     }
     for reply in replies:
         for key in ("deliveries", "senderDeliveries", "sent", "echoed", "inflight"):
@@ -88,7 +98,17 @@ def _sum_stats(replies: Sequence[Snapshot]) -> Snapshot:
         for room, n in reply["sentPerRoom"].items():
             total["sentPerRoom"][room] = total["sentPerRoom"].get(room, 0) + n
         total["errors"].extend(reply["errors"])
+        per_target = total["targetDeliveries"]
+        for i, n in enumerate(reply.get("targetDeliveries", [])):
+            if i < len(per_target):
+                per_target[i] += n
+            else:
+                per_target.append(n)
     return total
+
+
+def _at(values: Sequence[int], i: int) -> int:
+    return values[i] if i < len(values) else 0
 
 
 def _si(value: float) -> str:
@@ -134,10 +154,14 @@ class LoadSession:
             "host": self.target.host,
             "port": self.target.port,
             "path": PATHS[self.plan.protocol],
+            "targets": [{"host": t.host, "port": t.port} for t in self._targets()],
             "sampleEvery": self.options.sample_every,
             "textSize": self.options.text_size,
             "runId": self.plan.run_id,
         }
+
+    def _targets(self) -> list[Target]:
+        return self.plan.targets or [self.target]
 
     async def _start(self) -> None:
         config = self._worker_config()
@@ -204,8 +228,12 @@ class LoadSession:
         pids = [w.pid for w in self._workers()]
         out = {w.name: cpu_seconds(w.pid) for w in self._workers()}
         out["_client"] = group_cpu_seconds(pids) + self_cpu_seconds()
-        user, system = cpu_split(self.options.server_pid) if self.options.server_pid else (0, 0)
+        user = system = 0.0
+        for pid in self.options.all_server_pids():
+            u, s = cpu_split(pid)
+            user, system = user + u, system + s
         out["_server"], out["_server_sys"] = user + system, system
+        out["_extra"] = group_cpu_seconds(self.options.extra_pids)
         out["_machine"] = machine_busy_seconds()
         return out
 
@@ -261,8 +289,8 @@ class LoadSession:
             now = trio.current_time()
             recv, send = await self._all("stats")
             cpu = self._cpu()
-            if self.options.server_pid:
-                rss_max = max(rss_max, rss_kib(self.options.server_pid))
+            if self.options.all_server_pids():
+                rss_max = max(rss_max, self._server_rss())
             if self.options.progress:
                 sent = send["sent"] - send0["sent"]
                 errors = recv["errorFrames"] + send["errorFrames"] + recv["closed"] + send["closed"]
@@ -297,6 +325,9 @@ class LoadSession:
             f"server cpu {srv:4.0%}  client cpu {cli:4.0%}  errors {errors}"
         )
         print(line, file=sys.stderr, flush=True)
+
+    def _server_rss(self) -> int:
+        return sum(rss_kib(pid) for pid in self.options.all_server_pids())
 
     async def measure_only(self, duration: float) -> dict[str, Any]:
         """Count what the receivers get for `duration` with nothing sent (the firehose test)."""
@@ -380,8 +411,10 @@ class LoadSession:
         }
         client_util = client_cpu / (window * self._cores)
         server_in_window = cpu1["_server"] - cpu0["_server"]
+        extra_in_window = cpu1["_extra"] - cpu0["_extra"]
         other = (cpu1["_machine"] - cpu0["_machine"]) - client_cpu - server_in_window
-        pid = self.options.server_pid
+        other -= extra_in_window
+        pid = self.options.server_pid or next(iter(self.options.all_server_pids()), None)
         return {
             "label": self.options.label,
             "protocol": self.plan.protocol,
@@ -419,7 +452,7 @@ class LoadSession:
             "server_cpu_us_per_delivery": (
                 round(server_cpu * 1e6 / delivered, 4) if pid and delivered else None
             ),
-            "server_rss_kib": rss_kib(pid) if pid else None,
+            "server_rss_kib": self._server_rss() if pid else None,
             "server_rss_max_kib": rss_max if pid else None,
             "client_cpu_s": round(client_cpu, 3),
             "client_cores": self._cores,
@@ -431,6 +464,49 @@ class LoadSession:
             "other_cpu_util": round(other / window, 3),
             "client_limited": client_util > CLIENT_LIMITED
             or any(v > CLIENT_LIMITED for v in per_worker.values()),
+            **self._cpu_totals(server_cpu, cpu2["_extra"] - cpu0["_extra"], delivered),
+            **self._by_target(recv0, recv3),
+        }
+
+    def _cpu_totals(self, server_cpu: float, extra_cpu: float, delivered: int) -> dict[str, Any]:
+        """The server's processes and the extra ones (a redis-server) together, per delivery."""
+        if not self.options.all_server_pids():
+            return {"server_pids": [], "extra_pids": list(self.options.extra_pids)}
+        total = server_cpu + extra_cpu
+        return {
+            "server_pids": list(self.options.all_server_pids()),
+            "extra_pids": list(self.options.extra_pids),
+            "extra_cpu_s": round(extra_cpu, 3),
+            "total_cpu_s": round(total, 3),
+            "total_cpu_us_per_delivery": round(total * 1e6 / delivered, 4) if delivered else None,
+            "deliveries_per_cpu_s": round(delivered / total, 1) if total else None,
+        }
+
+    def _by_target(self, recv0: Snapshot, recv3: Snapshot) -> dict[str, Any]:
+        """Deliveries and latency per server process: the senders' own (same node) and the
+        others (cross node: every delivery there went through the other process's bus)."""
+        targets = self._targets()
+        before, after = recv0["targetDeliveries"], recv3["targetDeliveries"]
+        hists = [Histogram() for _ in targets]
+        for name in (w.name for w in self.receivers):
+            for hist, data in zip(hists, self._last_replies[name]["targetLatency"], strict=True):
+                hist.merge(data)
+        cross = Histogram()
+        for hist in hists[1:]:
+            cross.merge_histogram(hist)
+        rows = [
+            {
+                "target": f"{t.host}:{t.port}",
+                "node": "same" if i == 0 else "cross",
+                "deliveries": _at(after, i) - _at(before, i),
+                "latency_ms": hists[i].summary_ms(),
+            }
+            for i, t in enumerate(targets)
+        ]
+        return {
+            "targets": rows,
+            "latency_same_node_ms": hists[0].summary_ms(),
+            "latency_cross_node_ms": cross.summary_ms() if len(targets) > 1 else None,
         }
 
     async def aclose(self) -> None:

@@ -30,6 +30,14 @@ class Histogram:
         self.max_us = max(self.max_us, float(data["max"]))
         self.n += int(data["n"])
 
+    def merge_histogram(self, other: Histogram) -> None:
+        """Add another histogram's counts (same `per_octave`)."""
+        self.per_octave = other.per_octave
+        for index, count in other.counts.items():
+            self.counts[index] = self.counts.get(index, 0.0) + count
+        self.max_us = max(self.max_us, other.max_us)
+        self.n += other.n
+
     def percentile(self, q: float) -> float | None:
         """The value (µs) below which a fraction `q` of the samples lie; None when empty."""
         total = sum(self.counts.values())

@@ -11,9 +11,13 @@ counts message frames without JSON-parsing them); this process plans, drives and
     loadgen.py --url ws://127.0.0.1:8080 --rooms 100 --receivers 5000 --senders 4 --rate 50
     # what the receivers absorb on their own (a Node firehose server on another CPU)
     loadgen.py --absorb --receivers 1000
+    # one room over two processes sharing it through Redis: receivers half on each, senders on
+    # the first; CPU of both processes and of redis-server counted, latency per process
+    loadgen.py --url ws://127.0.0.1:8080 --url ws://127.0.0.1:8081 --receivers 1000 --rate 5 \
+        --server-pid PID1 --server-pid PID2 --redis-port 6390
 
 Progress goes to stderr once a second; the final report (JSON) to stdout and `--json-out`.
-The server's CPU and RSS need `--server-pid` (a local process). Many connections need a high
+The server's CPU and RSS need `--server-pid` (local processes). Many connections need a high
 fd limit: the script raises its own (children inherit it); see docs/benchmarks.md.
 """
 
@@ -31,6 +35,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
+from _benchredis import redis_pid
 from _benchservers import start_server
 from _loadplan import PROTOCOLS, PlanError, Target, Workload, make_plan
 from _loadrun import LoadSession, Phase, SessionOptions, run_load
@@ -42,7 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--url", help="ws://127.0.0.1:PORT of a running server (loopback only)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        help="ws://127.0.0.1:PORT of a running server (loopback only); repeat for several "
+        "processes serving the same rooms: receivers alternate over them, senders use the first",
+    )
     parser.add_argument("--protocol", choices=PROTOCOLS, default="hibiki")
     parser.add_argument("--receivers", type=int, default=100, help="receiving connections")
     parser.add_argument("--rooms", type=int, default=1, help="receivers are spread evenly")
@@ -61,7 +71,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-size", type=int, default=64, help="characters per message")
     parser.add_argument("--sources", type=int, help="127.0.0.x source addresses (default: auto)")
     parser.add_argument("--accounts-per-room", type=int, default=1, help="hibiki receivers")
-    parser.add_argument("--server-pid", type=int, help="read this process's CPU and RSS")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="read this process's CPU and RSS (repeat: summed over the server's processes)",
+    )
+    parser.add_argument(
+        "--extra-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="count this process's CPU too, e.g. a redis-server's (repeatable)",
+    )
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        help="count the CPU of the redis-server on 127.0.0.1:PORT (its pid from INFO server)",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the report here")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument(
@@ -90,21 +118,38 @@ def phase_from(args: argparse.Namespace) -> Phase:
     )
 
 
-def options_from(args: argparse.Namespace, server_pid: int | None, label: str) -> SessionOptions:
+def options_from(
+    args: argparse.Namespace,
+    server_pids: list[int],
+    label: str,
+    extra_pids: tuple[int, ...] = (),
+) -> SessionOptions:
     return SessionOptions(
         workers=args.workers,
         sample_every=args.sample_every,
         text_size=args.text_size,
-        server_pid=server_pid,
+        server_pids=tuple(server_pids),
+        extra_pids=extra_pids,
         label=label,
         progress=not args.quiet,
     )
 
 
+def extra_pids_from(args: argparse.Namespace) -> tuple[int, ...]:
+    pids = list(args.extra_pid)
+    if args.redis_port is not None:
+        pid = redis_pid(args.redis_port)
+        if pid is None:
+            raise PlanError(f"no Redis answered INFO on 127.0.0.1:{args.redis_port}")
+        pids.append(pid)
+    return tuple(pids)
+
+
 async def run_from_args(
-    args: argparse.Namespace, url: str, protocol: str, server_pid: int | None
+    args: argparse.Namespace, urls: list[str], protocol: str, server_pids: list[int]
 ) -> dict[str, Any]:
-    target = Target.parse(url)
+    targets = [Target.parse(url) for url in urls]
+    target = targets[0]
     workload = Workload(args.receivers, args.rooms, args.senders)
     phase = phase_from(args)
 
@@ -115,10 +160,12 @@ async def run_from_args(
             workload,
             accounts_per_room=args.accounts_per_room,
             sources=args.sources,
+            targets=targets,
         )
 
-    label = f"{protocol} {workload.label()}"
-    return await run_load(target, plan, phase, options_from(args, server_pid, label))
+    label = f"{protocol} {workload.label()}" + (f" x{len(targets)}" if len(targets) > 1 else "")
+    options = options_from(args, server_pids, label, extra_pids_from(args))
+    return await run_load(target, plan, phase, options)
 
 
 def absorb(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,7 +190,7 @@ def absorb(args: argparse.Namespace) -> dict[str, Any]:
             async def main() -> dict[str, Any]:
                 plan = await make_plan("firehose", target, workload, sources=args.sources)
                 plan.senders = []
-                options = options_from(args, server.pid, f"absorb N={args.receivers}")
+                options = options_from(args, [server.pid], f"absorb N={args.receivers}")
                 async with LoadSession(target, plan, options) as session:
                     return await session.measure_only(args.duration)
 

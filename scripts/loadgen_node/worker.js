@@ -19,7 +19,7 @@ const MARKER = Buffer.from('"lg:');
 const HANDSHAKE_TIMEOUT_MS = 60000;
 
 const W = {
-  cfg: null, // {protocol, host, port, path, sampleEvery, textSize}
+  cfg: null, // {protocol, host, port, targets: [{host, port}], path, sampleEvery, textSize}
   protocol: null,
   conns: [],
   senders: [],
@@ -30,6 +30,9 @@ const W = {
   errors: [],
   latency: new Histogram(),
   rtt: new Histogram(),
+  // Per target (the server process a receiver is connected to): deliveries and latency.
+  targetDeliveries: [],
+  targetLatency: [],
   run: null, // current sending phase
   quitting: false,
 };
@@ -40,8 +43,12 @@ function noteError(text) {
 
 class Conn {
   constructor(spec, index) {
-    this.spec = spec; // {room, token, src, sender?: {sid, rooms}}
+    this.spec = spec; // {room, token, src, target, sender?: {sid, rooms}}
     this.index = index;
+    this.target = spec.target || 0;
+    const t = W.cfg.targets ? W.cfg.targets[this.target] : W.cfg;
+    this.host = t.host;
+    this.port = t.port;
     this.sock = null;
     this.pend = null;
     this.state = 'http'; // http -> hello -> ready -> closed
@@ -55,8 +62,8 @@ class Conn {
   open(onReady) {
     this.onReady = onReady;
     const opts = {
-      host: W.cfg.host,
-      port: W.cfg.port,
+      host: this.host,
+      port: this.port,
       noDelay: true,
       onread: { buffer: READ_BUF, callback: (n) => this.onRead(n) },
     };
@@ -67,7 +74,7 @@ class Conn {
     sock.on('connect', () => {
       const key = crypto.randomBytes(16).toString('base64');
       sock.write(
-        `GET ${W.cfg.path} HTTP/1.1\r\nHost: ${W.cfg.host}:${W.cfg.port}\r\n` +
+        `GET ${W.cfg.path} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\n` +
           'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
           `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
       );
@@ -190,10 +197,15 @@ class Conn {
             this.sender.onMessage(b, ps, pe);
           } else {
             W.deliveries++;
+            W.targetDeliveries[this.target]++;
             if (--this.sampleIn === 0) {
               this.sampleIn = W.cfg.sampleEvery;
               const t = sentAt(b, ps, pe);
-              if (t > 0) W.latency.record(nowUs() - t);
+              if (t > 0) {
+                const us = nowUs() - t;
+                W.latency.record(us);
+                W.targetLatency[this.target].record(us);
+              }
             }
           }
         } else {
@@ -423,10 +435,12 @@ function stats(withHist) {
     maxLagMs: run ? run.maxLagMs : 0,
     open: W.conns.filter((c) => c.state === 'ready').length,
     errors: W.errors,
+    targetDeliveries: W.targetDeliveries,
   };
   if (withHist) {
     out.latency = W.latency.toJSON();
     out.rtt = W.rtt.toJSON();
+    out.targetLatency = W.targetLatency.map((h) => h.toJSON());
   }
   return out;
 }
@@ -440,6 +454,8 @@ function handle(cmd) {
     case 'init':
       W.cfg = cmd.config;
       W.protocol = proto.byName(W.cfg.protocol, W);
+      W.targetDeliveries = (W.cfg.targets || [W.cfg]).map(() => 0);
+      W.targetLatency = W.targetDeliveries.map(() => new Histogram());
       reply({ ev: 'init', pid: process.pid });
       break;
     case 'connect':
@@ -473,6 +489,7 @@ function handle(cmd) {
     case 'reset':
       W.latency = new Histogram();
       W.rtt = new Histogram();
+      W.targetLatency = W.targetLatency.map(() => new Histogram());
       reply({ ev: 'reset' });
       break;
     case 'go': // the firehose starts streaming to a connection when it sends something
