@@ -1,35 +1,24 @@
-"""Every open WebSocket of this process, for the reaper, shutdown and per-user lookups."""
+"""Every open WebSocket of this process, for the reaper, the metrics and per-user lookups."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import trio
-
 from server.ops.metrics import Metrics, close_label
+from server.shutdown import Drain
 from server.transport.connection import WsConnection
 
 
 class ConnectionRegistry:
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, drain: Drain | None = None) -> None:
         self._all: dict[WsConnection, None] = {}
         self._closing: dict[WsConnection, None] = {}  # removed, close handshake still running
         self._metrics = Metrics() if metrics is None else metrics
-        self.draining = False
-        self.writer_flushed = trio.Event()
+        self._drain = Drain(0.0) if drain is None else drain  # closes while draining: shutdown
 
     def add(self, conn: WsConnection) -> None:
         self._all[conn] = None
         self._metrics.connections_opened += 1
-        if self.draining:
-            conn.reader_scope.cancel()
-
-    def stop_reading(self) -> None:
-        """Shutdown, step one: no connection reads another request (their tasks then wait for
-        `writer_flushed` so the acks of queued messages still go out before the 1001 close)."""
-        self.draining = True
-        for conn in self._all:
-            conn.reader_scope.cancel()
 
     def remove(self, conn: WsConnection) -> None:
         """`conn` takes no more part in the chat; its socket stays counted until `closed`."""
@@ -37,7 +26,7 @@ class ConnectionRegistry:
             return
         del self._all[conn]
         self._closing[conn] = None
-        reason = close_label(conn.close_code, self.draining, by_peer=conn.closed_by_peer)
+        reason = close_label(conn.close_code, self._drain.draining, by_peer=conn.closed_by_peer)
         self._metrics.connections_closed[reason] += 1
 
     def closed(self, conn: WsConnection) -> None:

@@ -17,6 +17,7 @@ from protocol import CloseCode, ProtocolError, decode
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices, ChatSession
 from server.ops.metrics import close_label
+from server.shutdown import Drain
 from server.transport.connection import ConnState, WsConnection
 from server.transport.flusher import Flusher, shutdown_write
 from server.transport.frames import pong_frame
@@ -35,6 +36,7 @@ async def serve_websocket(
     services: ChatServices,
     flusher: Flusher,
     registry: ConnectionRegistry,
+    drain: Drain,
     on_open: Callable[[], None] | None = None,
 ) -> None:
     """Answer the upgrade `request` (whose bytes, and maybe more, are `head`) and run the session
@@ -54,12 +56,11 @@ async def serve_websocket(
     registry.add(conn)
     _log.info("connection opened", extra={"peer": peer})
     try:
-        with conn.reader_scope:
+        with drain.reading(conn.reader_scope):
             await _read_frames(conn, ws, session, services)
         if conn.state is ConnState.HELLO or conn.state is ConnState.OPEN:
             # Reading was stopped for shutdown: let the writer's last acks out, then say goodbye.
-            with trio.move_on_after(config.timeouts.drain_timeout):
-                await registry.writer_flushed.wait()
+            await drain.writer_flushed()
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
     except Exception:
         _log.exception("connection failed", extra={"peer": peer})
@@ -79,7 +80,7 @@ async def serve_websocket(
             "user": conn.user_name or None,
             "code": conn.close_code,
             "reason": conn.close_reason,
-            "cause": close_label(conn.close_code, registry.draining, by_peer=conn.closed_by_peer),
+            "cause": close_label(conn.close_code, drain.draining, by_peer=conn.closed_by_peer),
             "duration_s": round(trio.current_time() - conn.created_at, 3),
         },
     )

@@ -13,7 +13,7 @@ import trio
 
 from protocol import Ack, Error, ErrorCode, Message, encode
 from server.fanout.bus import MessageSink
-from server.ops.failure_log import RepeatedFailureLog
+from server.ops.log_throttle import Line, LogThrottle, Wording
 from server.ops.metrics import Metrics
 from server.transport.connection import WsConnection
 from storage import Appended, Conflict, MessageStore, NewMessage, NotFound, StorageError
@@ -30,6 +30,24 @@ class PendingSend:
 
 
 _log = logging.getLogger(__name__)
+# A failed batch is logged with its traceback once per kind (same error and message) in an
+# outage, then counted as one ("still failing"), and its end is one line.
+_STORED_AGAIN = Line(
+    logging.WARNING,
+    "%(what)s are being stored again after %(failures)d failures",
+    {"failures": "failures"},
+)
+_OUTAGE = Wording(
+    repeated=Line(
+        logging.ERROR,
+        "%(what)s still failing: %(repeats)d in the last %(elapsed).0f s",
+        {"failures": "repeats", "seconds": "seconds"},
+    ),
+    recovered=_STORED_AGAIN,
+    recovered_quiet=_STORED_AGAIN,
+    first_fields=(),
+    one_count=True,
+)
 
 
 class MessageWriter:
@@ -53,8 +71,8 @@ class MessageWriter:
         self.last_commit_failed_at = -math.inf
         self.last_commit_error = ""
         # A full disk fails every batch: one traceback, then a count every 10 s, then one line.
-        self._failures = RepeatedFailureLog(
-            _log, "message batches", recovered="are being stored again"
+        self._failures = LogThrottle(
+            _log, "message batches", first_level=logging.ERROR, traceback=True, wording=_OUTAGE
         )
 
     async def submit(self, item: PendingSend) -> None:
@@ -97,7 +115,10 @@ class MessageWriter:
             results = await self._store.append_batch([item.message for item in batch])
         except StorageError as exc:
             # Not stored, so not acked: tell each sender, who may retry with the same client_id.
-            self._failures.failed(exc, "message batch of %d could not be stored", len(batch))
+            kind = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+            self._failures.occurred(
+                kind, "message batch of %d could not be stored", len(batch), exc=exc
+            )
             metrics.writer_commit_failures += 1
             if not isinstance(exc, NotFound | Conflict):  # those are not the database failing
                 self.last_commit_failed_at = trio.current_time()
@@ -110,7 +131,7 @@ class MessageWriter:
             return
         committed = time.perf_counter()
         self.last_commit_ok_at = trio.current_time()
-        self._failures.succeeded()
+        self._failures.recovered()
         metrics.commit_seconds.observe(committed - commit_started)
         metrics.batch_size.observe(len(batch))
         self.deliver(batch, results)

@@ -96,7 +96,7 @@ class Listener:
                 except OSError as exc:
                     self._metrics.accept_errors += 1
                     condition = errno.errorcode.get(exc.errno or 0, "other")
-                    self._accept_errors.occurred(condition, str(exc))
+                    self._accept_errors.occurred(condition, "accept failed: %s", exc)
                     await trio.sleep(ACCEPT_BACKOFF)
                     break
                 self._accept_errors.recovered()

@@ -1,0 +1,221 @@
+"""Every part of one server process, built from `Config` and wired to each other.
+
+`build_parts` only constructs: nothing runs, binds or touches the database until `serve()`
+starts the parts' `run` tasks. Each seam (the bus, shared state, the store) is chosen here, so
+this is the one place a Redis or PostgreSQL implementation would be plugged in.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+import trio
+
+from server.chat.membership import MembershipSync
+from server.chat.membership_invalidation import LocalMembershipInvalidation
+from server.chat.ratelimit import UserRateLimiter
+from server.chat.reaper import Reaper
+from server.chat.registry import ConnectionRegistry
+from server.chat.session import ChatServices
+from server.chat.token_index import TokenIndex
+from server.chat.user_connections import LocalUserConnections
+from server.chat.websocket import serve_websocket
+from server.config import Config
+from server.fanout.bus import LocalBus
+from server.fanout.hub import RoomHub
+from server.fanout.presence import LocalOnlineUsers
+from server.http.api import HttpServices, create_http_app
+from server.http.bridge import HttpBridge
+from server.http.login_guard import LoginGuard
+from server.ops.health import Readiness
+from server.ops.metrics import Metrics
+from server.persist.writer import MessageWriter
+from server.shutdown import Drain
+from server.transport.address_limits import AddressLimits
+from server.transport.flusher import Flusher
+from server.transport.listener import Listener, reject
+from server.transport.origin import origin_allowed
+from storage import Lifecycle, MembershipCache, Store
+
+_OnWebsocket = Callable[
+    [socket.socket, str, bytes, h11.Request, Callable[[], None]], Awaitable[None]
+]
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The parts `serve()` runs (each has `run(task_status=...)`), and the drain that stops them."""
+
+    flusher: Flusher
+    hub: RoomHub
+    writer: MessageWriter
+    readiness: Readiness
+    memberships: MembershipSync
+    http: HttpBridge
+    listener: Listener
+    reaper: Reaper
+    registry: ConnectionRegistry
+    drain: Drain
+
+    async def shut_down(self, root: trio.CancelScope) -> None:
+        """Drain (see server/shutdown.py), then cancel `root`."""
+        await self.drain.run(
+            connections=self.registry,
+            writer=self.writer,
+            http=self.http,
+            listener=self.listener,
+            root=root,
+        )
+
+
+def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metrics) -> Parts:
+    """Construct and wire every part; `store` is `database` as the parts use it (timed)."""
+    drain = Drain(config.timeouts.drain_timeout)
+    flusher = Flusher()
+    bus, presence, hub = _fanout(flusher, store)
+    registry = ConnectionRegistry(metrics, drain)
+    writer = MessageWriter(
+        store,
+        bus,
+        queue_size=config.limits.writer_queue,
+        max_batch=config.limits.writer_max_batch,
+        metrics=metrics,
+    )
+    membership = MembershipCache(
+        store, config.chat.membership_cache_size, config.chat.membership_cache_ttl
+    )
+    metrics.watch(
+        connections=registry,
+        hub=hub,
+        flusher=flusher,
+        writer=writer,
+        writer_capacity=config.limits.writer_queue,
+        caches={"membership": membership},
+    )
+    readiness = Readiness(
+        database,
+        writer,
+        config.limits.writer_queue,
+        lambda: drain.draining,
+        probe_interval=config.ops.db_probe_interval,
+    )
+    memberships = MembershipSync(
+        store,
+        hub,
+        bus,
+        invalidation=LocalMembershipInvalidation(membership),
+        connections=LocalUserConnections(),
+        presence=presence,
+    )
+    bus.attach_memberships(memberships)
+    tokens = TokenIndex()
+    services = ChatServices(
+        config=config,
+        store=store,
+        hub=hub,
+        bus=bus,
+        writer=writer,
+        membership=membership,
+        memberships=memberships,
+        tokens=tokens,
+        limiter=UserRateLimiter(config.limits.rate_per_second, config.limits.rate_burst),
+        metrics=metrics,
+    )
+    http = _http_bridge(config, store, writer, memberships, readiness, tokens, metrics)
+    on_websocket = _websocket_entry(config, services, flusher, registry, drain)
+    listener = _listener(config, on_websocket, http, metrics)
+    reaper = Reaper(registry, config)
+    return Parts(
+        flusher, hub, writer, readiness, memberships, http, listener, reaper, registry, drain
+    )
+
+
+def _fanout(flusher: Flusher, store: Store) -> tuple[LocalBus, LocalOnlineUsers, RoomHub]:
+    """The room-event seam: every room event goes through the bus, and this process's hub is
+    fed by it alone (a Redis bus would be chosen here)."""
+    bus = LocalBus()
+    presence = LocalOnlineUsers(bus)
+    hub = RoomHub(flusher, bus=bus, presence=presence, backfill=store)
+    bus.attach_hub(hub)
+    return bus, presence, hub
+
+
+def _listener(
+    config: Config, on_websocket: _OnWebsocket, http: HttpBridge, metrics: Metrics
+) -> Listener:
+    return Listener(
+        config.server.host,
+        config.server.port,
+        handshake_timeout=config.timeouts.handshake_timeout,
+        on_websocket=on_websocket,
+        on_http=http.serve,
+        limits=AddressLimits(
+            config.limits.max_connections_per_address, config.limits.max_pending_per_address
+        ),
+        metrics=metrics,
+    )
+
+
+def _http_bridge(
+    config: Config,
+    store: Store,
+    writer: MessageWriter,
+    memberships: MembershipSync,
+    readiness: Readiness,
+    tokens: TokenIndex,
+    metrics: Metrics,
+) -> HttpBridge:
+    services = HttpServices(
+        store=store,
+        server_id=config.server.server_id,
+        token_ttl=config.accounts.token_ttl,
+        max_text=config.limits.max_text,
+        max_batch=config.limits.http_max_batch,
+        publish=writer.publish_stored,
+        membership_changed=memberships.changed,
+        readiness=readiness.reason,
+        metrics=metrics.exposition if config.ops.metrics else None,
+        auth_failed=metrics.count_auth_failure,
+        token_revoked=tokens.revoke,
+        body_timeout=config.timeouts.http_read_timeout,
+        login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
+    )
+    return HttpBridge(
+        create_http_app(services),
+        idle_timeout=config.timeouts.http_idle_timeout,
+        read_timeout=config.timeouts.http_read_timeout,
+    )
+
+
+def _websocket_entry(
+    config: Config,
+    services: ChatServices,
+    flusher: Flusher,
+    registry: ConnectionRegistry,
+    drain: Drain,
+) -> _OnWebsocket:
+    """What the listener does with a `GET /ws` upgrade: refused while draining (503) or from a
+    foreign origin (403), else served, counted by the drain until its socket is closed."""
+
+    async def on_websocket(
+        sock: socket.socket,
+        peer: str,
+        head: bytes,
+        request: h11.Request,
+        leave_pending: Callable[[], None],
+    ) -> None:
+        if drain.draining:
+            reject(sock, 503, b"shutting down")
+            return
+        if not origin_allowed(request, config.chat.allowed_origins):
+            reject(sock, 403, b"origin not allowed")
+            return
+        with drain.serving():
+            await serve_websocket(
+                sock, peer, head, request, services, flusher, registry, drain, leave_pending
+            )
+
+    return on_websocket
