@@ -82,8 +82,8 @@ class RedisControlChannel:
                     async for message in subscription:
                         if message["type"] == "message":
                             self._deliver(text(message["data"]))
-            except REDIS_DOWN as exc:
-                self._faults.failed(exc)
+            except* REDIS_DOWN as lost:  # coredis's subscriber task group raises it in groups
+                self._faults.failed(lost.exceptions[0])
             if not started:
                 task_status.started()
                 started = True
