@@ -3,9 +3,15 @@ trio thread, never from a `to_thread` worker."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from cachetools import TTLCache
 
-from storage.protocols import RoomStore
+
+class MemberLookup(Protocol):
+    """Where a miss is answered: the store (a `RoomStore`), or an L2 cache in front of it."""
+
+    async def is_member(self, room: str, user_id: int) -> bool: ...
 
 
 class MembershipCache:
@@ -16,7 +22,7 @@ class MembershipCache:
     left cannot go on sending on a stale "member" until the entry expires.
     """
 
-    def __init__(self, store: RoomStore, maxsize: int, ttl: float) -> None:
+    def __init__(self, store: MemberLookup, maxsize: int, ttl: float) -> None:
         self._store = store
         self._cache: TTLCache[tuple[str, int], bool] = TTLCache(maxsize=maxsize, ttl=ttl)
         self._reading: dict[tuple[str, int], object] = {}  # key -> the latest read's token
@@ -44,3 +50,8 @@ class MembershipCache:
     def set(self, room: str, user_id: int, member: bool) -> None:
         self._reading.pop((room, user_id), None)
         self._cache[(room, user_id)] = member
+
+    def clear(self) -> None:
+        """Forget every entry (invalidations may have been lost): reads go to `store` again."""
+        self._reading.clear()
+        self._cache.clear()

@@ -53,6 +53,8 @@ CLOSE_REASONS = (
     "unknown",
 )
 LOGIN_THROTTLE_LIMITS = ("address", "account", "queue")
+# The parts of the shared state in Redis (server.redis), the labels of `hibiki_redis_errors_total`.
+REDIS_PARTS = ("presence", "ratelimit", "membership_cache", "token_cache", "control")
 _CLOSE_REASON_BY_CODE = {
     1000: "client_close",
     1002: "protocol_error",
@@ -164,6 +166,7 @@ class Metrics:
         self.auth_failures_password = 0  # login with a wrong name or password
         self.auth_failures_token = 0  # missing, unknown or expired token (HTTP or hello)
         self.login_throttled = dict.fromkeys(LOGIN_THROTTLE_LIMITS, 0)  # 429s by limit
+        self.redis_errors = dict.fromkeys(REDIS_PARTS, 0)  # Redis unreachable, by part
         self.connections_opened = 0
         self.connections_closed = dict.fromkeys(CLOSE_REASONS, 0)
         self.writer_commit_failures = 0
@@ -213,6 +216,10 @@ class Metrics:
     def count_login_throttled(self, limit: str) -> None:
         """A login or registration refused with 429; `limit` is one of LOGIN_THROTTLE_LIMITS."""
         self.login_throttled[limit] += 1
+
+    def count_redis_error(self, part: str) -> None:
+        """A shared-state part (one of REDIS_PARTS) could not reach Redis and fell back."""
+        self.redis_errors[part] += 1
 
     def exposition(self) -> tuple[bytes, str]:
         """The body and content type of a `GET /metrics` response."""
@@ -331,6 +338,12 @@ class _Collector(Collector):
         for limit, n in m.login_throttled.items():
             throttled.add_metric([limit], n)
         yield throttled
+        redis = CounterMetricFamily(
+            "hibiki_redis_errors", "Redis commands that failed, by part.", labels=["part"]
+        )
+        for part, n in m.redis_errors.items():
+            redis.add_metric([part], n)
+        yield redis
 
 
 def _gauge(name: str, doc: str, value: float, server_id: list[str] | None = None) -> Metric:

@@ -1,0 +1,1 @@
+"""Redis behind the shared-state seams: several processes and hosts serve one chat."""

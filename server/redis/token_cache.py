@@ -1,0 +1,173 @@
+"""Token -> user lookups cached in this node (L1) and Redis (L2); revocations reach every node.
+
+Every HTTP request and every `hello` looks its bearer token up. `GrantCache` answers from L1,
+then L2 (`{ns}:grant:{token_hash}`, JSON, until the token expires or `L2_TTL`), then the store,
+and fills both. Only grants are cached, never "unknown" (a token just issued elsewhere works at
+once). `with_grant_cache(store, grants)` is the store with those lookups in front of it.
+
+`RedisTokenRevocation.revoke(token_hash)` is the logout's `token_revoked`: it closes this node's
+sockets of the token (`TokenIndex.revoke`), drops the L1 entry, replaces the L2 entry by a
+tombstone (retried while Redis is away, `L2Writes`) and then tells every other node, which does
+the same. A lost
+notification leaves another node accepting the token from its L1 for at most `L1_TTL`, and its
+open sockets of the token open (they close at the token's expiry); after a reconnect to Redis
+every L1 entry is dropped. While Redis is away lookups go to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, cast
+
+from cachetools import TTLCache
+from coredis import PureToken
+
+from server.chat.token_index import TokenIndex
+from server.redis._link import REDIS_DOWN, RedisFaults, RedisLinkLike, text
+from server.redis.control import ControlBus
+from server.redis.l2_writes import L2Writes
+from storage import AccountStore, Store, TokenGrant, User
+from storage.passwords import token_hash
+
+L1_TTL = 30.0  # seconds a grant lives in a node's memory
+L2_TTL = 300.0  # at most this long in Redis (less if the token expires sooner)
+_KIND = "revoke"
+# What L2 holds for a revoked token for L2_TTL: a fill racing the revocation (a store read from
+# before it) is written with NX, so it cannot put the grant back.
+_REVOKED = "revoked"
+
+
+class GrantCache:
+    def __init__(
+        self,
+        link: RedisLinkLike,
+        store: AccountStore,
+        faults: RedisFaults,
+        *,
+        l1_ttl: float = L1_TTL,
+        l2_ttl: float = L2_TTL,
+        maxsize: int = 100_000,
+    ) -> None:
+        self._link = link
+        self._store = store
+        self._faults = faults
+        self._l1: TTLCache[str, TokenGrant] = TTLCache(maxsize=maxsize, ttl=l1_ttl)
+        self._l2_ttl_ms = round(l2_ttl * 1000)
+        self.hits = 0
+        self.misses = 0
+        link.on_reconnect(self._l1.clear)
+
+    def key(self, hashed: str) -> str:
+        return self._link.key("grant", hashed)
+
+    @property
+    def l2_ttl_ms(self) -> int:
+        return self._l2_ttl_ms
+
+    async def grant_for_token(self, token: str) -> TokenGrant | None:
+        hashed = token_hash(token)
+        now_ms = time.time() * 1000
+        cached: TokenGrant | str | None = self._l1.get(hashed)
+        if cached is None:
+            cached = await self._from_l2(hashed)
+            if cached == _REVOKED:
+                self.hits += 1
+                return None
+        if isinstance(cached, TokenGrant):
+            if cached.expires_at > now_ms:
+                self.hits += 1
+                self._l1[hashed] = cached
+                return cached
+            self.forget(hashed)
+        self.misses += 1
+        grant = await self._store.grant_for_token(token)
+        if grant is not None:
+            self._l1[hashed] = grant
+            await self._to_l2(hashed, grant, now_ms)
+        return grant
+
+    async def user_for_token(self, token: str) -> User | None:
+        grant = await self.grant_for_token(token)
+        return None if grant is None else grant.user
+
+    async def revoke_token(self, token: str) -> None:
+        """Revoke in the store, then tombstone L2 at once: this node's next lookup of the token
+        must not find the grant there (`RedisTokenRevocation` retries it if Redis is away)."""
+        await self._store.revoke_token(token)
+        hashed = token_hash(token)
+        self.forget(hashed)
+        try:
+            await self._link.client.set(self.key(hashed), _REVOKED, px=self._l2_ttl_ms)
+        except REDIS_DOWN as exc:
+            self._faults.failed(exc)
+
+    def forget(self, hashed: str) -> None:
+        """Drop the L1 entry (L2's goes through `RedisTokenRevocation`)."""
+        self._l1.pop(hashed, None)
+
+    async def _from_l2(self, hashed: str) -> TokenGrant | str | None:
+        try:
+            raw = await self._link.client.get(self.key(hashed))
+        except REDIS_DOWN as exc:
+            self._faults.failed(exc)
+            return None
+        if raw is None:
+            return None
+        if text(raw) == _REVOKED:
+            return _REVOKED
+        user_id, name, expires_at = json.loads(text(raw))
+        return TokenGrant(user=User(id=user_id, name=name), expires_at=expires_at)
+
+    async def _to_l2(self, hashed: str, grant: TokenGrant, now_ms: float) -> None:
+        ttl_ms = min(self._l2_ttl_ms, int(grant.expires_at - now_ms))
+        if ttl_ms <= 0:
+            return
+        value = json.dumps([grant.user.id, grant.user.name, grant.expires_at])
+        try:
+            await self._link.client.set(self.key(hashed), value, px=ttl_ms, condition=PureToken.NX)
+        except REDIS_DOWN as exc:
+            self._faults.failed(exc)
+        else:
+            self._faults.succeeded()
+
+
+class RedisTokenRevocation:
+    def __init__(
+        self, tokens: TokenIndex, grants: GrantCache, control: ControlBus, writes: L2Writes
+    ) -> None:
+        self._tokens = tokens
+        self._grants = grants
+        self._control = control
+        self._writes = writes
+        control.on_control(_KIND, self._heard)
+
+    def revoke(self, token_hash: str) -> None:
+        """Close the token's sockets here, then on every node; never awaits."""
+        self._heard(token_hash)
+        self._writes.set(
+            self._grants.key(token_hash),
+            _REVOKED,
+            self._grants.l2_ttl_ms,
+            lambda: self._control.publish_control(_KIND, token_hash),
+        )
+
+    def _heard(self, token_hash: str) -> None:
+        self._grants.forget(token_hash)
+        self._tokens.revoke(token_hash)
+
+
+def with_grant_cache(store: Store, grants: GrantCache) -> Store:
+    """`store`, whose token lookups and revocations go through `grants`."""
+    return cast(Store, _CachedGrants(store, grants))
+
+
+class _CachedGrants:
+    def __init__(self, store: Store, grants: GrantCache) -> None:
+        self._store = store
+        self.grant_for_token = grants.grant_for_token
+        self.user_for_token = grants.user_for_token
+        self.revoke_token = grants.revoke_token
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

@@ -1,0 +1,178 @@
+"""L2 caches in Redis behind each node's L1: membership and token lookups, changes and
+revocations reaching every node, L1 flushed on reconnect. Two "nodes" are two sets of these
+objects in one process, each with its own link, sharing one Redis and one SQLite file."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from protocol import CloseCode
+from server.chat.token_index import TokenIndex
+from server.ops.metrics import Metrics
+from server.redis._link import RedisFaults
+from server.redis.control import RedisControlChannel
+from server.redis.l2_writes import L2Writes
+from server.redis.membership_cache import RedisMemberLookup, RedisMembershipInvalidation
+from server.redis.token_cache import GrantCache, RedisTokenRevocation, with_grant_cache
+from server.transport.connection import ConnState, WsConnection
+from server.transport.flusher import Flusher
+from storage import MembershipCache, Store, open_store
+from storage.passwords import token_hash
+
+ROOM = "lobby"
+
+
+@dataclass
+class Node:
+    link: Any
+    lookup: RedisMemberLookup
+    l1: MembershipCache
+    invalidation: RedisMembershipInvalidation
+    grants: GrantCache
+    store: Store  # with the grant cache in front
+    tokens: TokenIndex
+    revocation: RedisTokenRevocation
+    control: RedisControlChannel
+
+    def hears(self, kind: str) -> trio.Event:
+        """Set once this node has handled the next `kind` notification from another node."""
+        heard = trio.Event()
+        self.control.on_control(kind, lambda payload: heard.set())  # runs after the node's
+        return heard
+
+
+@asynccontextmanager
+async def _cluster(redis_links: Any, db: Store, count: int) -> AsyncIterator[list[Node]]:
+    metrics = Metrics()
+    async with AsyncExitStack() as stack:
+        links = [await stack.enter_async_context(redis_links()) for _ in range(count)]
+        async with trio.open_nursery() as nursery:
+            nodes = []
+            for i, link in enumerate(links):
+                control = RedisControlChannel(
+                    link, f"node{i}", RedisFaults("control", metrics.count_redis_error)
+                )
+                await nursery.start(control.run)
+                writes = L2Writes(link, RedisFaults("membership_cache", metrics.count_redis_error))
+                await nursery.start(writes.run)
+                lookup = RedisMemberLookup(
+                    link, db, RedisFaults("membership_cache", metrics.count_redis_error)
+                )
+                l1 = MembershipCache(lookup, 100, 60.0)
+                grants = GrantCache(link, db, RedisFaults("token_cache", metrics.count_redis_error))
+                tokens = TokenIndex()
+                nodes.append(
+                    Node(
+                        link,
+                        lookup,
+                        l1,
+                        RedisMembershipInvalidation(l1, link, control, writes),
+                        grants,
+                        with_grant_cache(db, grants),
+                        tokens,
+                        RedisTokenRevocation(tokens, grants, control, writes),
+                        control,
+                    )
+                )
+            yield nodes
+            nursery.cancel_scope.cancel()
+    assert sum(metrics.redis_errors.values()) == 0
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(str(tmp_path / "chat.db"), scrypt_n=2**10) as store:
+        yield store
+
+
+async def test_a_membership_change_on_one_node_reaches_the_other_nodes_l1_and_l2(
+    redis_links: Any, db: Store
+) -> None:
+    user = await db.create_user("alice", "pw")
+    await db.create_room(ROOM, user.id)
+    with trio.fail_after(10):
+        async with _cluster(redis_links, db, 2) as [a, b]:
+            assert await b.l1.is_member(ROOM, user.id)  # store -> L2 -> b's L1
+            assert (b.lookup.hits, b.lookup.misses) == (0, 1)
+            assert await a.l1.is_member(ROOM, user.id)  # a's L1 miss, L2 hit
+            assert (a.lookup.hits, a.lookup.misses) == (1, 0)
+
+            heard = b.hears("membership")
+            await db.leave_room(ROOM, user.id)
+            a.invalidation.changed(ROOM, user.id, False)
+            assert not await a.l1.is_member(ROOM, user.id)
+            await heard.wait()
+            assert not await b.l1.is_member(ROOM, user.id)
+            fresh = MembershipCache(b.lookup, 100, 60.0)  # a third node's empty L1: L2 says so
+            assert not await fresh.is_member(ROOM, user.id)
+            assert b.lookup.misses == 1  # answered by L2, not the store
+
+
+async def test_l1_is_flushed_when_the_link_reconnects(redis_links: Any, db: Store) -> None:
+    user = await db.create_user("alice", "pw")
+    await db.create_room(ROOM, user.id)
+    token = await db.create_token(user.id, 3600)
+    with trio.fail_after(10):
+        async with _cluster(redis_links, db, 1) as [a]:
+            assert await a.l1.is_member(ROOM, user.id)
+            assert await a.store.user_for_token(token) == user
+            await a.link.client.delete([a.link.key("member", str(user.id), ROOM)])
+            await db.leave_room(ROOM, user.id)  # a change whose notification was lost
+            await db.revoke_token(token)
+            await a.link.client.delete([a.grants.key(token_hash(token))])
+            assert await a.l1.is_member(ROOM, user.id)  # L1: stale until its TTL...
+            assert await a.store.user_for_token(token) == user
+            a.link.reconnected()  # ...or the next reconnect
+            assert not await a.l1.is_member(ROOM, user.id)
+            assert await a.store.user_for_token(token) is None
+
+
+@pytest.fixture
+async def flusher() -> AsyncIterator[Flusher]:
+    flusher = Flusher()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        yield flusher
+        nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def _socket_of(flusher: Flusher, tokens: TokenIndex, token: str) -> Iterator[WsConnection]:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        conn = WsConnection(ours, "peer", flusher, 1 << 20)
+        conn.token_hash = token_hash(token)
+        conn.set_state(ConnState.OPEN)
+        tokens.track(conn)
+        yield conn
+
+
+async def test_a_logout_on_one_node_closes_the_tokens_sockets_and_cache_entries_on_another(
+    redis_links: Any, db: Store, flusher: Flusher
+) -> None:
+    user = await db.create_user("alice", "pw")
+    token = await db.create_token(user.id, 3600)
+    with trio.fail_after(10):
+        async with _cluster(redis_links, db, 2) as [a, b]:
+            grant = await b.store.grant_for_token(token)  # cached on b (L1) and in L2
+            assert grant is not None and grant.user == user
+            assert await a.store.user_for_token(token) == user
+            assert a.grants.hits == 1  # from L2
+            with _socket_of(flusher, b.tokens, token) as on_b:
+                heard = b.hears("revoke")
+                await a.store.revoke_token(token)  # what POST /api/logout does on node a
+                a.revocation.revoke(token_hash(token))
+                assert await a.store.user_for_token(token) is None
+                await heard.wait()
+                assert on_b.state is ConnState.CLOSING
+                assert on_b.close_code == CloseCode.UNAUTHENTICATED
+                assert await b.store.user_for_token(token) is None  # L1 dropped, L2 tombstone
