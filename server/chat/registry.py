@@ -6,32 +6,32 @@ from collections.abc import Iterator
 
 import trio
 
+from server.chat.connection import ChatConnection
 from server.ops.metrics import Metrics, close_label
-from server.transport.connection import WsConnection
 
 
 class ConnectionRegistry:
     def __init__(self, metrics: Metrics | None = None) -> None:
-        self._all: dict[WsConnection, None] = {}
-        self._closing: dict[WsConnection, None] = {}  # removed, close handshake still running
+        self._all: dict[ChatConnection, None] = {}
+        self._closing: dict[ChatConnection, None] = {}  # removed, close handshake still running
         self._metrics = Metrics() if metrics is None else metrics
         self.draining = False
         self.writer_flushed = trio.Event()
 
-    def add(self, conn: WsConnection) -> None:
+    def add(self, conn: ChatConnection) -> None:
         self._all[conn] = None
         self._metrics.connections_opened += 1
         if self.draining:
-            conn.reader_scope.cancel()
+            conn.stop_reading()
 
     def stop_reading(self) -> None:
         """Shutdown, step one: no connection reads another request (their tasks then wait for
         `writer_flushed` so the acks of queued messages still go out before the 1001 close)."""
         self.draining = True
         for conn in self._all:
-            conn.reader_scope.cancel()
+            conn.stop_reading()
 
-    def remove(self, conn: WsConnection) -> None:
+    def remove(self, conn: ChatConnection) -> None:
         """`conn` takes no more part in the chat; its socket stays counted until `closed`."""
         if conn not in self._all:
             return
@@ -40,7 +40,7 @@ class ConnectionRegistry:
         reason = close_label(conn.close_code, self.draining, by_peer=conn.closed_by_peer)
         self._metrics.connections_closed[reason] += 1
 
-    def closed(self, conn: WsConnection) -> None:
+    def closed(self, conn: ChatConnection) -> None:
         """`conn`'s close handshake is over and its socket closed."""
         self._closing.pop(conn, None)
 
@@ -51,5 +51,5 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._all)
 
-    def __iter__(self) -> Iterator[WsConnection]:
+    def __iter__(self) -> Iterator[ChatConnection]:
         return iter(list(self._all))

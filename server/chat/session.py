@@ -29,6 +29,7 @@ from protocol import (
     Welcome,
     encode,
 )
+from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership import MembershipSync
 from server.chat.ratelimit import RateLimiter
 from server.chat.token_index import TokenIndex
@@ -37,7 +38,6 @@ from server.fanout.bus import RoomBus
 from server.fanout.hub import RoomHub
 from server.ops.metrics import Metrics
 from server.persist.writer import MessageWriter, PendingSend
-from server.transport.connection import ConnState, WsConnection
 from server.transport.frames import text_frame
 from storage import NewMessage, NotFound, Store
 from storage.cache import MembershipCache
@@ -80,7 +80,7 @@ _COUNTED = frozenset(
 
 
 class ChatSession:
-    def __init__(self, conn: WsConnection, services: ChatServices) -> None:
+    def __init__(self, conn: ChatConnection, services: ChatServices) -> None:
         self.conn = conn
         self.s = services
         self.protocol_errors = 0  # bad frames so far: the reader closes at the limit
