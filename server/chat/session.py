@@ -181,8 +181,9 @@ class ChatSession:
                 conn.send_event(Resync(room=room, last_seq=last, reason="gap_too_large"))
                 replayed_to = last
             else:
-                # A client claiming more than exists must not have new messages filtered out.
-                replayed_to = min(await self._replay(room, last_seen, last), last)
+                # A client claiming more than exists must not have new messages filtered out;
+                # a replay that read past `last` (committed since) has queued those too.
+                replayed_to = await self._replay(room, min(last_seen, last), last)
         finally:
             if room in conn.rooms:
                 s.hub.release(room, conn, replayed_to)

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from protocol import CloseCode, Hello, Join, Leave, Send
+from protocol import CloseCode, Hello, Join, Leave, Send, encode
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
@@ -103,6 +103,37 @@ async def test_sends_over_the_burst_are_rate_limited_until_the_bucket_refills(
     await trio.sleep(0.2)
     await session.handle(Send(room="r", text="later", ref="s4"))
     assert chat.writer.submitted[-1].message.text == "later" and received(conn) == []
+
+
+async def test_resume_replays_missed_messages_in_order_then_releases_held_live_ones(
+    chat: Chat,
+) -> None:
+    for seq in (1, 2, 3):
+        chat.store.add_message("r", seq)
+
+    def commits_during_the_replay() -> None:
+        # Live, while the replay reads: seq 3 again (the replay has it too), a typing event,
+        # and seq 4, committed after the resume read last_seq.
+        chat.bus.publish_message("r", 3, encode(chat.store.messages["r"][2]))
+        chat.bus.publish_typing("r", b'{"type":"typing","room":"r","user":"bob"}', 0)
+        chat.bus.publish_message("r", 4, message_payload(chat.store, "r", 4))
+
+    chat.store.on_messages_after = commits_during_the_replay
+    conn, _ = await _hello(chat, resume={"r": 1})
+    events = received(conn)
+    assert events[0]["type"] == "welcome"
+    assert _messages(events) == [2, 3, 4]  # in order, none twice, none missing
+    assert [e["type"] for e in events].count("typing") == 1
+    chat.bus.publish_message("r", 5, message_payload(chat.store, "r", 5))
+    assert _messages(received(conn)) == [5]  # live again
+
+
+async def test_resume_that_claims_more_than_exists_still_gets_new_messages(chat: Chat) -> None:
+    chat.store.add_message("r", 1)
+    conn, _ = await _hello(chat, resume={"r": 9})
+    assert _messages(received(conn)) == []
+    chat.bus.publish_message("r", 2, message_payload(chat.store, "r", 2))
+    assert _messages(received(conn)) == [2]
 
 
 async def test_a_join_and_a_leave_reach_the_users_other_connections(chat: Chat) -> None:
