@@ -52,6 +52,7 @@ def run_hibiki(receivers: int, messages: int) -> None:
     import trio
 
     from protocol import Message, encode
+    from server.chat.connection import ChatConnection
     from server.fanout.bus import LocalBus
     from server.fanout.hub import RoomHub
     from server.transport.connection import WsConnection
@@ -65,13 +66,13 @@ def run_hibiki(receivers: int, messages: int) -> None:
         bus.attach_hub(hub)
         ours, _theirs = _socketpairs(receivers)
         for n, sock in enumerate(ours):
-            conn = WsConnection(sock, f"peer{n}", flusher, 1 << 30)
+            conn = ChatConnection(WsConnection(sock, f"peer{n}", flusher, 1 << 30).out)
             conn.user_id, conn.user_name = n + 1, f"user{n}"
             hub.subscribe("room", conn)
         flusher.dirty.clear()  # what the presence announcements queued: not measured
-        for conn in hub._subs["room"]:
-            conn.pending.clear()
-            conn.dirty = False
+        for buf in hub._subs["room"].values():
+            buf.items.clear()
+            buf.dirty = False
         payloads = [
             encode(Message("room", k, k, "user0", "x" * 60, 0, "c" * 32))
             for k in range(1, messages + 1)

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import trio.lowlevel
 
 from protocol import Message, encode
+from server.chat.connection import ChatConnection, ConnState
 from server.fanout.hub import RoomHub
-from server.transport.connection import ConnState, WsConnection
+from server.transport.connection import WsConnection
 from server.transport.flusher import Flusher
 from server.transport.frames import text_frame
 
@@ -73,7 +74,7 @@ async def run_flusher(servers: list[socket.socket], frames: list[bytes], batch: 
     async with trio.open_nursery() as nursery:
         await nursery.start(flusher.run)
         for i, s in enumerate(servers):
-            conn = WsConnection(s, f"peer{i}", flusher, 1 << 30)
+            conn = ChatConnection(WsConnection(s, f"peer{i}", flusher, 1 << 30).out)
             conn.user_name = f"u{i}"
             conn.state = ConnState.OPEN
             hub.subscribe("room", conn)
@@ -86,7 +87,7 @@ async def run_flusher(servers: list[socket.socket], frames: list[bytes], batch: 
             await trio.lowlevel.checkpoint()  # the flusher runs after this batch of work
         # Wait for slow readers (the clock includes this tail); polling keeps the server free
         # of benchmark-only events.
-        while flusher.blocked_writers or any(c.pending for c in conns):  # noqa: ASYNC110
+        while flusher.blocked_writers or any(c.out.items for c in conns):  # noqa: ASYNC110
             await trio.sleep(0.001)
         elapsed = time.process_time() - start
         nursery.cancel_scope.cancel()

@@ -85,7 +85,8 @@ def _spawn_reader(port: int, size: int, count: int, handshake: bool) -> subproce
 def bench_hibiki(size: int, repeats: int) -> list[tuple[float, float]]:
     import trio
 
-    from server.transport.connection import ConnState, WsConnection
+    from server.chat.connection import ChatConnection, ConnState
+    from server.transport.connection import WsConnection
     from server.transport.flusher import Flusher
     from server.transport.frames import text_frame
 
@@ -105,7 +106,7 @@ def bench_hibiki(size: int, repeats: int) -> list[tuple[float, float]]:
         flusher = Flusher()
         async with trio.open_nursery() as nursery:
             await nursery.start(flusher.run)
-            conn = WsConnection(raw, "bench", flusher, 1 << 40)
+            conn = ChatConnection(WsConnection(raw, "bench", flusher, 1 << 40).out)
             conn.set_state(ConnState.OPEN)
             for _ in range(repeats):
                 wall, cpu = time.perf_counter(), time.process_time()

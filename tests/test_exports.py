@@ -74,10 +74,10 @@ PUBLIC = {
     },
     "server": {"Config", "ConfigError", "LoadedConfig", "load_config", "serve"},
     "server.transport": {
-        "ConnState",
         "Flusher",
         "HandshakeError",
         "Listener",
+        "OutboundBuffer",
         "Segment",
         "WsConnection",
         "accept_response",
@@ -89,7 +89,9 @@ PUBLIC = {
         "text_frame",
     },
     "server.chat": {
+        "ChatConnection",
         "ChatServices",
+        "ConnState",
         "ConnectionRegistry",
         "MembershipSync",
         "Reaper",

@@ -1,6 +1,7 @@
 """Chat rules on authenticated connections: sessions, membership, limits, liveness, and the
 WebSocket handler that runs a session over a transport connection."""
 
+from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership import MembershipSync
 from server.chat.ratelimit import UserRateLimiter
 from server.chat.reaper import Reaper
@@ -9,7 +10,9 @@ from server.chat.session import ChatServices
 from server.chat.websocket import serve_websocket
 
 __all__ = [
+    "ChatConnection",
     "ChatServices",
+    "ConnState",
     "ConnectionRegistry",
     "MembershipSync",
     "Reaper",

@@ -20,12 +20,12 @@ import logging
 import trio
 
 from protocol import CloseCode, Joined, Left
+from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership_invalidation import MembershipInvalidation
 from server.chat.user_connections import UserConnections
 from server.fanout.bus import NO_CONN, ConnId, RoomBus
 from server.fanout.hub import RoomHub
 from server.fanout.presence import OnlineUsers
-from server.transport.connection import ConnState, WsConnection
 from storage import MessageStore, StorageError
 
 _log = logging.getLogger(__name__)
@@ -62,15 +62,15 @@ class MembershipSync:
                 self._nursery = None
                 self._stopped = True
 
-    def track(self, conn: WsConnection) -> None:
+    def track(self, conn: ChatConnection) -> None:
         """`conn`'s hello is done: it is subscribed to the user's rooms as `conn.user_id`."""
         self._connections.add(conn)
 
-    def untrack(self, conn: WsConnection) -> None:
+    def untrack(self, conn: ChatConnection) -> None:
         self._connections.discard(conn)
 
     async def changed(
-        self, room: str, user_id: int, member: bool, *, origin: WsConnection | None = None
+        self, room: str, user_id: int, member: bool, *, origin: ChatConnection | None = None
     ) -> None:
         """The store now says `user_id` is (or is not) a member of `room`: make the caches and
         the user's open connections other than `origin` agree."""
@@ -84,7 +84,7 @@ class MembershipSync:
             if self._stopped:
                 return  # shutting down: the connections are closing, their next hello reads it
             raise RuntimeError("membership sync is not running: start MembershipSync.run")
-        joining: list[WsConnection] = []
+        joining: list[ChatConnection] = []
         for conn in self._connections.of_user(user_id):
             if conn.conn_id == origin or conn.state is not ConnState.OPEN:
                 continue
@@ -100,7 +100,7 @@ class MembershipSync:
         if joining and self._nursery is not None:
             self._nursery.start_soon(self._send_joined, room, joining)
 
-    async def _send_joined(self, room: str, conns: list[WsConnection]) -> None:
+    async def _send_joined(self, room: str, conns: list[ChatConnection]) -> None:
         try:
             try:
                 last = await self._store.last_seq(room)
@@ -119,7 +119,7 @@ class MembershipSync:
                 if room in conn.rooms:
                     self._hub.release(room, conn, 0)
 
-    async def subscribe(self, room: str, conn: WsConnection, ref: str | None = None) -> None:
+    async def subscribe(self, room: str, conn: ChatConnection, ref: str | None = None) -> None:
         """Subscribe `conn` (if it is not yet) and send it `joined` with the room's last seq."""
         # Subscribe (held) before reading last_seq: a message committed meanwhile is then either
         # counted in last_seq or delivered live after `joined`, never lost in between.

@@ -9,9 +9,9 @@ from __future__ import annotations
 import trio
 
 from protocol import CloseCode
+from server.chat.connection import ChatConnection, ConnState
 from server.chat.registry import ConnectionRegistry
 from server.config import Config
-from server.transport.connection import ConnState, WsConnection
 from server.transport.frames import ping_frame
 
 _PING = ping_frame(b"hb")
@@ -38,7 +38,7 @@ class Reaper:
             for conn in self._registry:
                 self.check(conn, now, ping)
 
-    def check(self, conn: WsConnection, now: float, ping: bool) -> None:
+    def check(self, conn: ChatConnection, now: float, ping: bool) -> None:
         config = self._config
         if conn.state is ConnState.HELLO:
             if now - conn.created_at > config.timeouts.hello_timeout:

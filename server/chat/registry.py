@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from server.chat.connection import ChatConnection
 from server.ops.metrics import Metrics, close_label
 from server.shutdown import Drain
-from server.transport.connection import WsConnection
 
 
 class ConnectionRegistry:
     def __init__(self, metrics: Metrics | None = None, drain: Drain | None = None) -> None:
-        self._all: dict[WsConnection, None] = {}
-        self._closing: dict[WsConnection, None] = {}  # removed, close handshake still running
+        self._all: dict[ChatConnection, None] = {}
+        self._closing: dict[ChatConnection, None] = {}  # removed, close handshake still running
         self._metrics = Metrics() if metrics is None else metrics
         self._drain = Drain(0.0) if drain is None else drain  # closes while draining: shutdown
 
-    def add(self, conn: WsConnection) -> None:
+    def add(self, conn: ChatConnection) -> None:
         self._all[conn] = None
         self._metrics.connections_opened += 1
 
-    def remove(self, conn: WsConnection) -> None:
+    def remove(self, conn: ChatConnection) -> None:
         """`conn` takes no more part in the chat; its socket stays counted until `closed`."""
         if conn not in self._all:
             return
@@ -29,7 +29,7 @@ class ConnectionRegistry:
         reason = close_label(conn.close_code, self._drain.draining, by_peer=conn.closed_by_peer)
         self._metrics.connections_closed[reason] += 1
 
-    def closed(self, conn: WsConnection) -> None:
+    def closed(self, conn: ChatConnection) -> None:
         """`conn`'s close handshake is over and its socket closed."""
         self._closing.pop(conn, None)
 
@@ -40,5 +40,5 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._all)
 
-    def __iter__(self) -> Iterator[WsConnection]:
+    def __iter__(self) -> Iterator[ChatConnection]:
         return iter(list(self._all))

@@ -29,6 +29,7 @@ from protocol import (
     Welcome,
     encode,
 )
+from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership import MembershipSync
 from server.chat.ratelimit import RateLimiter
 from server.chat.token_index import TokenIndex
@@ -37,7 +38,6 @@ from server.fanout.bus import RoomBus
 from server.fanout.hub import RoomHub
 from server.ops.metrics import Metrics
 from server.persist.writer import MessageWriter, PendingSend
-from server.transport.connection import ConnState, WsConnection
 from server.transport.frames import text_frame
 from storage import NewMessage, NotFound, Store
 from storage.cache import MembershipCache
@@ -80,7 +80,7 @@ _COUNTED = frozenset(
 
 
 class ChatSession:
-    def __init__(self, conn: WsConnection, services: ChatServices) -> None:
+    def __init__(self, conn: ChatConnection, services: ChatServices) -> None:
         self.conn = conn
         self.s = services
         self.protocol_errors = 0  # bad frames so far: the reader closes at the limit
@@ -181,8 +181,9 @@ class ChatSession:
                 conn.send_event(Resync(room=room, last_seq=last, reason="gap_too_large"))
                 replayed_to = last
             else:
-                # A client claiming more than exists must not have new messages filtered out.
-                replayed_to = min(await self._replay(room, last_seen, last), last)
+                # A client claiming more than exists must not have new messages filtered out;
+                # a replay that read past `last` (committed since) has queued those too.
+                replayed_to = await self._replay(room, min(last_seen, last), last)
         finally:
             if room in conn.rooms:
                 s.hub.release(room, conn, replayed_to)

@@ -12,18 +12,18 @@ now; with several nodes, a bus carrying every node's logouts will call it too.
 from __future__ import annotations
 
 from protocol import CloseCode
-from server.transport.connection import WsConnection
+from server.chat.connection import ChatConnection
 
 
 class TokenIndex:
     def __init__(self) -> None:
-        self._by_token: dict[str, dict[WsConnection, None]] = {}
+        self._by_token: dict[str, dict[ChatConnection, None]] = {}
 
-    def track(self, conn: WsConnection) -> None:
+    def track(self, conn: ChatConnection) -> None:
         """`conn` is saying (or said) hello with the token whose hash is `conn.token_hash`."""
         self._by_token.setdefault(conn.token_hash, {})[conn] = None
 
-    def untrack(self, conn: WsConnection) -> None:
+    def untrack(self, conn: ChatConnection) -> None:
         conns = self._by_token.get(conn.token_hash)
         if conns is None:
             return

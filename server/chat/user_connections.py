@@ -9,28 +9,28 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from server.transport.connection import WsConnection
+from server.chat.connection import ChatConnection
 
 
 class UserConnections(Protocol):
-    def add(self, conn: WsConnection) -> None:
+    def add(self, conn: ChatConnection) -> None:
         """`conn` is authenticated as `conn.user_id` (and subscribed to the user's rooms)."""
 
-    def discard(self, conn: WsConnection) -> None:
+    def discard(self, conn: ChatConnection) -> None:
         """`conn` is closing; a connection never added is ignored."""
 
-    def of_user(self, user_id: int) -> list[WsConnection]:
+    def of_user(self, user_id: int) -> list[ChatConnection]:
         """The user's connections on this process, in the order they were added (a copy)."""
 
 
 class LocalUserConnections:
     def __init__(self) -> None:
-        self._by_user: dict[int, dict[WsConnection, None]] = {}
+        self._by_user: dict[int, dict[ChatConnection, None]] = {}
 
-    def add(self, conn: WsConnection) -> None:
+    def add(self, conn: ChatConnection) -> None:
         self._by_user.setdefault(conn.user_id, {})[conn] = None
 
-    def discard(self, conn: WsConnection) -> None:
+    def discard(self, conn: ChatConnection) -> None:
         conns = self._by_user.get(conn.user_id)
         if conns is None:
             return
@@ -38,5 +38,5 @@ class LocalUserConnections:
         if not conns:
             del self._by_user[conn.user_id]
 
-    def of_user(self, user_id: int) -> list[WsConnection]:
+    def of_user(self, user_id: int) -> list[ChatConnection]:
         return list(self._by_user.get(user_id, ()))

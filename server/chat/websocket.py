@@ -14,11 +14,12 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.utilities import RemoteProtocolError
 
 from protocol import CloseCode, ProtocolError, decode
+from server.chat.connection import ChatConnection, ConnState
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices, ChatSession
 from server.ops.metrics import close_label
 from server.shutdown import Drain
-from server.transport.connection import ConnState, WsConnection
+from server.transport.connection import WsConnection
 from server.transport.flusher import Flusher, shutdown_write
 from server.transport.frames import pong_frame
 from server.transport.handshake import HandshakeError, accept_response
@@ -50,14 +51,15 @@ async def serve_websocket(
     # Frames a client sent right behind its request (it should wait for the 101, but may not).
     trailing = head.split(b"\r\n\r\n", 1)[1]
     ws = Connection(ConnectionType.SERVER, trailing_data=trailing)
-    conn = WsConnection(sock, peer, flusher, config.limits.outbound_limit, on_open=on_open)
+    link = WsConnection(sock, peer, flusher, config.limits.outbound_limit)
+    conn = ChatConnection(link.out, stop_reading=link.stop_reading, on_open=on_open)
     conn.enqueue(response)
     session = ChatSession(conn, services)
     registry.add(conn)
     _log.info("connection opened", extra={"peer": peer})
     try:
-        with drain.reading(conn.reader_scope):
-            await _read_frames(conn, ws, session, services)
+        with drain.reading(link.reader_scope):
+            await _read_frames(conn, link, ws, session, services)
         if conn.state is ConnState.HELLO or conn.state is ConnState.OPEN:
             # Reading was stopped for shutdown: let the writer's last acks out, then say goodbye.
             await drain.writer_flushed()
@@ -70,7 +72,7 @@ async def serve_websocket(
         registry.remove(conn)
         try:
             with trio.CancelScope(shield=True):
-                await _finish(conn, config.timeouts.close_timeout)
+                await _finish(conn, link, config.timeouts.close_timeout)
         finally:
             registry.closed(conn)
     _log.info(
@@ -87,13 +89,17 @@ async def serve_websocket(
 
 
 async def _read_frames(
-    conn: WsConnection, ws: Connection, session: ChatSession, services: ChatServices
+    conn: ChatConnection,
+    link: WsConnection,
+    ws: Connection,
+    session: ChatSession,
+    services: ChatServices,
 ) -> None:
     config = services.config
     max_frame = config.limits.max_frame
     parts: list[str | bytes] = []
     size = 0
-    sock = conn.sock
+    sock = link.sock
     pending_events = True  # the handshake bytes may already carry frames
     while True:
         if not pending_events:
@@ -170,13 +176,11 @@ def _join(parts: list[str | bytes]) -> str | bytes:
     return b"".join(p for p in parts if isinstance(p, bytes))
 
 
-async def _finish(conn: WsConnection, grace: float) -> None:
+async def _finish(conn: ChatConnection, link: WsConnection, grace: float) -> None:
     """Send what is queued (ending in the close frame), half-close, then close the socket."""
-    sock = conn.sock
+    sock = link.sock
     with trio.move_on_after(grace):
-        if conn.blocked and conn.state is not ConnState.CLOSED:
-            conn.write_idle = trio.Event()
-            await conn.write_idle.wait()
+        await conn.wait_written()
         if conn.state is not ConnState.CLOSED:
             shutdown_write(sock)
             # Wait for the peer's EOF so closing never resets a connection with unread data.
@@ -189,7 +193,5 @@ async def _finish(conn: WsConnection, grace: float) -> None:
                     continue
                 except OSError:
                     break
-    conn.state = ConnState.CLOSED
-    conn.sock_closed = True
-    trio.lowlevel.notify_closing(sock)
-    sock.close()
+    conn.socket_closed()
+    link.socket_closed()

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Protocol
 
 ConnId = int
-"""A connection's id (`WsConnection.conn_id`), unique within its process; 0 is no connection.
+"""A connection's id (`ChatConnection.conn_id`), unique within its process; 0 is no connection.
 A bus between processes passes an origin back only to the process it came from."""
 NO_CONN: ConnId = 0
 

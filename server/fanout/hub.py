@@ -17,9 +17,9 @@ import trio
 from server.fanout.bus import ConnId, LocalBus, RoomBus
 from server.fanout.presence import LocalOnlineUsers, OnlineUsers
 from server.fanout.sequencer import MessageSource, Sequencer
-from server.transport.connection import Segment, WsConnection
-from server.transport.flusher import Flusher
+from server.fanout.subscriber import Subscriber
 from server.transport.frames import text_frame
+from server.transport.outbound import FlushQueue, OutboundBuffer, Segment, append_to_all
 
 
 class RoomHub:
@@ -32,7 +32,7 @@ class RoomHub:
 
     def __init__(
         self,
-        flusher: Flusher,
+        flusher: FlushQueue,
         *,
         bus: RoomBus | None = None,
         presence: OnlineUsers | None = None,
@@ -42,9 +42,10 @@ class RoomHub:
         without one the hub feeds itself through a private `LocalBus`. `backfill`: where seq
         gaps are filled from (None: skipped after the hold)."""
         self._flusher = flusher
-        self._subs: dict[str, dict[WsConnection, None]] = {}
+        # Room -> subscriber -> its outbound buffer (the values are what publish walks).
+        self._subs: dict[str, dict[Subscriber, OutboundBuffer]] = {}
         self._open: dict[str, Segment] = {}
-        self._held: dict[str, dict[WsConnection, list[tuple[int, bytes]]]] = {}
+        self._held: dict[str, dict[Subscriber, list[tuple[int, bytes]]]] = {}
         if bus is None:
             local = LocalBus()
             local.attach_hub(self)
@@ -84,13 +85,7 @@ class RoomHub:
             segment = self._open.get(room)
             if segment is None or segment.data is not None:
                 segment = self._open[room] = Segment()
-                dirty = self._flusher.dirty
-                for conn in subs:
-                    if not conn.closing:
-                        conn.pending.append(segment)
-                        if not conn.dirty:
-                            conn.dirty = True
-                            dirty.append(conn)
+                append_to_all(subs.values(), segment, self._flusher.dirty)
                 self._flusher.wake()
             segment.frames.append(frame)
             self.deliveries += len(subs)
@@ -102,15 +97,15 @@ class RoomHub:
     def publish_except(self, room: str, frame: bytes, exclude: ConnId) -> None:
         """Queue `frame` to every subscriber but `exclude` (typing, presence); not a hot path."""
         self._close_segment(room)
-        for conn in self._subs.get(room, ()):
+        for conn, buf in self._subs.get(room, {}).items():
             if conn.conn_id != exclude:
-                conn.enqueue(frame)
+                buf.append(frame)
                 self.deliveries += 1
         for other, backlog in self._held.get(room, {}).items():
             if other.conn_id != exclude:
                 backlog.append((0, frame))
 
-    def subscribe(self, room: str, conn: WsConnection, *, hold: bool = False) -> None:
+    def subscribe(self, room: str, conn: Subscriber, *, hold: bool = False) -> None:
         """Add `conn` to the room (held if it is about to replay missed messages)."""
         if room not in self._subs and room not in self._held:
             self._sequencer.track(room)
@@ -119,11 +114,11 @@ class RoomHub:
             self._held.setdefault(room, {})[conn] = []
         else:
             self._close_segment(room)
-            self._subs.setdefault(room, {})[conn] = None
+            self._subs.setdefault(room, {})[conn] = conn.out
         conn.rooms.add(room)
         self._presence.arrived(room, conn.user_name, conn.conn_id)
 
-    def release(self, room: str, conn: WsConnection, after_seq: int) -> None:
+    def release(self, room: str, conn: Subscriber, after_seq: int) -> None:
         """End a hold: deliver the live frames the replay did not already cover, then go live."""
         held = self._held.get(room)
         backlog = held.pop(conn, None) if held is not None else None
@@ -133,11 +128,11 @@ class RoomHub:
             return
         for seq, frame in backlog:
             if seq == 0 or seq > after_seq:
-                conn.enqueue(frame)
+                conn.out.append(frame)
         self._close_segment(room)
-        self._subs.setdefault(room, {})[conn] = None
+        self._subs.setdefault(room, {})[conn] = conn.out
 
-    def unsubscribe(self, room: str, conn: WsConnection) -> None:
+    def unsubscribe(self, room: str, conn: Subscriber) -> None:
         conn.rooms.discard(room)
         found = False
         subs = self._subs.get(room)
@@ -160,7 +155,7 @@ class RoomHub:
             self._bus.unfollow(room)
         self._presence.departed(room, conn.user_name, conn.conn_id)
 
-    def unsubscribe_all(self, conn: WsConnection) -> None:
+    def unsubscribe_all(self, conn: Subscriber) -> None:
         for room in list(conn.rooms):
             self.unsubscribe(room, conn)
 

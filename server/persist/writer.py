@@ -8,21 +8,27 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
-from protocol import Ack, Error, ErrorCode, Message, encode
+from protocol import Ack, Error, ErrorCode, Event, Message, encode
 from server.fanout.bus import MessageSink
 from server.ops.log_throttle import Line, LogThrottle, Wording
 from server.ops.metrics import Metrics
-from server.transport.connection import WsConnection
 from storage import Appended, Conflict, MessageStore, NewMessage, NotFound, StorageError
+
+
+class AckTarget(Protocol):
+    """Where a send's ack or refusal goes (the sending connection)."""
+
+    def send_event(self, event: Event) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class PendingSend:
     message: NewMessage
-    sender: WsConnection | None
+    sender: AckTarget | None
     ref: str | None
     # trio.current_time() when the send was accepted (0: not known), for the send-latency metric;
     # the sender passes the time it already read for the rate limit, so stamping costs nothing.

@@ -3,18 +3,19 @@
 It imports no other part of the server.
 """
 
-from server.transport.connection import ConnState, Segment, WsConnection
+from server.transport.connection import WsConnection
 from server.transport.flusher import Flusher, shutdown_write
 from server.transport.frames import ping_frame, pong_frame, text_frame
 from server.transport.handshake import HandshakeError, accept_response
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
+from server.transport.outbound import OutboundBuffer, Segment
 
 __all__ = [
-    "ConnState",
     "Flusher",
     "HandshakeError",
     "Listener",
+    "OutboundBuffer",
     "Segment",
     "WsConnection",
     "accept_response",

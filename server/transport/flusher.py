@@ -7,22 +7,20 @@ writer task of its own (in the flusher's nursery) that waits for writability, so
 never slows a room; its backlog is counted each cycle and bounded (slow-consumer close).
 
 A backlog item is one frame (bytes) or a room segment of whole frames, so where frames end is
-known without parsing: only the first item can be partly written, and `conn.head_sent` says how
+known without parsing: only the first item can be partly written, and `buf.head_sent` says how
 much of it. The writer task sends the items in place with one `sendmsg`, never a joined copy.
+The backlog's state and its invariants belong to `OutboundBuffer` (server.transport.outbound);
+the single-send loop below reads its slots directly, as that module documents.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-from typing import TYPE_CHECKING
 
 import trio
 
-from protocol import CloseCode
-
-if TYPE_CHECKING:
-    from server.transport.connection import Outbound, WsConnection
+from server.transport.outbound import Outbound, OutboundBuffer
 
 # Buffers per `sendmsg`: under every platform's IOV_MAX that matters (Linux and macOS: 1024).
 _MAX_BUFFERS = 512
@@ -30,15 +28,15 @@ _MAX_BUFFERS = 512
 
 class Flusher:
     def __init__(self) -> None:
-        self.dirty: list[WsConnection] = []
+        self.dirty: list[OutboundBuffer] = []
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.bytes_sent = 0
         self.blocked_writers = 0
 
-    def mark_dirty(self, conn: WsConnection) -> None:
-        """Queue `conn` for the next flush (the caller has set `conn.dirty`)."""
-        self.dirty.append(conn)
+    def mark_dirty(self, buf: OutboundBuffer) -> None:
+        """Queue `buf` for the next flush (the caller has set `buf.dirty`)."""
+        self.dirty.append(buf)
         self._wake.set()
 
     def wake(self) -> None:
@@ -54,17 +52,17 @@ class Flusher:
                 dirty, self.dirty = self.dirty, []
                 self._flush_all(dirty)
 
-    def _flush_all(self, dirty: list[WsConnection]) -> None:
-        """One non-blocking send of each connection's whole backlog. Kept in one loop with no
-        calls per connection: at one message per cycle it runs once per recipient, and those
+    def _flush_all(self, dirty: list[OutboundBuffer]) -> None:
+        """One non-blocking send of each buffer's whole backlog. Kept in one loop with no
+        calls per buffer: at one message per cycle it runs once per recipient, and those
         calls were a fifth of the CPU besides the send itself."""
         sent_total = 0
-        for conn in dirty:
-            conn.dirty = False
-            if conn.blocked:
-                self._count_backlog(conn)
+        for buf in dirty:
+            buf.dirty = False
+            if buf.blocked:
+                buf.count_backlog()
                 continue
-            items = conn.pending
+            items = buf.items
             if not items:
                 continue
             if len(items) == 1:
@@ -74,106 +72,67 @@ class Flusher:
             else:
                 data = _joined(items)
             try:
-                sent = conn.sock.send(data)
+                # Only buffers with a socket are ever handed to a Flusher.
+                sent = buf.sock.send(data)  # type: ignore[union-attr]
             except BlockingIOError:
                 sent = 0
             except OSError:
-                conn.transport_failed()
+                buf.failed()
                 continue
             sent_total += sent
             if sent == len(data):
-                items.clear()  # the list is the connection's own: no new one per cycle
+                items.clear()  # the list is the buffer's own: no new one per cycle
             else:
-                self._blocked(conn, sent)
+                self._blocked(buf, sent)
         self.bytes_sent += sent_total
 
-    def flush_now(self, conn: WsConnection) -> None:
-        """Write `conn`'s backlog immediately (used when closing, so the close frame goes out)."""
-        if not conn.blocked and not conn.sock_closed:
-            self._flush_all([conn])
+    def flush_now(self, buf: OutboundBuffer) -> None:
+        """Write `buf`'s backlog immediately (used when closing, so the close frame goes out)."""
+        if not buf.blocked and not buf.ended:
+            self._flush_all([buf])
 
-    def _blocked(self, conn: WsConnection, sent: int) -> None:
-        """The kernel took only `sent` bytes of the backlog (all sealed by the send): keep the
-        rest and hand `conn` to a writer task."""
-        sizes = [len(item if type(item) is bytes else item.seal()) for item in conn.pending]  # type: ignore[union-attr]
-        conn.counted = len(sizes)
-        conn.pending_bytes = sum(sizes) - sent
-        _consume(conn, sizes, sent)
-        conn.blocked = True
+    def _blocked(self, buf: OutboundBuffer, sent: int) -> None:
+        """The kernel took only `sent` bytes of the backlog: keep the rest and hand `buf` to a
+        writer task."""
+        buf.keep_unsent(sent)
         self.blocked_writers += 1
         assert self._nursery is not None
-        self._nursery.start_soon(self._drain, conn)
+        self._nursery.start_soon(self._drain, buf)
 
-    def _write_some(self, conn: WsConnection) -> bool:
-        """One non-blocking `sendmsg` of the backlog's first items as they are (the first from
-        where the last send stopped); False if the socket broke."""
-        batch = conn.pending[:_MAX_BUFFERS]
-        buffers: list[bytes | memoryview] = [
-            item if type(item) is bytes else item.seal()  # type: ignore[union-attr]
-            for item in batch
-        ]
-        sizes = [len(buffer) for buffer in buffers]
-        if conn.counted < len(sizes):
-            conn.pending_bytes += sum(sizes[conn.counted :])
-            conn.counted = len(sizes)
-        if conn.head_sent:
-            buffers[0] = memoryview(buffers[0])[conn.head_sent :]
+    def _write_some(self, buf: OutboundBuffer, sock: socket.socket) -> bool:
+        """One non-blocking `sendmsg` of the backlog's first items as they are; False if the
+        socket broke."""
+        buffers, sizes = buf.next_buffers(_MAX_BUFFERS)
         try:
-            sent = conn.sock.sendmsg(buffers)
+            sent = sock.sendmsg(buffers)
         except BlockingIOError:
             return True
         except OSError:
-            conn.transport_failed()
+            buf.failed()
             return False
         self.bytes_sent += sent
-        conn.pending_bytes -= sent
-        _consume(conn, sizes, sent)
+        buf.wrote(sizes, sent)
         return True
 
-    def _count_backlog(self, conn: WsConnection) -> None:
-        pending = conn.pending
-        total = conn.pending_bytes
-        for item in pending[conn.counted :]:
-            total += len(item) if type(item) is bytes else len(item.seal())  # type: ignore[union-attr]
-        conn.pending_bytes = total
-        conn.counted = len(pending)
-        if total > conn.outbound_limit:
-            conn.close(CloseCode.SLOW_CONSUMER, "slow consumer", discard_backlog=True)
-
-    async def _drain(self, conn: WsConnection) -> None:
-        """Write a blocked connection's backlog as the peer makes room; then hand it back."""
-        sock = conn.sock
+    async def _drain(self, buf: OutboundBuffer) -> None:
+        """Write a blocked buffer's backlog as the peer makes room; then hand it back."""
+        sock = buf.sock
+        assert sock is not None
         try:
-            while conn.pending and not conn.sock_closed:
+            while buf.items and not buf.ended:
                 try:
                     await trio.lowlevel.wait_writable(sock)
                 except (trio.ClosedResourceError, OSError):
                     return
-                if not self._write_some(conn):
+                if not self._write_some(buf, sock):
                     return
-            conn.blocked = False
-            conn.drained()
+            buf.drained()
         finally:
             self.blocked_writers -= 1
 
 
 def _joined(items: list[Outbound]) -> bytes:
     return b"".join([i if type(i) is bytes else i.seal() for i in items])  # type: ignore[union-attr]
-
-
-def _consume(conn: WsConnection, sizes: list[int], sent: int) -> None:
-    """Drop from `conn.pending` the items (of `sizes` bytes each, in order) that `sent` more
-    bytes finished, and note how much of the next one is already written."""
-    offset = conn.head_sent + sent
-    done = 0
-    for size in sizes:
-        if offset < size:
-            break
-        offset -= size
-        done += 1
-    del conn.pending[:done]
-    conn.head_sent = offset
-    conn.counted -= done
 
 
 def shutdown_write(sock: socket.socket) -> None:

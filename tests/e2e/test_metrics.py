@@ -27,12 +27,12 @@ from server.config import Config
 from server.fanout.hub import RoomHub
 from server.ops.metrics import CLOSE_REASONS, DB_BUCKETS, Metrics, close_label, query_types
 from server.persist.writer import MessageWriter, PendingSend
-from server.transport.connection import WsConnection
 from server.transport.flusher import Flusher
 from server.transport.frames import text_frame
 from storage import NewMessage
 
 from ..conftest import STEP, Account, create_room, join_room, make_config, register
+from ..connections import chat_connection
 from ..rawws import RawWs
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -369,11 +369,11 @@ async def test_queue_depth_and_blocked_backlog_gauges_read_live_state() -> None:
         ours.setblocking(False)
         async with trio.open_nursery() as nursery:
             await nursery.start(flusher.run)
-            conn = WsConnection(ours, "peer", flusher, 1 << 30)
+            conn = chat_connection(ours, flusher, 1 << 30)
             registry.add(conn)
             conn.enqueue(text_frame(b"x" * (4 << 20)))  # more than the socket buffers
             await trio.testing.wait_all_tasks_blocked()
-            assert conn.blocked and conn.pending_bytes > 0
+            assert conn.out.blocked and conn.pending_bytes > 0
             samples = _parse(metrics.exposition()[0].decode())
             nursery.cancel_scope.cancel()
     assert _value(samples, "hibiki_writer_queue_depth") == 3

@@ -15,8 +15,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from client._socket import open_websocket
 from protocol import CloseCode
+from server.chat.connection import ChatConnection, ConnState
 from server.chat.token_index import TokenIndex
-from server.transport.connection import ConnState, WsConnection
 from server.transport.flusher import Flusher
 
 from ..conftest import (
@@ -29,6 +29,7 @@ from ..conftest import (
     register,
     running_server,
 )
+from ..connections import chat_connection
 
 REAPER_TICK = 1.0  # the reaper's longest tick: the documented bound on closing at expiry
 
@@ -112,11 +113,11 @@ async def flusher() -> AsyncIterator[Flusher]:
 
 
 @contextlib.contextmanager
-def _connection(flusher: Flusher, token_hash: str) -> Iterator[WsConnection]:
+def _connection(flusher: Flusher, token_hash: str) -> Iterator[ChatConnection]:
     ours, theirs = socket.socketpair()
     with ours, theirs:
         ours.setblocking(False)
-        conn = WsConnection(ours, "peer", flusher, 1 << 20)
+        conn = chat_connection(ours, flusher, 1 << 20)
         conn.token_hash = token_hash
         yield conn
 

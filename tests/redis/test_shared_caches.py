@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from protocol import CloseCode
+from server.chat.connection import ChatConnection, ConnState
 from server.chat.token_index import TokenIndex
 from server.ops.metrics import Metrics
 from server.redis._link import RedisFaults
@@ -22,10 +23,11 @@ from server.redis.control import RedisControlChannel
 from server.redis.l2_writes import L2Writes
 from server.redis.membership_cache import RedisMemberLookup, RedisMembershipInvalidation
 from server.redis.token_cache import GrantCache, RedisTokenRevocation, with_grant_cache
-from server.transport.connection import ConnState, WsConnection
 from server.transport.flusher import Flusher
 from storage import MembershipCache, Store, open_store
 from storage.passwords import token_hash
+
+from ..connections import chat_connection
 
 ROOM = "lobby"
 
@@ -145,11 +147,11 @@ async def flusher() -> AsyncIterator[Flusher]:
 
 
 @contextmanager
-def _socket_of(flusher: Flusher, tokens: TokenIndex, token: str) -> Iterator[WsConnection]:
+def _socket_of(flusher: Flusher, tokens: TokenIndex, token: str) -> Iterator[ChatConnection]:
     ours, theirs = socket.socketpair()
     with ours, theirs:
         ours.setblocking(False)
-        conn = WsConnection(ours, "peer", flusher, 1 << 20)
+        conn = chat_connection(ours, flusher, 1 << 20)
         conn.token_hash = token_hash(token)
         conn.set_state(ConnState.OPEN)
         tokens.track(conn)

@@ -15,18 +15,19 @@ import trio
 import trio.testing
 
 from protocol import CloseCode, Message, Typing, encode
+from server.chat.connection import ConnState
 from server.chat.membership import MembershipSync
 from server.chat.membership_invalidation import LocalMembershipInvalidation
 from server.chat.user_connections import LocalUserConnections
 from server.fanout.bus import NO_CONN, LocalBus
 from server.fanout.hub import RoomHub
 from server.fanout.presence import LocalOnlineUsers
-from server.transport.connection import ConnState, WsConnection
 from server.transport.flusher import Flusher
 from storage import open_store
 from storage.cache import MembershipCache
 
 from ..conftest import STEP
+from ..connections import chat_connection
 
 
 class RecordingBus(LocalBus):
@@ -73,13 +74,14 @@ class Peer:
         ours, self.theirs = socket.socketpair()
         ours.setblocking(False)
         self.theirs.setblocking(False)
-        self.conn = WsConnection(ours, user, flusher, 1 << 20)
+        self._ours = ours
+        self.conn = chat_connection(ours, flusher, 1 << 20)
         self.conn.user_name, self.conn.user_id = user, user_id
         self.conn.set_state(ConnState.OPEN)
         self._buffer = b""
 
     def close(self) -> None:
-        self.conn.sock.close()
+        self._ours.close()
         self.theirs.close()
 
     async def events(self) -> list[dict[str, Any]]:

@@ -12,12 +12,14 @@ import trio
 import trio.testing
 
 from protocol import CloseCode
+from server.chat.connection import ChatConnection, ConnState
 from server.fanout.hub import RoomHub
-from server.transport.connection import ConnState, Segment, WsConnection
-from server.transport.flusher import Flusher, _consume
+from server.transport.flusher import Flusher
 from server.transport.frames import close_frame, text_frame
+from server.transport.outbound import Segment
 
 from ..conftest import STEP
+from ..connections import chat_connection
 
 
 def _frames(data: bytes) -> list[tuple[int, bytes]]:
@@ -54,11 +56,13 @@ def _close_sockets() -> Iterator[None]:
         _open_sockets.pop().close()
 
 
-def _peer(flusher: Flusher, name: str, limit: int = 1 << 20) -> tuple[WsConnection, socket.socket]:
+def _peer(
+    flusher: Flusher, name: str, limit: int = 1 << 20
+) -> tuple[ChatConnection, socket.socket]:
     ours, theirs = socket.socketpair()
     _open_sockets.extend((ours, theirs))
     ours.setblocking(False)
-    conn = WsConnection(ours, name, flusher, limit)
+    conn = chat_connection(ours, flusher, limit)
     conn.user_name = name
     conn.set_state(ConnState.OPEN)
     return conn, theirs
@@ -92,8 +96,10 @@ async def test_subscribers_of_a_room_share_one_segment_per_cycle(flusher: Flushe
     frames = [text_frame(b'{"n":%d}' % i) for i in range(3)]
     for seq, frame in enumerate(frames, 1):
         hub.publish("r", frame, seq)
-    assert a.pending == b.pending and len(a.pending) == 1  # one shared segment, not 3 frames each
-    assert a.pending[0] is b.pending[0]
+    assert (
+        a.out.items == b.out.items and len(a.out.items) == 1
+    )  # one shared segment, not 3 frames each
+    assert a.out.items[0] is b.out.items[0]
     await trio.testing.wait_all_tasks_blocked()
     expected = b"".join(frames)
     assert await _read_all(a_peer, len(expected)) == expected
@@ -125,31 +131,31 @@ async def test_a_new_subscriber_gets_only_what_is_published_after_it_joins(
 async def test_a_partial_send_keeps_whole_items_and_how_much_of_the_first_is_written() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        conn = WsConnection(ours, "p", Flusher(), 1 << 20)
+        buf = chat_connection(ours, Flusher(), 1 << 20).out
         frames = [text_frame(b"a" * 10), text_frame(b"b" * 10), text_frame(b"c" * 10)]
-        conn.pending = list(frames)
-        conn.counted = 3
-        _consume(conn, [12, 12, 12], 12 + 5)  # five bytes into the second frame
-        assert conn.pending == frames[1:] and conn.head_sent == 5 and conn.counted == 2
-        _consume(conn, [12, 12], 7)  # the rest of it: now exactly on a frame boundary
-        assert conn.pending == frames[2:] and conn.head_sent == 0 and conn.counted == 1
+        buf.items = list(frames)
+        buf.counted = 3
+        buf.took([12, 12, 12], 12 + 5)  # five bytes into the second frame
+        assert buf.items == frames[1:] and buf.head_sent == 5 and buf.counted == 2
+        buf.took([12, 12], 7)  # the rest of it: now exactly on a frame boundary
+        assert buf.items == frames[2:] and buf.head_sent == 0 and buf.counted == 1
 
 
 async def test_cut_off_keeps_only_the_rest_of_the_frame_partly_written_in_a_segment() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        conn = WsConnection(ours, "p", Flusher(), 1 << 20)
+        conn = chat_connection(ours, Flusher(), 1 << 20)
         conn.set_state(ConnState.OPEN)
         segment = Segment()
         segment.frames = [text_frame(b"a" * 10), text_frame(b"b" * 200), text_frame(b"c")]
         data = segment.seal()
-        conn.pending = [segment, text_frame(b"later")]
-        conn.blocked = True  # its writer task owns the socket: close only queues
-        conn.head_sent = 12 + 5  # five bytes into the second frame (a 16-bit length header)
+        conn.out.items = [segment, text_frame(b"later")]
+        conn.out.blocked = True  # its writer task owns the socket: close only queues
+        conn.out.head_sent = 12 + 5  # five bytes into the second frame (a 16-bit length header)
         conn.close(CloseCode.SLOW_CONSUMER, "slow consumer", discard_backlog=True)
         close = close_frame(CloseCode.SLOW_CONSUMER, "slow consumer")
-        assert conn.pending == [data[17 : 12 + 204], close] and conn.head_sent == 0
-        assert conn.pending_bytes == 204 - 5 and conn.counted == 1
+        assert conn.out.items == [data[17 : 12 + 204], close] and conn.out.head_sent == 0
+        assert conn.pending_bytes == 204 - 5 and conn.out.counted == 1
 
 
 async def test_slow_consumer_is_closed_after_finishing_the_frame_on_the_wire(

@@ -1,7 +1,7 @@
 """Property: whatever the kernel takes per send and whenever a slow consumer is cut off, the
 bytes that reach the peer are whole frames, in the order they were queued, ending with the close.
 
-The real `Flusher`, `RoomHub` and `WsConnection` run against a fake socket (the dependency, not
+The real `Flusher`, `RoomHub` and `ChatConnection` run against a fake socket (the dependency, not
 the thing under test) whose sends take a chosen number of bytes; its `fileno` is a real socket
 that is made unwritable whenever that room runs out, so the flusher's writer task really waits.
 """
@@ -21,12 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import CloseCode
+from server.chat.connection import ConnState
 from server.fanout.hub import RoomHub
-from server.transport.connection import ConnState, WsConnection
 from server.transport.flusher import Flusher
 from server.transport.frames import text_frame
 
 from ..conftest import STEP
+from ..connections import chat_connection
 from ..rawws import parse_frames
 
 
@@ -145,7 +146,7 @@ async def test_peer_receives_whole_frames_in_order_ending_with_the_close(
             async with trio.open_nursery() as nursery:
                 flusher = Flusher()
                 await nursery.start(flusher.run)
-                conn = WsConnection(cast(socket.socket, kernel), "peer", flusher, limit)
+                conn = chat_connection(cast(socket.socket, kernel), flusher, limit)
                 conn.user_name = "peer"
                 conn.set_state(ConnState.OPEN)
                 hub = RoomHub(flusher)
@@ -170,9 +171,9 @@ async def test_peer_receives_whole_frames_in_order_ending_with_the_close(
                 for _ in range(10):  # the peer now reads everything
                     kernel.make_room(1 << 40)
                     await trio.testing.wait_all_tasks_blocked()
-                    if not conn.pending and not conn.blocked:
+                    if not conn.out.items and not conn.out.blocked:
                         break
-                assert not conn.pending and not conn.blocked
+                assert not conn.out.items and not conn.out.blocked
                 nursery.cancel_scope.cancel()
     finally:
         kernel.close()
