@@ -202,6 +202,7 @@ async def serve(
                     config.limits.max_connections_per_address, config.limits.max_pending_per_address
                 ),
                 metrics=metrics,
+                reuse_port=config.server.workers > 1,  # see server/ops/supervisor.py
             )
             try:
                 port = await root.start(listener.run)
