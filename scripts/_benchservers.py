@@ -43,7 +43,8 @@ def hibiki_supports_redis() -> bool:
     done = subprocess.run(
         [*_hibiki_base(), "serve", "--help"], capture_output=True, text=True, check=False
     )
-    return "--redis" in done.stdout
+    # The option's own line, not a mention of it in another option's help.
+    return re.search(r"^\s+--redis\b", done.stdout, re.M) is not None
 
 
 def node_sio_missing() -> str | None:

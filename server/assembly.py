@@ -156,6 +156,7 @@ def _listener(
             config.limits.max_connections_per_address, config.limits.max_pending_per_address
         ),
         metrics=metrics,
+        reuse_port=config.server.workers > 1,  # see server/ops/supervisor.py
     )
 
 

@@ -17,7 +17,7 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _config_show(parsed)
     if parsed.command == "backup":
         return _backup(parsed)
-    return _serve(parsed)
+    return _serve(parsed, args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +75,9 @@ def _settings_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int)
     run.add_argument("--db", dest="db_path", help="database file or URL")
     run.add_argument("--server-id", dest="server_id")
+    run.add_argument(
+        "--workers", type=int, help="worker processes sharing the port (needs --redis)"
+    )
     run.add_argument("--log-level", dest="log_level")
     run.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
     run.add_argument(
@@ -115,26 +118,36 @@ def _load(parsed: argparse.Namespace) -> LoadedConfig | None:
     flags: dict[str, Any] = {
         key: value for key, value in vars(parsed).items() if key in SECTION_OF and value is not None
     }
+    from server.ops.supervisor import INTERNAL_ENV  # a worker's marks are not settings
+
+    env = {name: value for name, value in os.environ.items() if name not in INTERNAL_ENV}
     try:
-        return load_config(parsed.config_path, os.environ, flags)
+        return load_config(parsed.config_path, env, flags)
     except ConfigError as exc:
         lines = [f"  {key}: {problem}" if key else f"  {problem}" for key, problem in exc.problems]
         print("hibiki: invalid configuration:", *lines, sep="\n", file=sys.stderr)
         return None
 
 
-def _serve(parsed: argparse.Namespace) -> int:
+def _serve(parsed: argparse.Namespace, argv: list[str]) -> int:
     loaded = _load(parsed)
     if loaded is None:
         return EXIT_USAGE
     # Imported here: `config show` needs none of the server.
     from server.app import StartupError
     from server.ops.logs import configure_logging
+    from server.ops.supervisor import WORKER_ENV, refusal
 
+    worker = WORKER_ENV in os.environ
+    if not worker and (why := refusal(loaded.config, dict(os.environ))):
+        print(f"hibiki: {why}", file=sys.stderr)
+        return EXIT_USAGE
     configure_logging(loaded.config.ops.log_level, loaded.config.ops.log_format)
+    if loaded.config.server.workers > 1 and not worker:
+        return _supervise(loaded.config, argv)
     failures: list[BaseException] = []
     try:
-        trio.run(_run_until_signal, loaded.config)
+        trio.run(_run_until_signal, loaded.config, worker)
     except* StartupError as failed:  # raised inside nurseries, so it may come in a group
         failures = _leaves(failed)
     if failures:
@@ -150,9 +163,30 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return leaves
 
 
-async def _run_until_signal(config: Config) -> None:
+def _supervise(config: Config, argv: list[str]) -> int:
+    from server.ops.supervisor import Supervisor, WorkerStartFailed
+
+    failures: list[BaseException] = []
+    try:
+        trio.run(_until_signal, Supervisor(config, argv).run, False)
+    except* WorkerStartFailed as failed:
+        failures = _leaves(failed)
+    if failures:
+        print(f"hibiki: {failures[0]}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+async def _run_until_signal(config: Config, worker: bool = False) -> None:
     from server.app import serve
 
+    await _until_signal(lambda stop: serve(config, stop), worker)
+
+
+async def _until_signal(run: Callable[[trio.Event], Awaitable[None]], absorb: bool) -> None:
+    """`run(stop)`, with `stop` set at the first SIGINT or SIGTERM. With `absorb`, later ones
+    are ignored (a worker: systemd signals the whole cgroup and the supervisor forwards too),
+    else they get the default action again (a second Ctrl-C ends the process at once)."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
 
@@ -160,10 +194,11 @@ async def _run_until_signal(config: Config) -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     stop.set()
-                    return
+                    if not absorb:
+                        return
 
         nursery.start_soon(watch_signals)
-        await serve(config, stop)
+        await run(stop)
         nursery.cancel_scope.cancel()
 
 

@@ -26,6 +26,7 @@ MiB = 1024 * KiB
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("auto", "json", "text")
+MAX_WORKERS = 64
 
 Problems = list[tuple[str, str]]
 
@@ -65,11 +66,15 @@ class ServerConfig(Section):
     server_id: str = field(default_factory=lambda: "hibiki-" + secrets.token_hex(3))
     # Reverse proxies whose X-Forwarded-For names the client (addresses or networks).
     trusted_proxies: tuple[str, ...] = ()
+    # Processes sharing the port (SO_REUSEPORT) under a supervisor; 1: this process serves.
+    workers: int = 1
 
     def problems(self) -> Problems:
         out = []
         if not 0 <= self.port <= 65535:
             out.append(("port", f"{self.port} is not a TCP port"))
+        if not 1 <= self.workers <= MAX_WORKERS:
+            out.append(("workers", f"must be 1 to {MAX_WORKERS}"))
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)

@@ -47,8 +47,10 @@ class Listener:
         backlog: int = 4096,
         limits: AddressLimits | None = None,
         metrics: Metrics | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._host = host
+        self._reuse_port = reuse_port  # share the port with sibling workers (`--workers`)
         self._port = port
         self._timeout = handshake_timeout
         self._on_websocket = on_websocket
@@ -66,6 +68,8 @@ class Listener:
         family, _, _, _, address = infos[0]
         lsock = socket.socket(family, socket.SOCK_STREAM)
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self._reuse_port:
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         lsock.bind(address)
         lsock.listen(self._backlog)
         lsock.setblocking(False)

@@ -92,6 +92,12 @@ def sqlite_errors() -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+            # Another process (a `--workers` sibling, a backup) held the write lock too long.
+            raise StorageError(
+                f"database is busy: its write lock was held by another connection for over"
+                f" the busy timeout ({BUSY_TIMEOUT_MS} ms)"
+            ) from exc
         raise StorageError(f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -1,8 +1,10 @@
 """Blocking jobs for messages: the writer's group-commit append, and the readers' pages.
 
-Every write goes through the single writer thread, which therefore owns the per-room sequence
-counters and the next message id in memory (`WriterCursors`) and assigns them without reading
-them back.
+Every write of this store goes through its writer thread, but other processes may write the same
+file (`hibiki serve --workers N`): each batch therefore reads its rooms' `last_seq` and the last
+message id inside its `BEGIN IMMEDIATE` transaction, which holds the file's write lock, so two
+writers never give out the same seq or id. That read is one indexed lookup per room of the batch
+and one for max(id), not per message (measured: within noise of trusting in-memory counters).
 
 The append runs with foreign keys OFF (the writer connection's default, see `connect`): the
 checks cost two B-tree lookups per row, ~10% of the append (measured). Both references are
@@ -14,6 +16,7 @@ deletes users or rooms, so a known id stays valid.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -55,10 +58,11 @@ def messages_after(
 
 
 class WriterCursors:
-    """What the writer thread has assigned so far; only jobs running on that thread touch it.
+    """What the writer thread knows of the database; only jobs running on that thread touch it.
 
-    Loaded lazily from the database, and forgotten whenever a transaction rolls back, so the
-    database stays the single source of truth.
+    Room ids and known users are cached (never renamed or deleted); `last_seqs` and `last_id`
+    are re-read inside each batch's transaction (`reload`), since another process may have
+    written since. All of it is forgotten whenever a transaction rolls back.
     """
 
     __slots__ = ("last_id", "last_seqs", "room_ids", "user_ids")
@@ -84,6 +88,16 @@ class WriterCursors:
             room_id = self.room_ids[name] = row[0]
             self.last_seqs[room_id] = row[1]
         return room_id
+
+    def reload(self, conn: sqlite3.Connection, room_ids: Iterable[int]) -> None:
+        """The rooms' last seqs and the last message id as committed: call inside the batch's
+        write transaction, which no other writer can interleave with."""
+        rows = conn.execute(
+            "SELECT id, last_seq FROM rooms WHERE id IN (SELECT value FROM json_each(?))",
+            (msgspec.json.encode(sorted(room_ids)).decode(),),
+        )
+        self.last_seqs.update(rows)
+        self.last_id = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
 
     def check_users(self, conn: sqlite3.Connection, user_ids: set[int]) -> None:
         """Raise `StorageError` unless every id is a stored user: what the foreign key did."""
@@ -136,8 +150,7 @@ def _append_in_transaction(
 ) -> list[Appended]:
     room_ids = {name: cursors.room_id(conn, name) for name in {m.room for m in batch}}
     cursors.check_users(conn, {m.user_id for m in batch})
-    if cursors.last_id is None:
-        cursors.last_id = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+    cursors.reload(conn, room_ids.values())
     numbering = _Numbering(cursors, room_ids, now_ms())
     # Optimistic: every message is new. The client_id index is probed by the insert anyway, so
     # a separate lookup would double that work for the rare re-sent message; a conflict (with

@@ -52,9 +52,9 @@ class _State(enum.Enum):
 class SQLiteStore:
     """`storage.Backend` on a SQLite file: `storage.open_store(path)` makes a `Store` of it.
     Use `async with`, or call `open()` and `aclose()`; the threads are not daemons, so a store
-    left open keeps the process alive. One store per file: the writer's counters assume it is
-    the only writer (another one's batches fail, then the counters reload, rather than corrupt
-    numbering).
+    left open keeps the process alive. Several stores, in one process or several (`hibiki serve
+    --workers N`), may share a file: each batch numbers its messages from what is committed,
+    inside its write transaction, and a lock held past the busy timeout is a `StorageError`.
 
     `synchronous` is SQLite's durability setting: with FULL (the default) every committed batch
     survives a power cut. `readers` is the number of reader threads.
