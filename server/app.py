@@ -3,6 +3,8 @@
     serve()
     └── root nursery
         ├── flusher       writes every dirty connection's backlog (and owns blocked writers)
+        ├── redis link    with `redis_url`: Redis connections, reconnects (server.redis)
+        ├── redis bus     its sender, store catch-ups and tail check
         ├── hub           fills seq gaps in what the bus delivers (never, with one process)
         ├── writer        group-commits sends, then publishes and acks
         ├── readiness     database write probe for /readyz
@@ -49,11 +51,12 @@ from server.ops import sdnotify
 from server.ops.health import Readiness
 from server.ops.metrics import Metrics, timed_store
 from server.persist.writer import MessageWriter
+from server.redis import RedisBus, RedisLink
 from server.transport.address_limits import AddressLimits
 from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
-from storage import MembershipCache, StorageError, open_store
+from storage import MembershipCache, StorageError, Store, open_store
 
 _log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ async def serve(
             flusher = Flusher()
             await root.start(flusher.run)
             # Every room event goes through the bus; this process's hub is fed by it alone.
-            bus = LocalBus()
+            bus = await _start_bus(config, store, metrics, root)
             presence = LocalOnlineUsers(bus)
             hub = RoomHub(flusher, bus=bus, presence=presence, backfill=store)
             bus.attach_hub(hub)
@@ -160,6 +163,7 @@ async def serve(
                         publish=writer.publish_stored,
                         membership_changed=memberships.changed,
                         readiness=readiness.reason,
+                        bus_status=lambda: bus.status,
                         metrics=metrics.exposition if config.ops.metrics else None,
                         auth_failed=metrics.count_auth_failure,
                         token_revoked=tokens.revoke,
@@ -247,6 +251,30 @@ async def serve(
         with trio.CancelScope(shield=True):
             await database.aclose()
         _log.info("stopped", extra={"server_id": config.server.server_id})
+
+
+async def _start_bus(
+    config: Config, store: Store, metrics: Metrics, nursery: trio.Nursery
+) -> LocalBus | RedisBus:
+    """The in-process bus, or with `redis_url` the Redis bus (its link and tasks started)."""
+    if not config.bus.redis_url:
+        return LocalBus()
+    link = RedisLink(
+        config.bus.redis_url,
+        namespace=config.bus.bus_namespace,
+        connect_timeout=config.bus.redis_connect_timeout,
+    )
+    bus = RedisBus(
+        link,
+        store,
+        partitions=config.bus.bus_partitions,
+        tail_interval=config.bus.bus_tail_check_interval,
+        cover_timeout=config.bus.redis_connect_timeout,
+    )
+    await nursery.start(link.run)
+    await nursery.start(bus.run)
+    metrics.watch_bus(bus)
+    return bus
 
 
 class _OpenSockets:

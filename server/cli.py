@@ -75,6 +75,7 @@ def _settings_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int)
     run.add_argument("--db", dest="db_path", help="database file or URL")
     run.add_argument("--server-id", dest="server_id")
+    run.add_argument("--redis", dest="redis_url", metavar="URL", help="Redis for the bus")
     run.add_argument("--log-level", dest="log_level")
     run.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
     run.add_argument(
