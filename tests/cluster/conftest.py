@@ -82,24 +82,32 @@ class OwnRedis:
 
     directory: Path
     port: int = field(default_factory=_free_port)
-    process: subprocess.Popen[bytes] | None = None
+    process: trio.Process | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
+        """Start it on its port (again, after `stop`) and return once it accepts connections."""
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        process = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE)
+        self.process = process
+        assert process.stdout is not None
+        out = bytearray()
         with trio.fail_after(STEP):
-            while not _reachable("127.0.0.1", self.port):
-                await trio.sleep(0.02)  # polling a port that has no event to wait on
+            while b"Ready to accept connections" not in out:
+                chunk = await process.stdout.receive_some()
+                assert chunk, out.decode()
+                out += chunk
+        await process.stdout.aclose()  # redis-server then logs nowhere: a closed stdout is fine
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Kill it (SIGKILL: subscribers see the connection drop, nothing is saved)."""
         if self.process is not None:
             self.process.kill()
-            self.process.wait()
+            await self.process.wait()
             self.process = None
 
 
@@ -112,7 +120,8 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
     try:
         yield redis
     finally:
-        redis.stop()
+        with trio.CancelScope(shield=True):
+            await redis.stop()
 
 
 @dataclass
@@ -150,9 +159,7 @@ class Cluster:
             "HIBIKI_BUS_TAIL_CHECK_INTERVAL": "0.5",
             "HIBIKI_LOG_FORMAT": "json",
         }
-        run = partial(
-            trio.run_process, cmd, cwd=ROOT, stderr=subprocess.PIPE, check=False, env=env
-        )
+        run = partial(trio.run_process, cmd, cwd=ROOT, stderr=subprocess.PIPE, check=False, env=env)
         process: trio.Process = await self.nursery.start(run)
         assert process.stderr is not None
         log = bytearray()

@@ -126,7 +126,8 @@ async def test_leave_on_one_node_stops_delivery_on_all(
                     assert (await peer.expect("message", skip=SKIP))["text"] == "before"
                 await b0.send(type="leave", room="lobby", ref="bye")
                 await b0.expect("left", skip=SKIP)
-                assert (await b1.expect("left", skip=SKIP))["room"] == "lobby"  # told on the other node
+                # Told on the other node too.
+                assert (await b1.expect("left", skip=SKIP))["room"] == "lobby"
                 await a.send(type="send", room="lobby", text="after", client_id="after")
                 assert (await a.expect("message", skip=SKIP))["text"] == "after"
                 for peer in (b0, b1):
