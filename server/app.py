@@ -3,6 +3,9 @@
     serve()
     └── root nursery
         ├── flusher       writes every dirty connection's backlog (and owns blocked writers)
+        ├── cluster       with `[bus] redis_url`: the Redis link, the bus, shared state
+        ├── redis link    with `redis_url`: Redis connections, reconnects (server.redis)
+        ├── redis bus     its sender, store catch-ups and tail check
         ├── hub           fills seq gaps in what the bus delivers (never, with one process)
         ├── writer        group-commits sends, then publishes and acks
         ├── readiness     database write probe for /readyz
@@ -67,6 +70,8 @@ async def serve(
         parts = build_parts(config, database, timed_store(database, metrics), metrics)
         async with trio.open_nursery() as root:
             await root.start(parts.flusher.run)
+            if parts.cluster is not None:  # [bus] redis_url: link, bus and shared state
+                await root.start(parts.cluster.run)
             await root.start(parts.hub.run)
             await root.start(parts.writer.run)
             await root.start(parts.readiness.run)

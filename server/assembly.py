@@ -15,8 +15,8 @@ import h11
 import trio
 
 from server.chat.membership import MembershipSync
-from server.chat.membership_invalidation import LocalMembershipInvalidation
-from server.chat.ratelimit import UserRateLimiter
+from server.chat.membership_invalidation import LocalMembershipInvalidation, MembershipInvalidation
+from server.chat.ratelimit import RateLimiter, UserRateLimiter
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices
@@ -26,13 +26,16 @@ from server.chat.websocket import serve_websocket
 from server.config import Config
 from server.fanout.bus import LocalBus
 from server.fanout.hub import RoomHub
-from server.fanout.presence import LocalOnlineUsers
+from server.fanout.presence import LocalOnlineUsers, OnlineUsers
 from server.http.api import HttpServices, create_http_app
 from server.http.bridge import HttpBridge
 from server.http.login_guard import LoginGuard
 from server.ops.health import Readiness
 from server.ops.metrics import Metrics
 from server.persist.writer import MessageWriter
+from server.redis.bus import RedisBus
+from server.redis.link import RedisLink
+from server.redis.shared_state import SharedState, build_member_lookup, build_shared_state
 from server.shutdown import Drain
 from server.transport.address_limits import AddressLimits
 from server.transport.flusher import Flusher
@@ -59,6 +62,7 @@ class Parts:
     reaper: Reaper
     registry: ConnectionRegistry
     drain: Drain
+    cluster: Cluster | None  # with `[bus] redis_url`: the link, bus and shared state in Redis
 
     async def shut_down(self, root: trio.CancelScope) -> None:
         """Drain (see server/shutdown.py), then cancel `root`."""
@@ -75,7 +79,12 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
     """Construct and wire every part; `store` is `database` as the parts use it (timed)."""
     drain = Drain(config.timeouts.drain_timeout)
     flusher = Flusher()
-    bus, presence, hub = _fanout(flusher, store)
+    tokens = TokenIndex()
+    seams = _seams(config, store, tokens, metrics)
+    bus, membership = seams.bus, seams.membership
+    hub = RoomHub(flusher, bus=bus, presence=seams.presence, backfill=store)
+    bus.attach_hub(hub)
+    store = seams.store
     registry = ConnectionRegistry(metrics, drain)
     writer = MessageWriter(
         store,
@@ -83,9 +92,6 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
         queue_size=config.limits.writer_queue,
         max_batch=config.limits.writer_max_batch,
         metrics=metrics,
-    )
-    membership = MembershipCache(
-        store, config.chat.membership_cache_size, config.chat.membership_cache_ttl
     )
     metrics.watch(
         connections=registry,
@@ -106,12 +112,11 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
         store,
         hub,
         bus,
-        invalidation=LocalMembershipInvalidation(membership),
+        invalidation=seams.invalidation,
         connections=LocalUserConnections(),
-        presence=presence,
+        presence=seams.presence,
     )
     bus.attach_memberships(memberships)
-    tokens = TokenIndex()
     services = ChatServices(
         config=config,
         store=store,
@@ -121,26 +126,113 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
         membership=membership,
         memberships=memberships,
         tokens=tokens,
-        limiter=UserRateLimiter(config.limits.rate_per_second, config.limits.rate_burst),
+        limiter=seams.limiter,
         metrics=metrics,
     )
-    http = _http_bridge(config, store, writer, memberships, readiness, tokens, metrics)
+    http = _http_bridge(config, store, writer, memberships, readiness, seams, metrics)
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
     reaper = Reaper(registry, config)
     return Parts(
-        flusher, hub, writer, readiness, memberships, http, listener, reaper, registry, drain
+        flusher,
+        hub,
+        writer,
+        readiness,
+        memberships,
+        http,
+        listener,
+        reaper,
+        registry,
+        drain,
+        seams.cluster,
     )
 
 
-def _fanout(flusher: Flusher, store: Store) -> tuple[LocalBus, LocalOnlineUsers, RoomHub]:
-    """The room-event seam: every room event goes through the bus, and this process's hub is
-    fed by it alone (a Redis bus would be chosen here)."""
-    bus = LocalBus()
-    presence = LocalOnlineUsers(bus)
-    hub = RoomHub(flusher, bus=bus, presence=presence, backfill=store)
-    bus.attach_hub(hub)
-    return bus, presence, hub
+@dataclass(frozen=True)
+class Cluster:
+    """Several processes and hosts as one chat: the link to Redis, the bus over it, and the
+    shared state (presence, rate limits, caches, revocation) in it."""
+
+    link: RedisLink
+    bus: RedisBus
+    shared: SharedState
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.link.run)
+            await nursery.start(self.bus.run)
+            await nursery.start(self.shared.run)
+            task_status.started()
+
+
+@dataclass(frozen=True)
+class _Seams:
+    """The implementations chosen for the scale-out seams: in-process, or Redis."""
+
+    bus: LocalBus | RedisBus
+    presence: OnlineUsers
+    membership: MembershipCache
+    invalidation: MembershipInvalidation
+    limiter: RateLimiter
+    store: Store  # what sessions and HTTP read accounts through (Redis: token lookups cached)
+    revoke: Callable[[str], None]
+    cluster: Cluster | None
+
+
+def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -> _Seams:
+    """Every room event goes through the bus, and this process's hub is fed by it alone; with
+    `[bus] redis_url` the bus and the shared state are Redis's, else this process's."""
+    cache_size, cache_ttl = config.chat.membership_cache_size, config.chat.membership_cache_ttl
+    if not config.bus.redis_url:
+        bus = LocalBus()
+        membership = MembershipCache(store, cache_size, cache_ttl)
+        limiter = UserRateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
+        invalidation = LocalMembershipInvalidation(membership)
+        return _Seams(
+            bus,
+            LocalOnlineUsers(bus),
+            membership,
+            invalidation,
+            limiter,
+            store,
+            tokens.revoke,
+            None,
+        )
+    link = RedisLink(
+        config.bus.redis_url,
+        namespace=config.bus.bus_namespace,
+        connect_timeout=config.bus.redis_connect_timeout,
+    )
+    redis_bus = RedisBus(
+        link,
+        store,
+        partitions=config.bus.bus_partitions,
+        tail_interval=config.bus.bus_tail_check_interval,
+        cover_timeout=config.bus.redis_connect_timeout,
+    )
+    metrics.watch_bus(redis_bus)
+    lookup = build_member_lookup(link, store, metrics.count_redis_error)
+    membership = MembershipCache(lookup, cache_size, cache_ttl)
+    shared = build_shared_state(
+        link,
+        node_id=config.server.server_id,
+        bus=redis_bus,
+        store=store,
+        membership=membership,
+        tokens=tokens,
+        config=config,
+        count_error=metrics.count_redis_error,
+    )
+    return _Seams(
+        redis_bus,
+        shared.presence,
+        membership,
+        shared.invalidation,
+        shared.limiter,
+        shared.store,
+        shared.revoke,
+        Cluster(link, redis_bus, shared),
+    )
 
 
 def _listener(
@@ -166,7 +258,7 @@ def _http_bridge(
     writer: MessageWriter,
     memberships: MembershipSync,
     readiness: Readiness,
-    tokens: TokenIndex,
+    seams: _Seams,
     metrics: Metrics,
 ) -> HttpBridge:
     services = HttpServices(
@@ -180,7 +272,8 @@ def _http_bridge(
         readiness=readiness.reason,
         metrics=metrics.exposition if config.ops.metrics else None,
         auth_failed=metrics.count_auth_failure,
-        token_revoked=tokens.revoke,
+        token_revoked=seams.revoke,
+        bus_status=lambda: seams.bus.status,
         body_timeout=config.timeouts.http_read_timeout,
         login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
     )

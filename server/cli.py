@@ -78,6 +78,7 @@ def _settings_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers", type=int, help="worker processes sharing the port (needs --redis)"
     )
+    run.add_argument("--redis", dest="redis_url", metavar="URL", help="Redis for the bus")
     run.add_argument("--log-level", dest="log_level")
     run.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
     run.add_argument(

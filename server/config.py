@@ -208,6 +208,26 @@ class OpsConfig(Section):
 
 
 @dataclass(frozen=True, slots=True)
+class BusConfig(Section):
+    """Room events between processes (docs/operations.md, "Several processes: the Redis bus")."""
+
+    redis_url: str = ""  # empty: one process, the in-process bus
+    bus_namespace: str = "hibiki"  # prefix of every Redis key and channel of one cluster
+    bus_partitions: int = 64  # channels rooms are spread over (fixed for a cluster's lifetime)
+    bus_tail_check_interval: float = 2 * SECONDS  # idle live rooms compared with the store
+    redis_connect_timeout: float = 2 * SECONDS  # per connection attempt to Redis
+
+    def problems(self) -> Problems:
+        out = _at_least_one(self, "bus_partitions")
+        out += _positive(self, "bus_tail_check_interval", "redis_connect_timeout")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
+            out.append(("redis_url", "must be a redis:// URL"))
+        if not self.bus_namespace or any(c in self.bus_namespace for c in "{}: "):
+            out.append(("bus_namespace", "must be non-empty, without braces, colons or spaces"))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Every setting, by section; the TOML file has one table per field here."""
 
@@ -218,6 +238,7 @@ class Config:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
 
     @classmethod
     def from_flat(cls, **values: Any) -> Config:

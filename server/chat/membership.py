@@ -103,6 +103,7 @@ class MembershipSync:
     async def _send_joined(self, room: str, conns: list[ChatConnection]) -> None:
         try:
             try:
+                await self._hub.covered(room)
                 last = await self._store.last_seq(room)
                 online = await self._presence.online(room)
             except StorageError:
@@ -127,6 +128,7 @@ class MembershipSync:
         if fresh:
             self._hub.subscribe(room, conn, hold=True)
         try:
+            await self._hub.covered(room)
             last = await self._store.last_seq(room)
             online = await self._presence.online(room)
             conn.send_event(Joined(room=room, last_seq=last, online=online, ref=ref))

@@ -176,6 +176,7 @@ class ChatSession:
         s.hub.subscribe(room, conn, hold=True)
         replayed_to = last_seen
         try:
+            await s.hub.covered(room)
             last = await s.store.last_seq(room)
             if last - last_seen > s.config.chat.resume_max_gap:
                 conn.send_event(Resync(room=room, last_seq=last, reason="gap_too_large"))

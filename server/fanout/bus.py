@@ -45,7 +45,7 @@ class MembershipEvents(Protocol):
 
 
 class RoomBus(MessageSink, Protocol):
-    """Every room event goes through here; no method awaits."""
+    """Every room event goes through here; no method awaits but `covered`."""
 
     def publish_typing(self, room: str, payload: bytes, exclude: ConnId) -> None:
         """`payload` is an encoded `typing` event; the typing connection `exclude` skips it."""
@@ -61,6 +61,11 @@ class RoomBus(MessageSink, Protocol):
 
     def unfollow(self, room: str) -> None:
         """This process's last subscriber of `room` left."""
+
+    async def covered(self, room: str) -> None:
+        """The one awaiting method, for a reader about to read `room` from the store after
+        subscribing (resume, `joined`): returns once events of `room` from every process reach
+        this one (a networked bus: its subscription is in force, or Redis is away)."""
 
 
 class _Nobody:
@@ -89,6 +94,11 @@ class LocalBus:
     def attach_memberships(self, handler: MembershipEvents) -> None:
         self._memberships = handler
 
+    @property
+    def status(self) -> str:
+        """What /healthz and /readyz report as `bus`."""
+        return "local"
+
     def publish_message(self, room: str, seq: int, payload: bytes) -> None:
         self._rooms.publish_message(room, seq, payload)
 
@@ -106,3 +116,6 @@ class LocalBus:
 
     def unfollow(self, room: str) -> None:
         pass
+
+    async def covered(self, room: str) -> None:
+        pass  # nothing to wait for

@@ -67,6 +67,18 @@ class RoomHub:
     def messages_backfilled(self) -> int:
         return self._sequencer.messages_backfilled
 
+    async def covered(self, room: str) -> None:
+        """Await before reading `room` from the store after subscribing (see `RoomBus.covered`)."""
+        await self._bus.covered(room)
+
+    def catch_up(self, room: str, last_seq: int) -> None:
+        """The store says `room` is at `last_seq`: deliver what did not come (from the store)."""
+        self._sequencer.catch_up(room, last_seq)
+
+    def idle_rooms(self) -> list[tuple[str, int]]:
+        """Live rooms with no message since the last call, with their delivered seq."""
+        return self._sequencer.idle_rooms()
+
     def publish_message(self, room: str, seq: int, payload: bytes) -> None:
         """A committed message (its encoded event) from the bus: in seq order, to everyone."""
         self._sequencer.offer(room, seq, payload)

@@ -12,6 +12,15 @@ but not yet published is already counted in `last_seq`, so that baseline would d
 for every live subscriber. Subscribers lose nothing by the first-seen baseline: each one's
 resume or `joined` reads the store *after* its (held) subscription, and the hub's hold/release
 covers the overlap by seq.
+
+Between processes that baseline alone could miss messages a room's subscribers need: a message a
+remote node published before this process's subscription to the room's channel was in force, or
+lost on the way, is never offered. So a networked bus tells the sequencer what the store says
+(`catch_up(room, last_seq)`): once a room's subscription is in force (a reader then notes the
+`last_seq` it is about to read from as the room's *floor*), after every reconnect, and for idle
+rooms now and then. Before the first message the floor only bounds where a gap starts (a first
+message above floor + 1 opens a gap from the floor); afterwards anything the store has beyond
+the delivered seq is filled from the store, after the usual hold.
 """
 
 from __future__ import annotations
@@ -45,13 +54,17 @@ class MessageSource(Protocol):
 
 
 class _Room:
-    __slots__ = ("delivered", "filling", "held", "opened_at")
+    __slots__ = ("based", "checked", "delivered", "filling", "floor", "held", "opened_at", "target")
 
     def __init__(self) -> None:
-        self.delivered = 0  # the last seq delivered; 0: no message seen since tracking began
+        self.based = False  # a baseline is set: the first message was seen (or a catch-up ran)
+        self.delivered = 0  # the last seq delivered
         self.held: dict[int, bytes] = {}  # seq -> payload, all above delivered + 1
         self.opened_at = 0.0  # trio clock: when the current gap was seen
         self.filling = False  # a filler task is waiting on (or reading for) this room
+        self.floor = -1  # the store's last_seq when a reader read it after subscribing; -1: none
+        self.target = 0  # the store has messages up to here: fill up to it
+        self.checked = -1  # `delivered` at the last idle check
 
 
 class Sequencer:
@@ -99,8 +112,14 @@ class Sequencer:
         state = self._rooms.get(room)
         if state is None:
             return
-        # In order (the common case: one check), or the first since tracking began (baseline).
-        if (seq == state.delivered + 1 and not state.held) or state.delivered == 0:
+        if not state.based:
+            state.based = True
+            if state.floor < 0 or seq <= state.floor + 1:
+                state.delivered = seq  # the first since tracking began: the baseline
+                self._deliver(room, seq, payload)
+                return
+            state.delivered = state.floor  # seqs above the floor were missed: a gap
+        if seq == state.delivered + 1 and not state.held:  # in order: the common case
             state.delivered = seq
             self._deliver(room, seq, payload)
         elif seq <= state.delivered or seq in state.held:
@@ -110,6 +129,34 @@ class Sequencer:
             self._release_held(room, state)
             if state.held and not state.filling:
                 self._open_gap(room, state)
+
+    def catch_up(self, room: str, last_seq: int) -> None:
+        """The store says `room` is at `last_seq` (read once the bus covers the room, after a
+        reconnect, or for an idle room): fill what was not delivered, after the hold. Before the
+        room's first message this only lowers its floor."""
+        state = self._rooms.get(room)
+        if state is None:
+            return
+        if not state.based:
+            if state.floor < 0 or last_seq <= state.floor:
+                state.floor = last_seq
+                return
+            state.based = True
+            state.delivered = state.floor
+        if last_seq > state.delivered:
+            state.target = max(state.target, last_seq)
+            if not state.filling:
+                self._open_gap(room, state)
+
+    def idle_rooms(self) -> list[tuple[str, int]]:
+        """Rooms that delivered nothing since the last call, with their delivered seq (the tail
+        check compares it with the store's)."""
+        idle = []
+        for room, state in self._rooms.items():
+            if state.checked == state.delivered and not state.filling:
+                idle.append((room, state.delivered))
+            state.checked = state.delivered
+        return idle
 
     def _release_held(self, room: str, state: _Room) -> None:
         """Deliver held messages for as long as they follow on without a hole."""
@@ -135,14 +182,15 @@ class Sequencer:
         """Wait out the hold, then read the missing seqs from the store, until nothing is held."""
         try:
             await trio.sleep_until(state.opened_at + self._hold)
-            while state.held and self._rooms.get(room) is state:
+            while self._rooms.get(room) is state and (state.held or state.delivered < state.target):
                 await self._backfill(room, state)
         finally:
             state.filling = False
 
     async def _backfill(self, room: str, state: _Room) -> None:
         """One store read towards the lowest held seq; skip the hole if it brings nothing."""
-        missing = min(state.held) - state.delivered - 1
+        upto = min(state.held) if state.held else state.target + 1
+        missing = upto - state.delivered - 1
         page: list[Message] = []
         if self._source is not None:
             try:
@@ -151,7 +199,9 @@ class Sequencer:
                 )
             except StorageError:
                 _log.exception("seq gap not filled: the store failed", extra={"room": room})
-        if self._rooms.get(room) is not state or not state.held:
+        if self._rooms.get(room) is not state or (
+            not state.held and state.delivered >= state.target
+        ):
             return  # the room's last subscriber left, or the late messages came, meanwhile
         before = state.delivered
         for message in page:
@@ -162,9 +212,10 @@ class Sequencer:
                 self._deliver(room, message.seq, encode(message))
         if state.delivered == before:
             # Nothing to fill the hole with: never stall the room behind it.
+            upto = min(state.held) if state.held else state.target + 1
             _log.warning(
                 "seq gap skipped",
-                extra={"room": room, "after_seq": before, "missing": min(state.held) - before - 1},
+                extra={"room": room, "after_seq": before, "missing": upto - before - 1},
             )
-            state.delivered = min(state.held) - 1
+            state.delivered = upto - 1
         self._release_held(room, state)

@@ -68,6 +68,8 @@ class HttpServices:
     membership_changed: Callable[[str, int, bool], Awaitable[None]]
     # None when ready, else the reason (for /readyz).
     readiness: Callable[[], str | None]
+    # The bus for /healthz and /readyz: "local", "redis: ok" or "redis: degraded".
+    bus_status: Callable[[], str] = lambda: "local"
     # The Prometheus exposition for /metrics: (body, content type); None serves no /metrics.
     metrics: Callable[[], tuple[bytes, str]] | None = None
     # Told of each refused credential: "password" (login) or "token" (bearer token).
@@ -163,7 +165,10 @@ class _Api:
 
     # Health --------------------------------------------------------------------------------
     async def healthz(self) -> Response:
-        return json_response({"status": "ok", "server_id": self._services.server_id})
+        services = self._services
+        return json_response(
+            {"status": "ok", "server_id": services.server_id, "bus": services.bus_status()}
+        )
 
     async def metrics(self) -> Response:
         assert self._services.metrics is not None
@@ -172,9 +177,10 @@ class _Api:
 
     async def readyz(self) -> Response:
         reason = self._services.readiness()
+        bus = self._services.bus_status()  # a degraded bus is still ready (docs/http.md)
         if reason is None:
-            return json_response({"status": "ready"})
-        return json_response({"status": "unavailable", "reason": reason}, 503)
+            return json_response({"status": "ready", "bus": bus})
+        return json_response({"status": "unavailable", "reason": reason, "bus": bus}, 503)
 
     # Accounts ------------------------------------------------------------------------------
     async def register(self) -> Response:

@@ -135,6 +135,15 @@ class _Hub(Protocol):
     def messages_backfilled(self) -> int: ...
 
 
+class _Bus(Protocol):
+    published: int
+    received: int
+    lag_seconds: Histogram
+
+    @property
+    def reconnects(self) -> int: ...
+
+
 class _Flusher(Protocol):
     @property
     def bytes_sent(self) -> int: ...
@@ -185,6 +194,7 @@ class Metrics:
         self._writer: _Queue | None = None
         self._writer_capacity = 0
         self._caches: dict[str, _CacheStats] = {}
+        self._bus: _Bus | None = None
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -205,6 +215,10 @@ class Metrics:
         self._writer = writer
         self._writer_capacity = writer_capacity
         self._caches = dict(caches)
+
+    def watch_bus(self, bus: _Bus) -> None:
+        """The bus between processes (server.redis), whose counters are read at scrape time."""
+        self._bus = bus
 
     def count_auth_failure(self, kind: str) -> None:
         """`kind` is "password" (login) or "token" (bearer token or hello)."""
@@ -258,6 +272,7 @@ class _Collector(Collector):
             "Messages the bus lost and the store supplied.",
             hub.messages_backfilled if hub is not None else 0,
         )
+        yield from _bus_metrics(m._bus)
         yield _histogram(
             "hibiki_send_latency_seconds",
             "Send queued to ack queued, oldest message of each writer batch.",
@@ -344,6 +359,30 @@ class _Collector(Collector):
         for part, n in m.redis_errors.items():
             redis.add_metric([part], n)
         yield redis
+
+
+def _bus_metrics(bus: _Bus | None) -> Iterator[Metric]:
+    """Zeros with the in-process bus, so every process exports the same series."""
+    yield _counter(
+        "hibiki_bus_published",
+        "Events sent to Redis (after local delivery).",
+        bus.published if bus is not None else 0,
+    )
+    yield _counter(
+        "hibiki_bus_received",
+        "Events received from other processes over Redis.",
+        bus.received if bus is not None else 0,
+    )
+    yield _counter(
+        "hibiki_bus_reconnects",
+        "Times the connection to Redis was re-established after a loss.",
+        bus.reconnects if bus is not None else 0,
+    )
+    yield _histogram(
+        "hibiki_bus_lag_seconds",
+        "Publish (wall clock in the envelope) to receive, messages from other processes.",
+        bus.lag_seconds if bus is not None else Histogram(LATENCY_BUCKETS),
+    )
 
 
 def _gauge(name: str, doc: str, value: float, server_id: list[str] | None = None) -> Metric:

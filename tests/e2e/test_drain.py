@@ -85,7 +85,11 @@ async def test_sigterm_drains_then_exits_0(
         async with httpx.AsyncClient(base_url=base, timeout=STEP) as http:
             ready = await http.get("/readyz")
             assert ready.status_code == 503
-            assert ready.json() == {"status": "unavailable", "reason": "shutting down"}
+            assert ready.json() == {
+                "status": "unavailable",
+                "reason": "shutting down",
+                "bus": "local",
+            }
             metrics = (await http.get("/metrics")).text
             assert 'hibiki_connections_closed_total{reason="shutdown"} 2.0' in metrics
         latecomer = await RawWs.connect(port)

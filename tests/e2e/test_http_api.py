@@ -571,19 +571,19 @@ async def test_wrong_method_is_405_json_with_allow(api: Api) -> None:
 async def test_healthz_reports_server_id(api: Api) -> None:
     response = await api.client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "server_id": "test-http"}
+    assert response.json() == {"status": "ok", "server_id": "test-http", "bus": "local"}
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_readyz_follows_readiness(api: Api) -> None:
     response = await api.client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready"}
+    assert response.json() == {"status": "ready", "bus": "local"}
 
     api.not_ready = "draining"
     response = await api.client.get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "reason": "draining"}
+    assert response.json() == {"status": "unavailable", "reason": "draining", "bus": "local"}
     assert response.headers["content-type"] == "application/json"
 
 
