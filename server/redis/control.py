@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Protocol
 
+import anyio
 import trio
 
 from server.redis._link import REDIS_DOWN, RedisFaults, RedisLinkLike, text
@@ -84,6 +85,10 @@ class RedisControlChannel:
                             self._deliver(text(message["data"]))
             except* REDIS_DOWN as lost:  # coredis's subscriber task group raises it in groups
                 self._faults.failed(lost.exceptions[0])
+            except* anyio.ClosedResourceError:
+                # coredis's cleanup unsubscribing on a connection already gone (a shutdown's
+                # cancel, or Redis lost): nothing is left to unsubscribe.
+                pass
             if not started:
                 task_status.started()
                 started = True
