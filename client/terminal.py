@@ -25,6 +25,8 @@ from ._errors import ApiError, ChatClientError, RequestError
 from ._events import ClientEvent, Disconnected
 from ._screen import Screen, cbreak_mode, printable
 
+__all__ = ["main", "printable"]
+
 DRAIN_SECONDS = 5.0  # on quitting, how long lines not yet sent may take
 HELP = """commands:
   /join ROOM      join a room (and make it current)    /create ROOM   create a room and join it

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from client import RequestError
-from client._screen import printable
+from client.terminal import printable
 from protocol import Message
 
 from ..conftest import STEP, Account, RunningServer

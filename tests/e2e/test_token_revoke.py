@@ -13,7 +13,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from client._socket import open_websocket
+from client import open_websocket
 from protocol import CloseCode
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.token_index import TokenIndex

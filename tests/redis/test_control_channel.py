@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from server.ops.metrics import Metrics
-from server.redis._link import RedisFaults
+from server.redis import RedisFaults
 from server.redis.control import RedisControlChannel
 
 

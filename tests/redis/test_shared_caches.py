@@ -18,7 +18,7 @@ from protocol import CloseCode
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.token_index import TokenIndex
 from server.ops.metrics import Metrics
-from server.redis._link import RedisFaults
+from server.redis import RedisFaults
 from server.redis.control import RedisControlChannel
 from server.redis.l2_writes import L2Writes
 from server.redis.membership_cache import RedisMemberLookup, RedisMembershipInvalidation

@@ -13,7 +13,7 @@ import trio
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from server.ops.metrics import Metrics
-from server.redis._link import RedisFaults
+from server.redis import RedisFaults
 from server.redis.presence import RedisOnlineUsers
 
 ROOM = "lobby"

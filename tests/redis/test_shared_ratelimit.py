@@ -11,7 +11,7 @@ import trio
 
 from server.chat.ratelimit import UserRateLimiter
 from server.ops.metrics import Metrics
-from server.redis._link import RedisFaults
+from server.redis import RedisFaults
 from server.redis.ratelimit import SharedRateLimiter
 
 RATE, BURST = 50.0, 10.0
