@@ -100,7 +100,7 @@ PUBLIC = {
     },
     "server.fanout": {"RoomHub"},
     "server.persist": {"MessageWriter", "PendingSend"},
-    "server.redis": {"RedisBus", "RedisLink", "RedisUnavailable"},
+    "server.redis": {"RedisBus", "RedisFaults", "RedisLink", "RedisUnavailable"},
     "server.http": {
         "HttpBridge",
         "HttpServices",
