@@ -216,10 +216,20 @@ class BusConfig(Section):
     bus_partitions: int = 64  # channels rooms are spread over (fixed for a cluster's lifetime)
     bus_tail_check_interval: float = 2 * SECONDS  # idle live rooms compared with the store
     redis_connect_timeout: float = 2 * SECONDS  # per connection attempt to Redis
+    presence_ttl: float = 15 * SECONDS  # a node's presence entry lives this long unrefreshed
+    presence_heartbeat: float = 5 * SECONDS  # between refreshes (and sweeps of expired entries)
 
     def problems(self) -> Problems:
         out = _at_least_one(self, "bus_partitions")
-        out += _positive(self, "bus_tail_check_interval", "redis_connect_timeout")
+        out += _positive(
+            self,
+            "bus_tail_check_interval",
+            "redis_connect_timeout",
+            "presence_ttl",
+            "presence_heartbeat",
+        )
+        if self.presence_heartbeat >= self.presence_ttl:
+            out.append(("presence_heartbeat", "must be less than presence_ttl"))
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
             out.append(("redis_url", "must be a redis:// URL"))
         if not self.bus_namespace or any(c in self.bus_namespace for c in "{}: "):

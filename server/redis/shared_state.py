@@ -81,7 +81,14 @@ def build_shared_state(
     grants = GrantCache(link, store, RedisFaults("token_cache", count_error))
     limits = config.limits
     return SharedState(
-        presence=RedisOnlineUsers(bus, link, node_id, RedisFaults("presence", count_error)),
+        presence=RedisOnlineUsers(
+            bus,
+            link,
+            node_id,
+            RedisFaults("presence", count_error),
+            ttl=config.bus.presence_ttl,
+            heartbeat=config.bus.presence_heartbeat,
+        ),
         invalidation=RedisMembershipInvalidation(membership, link, control, writes),
         limiter=SharedRateLimiter(
             link,

@@ -148,17 +148,20 @@ class Cluster:
     namespace: str
     nursery: trio.Nursery
     nodes: list[Node] = field(default_factory=list)
+    args: tuple[str, ...] = ()  # more `hibiki serve` flags (a later flag wins over a default)
+    env: dict[str, str] = field(default_factory=dict)  # more environment (HIBIKI_* settings)
 
     async def start_node(self) -> Node:
         name = f"n{len(self.nodes)}"
         cmd = [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--db", str(self.db)]
-        cmd += ["--rate-limit", "0", "--server-id", name, "--redis", self.redis_url]
+        cmd += ["--rate-limit", "0", "--server-id", name, "--redis", self.redis_url, *self.args]
         env = os.environ | {
             "PYTHONPATH": str(ROOT),
             "HIBIKI_BUS_NAMESPACE": self.namespace,
             "HIBIKI_BUS_TAIL_CHECK_INTERVAL": "0.5",
             "HIBIKI_LOG_FORMAT": "json",
         }
+        env |= self.env
         run = partial(trio.run_process, cmd, cwd=ROOT, stderr=subprocess.PIPE, check=False, env=env)
         process: trio.Process = await self.nursery.start(run)
         assert process.stderr is not None
@@ -185,10 +188,17 @@ class Cluster:
 
 @asynccontextmanager
 async def open_cluster(
-    tmp_path: Path, redis_url: str, namespace: str, size: int
+    tmp_path: Path,
+    redis_url: str,
+    namespace: str,
+    size: int,
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(tmp_path / "hibiki.db", redis_url, namespace, nursery)
+        db = tmp_path / "hibiki.db"
+        cluster = Cluster(db, redis_url, namespace, nursery, args=args, env=env or {})
         try:
             for _ in range(size):
                 await cluster.start_node()

@@ -128,6 +128,10 @@ def test_a_bad_file_setting_is_named_with_its_file(
         ({"HIBIKI_METRICS": "maybe"}, "env HIBIKI_METRICS: metrics: expected true or false"),
         ({"HIBIKI_RATE_BURST": "-1"}, "env HIBIKI_RATE_BURST: rate_burst: must not be negative"),
         ({"HIBIKI_DRAIN_TIMEOUT": "inf"}, "drain_timeout: expected a finite number, got inf"),
+        (
+            {"HIBIKI_PRESENCE_TTL": "2", "HIBIKI_PRESENCE_HEARTBEAT": "2"},
+            "presence_heartbeat: must be less than presence_ttl",
+        ),
         # Environment names carry no section.
         (
             {"HIBIKI_LIMITS__RATE_BURST": "1"},
