@@ -107,27 +107,34 @@ class ChatClient(ConnectionLoop):
                 event_buffer=event_buffer,
                 rng=rng,
             )
-            body_error: BaseException | None = None
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(client._run)
-                    await client._settled.wait()
-                    if client._fatal is None:
-                        try:
-                            yield client
-                        except BaseException as exc:
-                            body_error = exc
-                            raise
-                        finally:
-                            await client._close()
-                    nursery.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                # The nursery wraps what the caller's block raised: hand it back unwrapped.
-                if body_error is not None and list(group.exceptions) == [body_error]:
-                    raise body_error from None
-                raise
-            if client._fatal is not None and body_error is None and client.connections == 0:
-                raise client._fatal
+            async with client._running():
+                yield client
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        """Run the connection task for the caller's block, once the first `welcome` arrived (or
+        raise why none will); close the client when the block ends."""
+        body_error: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._run)
+                await self._settled.wait()
+                if self._fatal is None:
+                    try:
+                        yield
+                    except BaseException as exc:
+                        body_error = exc
+                        raise
+                    finally:
+                        await self._close()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The nursery wraps what the caller's block raised: hand it back unwrapped.
+            if body_error is not None and list(group.exceptions) == [body_error]:
+                raise body_error from None
+            raise
+        if self._fatal is not None and body_error is None and self.connections == 0:
+            raise self._fatal
 
     # Public API -----------------------------------------------------------------------------
     @property
