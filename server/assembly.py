@@ -101,21 +101,8 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
         writer_capacity=config.limits.writer_queue,
         caches={"membership": membership},
     )
-    readiness = Readiness(
-        database,
-        writer,
-        config.limits.writer_queue,
-        lambda: drain.draining,
-        probe_interval=config.ops.db_probe_interval,
-    )
-    memberships = MembershipSync(
-        store,
-        hub,
-        bus,
-        invalidation=seams.invalidation,
-        connections=LocalUserConnections(),
-        presence=seams.presence,
-    )
+    readiness = _readiness(config, database, writer, drain)
+    memberships = _membership_sync(store, hub, seams)
     bus.attach_memberships(memberships)
     services = ChatServices(
         config=config,
@@ -232,6 +219,29 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
         shared.store,
         shared.revoke,
         Cluster(link, redis_bus, shared),
+    )
+
+
+def _readiness(
+    config: Config, database: Lifecycle, writer: MessageWriter, drain: Drain
+) -> Readiness:
+    return Readiness(
+        database,
+        writer,
+        config.limits.writer_queue,
+        lambda: drain.draining,
+        probe_interval=config.ops.db_probe_interval,
+    )
+
+
+def _membership_sync(store: Store, hub: RoomHub, seams: _Seams) -> MembershipSync:
+    return MembershipSync(
+        store,
+        hub,
+        seams.bus,
+        invalidation=seams.invalidation,
+        connections=LocalUserConnections(),
+        presence=seams.presence,
     )
 
 

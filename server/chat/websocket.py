@@ -17,6 +17,7 @@ from protocol import CloseCode, ProtocolError, decode
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices, ChatSession
+from server.config import Config
 from server.ops.metrics import close_label
 from server.shutdown import Drain
 from server.transport.connection import WsConnection
@@ -59,7 +60,7 @@ async def serve_websocket(
     _log.info("connection opened", extra={"peer": peer})
     try:
         with drain.reading(link.reader_scope):
-            await _read_frames(conn, link, ws, session, services)
+            await _read_frames(conn, link, ws, session, config)
         if conn.state is ConnState.HELLO or conn.state is ConnState.OPEN:
             # Reading was stopped for shutdown: let the writer's last acks out, then say goodbye.
             await drain.writer_flushed()
@@ -89,13 +90,8 @@ async def serve_websocket(
 
 
 async def _read_frames(
-    conn: ChatConnection,
-    link: WsConnection,
-    ws: Connection,
-    session: ChatSession,
-    services: ChatServices,
+    conn: ChatConnection, link: WsConnection, ws: Connection, session: ChatSession, config: Config
 ) -> None:
-    config = services.config
     max_frame = config.limits.max_frame
     parts: list[str | bytes] = []
     size = 0
@@ -104,21 +100,10 @@ async def _read_frames(
     while True:
         if not pending_events:
             await trio.lowlevel.wait_readable(sock)
-            try:
-                data = sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            received = _receive(conn, sock, ws)
+            if received is None:
                 continue
-            except OSError:
-                conn.transport_failed()
-                return
-            if not data:
-                conn.close(CloseCode.GOING_AWAY, "peer went away", by_peer=True)
-                return
-            conn.last_seen = trio.current_time()
-            try:
-                ws.receive_data(data)
-            except RemoteProtocolError:
-                conn.close(CloseCode.PROTOCOL_ERROR, "bad framing")
+            if not received:
                 return
         pending_events = False
         try:
@@ -158,16 +143,42 @@ async def _read_frames(
                 elif isinstance(event, Pong):
                     conn.ping_sent_at = None
                 elif isinstance(event, CloseConnection):
-                    # A peer's close, or wsproto's verdict on a bad frame (1002, 1007, ...): only
-                    # a close frame from the peer moves wsproto to REMOTE_CLOSING.
-                    by_peer = ws.state is ConnectionState.REMOTE_CLOSING
-                    normal = event.code in (1000, 1001, 1005)
-                    code = CloseCode.NORMAL if normal else event.code
-                    conn.close(code, "closed", by_peer=by_peer)
+                    _close_on_close_frame(conn, ws, event)
                     return
         except RemoteProtocolError:
             conn.close(CloseCode.PROTOCOL_ERROR, "bad frame")
             return
+
+
+def _receive(conn: ChatConnection, sock: socket.socket, ws: Connection) -> bool | None:
+    """The recv step: feed what the readable socket holds to wsproto. True when bytes were fed,
+    None when there was nothing after all (wait again), False when the connection ended."""
+    try:
+        data = sock.recv(RECV_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        conn.transport_failed()
+        return False
+    if not data:
+        conn.close(CloseCode.GOING_AWAY, "peer went away", by_peer=True)
+        return False
+    conn.last_seen = trio.current_time()
+    try:
+        ws.receive_data(data)
+    except RemoteProtocolError:
+        conn.close(CloseCode.PROTOCOL_ERROR, "bad framing")
+        return False
+    return True
+
+
+def _close_on_close_frame(conn: ChatConnection, ws: Connection, event: CloseConnection) -> None:
+    """A peer's close, or wsproto's verdict on a bad frame (1002, 1007, ...): only a close frame
+    from the peer moves wsproto to REMOTE_CLOSING."""
+    by_peer = ws.state is ConnectionState.REMOTE_CLOSING
+    normal = event.code in (1000, 1001, 1005)
+    code = CloseCode.NORMAL if normal else event.code
+    conn.close(code, "closed", by_peer=by_peer)
 
 
 def _join(parts: list[str | bytes]) -> str | bytes:

@@ -18,17 +18,15 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import protocol
-from protocol import MAX_HISTORY_LIMIT, ROOM_PATTERN, ErrorCode
-from protocol.messages import MAX_SEQ, ClientId, RoomName
+from protocol import ROOM_PATTERN, ErrorCode
 from server.config import Config
 from server.http._json import (
     HttpError,
@@ -38,6 +36,17 @@ from server.http._json import (
     http_exception_response,
     json_response,
 )
+from server.http._requests import DEFAULT_HISTORY_LIMIT as DEFAULT_HISTORY_LIMIT
+from server.http._requests import USER_PATTERN as USER_PATTERN
+from server.http._requests import (
+    BatchImport,
+    BatchItem,
+    Login,
+    NewRoom,
+    Registration,
+    history_params,
+    request_body,
+)
 from server.http.login_guard import LoginGuard
 from server.http.web_client import register_web_client
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
@@ -45,11 +54,8 @@ from storage.passwords import token_hash
 
 MiB = 1024 * 1024
 MAX_BODY = 1 * MiB
-DEFAULT_HISTORY_LIMIT = 50
 MAX_TOKEN_LENGTH = 256  # longer than any token we issue; refused before a store lookup
-USER_PATTERN = r"^[A-Za-z0-9_.-]{1,32}\Z"  # \Z: `$` would accept a trailing newline
 _ROOM = re.compile(ROOM_PATTERN)
-_HISTORY_PARAMS = frozenset({"before_seq", "limit"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,37 +87,6 @@ class HttpServices:
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
     login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
-
-
-# Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
-
-
-class _Body(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    pass
-
-
-class Registration(_Body, frozen=True):
-    name: Annotated[str, msgspec.Meta(pattern=USER_PATTERN)]
-    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
-
-
-class Login(_Body, frozen=True):
-    # Not the registration rules: a name that could never exist is just a failed login.
-    name: Annotated[str, msgspec.Meta(max_length=64)]
-    password: Annotated[str, msgspec.Meta(max_length=256)]
-
-
-class NewRoom(_Body, frozen=True):
-    name: RoomName
-
-
-class BatchItem(_Body, frozen=True):
-    text: str
-    client_id: ClientId | None = None
-
-
-class BatchImport(_Body, frozen=True):
-    messages: Annotated[list[BatchItem], msgspec.Meta(min_length=1)]
 
 
 def create_http_app(services: HttpServices) -> QuartTrio:
@@ -184,7 +159,7 @@ class _Api:
 
     # Accounts ------------------------------------------------------------------------------
     async def register(self) -> Response:
-        body = decode_body(await _request_body(), Registration)
+        body = decode_body(await request_body(), Registration)
         client = self._guard.client_of(request)
         async with self._guard.attempt(client, None):
             try:
@@ -197,7 +172,7 @@ class _Api:
         return json_response(await self._session(user), 201)
 
     async def login(self) -> Response:
-        body = decode_body(await _request_body(), Login)
+        body = decode_body(await request_body(), Login)
         client = self._guard.client_of(request)
         async with self._guard.attempt(client, body.name):
             user = await self._store.check_password(body.name, body.password)
@@ -229,7 +204,7 @@ class _Api:
 
     async def create_room(self) -> Response:
         user, _ = await self._authenticate()
-        body = decode_body(await _request_body(), NewRoom)
+        body = decode_body(await request_body(), NewRoom)
         with trio.CancelScope(shield=True):
             try:
                 room = await self._store.create_room(body.name, user.id)
@@ -268,7 +243,7 @@ class _Api:
     async def history(self, room: str) -> Response:
         user, _ = await self._authenticate()
         await self._require_member(room, user)
-        before_seq, limit = _history_params()
+        before_seq, limit = history_params()
         messages, has_more = await self._store.history(room, before_seq, limit)
         # msgspec encodes each Message exactly as protocol.encode does for the `message` event.
         return json_response({"room": room, "messages": messages, "has_more": has_more})
@@ -276,7 +251,7 @@ class _Api:
     async def import_batch(self, room: str) -> Response:
         user, _ = await self._authenticate()
         await self._require_member(room, user)
-        body = decode_body(await _request_body(), BatchImport)
+        body = decode_body(await request_body(), BatchImport)
         max_batch = self._services.max_batch
         if len(body.messages) > max_batch:
             raise HttpError(
@@ -368,35 +343,6 @@ class _Api:
         await self._require_room(room)
         if not await self._store.is_member(room, user.id):
             raise HttpError(403, ErrorCode.NOT_MEMBER, f"not a member of {room!r}")
-
-
-async def _request_body() -> bytes:
-    """The whole body; werkzeug's 413 (as JSON) if it is over MAX_CONTENT_LENGTH."""
-    return await request.get_data(cache=False, as_text=False, parse_form_data=False)
-
-
-def _history_params() -> tuple[int | None, int]:
-    unknown = set(request.args) - _HISTORY_PARAMS
-    if unknown:
-        name = sorted(unknown)[0]
-        raise HttpError(422, ErrorCode.UNKNOWN_FIELD, f"unknown query parameter `{name}`")
-    before_seq = _int_param("before_seq", 1, MAX_SEQ)
-    limit = _int_param("limit", 1, MAX_HISTORY_LIMIT)
-    return before_seq, DEFAULT_HISTORY_LIMIT if limit is None else limit
-
-
-def _int_param(name: str, low: int, high: int | None) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    # ASCII digits only, and few enough that int() is cheap and the value fits a 64-bit integer.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
-        raise HttpError(422, ErrorCode.BAD_FIELD, f"`{name}` must be an integer >= {low}")
-    value = int(raw)
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        raise HttpError(422, ErrorCode.BAD_FIELD, f"`{name}` must be an integer {bounds}")
-    return value
 
 
 def _check_room_name(room: str) -> None:

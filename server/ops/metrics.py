@@ -2,9 +2,10 @@
 
 Code on a hot path bumps plain attributes of one `Metrics` object (`metrics.deliveries += n`,
 `metrics.batch_size.observe(len(batch))`); nothing touches prometheus_client until a scrape,
-when `_Collector` turns those numbers, and a few gauges read from live state (connections, writer
-queue, outbound bytes), into metric families. prometheus_client's own Counter and Histogram take
-a lock on every update; these take none: every update and every scrape runs on the trio thread.
+when `_Collector` (server.ops._exposition) turns those numbers, and a few gauges read from live
+state (connections, writer queue, outbound bytes), into metric families. prometheus_client's own
+Counter and Histogram take a lock on every update; these take none: every update and every scrape
+runs on the trio thread.
 
 Each `Metrics` owns its `CollectorRegistry` (no global registry), so two servers in one process
 (tests, benchmarks) never share a series. docs/operations.md describes every metric.
@@ -12,33 +13,24 @@ Each `Metrics` owns its `CollectorRegistry` (no global registry), so two servers
 
 from __future__ import annotations
 
-import inspect
-import time
-from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
+from collections.abc import Iterator
+from typing import Literal, Protocol
 
 from prometheus_client import generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import CollectorRegistry
 
-from storage import AccountStore, MessageStore, RoomStore, Store
+from server.ops._exposition import _Collector
+from server.ops._histogram import BATCH_BUCKETS as BATCH_BUCKETS
+from server.ops._histogram import DB_BUCKETS as DB_BUCKETS
+from server.ops._histogram import LATENCY_BUCKETS as LATENCY_BUCKETS
+from server.ops._histogram import Histogram as Histogram
+from server.ops._store_timing import query_types as query_types
+from server.ops._store_timing import timed_store as timed_store
 
 # Why the listener refused a connection (server.transport.address_limits), the counter's labels.
 RefusalReason = Literal["per_address", "pending_per_address"]
 REFUSAL_REASONS: tuple[RefusalReason, ...] = ("per_address", "pending_per_address")
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
-DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)  # the seed's buckets
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 # Text format 0.0.4: what every Prometheus version scrapes (our names need nothing newer).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLOSE_REASONS = (
@@ -82,33 +74,6 @@ def close_label(code: int | None, draining: bool, *, by_peer: bool = False) -> s
     if code == 1001:  # going away: ours at shutdown, or the peer's EOF
         return "shutdown" if draining else "client_close"
     return _CLOSE_REASON_BY_CODE.get(code, "client_close")  # other codes are the peer's
-
-
-class Histogram:
-    """Bucket counts as plain ints: `observe` is one bisect and two additions."""
-
-    __slots__ = ("bounds", "counts", "les", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(float(b) for b in bounds)
-        self.les = [repr(b) for b in self.bounds] + ["+Inf"]  # the `le` label values
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # bucket i holds bounds[i-1] < v <= b
-        self.sum += value
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out, running = [], 0
-        for le, n in zip(self.les, self.counts, strict=True):
-            running += n
-            out.append((le, float(running)))
-        return out
 
 
 class _Buffered(Protocol):
@@ -238,210 +203,3 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         """The body and content type of a `GET /metrics` response."""
         return generate_latest(self.registry), CONTENT_TYPE
-
-
-class _Collector(Collector):
-    def __init__(self, metrics: Metrics) -> None:
-        self._m = metrics
-
-    def collect(self) -> Iterable[Metric]:
-        m = self._m
-        sid = [m.server_id]
-        conns = m._connections
-        active = conns.open_sockets() if conns is not None else 0
-        yield _gauge("websocket_active_connections", "Open WebSocket connections.", active, sid)
-        yield _counter(
-            "messages", "Messages stored (a re-sent client_id is not counted).", m.messages, sid
-        )
-        db = HistogramMetricFamily(
-            "db_query_duration_seconds", "Store call duration by call.", labels=["query_type"]
-        )
-        for query_type, hist in sorted(m.db_query_seconds.items()):
-            db.add_metric([query_type], hist.cumulative(), hist.sum)
-        yield db
-        deliveries = m._hub.deliveries if m._hub is not None else 0
-        yield _counter("hibiki_deliveries", "Frames queued to room subscribers.", deliveries)
-        hub = m._hub
-        yield _counter(
-            "hibiki_seq_gaps_detected",
-            "Times a room's next message was missing from what the bus delivered.",
-            hub.gaps_detected if hub is not None else 0,
-        )
-        yield _counter(
-            "hibiki_messages_backfilled",
-            "Messages the bus lost and the store supplied.",
-            hub.messages_backfilled if hub is not None else 0,
-        )
-        yield from _bus_metrics(m._bus)
-        yield _histogram(
-            "hibiki_send_latency_seconds",
-            "Send queued to ack queued, oldest message of each writer batch.",
-            m.send_latency_seconds,
-        )
-        yield _histogram(
-            "hibiki_fanout_duration_seconds",
-            "Publishing and acking one committed writer batch.",
-            m.fanout_seconds,
-        )
-        yield _histogram("hibiki_writer_batch_size", "Messages per group commit.", m.batch_size)
-        yield _histogram(
-            "hibiki_writer_commit_duration_seconds",
-            "Duration of one group commit.",
-            m.commit_seconds,
-        )
-        yield _counter(
-            "hibiki_writer_commit_failures",
-            "Batches the store failed to commit.",
-            m.writer_commit_failures,
-        )
-        depth = m._writer.queue_depth() if m._writer is not None else 0
-        yield _gauge("hibiki_writer_queue_depth", "Sends waiting for the writer.", depth)
-        yield _gauge(
-            "hibiki_writer_queue_capacity", "Bound of the writer queue.", m._writer_capacity
-        )
-        total = largest = 0
-        for conn in conns if conns is not None else ():
-            pending = conn.pending_bytes
-            total += pending
-            largest = max(largest, pending)
-        yield _gauge("hibiki_outbound_buffer_bytes", "Backlog bytes of blocked peers.", total)
-        yield _gauge("hibiki_outbound_buffer_max_bytes", "Largest one peer's backlog.", largest)
-        flusher = m._flusher
-        sent = flusher.bytes_sent if flusher is not None else 0
-        blocked = flusher.blocked_writers if flusher is not None else 0
-        yield _counter("hibiki_websocket_sent_bytes", "Bytes written to WebSockets.", sent)
-        yield _gauge("hibiki_blocked_writers", "Peers whose kernel buffer is full.", blocked)
-        yield _counter(
-            "hibiki_connections_opened", "WebSocket connections accepted.", m.connections_opened
-        )
-        closed = CounterMetricFamily(
-            "hibiki_connections_closed",
-            "WebSocket connections closed, by reason.",
-            labels=["reason"],
-        )
-        for reason, n in m.connections_closed.items():
-            closed.add_metric([reason], n)
-        yield closed
-        yield _counter("hibiki_rate_limited", "Requests refused by the rate limit.", m.rate_limited)
-        yield _counter("hibiki_accept_errors", "Failed accepts (e.g. EMFILE).", m.accept_errors)
-        refused = CounterMetricFamily(
-            "hibiki_connections_refused",
-            "Connections refused with 503 by a per-address cap, by cap.",
-            labels=["reason"],
-        )
-        for reason, n in m.connections_refused.items():
-            refused.add_metric([reason], n)
-        yield refused
-        hits = CounterMetricFamily("hibiki_cache_hits", "Cache lookups answered.", labels=["cache"])
-        misses = CounterMetricFamily(
-            "hibiki_cache_misses", "Cache lookups missed.", labels=["cache"]
-        )
-        for name, cache in sorted(m._caches.items()):
-            hits.add_metric([name], cache.hits)
-            misses.add_metric([name], cache.misses)
-        yield hits
-        yield misses
-        auth = CounterMetricFamily("hibiki_auth_failures", "Refused credentials.", labels=["kind"])
-        auth.add_metric(["password"], m.auth_failures_password)
-        auth.add_metric(["token"], m.auth_failures_token)
-        yield auth
-        throttled = CounterMetricFamily(
-            "hibiki_login_throttled",
-            "Logins and registrations refused with 429, by limit.",
-            labels=["limit"],
-        )
-        for limit, n in m.login_throttled.items():
-            throttled.add_metric([limit], n)
-        yield throttled
-        redis = CounterMetricFamily(
-            "hibiki_redis_errors", "Redis commands that failed, by part.", labels=["part"]
-        )
-        for part, n in m.redis_errors.items():
-            redis.add_metric([part], n)
-        yield redis
-
-
-def _bus_metrics(bus: _Bus | None) -> Iterator[Metric]:
-    """Zeros with the in-process bus, so every process exports the same series."""
-    yield _counter(
-        "hibiki_bus_published",
-        "Events sent to Redis (after local delivery).",
-        bus.published if bus is not None else 0,
-    )
-    yield _counter(
-        "hibiki_bus_received",
-        "Events received from other processes over Redis.",
-        bus.received if bus is not None else 0,
-    )
-    yield _counter(
-        "hibiki_bus_reconnects",
-        "Times the connection to Redis was re-established after a loss.",
-        bus.reconnects if bus is not None else 0,
-    )
-    yield _histogram(
-        "hibiki_bus_lag_seconds",
-        "Publish (wall clock in the envelope) to receive, messages from other processes.",
-        bus.lag_seconds if bus is not None else Histogram(LATENCY_BUCKETS),
-    )
-
-
-def _gauge(name: str, doc: str, value: float, server_id: list[str] | None = None) -> Metric:
-    if server_id is None:
-        return GaugeMetricFamily(name, doc, value=value)
-    family = GaugeMetricFamily(name, doc, labels=["server_id"])
-    family.add_metric(server_id, value)
-    return family
-
-
-def _counter(name: str, doc: str, value: float, server_id: list[str] | None = None) -> Metric:
-    if server_id is None:
-        return CounterMetricFamily(name, doc, value=value)
-    family = CounterMetricFamily(name, doc, labels=["server_id"])
-    family.add_metric(server_id, value)
-    return family
-
-
-def _histogram(name: str, doc: str, hist: Histogram) -> Metric:
-    return HistogramMetricFamily(name, doc, buckets=hist.cumulative(), sum_value=hist.sum)
-
-
-# Store timing ----------------------------------------------------------------------------------
-
-
-def query_types() -> list[str]:
-    """The `query_type` label values: the store interface's calls (bounded, known in advance)."""
-    return [
-        name
-        for part in (AccountStore, RoomStore, MessageStore)
-        for name, member in vars(part).items()
-        if inspect.iscoroutinefunction(member)
-    ]
-
-
-def timed_store(store: Store, metrics: Metrics) -> Store:
-    """`store`, with every call's duration observed into `db_query_duration_seconds`."""
-    return cast(Store, _TimedStore(store, metrics))
-
-
-class _TimedStore:
-    """Forwards every attribute to the store; each query call is wrapped once, up front."""
-
-    def __init__(self, store: Store, metrics: Metrics) -> None:
-        self._store = store
-        for name in query_types():
-            hist = metrics.db_query_seconds.setdefault(name, Histogram(DB_BUCKETS))
-            setattr(self, name, _timed(getattr(store, name), hist))
-
-    def __getattr__(self, name: str) -> Any:  # only for what is not wrapped (open, aclose, probe)
-        return getattr(self._store, name)
-
-
-def _timed(call: Callable[P, Awaitable[T]], hist: Histogram) -> Callable[P, Awaitable[T]]:
-    async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
-        started = time.perf_counter()
-        try:
-            return await call(*args, **kwargs)
-        finally:
-            hist.observe(time.perf_counter() - started)
-
-    return timed

@@ -212,6 +212,23 @@ async def test_login_with_a_wrong_password_raises_login_error(
     assert (refused.value.status, refused.value.code) == (401, "bad_credentials")
 
 
+async def test_an_error_raised_in_the_clients_block_comes_out_of_connect_unwrapped(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    alice, _ = await users_in_room(http, "lobby")
+
+    class Raised(Exception):
+        pass
+
+    with trio.fail_after(STEP), pytest.raises(Raised) as raised:
+        async with chat(server, alice) as a:
+            raise Raised("from the block")
+    assert not a.connected  # closed on the way out
+    assert str(raised.value) == "from the block"
+    # Not a group of one: the client's nursery hands back exactly what the block raised.
+    assert not isinstance(raised.value, BaseExceptionGroup)
+
+
 async def test_a_refused_token_needs_the_password_to_log_in_again(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:
