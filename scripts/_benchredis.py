@@ -5,12 +5,13 @@ is touched or counted."""
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from _benchservers import stop_process
 
 
 class RedisStartError(RuntimeError):
@@ -74,13 +75,7 @@ class RedisProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (nothing to save: persistence is off), then SIGKILL after `timeout`."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, timeout)
 
 
 def start_redis(
