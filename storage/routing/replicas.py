@@ -1,0 +1,154 @@
+"""Read replicas: history and resume reads go to a replica that has what the reader needs.
+
+`ReplicaRouter` is a `MessageStore`: writes and `last_seq` go to the primary; `history` and
+`messages_after` go to a usable replica (see `storage.routing._health`) whose room `last_seq`
+covers the read, else to the primary. No LSN bookkeeping: seqs are gap-free and a room's
+messages commit with its `last_seq`, so a replica whose room `last_seq` is at least S holds every
+message of the room up to S. What a read needs:
+
+- `history(room, before_seq=B)`: every seq below B, so `last_seq >= B - 1` is enough, and the
+  primary is not asked.
+- `messages_after(room, A, limit)`: seqs A+1 .. A+limit, so `last_seq >= A + limit` is enough;
+  a shorter (tail) page needs the primary's `last_seq`.
+- `history(room, None)`, the newest page: the primary's `last_seq`.
+
+When the primary must be asked, its `last_seq` is read *after* the replica's, on every such read
+(one indexed point read): a cached watermark would miss what other hosts committed, and the
+primary's value read later covers every write the reader could have seen, its own included
+(read-your-writes). A replica that is behind costs that read one extra point query; the page
+itself is read from the primary.
+
+One replica (the next usable one, round robin) is tried per read; a failure or timeout marks it
+down and the read is answered by the primary. `run()` probes every replica's lag in the
+background; a lagging or down replica is used again once a probe finds it within the bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import trio
+
+from protocol import Message
+from storage.protocols import Appended, MessageStore, NewMessage, NotFound, StorageError
+from storage.routing._health import ProbePolicy, ReplicaHealth, ReplicaReads, describe
+
+T = TypeVar("T")
+
+# Why a read went to the primary: the labels of `hibiki_db_primary_reads_total`.
+FALLBACK_REASONS = ("no_replica", "behind", "failed")
+
+
+@dataclass
+class RouterCounts:
+    """Reads answered by a replica, and by the primary, by reason (FALLBACK_REASONS)."""
+
+    replica_reads: int = 0
+    primary_reads: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(FALLBACK_REASONS, 0)
+    )
+
+
+class ReplicaRouter:
+    """A `MessageStore` over a primary and its read replicas; see the module docstring."""
+
+    def __init__(
+        self,
+        primary: MessageStore,
+        replicas: Sequence[tuple[str, ReplicaReads]],
+        policy: ProbePolicy | None = None,
+    ) -> None:
+        policy = ProbePolicy() if policy is None else policy
+        self.primary = primary
+        self.policy = policy
+        self.replicas = [ReplicaHealth(name, reads, policy) for name, reads in replicas]
+        self.counts = RouterCounts()
+        self._turn = itertools.count()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Probe every replica in the background (forever; cancel to stop). Ready at once:
+        until a replica's first probe succeeds, reads go to the primary."""
+        async with trio.open_nursery() as nursery:
+            for replica in self.replicas:
+                nursery.start_soon(replica.run)
+            task_status.started()
+
+    def status(self) -> list[dict[str, object]]:
+        """Each replica's state and lag, for readiness JSON (a replica never fails readiness)."""
+        return [replica.status() for replica in self.replicas]
+
+    # MessageStore --------------------------------------------------------------------------
+    async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
+        return await self.primary.append_batch(batch)
+
+    async def last_seq(self, room: str) -> int:
+        return await self.primary.last_seq(room)
+
+    async def history(
+        self, room: str, before_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        enough = None if before_seq is None else before_seq - 1
+
+        def read(store: MessageStore | ReplicaReads) -> Awaitable[tuple[list[Message], bool]]:
+            return store.history(room, before_seq, limit)
+
+        return await self._route(room, enough, read)
+
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+        def read(store: MessageStore | ReplicaReads) -> Awaitable[list[Message]]:
+            return store.messages_after(room, after_seq, limit)
+
+        return await self._route(room, after_seq + limit, read)
+
+    # Routing -------------------------------------------------------------------------------
+    async def _route(
+        self,
+        room: str,
+        enough: int | None,
+        read: Callable[[MessageStore | ReplicaReads], Awaitable[T]],
+    ) -> T:
+        """`read` on a replica whose room last_seq reaches `enough` (None: the primary's
+        last_seq, read after the replica's), else on the primary."""
+        replica = self._pick()
+        if replica is None:
+            return await self._primary(read, "no_replica")
+        try:
+            with trio.fail_after(self.policy.timeout):
+                have = await replica.reads.last_seq(room)
+        except NotFound:  # not replicated yet, or no such room: the primary says which
+            return await self._primary(read, "behind")
+        except (StorageError, trio.TooSlowError) as exc:
+            replica.read_failed(describe(exc))
+            return await self._primary(read, "failed")
+        if enough is None or have < enough:
+            enough = await self.primary.last_seq(room)  # NotFound: no such room, raised as is
+            if have < enough:
+                return await self._primary(read, "behind")
+        try:
+            with trio.fail_after(self.policy.timeout):
+                result = await read(replica.reads)
+        except NotFound:
+            return await self._primary(read, "behind")
+        except (StorageError, trio.TooSlowError) as exc:
+            replica.read_failed(describe(exc))
+            return await self._primary(read, "failed")
+        replica.reads_served += 1
+        self.counts.replica_reads += 1
+        return result
+
+    async def _primary(self, read: Callable[[MessageStore], Awaitable[T]], reason: str) -> T:
+        self.counts.primary_reads[reason] += 1
+        return await read(self.primary)
+
+    def _pick(self) -> ReplicaHealth | None:
+        """The next usable replica in turn, or None."""
+        n = len(self.replicas)
+        start = next(self._turn)
+        for i in range(n):
+            replica = self.replicas[(start + i) % n]
+            if replica.usable:
+                return replica
+        return None
