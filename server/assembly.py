@@ -42,6 +42,7 @@ from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
 from storage import Lifecycle, MembershipCache, Store
+from storage.routing import ReplicaRouter
 
 _OnWebsocket = Callable[
     [socket.socket, str, bytes, h11.Request, Callable[[], None]], Awaitable[None]
@@ -75,8 +76,16 @@ class Parts:
         )
 
 
-def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metrics) -> Parts:
-    """Construct and wire every part; `store` is `database` as the parts use it (timed)."""
+def build_parts(
+    config: Config,
+    database: Lifecycle,
+    store: Store,
+    metrics: Metrics,
+    *,
+    replicas: ReplicaRouter | None = None,
+) -> Parts:
+    """Construct and wire every part; `store` is `database` as the parts use it (timed), and
+    `replicas` the router its history and resume reads already go through (shown, measured)."""
     drain = Drain(config.timeouts.drain_timeout)
     flusher = Flusher()
     tokens = TokenIndex()
@@ -101,6 +110,8 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
         writer_capacity=config.limits.writer_queue,
         caches={"membership": membership},
     )
+    if replicas is not None:
+        metrics.watch_replicas(replicas)
     readiness = _readiness(config, database, writer, drain)
     memberships = _membership_sync(store, hub, seams)
     bus.attach_memberships(memberships)
@@ -116,7 +127,7 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
         limiter=seams.limiter,
         metrics=metrics,
     )
-    http = _http_bridge(config, store, writer, memberships, readiness, seams, metrics)
+    http = _http_bridge(config, store, writer, memberships, readiness, seams, metrics, replicas)
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
     reaper = Reaper(registry, config)
@@ -270,6 +281,7 @@ def _http_bridge(
     readiness: Readiness,
     seams: _Seams,
     metrics: Metrics,
+    replicas: ReplicaRouter | None,
 ) -> HttpBridge:
     services = HttpServices(
         store=store,
@@ -284,6 +296,7 @@ def _http_bridge(
         auth_failed=metrics.count_auth_failure,
         token_revoked=seams.revoke,
         bus_status=lambda: seams.bus.status,
+        replicas=replicas.status if replicas is not None else None,
         body_timeout=config.timeouts.http_read_timeout,
         login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
     )

@@ -88,11 +88,21 @@ class StorageConfig(Section):
     db_path: str = "hibiki.db"
     sqlite_synchronous: str = "FULL"
     sqlite_readers: int = 2
+    # PostgreSQL read replicas for history and resume (docs/operations.md, "Read replicas").
+    replicas: tuple[str, ...] = ()
+    replica_max_lag: float = 5 * SECONDS  # a replica further behind is skipped until it is not
+    replica_probe_interval: float = 1 * SECONDS  # lag probes; a down replica's back off to 30 s
+    replica_timeout: float = 2 * SECONDS  # per replica read or probe; then the primary answers
 
     def problems(self) -> Problems:
         out = _at_least_one(self, "sqlite_readers")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             out.insert(0, ("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
+        out += _positive(self, "replica_max_lag", "replica_probe_interval", "replica_timeout")
+        for url in self.replicas:
+            if not url.startswith(("postgresql://", "postgres://")):
+                out.append(("replicas", "each must be a postgresql:// URL"))
+                break
         return out
 
 

@@ -76,6 +76,8 @@ class HttpServices:
     readiness: Callable[[], str | None]
     # The bus for /healthz and /readyz: "local", "redis: ok" or "redis: degraded".
     bus_status: Callable[[], str] = lambda: "local"
+    # Read replicas for /readyz, each {name, state, lag_seconds, ...}: shown, never failing it.
+    replicas: Callable[[], list[dict[str, object]]] | None = None
     # The Prometheus exposition for /metrics: (body, content type); None serves no /metrics.
     metrics: Callable[[], tuple[bytes, str]] | None = None
     # Told of each refused credential: "password" (login) or "token" (bearer token).
@@ -153,9 +155,12 @@ class _Api:
     async def readyz(self) -> Response:
         reason = self._services.readiness()
         bus = self._services.bus_status()  # a degraded bus is still ready (docs/http.md)
+        extra: dict[str, object] = {"bus": bus}
+        if self._services.replicas is not None:  # a replica down is degraded, not unready
+            extra["replicas"] = self._services.replicas()
         if reason is None:
-            return json_response({"status": "ready", "bus": bus})
-        return json_response({"status": "unavailable", "reason": reason, "bus": bus}, 503)
+            return json_response({"status": "ready", **extra})
+        return json_response({"status": "unavailable", "reason": reason, **extra}, 503)
 
     # Accounts ------------------------------------------------------------------------------
     async def register(self) -> Response:

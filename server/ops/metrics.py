@@ -14,7 +14,7 @@ Each `Metrics` owns its `CollectorRegistry` (no global registry), so two servers
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -26,6 +26,9 @@ from server.ops._histogram import LATENCY_BUCKETS as LATENCY_BUCKETS
 from server.ops._histogram import Histogram as Histogram
 from server.ops._store_timing import query_types as query_types
 from server.ops._store_timing import timed_store as timed_store
+
+if TYPE_CHECKING:
+    from storage.routing import ReplicaRouter
 
 # Why the listener refused a connection (server.transport.address_limits), the counter's labels.
 RefusalReason = Literal["per_address", "pending_per_address"]
@@ -160,6 +163,7 @@ class Metrics:
         self._writer_capacity = 0
         self._caches: dict[str, _CacheStats] = {}
         self._bus: _Bus | None = None
+        self._replicas: ReplicaRouter | None = None
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -184,6 +188,10 @@ class Metrics:
     def watch_bus(self, bus: _Bus) -> None:
         """The bus between processes (server.redis), whose counters are read at scrape time."""
         self._bus = bus
+
+    def watch_replicas(self, router: ReplicaRouter) -> None:
+        """The read-replica router (storage.routing), whose state is read at scrape time."""
+        self._replicas = router
 
     def count_auth_failure(self, kind: str) -> None:
         """`kind` is "password" (login) or "token" (bearer token or hello)."""

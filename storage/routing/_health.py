@@ -32,6 +32,11 @@ class ReplicaLag:
 class ReplicaReads(Protocol):
     """What the router reads from a replica: the `MessageStore` reads and a lag probe."""
 
+    async def open(self) -> None:
+        """Start connecting, without waiting: a replica down at start must not stop the server."""
+
+    async def aclose(self) -> None: ...
+
     async def history(
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]: ...

@@ -68,6 +68,16 @@ class ReplicaRouter:
         self.counts = RouterCounts()
         self._turn = itertools.count()
 
+    async def open(self) -> None:
+        """Open every replica's connections (in the background: none is waited for)."""
+        for replica in self.replicas:
+            await replica.reads.open()
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            for replica in self.replicas:
+                await replica.reads.aclose()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Probe every replica in the background (forever; cancel to stop). Ready at once:
         until a replica's first probe succeeds, reads go to the primary."""

@@ -82,6 +82,12 @@ class FakeReplica:
     calls: int = 0
     page_reads: int = 0
 
+    async def open(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
     def freeze(self) -> None:
         """Stop replaying: from now on the replica lags the primary."""
         self.replayed = {room: len(msgs) for room, msgs in self.primary.rooms.items()}
