@@ -30,20 +30,23 @@ class ReplicaLag:
 
 
 class ReplicaReads(Protocol):
-    """What the router reads from a replica: the `MessageStore` reads and a lag probe."""
+    """What the router reads from a replica: pages with the room's last_seq, and a lag probe."""
 
     async def open(self) -> None:
         """Start connecting, without waiting: a replica down at start must not stop the server."""
 
     async def aclose(self) -> None: ...
 
-    async def history(
+    async def history_and_last_seq(
         self, room: str, before_seq: int | None, limit: int
-    ) -> tuple[list[Message], bool]: ...
+    ) -> tuple[int, tuple[list[Message], bool]]:
+        """The room's last_seq there, then `MessageStore.history` (a snapshot no older), in
+        one round trip; `NotFound` if the room is not there."""
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]: ...
-
-    async def last_seq(self, room: str) -> int: ...
+    async def messages_after_and_last_seq(
+        self, room: str, after_seq: int, limit: int
+    ) -> tuple[int, list[Message]]:
+        """The room's last_seq there, then `MessageStore.messages_after`, likewise."""
 
     async def replica_lag(self) -> ReplicaLag:
         """The lag now; `StorageError` if the replica cannot be reached."""
@@ -74,15 +77,32 @@ class ReplicaHealth:
         self.name = name  # for metrics and status: host:port/db, never credentials
         self.reads = reads
         self.policy = policy
-        self.state = State.UNKNOWN
+        self._state = State.UNKNOWN
+        self._changed = trio.Event()
         self.lag: ReplicaLag | None = None
         self.error = ""
         self.failures = 0  # consecutive failed probes and reads
         self.reads_served = 0
 
     @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        if state is not self._state:
+            self._state = state
+            self._changed.set()
+            self._changed = trio.Event()
+
+    @property
     def usable(self) -> bool:
-        return self.state is State.UP
+        return self._state is State.UP
+
+    async def wait_until(self, state: State) -> None:
+        """Return once the replica is in `state` (operators' tools and tests)."""
+        while self._state is not state:
+            await self._changed.wait()
 
     def read_failed(self, error: str) -> None:
         """A read failed: skip this replica until a probe succeeds."""

@@ -12,11 +12,12 @@ message of the room up to S. What a read needs:
   a shorter (tail) page needs the primary's `last_seq`.
 - `history(room, None)`, the newest page: the primary's `last_seq`.
 
-When the primary must be asked, its `last_seq` is read *after* the replica's, on every such read
-(one indexed point read): a cached watermark would miss what other hosts committed, and the
-primary's value read later covers every write the reader could have seen, its own included
-(read-your-writes). A replica that is behind costs that read one extra point query; the page
-itself is read from the primary.
+The replica answers with its room `last_seq` and the page in one round trip. When the primary
+must be asked, its `last_seq` is read on every such read (one indexed point read; for the newest
+page at the same time as the replica's read): a cached watermark would miss what other hosts
+committed, while a value read after the request began covers every write the reader could have
+seen, its own included (read-your-writes). If the replica is behind, the page is read again,
+from the primary.
 
 One replica (the next usable one, round robin) is tried per read; a failure or timeout marks it
 down and the read is answered by the primary. `run()` probes every replica's lag in the
@@ -100,58 +101,69 @@ class ReplicaRouter:
     async def history(
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]:
+        async def on_replica(reads: ReplicaReads) -> tuple[int, tuple[list[Message], bool]]:
+            return await reads.history_and_last_seq(room, before_seq, limit)
+
+        async def on_primary() -> tuple[list[Message], bool]:
+            return await self.primary.history(room, before_seq, limit)
+
         enough = None if before_seq is None else before_seq - 1
-
-        def read(store: MessageStore | ReplicaReads) -> Awaitable[tuple[list[Message], bool]]:
-            return store.history(room, before_seq, limit)
-
-        return await self._route(room, enough, read)
+        return await self._route(room, enough, on_replica, on_primary)
 
     async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
-        def read(store: MessageStore | ReplicaReads) -> Awaitable[list[Message]]:
-            return store.messages_after(room, after_seq, limit)
+        async def on_replica(reads: ReplicaReads) -> tuple[int, list[Message]]:
+            return await reads.messages_after_and_last_seq(room, after_seq, limit)
 
-        return await self._route(room, after_seq + limit, read)
+        async def on_primary() -> list[Message]:
+            return await self.primary.messages_after(room, after_seq, limit)
+
+        return await self._route(room, after_seq + limit, on_replica, on_primary)
 
     # Routing -------------------------------------------------------------------------------
     async def _route(
         self,
         room: str,
         enough: int | None,
-        read: Callable[[MessageStore | ReplicaReads], Awaitable[T]],
+        on_replica: Callable[[ReplicaReads], Awaitable[tuple[int, T]]],
+        on_primary: Callable[[], Awaitable[T]],
     ) -> T:
-        """`read` on a replica whose room last_seq reaches `enough` (None: the primary's
-        last_seq, read after the replica's), else on the primary."""
+        """The replica's answer if its room last_seq reaches `enough` or the primary's
+        last_seq (asked at the same time when `enough` is None), else the primary's."""
         replica = self._pick()
         if replica is None:
-            return await self._primary(read, "no_replica")
-        try:
-            with trio.fail_after(self.policy.timeout):
-                have = await replica.reads.last_seq(room)
-        except NotFound:  # not replicated yet, or no such room: the primary says which
-            return await self._primary(read, "behind")
-        except (StorageError, trio.TooSlowError) as exc:
-            replica.read_failed(describe(exc))
-            return await self._primary(read, "failed")
-        if enough is None or have < enough:
-            enough = await self.primary.last_seq(room)  # NotFound: no such room, raised as is
-            if have < enough:
-                return await self._primary(read, "behind")
-        try:
-            with trio.fail_after(self.policy.timeout):
-                result = await read(replica.reads)
-        except NotFound:
-            return await self._primary(read, "behind")
-        except (StorageError, trio.TooSlowError) as exc:
-            replica.read_failed(describe(exc))
-            return await self._primary(read, "failed")
+            return await self._primary(on_primary, "no_replica")
+        primary_last = _PrimaryLastSeq(self.primary, room)
+        async with trio.open_nursery() as nursery:
+            if enough is None:  # the newest page: the primary's last_seq is needed anyway
+                nursery.start_soon(primary_last.fetch)
+            answer = await self._ask(replica, on_replica)
+        if isinstance(answer, str):
+            return await self._primary(on_primary, answer)
+        have, result = answer
+        if (enough is None or have < enough) and have < await primary_last.value():
+            return await self._primary(on_primary, "behind")
         replica.reads_served += 1
         self.counts.replica_reads += 1
         return result
 
-    async def _primary(self, read: Callable[[MessageStore], Awaitable[T]], reason: str) -> T:
+    async def _ask(
+        self, replica: ReplicaHealth, on_replica: Callable[[ReplicaReads], Awaitable[tuple[int, T]]]
+    ) -> tuple[int, T] | str:
+        """(the replica's last_seq, its answer), or why the primary must answer: "behind" if
+        the room is not there (not replicated yet, or no such room: the primary says which),
+        "failed" if the read failed or timed out (the replica is then skipped)."""
+        try:
+            with trio.fail_after(self.policy.timeout):
+                return await on_replica(replica.reads)
+        except NotFound:
+            return "behind"
+        except (StorageError, trio.TooSlowError) as exc:
+            replica.read_failed(describe(exc))
+            return "failed"
+
+    async def _primary(self, on_primary: Callable[[], Awaitable[T]], reason: str) -> T:
         self.counts.primary_reads[reason] += 1
-        return await read(self.primary)
+        return await on_primary()
 
     def _pick(self) -> ReplicaHealth | None:
         """The next usable replica in turn, or None."""
@@ -162,3 +174,34 @@ class ReplicaRouter:
             if replica.usable:
                 return replica
         return None
+
+
+class _PrimaryLastSeq:
+    """The primary's last_seq of a room, fetched at most once: in the background beside the
+    replica's read, or when first needed. Its error (`NotFound`: no such room) is raised by
+    `value()`, so a nursery never wraps it."""
+
+    def __init__(self, primary: MessageStore, room: str) -> None:
+        self._primary = primary
+        self._room = room
+        self._started = False
+        self._done = trio.Event()
+        self._value = 0
+        self._error: StorageError | None = None
+
+    async def fetch(self) -> None:
+        self._started = True
+        try:
+            self._value = await self._primary.last_seq(self._room)
+        except StorageError as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+    async def value(self) -> int:
+        if not self._started:
+            await self.fetch()
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value

@@ -109,21 +109,21 @@ class FakeReplica:
             raise NotFound(room)
         return messages if self.replayed is None else messages[: self.replayed[room]]
 
-    async def last_seq(self, room: str) -> int:
-        await self._enter()
-        return len(self._room(room))
-
-    async def history(
+    async def history_and_last_seq(
         self, room: str, before_seq: int | None, limit: int
-    ) -> tuple[list[Message], bool]:
+    ) -> tuple[int, tuple[list[Message], bool]]:
         await self._enter()
+        messages = self._room(room)
         self.page_reads += 1
-        return page_before(self._room(room), before_seq, limit)
+        return len(messages), page_before(messages, before_seq, limit)
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+    async def messages_after_and_last_seq(
+        self, room: str, after_seq: int, limit: int
+    ) -> tuple[int, list[Message]]:
         await self._enter()
+        messages = self._room(room)
         self.page_reads += 1
-        return [m for m in self._room(room) if m.seq > after_seq][:limit]
+        return len(messages), [m for m in messages if m.seq > after_seq][:limit]
 
     async def replica_lag(self) -> ReplicaLag:
         await self._enter()
