@@ -1,12 +1,12 @@
 """The store contract, run against every backend through `open_store` (real databases, no
 mocks). A backend joins by adding its name to `BACKENDS` and a branch to `database_url`; what
-only one backend does is tested beside it (test_sqlite.py)."""
+only one backend does is tested beside it (test_sqlite.py, test_postgres.py)."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,19 +28,28 @@ from storage import (
     open_store,
 )
 
+from ..postgres import TestDatabases
+
 SCRYPT_N = 2**10  # fast for tests; production uses passwords.DEFAULT_N
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 DatabaseUrl = Callable[[str], str]
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseUrl:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseUrl]:
     """`url(name)`: this backend's URL of database `name`, empty when first opened; the same
     name is the same database, so a test can close and reopen it."""
     if request.param == "sqlite":
-        return lambda name: f"sqlite:///{tmp_path / name}.db"
-    raise AssertionError(f"unknown backend {request.param}")
+        yield lambda name: f"sqlite:///{tmp_path / name}.db"
+    elif request.param == "postgresql":
+        databases = TestDatabases()
+        try:
+            yield databases.url
+        finally:
+            databases.drop_all()
+    else:
+        raise AssertionError(f"unknown backend {request.param}")
 
 
 @pytest.fixture
