@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from server.cli import main
+from server.config import Config, ConfigError
 from storage import BackupError, CompositeStore, StorageError, backup, open_store
 from storage.backends import SUPPORTED
 from storage.postgres import PostgresStore
@@ -120,3 +121,27 @@ def test_cli_backup_of_postgresql_says_to_use_pg_dump_and_fails(
     err = capsys.readouterr().err
     assert err.startswith("hibiki: hibiki backup copies SQLite files") and "pg_dump" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_config_show_masks_the_password_of_a_postgresql_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HIBIKI_STATEMENT_TIMEOUT", "2.5")
+    code = main(["config", "show", "--db", "postgresql://hibiki:s3cret@db.example/chat"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert 'db_path = "postgresql://hibiki:********@db.example/chat"  # flag' in out
+    assert "statement_timeout = 2.5  # env HIBIKI_STATEMENT_TIMEOUT" in out
+    assert "pool_size = 10" in out and 'synchronous_commit = "on"' in out
+    assert "s3cret" not in out
+
+
+def test_postgresql_settings_are_checked_in_the_config() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_flat(pool_size=0, statement_timeout=0.0, synchronous_commit="maybe")
+    assert sorted(key for key, _ in caught.value.problems) == [
+        "pool_size",
+        "statement_timeout",
+        "synchronous_commit",
+    ]
+    assert Config.from_flat(synchronous_commit="OFF").storage.synchronous_commit == "OFF"
