@@ -103,6 +103,10 @@ def postgres_errors(url: str) -> Iterator[None]:
             f"a query on PostgreSQL at {target_of(url)} was cancelled (statement_timeout?):"
             f" {_first_line(exc, url)}"
         ) from exc
+    except psycopg.errors.TransactionRollback as exc:  # a deadlock or serialization failure
+        raise StorageError(
+            f"PostgreSQL at {target_of(url)} rolled a transaction back: {_first_line(exc, url)}"
+        ) from exc
     except psycopg.OperationalError as exc:
         raise StorageError(
             f"cannot use PostgreSQL at {target_of(url)}: {_first_line(exc, url)}"
