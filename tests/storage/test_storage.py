@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import trio
-import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
