@@ -27,6 +27,7 @@ MiB = 1024 * KiB
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("auto", "json", "text")
 MAX_WORKERS = 64
+SYNCHRONOUS_COMMIT_MODES = ("on", "off", "local", "remote_write", "remote_apply")
 
 Problems = list[tuple[str, str]]
 
@@ -88,6 +89,10 @@ class StorageConfig(Section):
     db_path: str = "hibiki.db"
     sqlite_synchronous: str = "FULL"
     sqlite_readers: int = 2
+    # PostgreSQL (a postgresql:// db_path): connections, a bound on every query, durability.
+    pool_size: int = 10
+    statement_timeout: float = 10 * SECONDS
+    synchronous_commit: str = "on"
     # PostgreSQL read replicas for history and resume (docs/operations.md, "Read replicas").
     replicas: tuple[str, ...] = ()
     replica_max_lag: float = 5 * SECONDS  # a replica further behind is skipped until it is not
@@ -95,14 +100,18 @@ class StorageConfig(Section):
     replica_timeout: float = 2 * SECONDS  # per replica read or probe; then the primary answers
 
     def problems(self) -> Problems:
-        out = _at_least_one(self, "sqlite_readers")
+        out = _at_least_one(self, "sqlite_readers", "pool_size")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             out.insert(0, ("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
+        if self.synchronous_commit.lower() not in SYNCHRONOUS_COMMIT_MODES:
+            out.append(("synchronous_commit", f"must be {', '.join(SYNCHRONOUS_COMMIT_MODES)}"))
+        out += _positive(self, "statement_timeout")
         out += _positive(self, "replica_max_lag", "replica_probe_interval", "replica_timeout")
-        for url in self.replicas:
-            if not url.startswith(("postgresql://", "postgres://")):
-                out.append(("replicas", "each must be a postgresql:// URL"))
-                break
+        postgres = ("postgresql://", "postgres://")
+        if any(not url.startswith(postgres) for url in self.replicas):
+            out.append(("replicas", "each must be a postgresql:// URL"))
+        elif self.replicas and not self.db_path.startswith(postgres):
+            out.append(("replicas", "need a postgresql:// db_path (the primary)"))
         return out
 
 

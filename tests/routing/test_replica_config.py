@@ -15,15 +15,22 @@ from server.config_file import MASK, load_config
 
 A = "postgresql://hibiki:s3cret@replica-a:5432/hibiki"
 B = "postgresql://replica-b/hibiki"
+PRIMARY = "postgresql://primary/hibiki"
 
 
 def test_replicas_come_from_the_file_env_and_repeated_flags(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "hibiki.toml"
-    path.write_text(f'[storage]\nreplicas = ["{A}"]\nreplica_max_lag = 2.5\n')
+    path.write_text(
+        f'[storage]\ndb_path = "{PRIMARY}"\nreplicas = ["{A}"]\nreplica_max_lag = 2.5\n'
+    )
     assert load_config(str(path)).config.storage.replicas == (A,)
-    env = {"HIBIKI_REPLICAS": f"{A}, {B}", "HIBIKI_REPLICA_TIMEOUT": "0.5"}
+    env = {
+        "HIBIKI_DB_PATH": PRIMARY,
+        "HIBIKI_REPLICAS": f"{A}, {B}",
+        "HIBIKI_REPLICA_TIMEOUT": "0.5",
+    }
     from_env = load_config(None, env).config.storage
     assert (from_env.replicas, from_env.replica_timeout) == ((A, B), 0.5)
     assert (
@@ -40,6 +47,7 @@ def test_replicas_come_from_the_file_env_and_repeated_flags(
     ("flags", "problem"),
     [
         ({"replicas": ("mysql://x/y",)}, "replicas: each must be a postgresql:// URL"),
+        ({"replicas": (B,), "db_path": "hibiki.db"}, "replicas: need a postgresql:// db_path"),
         ({"replica_max_lag": 0.0}, "replica_max_lag: must be positive"),
         ({"replica_timeout": -1.0}, "replica_timeout: must be positive"),
         ({"replica_probe_interval": 0.0}, "replica_probe_interval: must be positive"),
