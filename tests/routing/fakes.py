@@ -25,6 +25,7 @@ class FakePrimary:
     last_seq_calls: int = 0
     page_reads: int = 0
     next_id: int = 1
+    delay: float = 0.0  # seconds each last_seq takes (with the autojump clock)
 
     def add_room(self, room: str) -> None:
         self.rooms[room] = []
@@ -43,6 +44,7 @@ class FakePrimary:
 
     async def last_seq(self, room: str) -> int:
         self.last_seq_calls += 1
+        await trio.sleep(self.delay)
         return len(self._room(room))
 
     async def history(
@@ -81,6 +83,7 @@ class FakeReplica:
     hang: bool = False
     calls: int = 0
     page_reads: int = 0
+    delay: float = 0.0  # seconds each call takes (with the autojump clock)
 
     async def open(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -101,7 +104,7 @@ class FakeReplica:
             await trio.sleep_forever()
         if self.down:
             raise StorageError("connection refused")
-        await trio.lowlevel.checkpoint()
+        await trio.sleep(self.delay)
 
     def _room(self, room: str) -> list[Message]:
         messages = self.primary.rooms.get(room)

@@ -238,3 +238,14 @@ async def test_until_the_first_probe_every_read_goes_to_the_primary() -> None:
     await router.history("lobby", None, 50)
     assert replica.calls == 0 and router.counts.primary_reads["no_replica"] == 1
     assert router.status() == [{"name": "a", "state": "unknown"}]
+
+
+async def test_the_newest_page_asks_the_primary_while_the_replica_reads(
+    setup: tuple[FakePrimary, FakeReplica, ReplicaRouter], autojump_clock: trio.abc.Clock
+) -> None:
+    primary, replica, router = setup
+    primary.delay = replica.delay = 0.5
+    start = trio.current_time()
+    page, _ = await router.history("lobby", None, 50)
+    assert trio.current_time() - start == pytest.approx(0.5)  # at once, not one after the other
+    assert page[-1].seq == 120 and primary.last_seq_calls == 1 and primary.page_reads == 0
