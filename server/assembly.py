@@ -162,7 +162,7 @@ class _Seams:
     invalidation: MembershipInvalidation
     limiter: RateLimiter
     store: Store  # what sessions and HTTP read accounts through (Redis: token lookups cached)
-    revoke: Callable[[str], None]
+    revoke: Callable[[str], Awaitable[None]]
     cluster: Cluster | None
 
 
@@ -182,7 +182,7 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
             invalidation,
             limiter,
             store,
-            tokens.revoke,
+            _revoking(tokens),
             None,
         )
     link = RedisLink(
@@ -209,6 +209,7 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
         tokens=tokens,
         config=config,
         count_error=metrics.count_redis_error,
+        count_unconfirmed=metrics.count_logout_unconfirmed,
     )
     return _Seams(
         redis_bus,
@@ -220,6 +221,15 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
         shared.revoke,
         Cluster(link, redis_bus, shared),
     )
+
+
+def _revoking(tokens: TokenIndex) -> Callable[[str], Awaitable[None]]:
+    """One process: closing this process's sockets of the token is the whole revocation."""
+
+    async def revoke(token_hash: str) -> None:
+        tokens.revoke(token_hash)
+
+    return revoke
 
 
 def _readiness(

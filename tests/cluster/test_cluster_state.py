@@ -152,12 +152,6 @@ async def test_logout_on_one_node_closes_the_tokens_socket_on_another(
             assert await _stored_texts(cluster, bob, "lobby") == []
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race: on a loaded machine the notification sometimes arrives first
-    reason="the logout answers before other nodes have applied the revocation (fire-and-forget "
-    "pub/sub), so a send on another node right after the 204 is usually still stored; "
-    "docs/protocol.md promises it is not",
-)
 async def test_a_send_on_another_node_right_after_logout_is_not_stored(
     tmp_path: Path, redis_url: str, namespace: str
 ) -> None:
