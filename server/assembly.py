@@ -145,11 +145,24 @@ class Cluster:
     shared: SharedState
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.link.run)
-            await nursery.start(self.bus.run)
-            await nursery.start(self.shared.run)
-            task_status.started()
+        # The link outlives the parts over it: their last commands as they stop (the control
+        # channel leaving the live set) still find it open; it closes when they are done.
+        link_scope = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as outer:
+            await outer.start(self._run_link, link_scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.bus.run)
+                    await nursery.start(self.shared.run)
+                    task_status.started()
+            finally:
+                link_scope.cancel()
+
+    async def _run_link(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with scope:
+            await self.link.run(task_status=task_status)
 
 
 @dataclass(frozen=True)

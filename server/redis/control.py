@@ -139,7 +139,7 @@ class RedisControlChannel:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._subscribe)
                 nursery.start_soon(self._publish)
-                nursery.start_soon(self._keep_alive)
+                await nursery.start(self._keep_alive)
                 task_status.started()
         finally:
             await self._leave()
@@ -153,15 +153,21 @@ class RedisControlChannel:
             else:
                 self._faults.succeeded()
 
-    async def _keep_alive(self) -> None:
+    async def _keep_alive(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Started after the first refresh (or its failure): a node that serves is live."""
+        await self._refresh()
+        task_status.started()
         while True:
-            try:
-                await self._beat(
-                    [self._nodes_key], [self._node, self._ttl_ms], client=self._link.client
-                )
-            except REDIS_DOWN as exc:
-                self._faults.failed(exc)
             await trio.sleep(self._heartbeat)
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        try:
+            await self._beat(
+                [self._nodes_key], [self._node, self._ttl_ms], client=self._link.client
+            )
+        except REDIS_DOWN as exc:
+            self._faults.failed(exc)
 
     async def _leave(self) -> None:
         """Stopping: other nodes need not wait for this one (best effort, briefly)."""
