@@ -62,6 +62,9 @@ class GrantCache:
         self._store = store
         self._faults = faults
         self._l1: TTLCache[str, TokenGrant] = TTLCache(maxsize=maxsize, ttl=l1_ttl)
+        # Revoked here lately: a lookup that read L2 or the store before the revocation landed
+        # must neither answer with the grant nor put it back in L1 once it resumes.
+        self._revoked: TTLCache[str, bool] = TTLCache(maxsize=maxsize, ttl=l1_ttl)
         self._l2_ttl_ms = round(l2_ttl * 1000)
         self.hits = 0
         self.misses = 0
@@ -80,7 +83,7 @@ class GrantCache:
         cached: TokenGrant | str | None = self._l1.get(hashed)
         if cached is None:
             cached = await self._from_l2(hashed)
-            if cached == _REVOKED:
+            if cached == _REVOKED or hashed in self._revoked:
                 self.hits += 1
                 return None
         if isinstance(cached, TokenGrant):
@@ -91,9 +94,10 @@ class GrantCache:
             self.forget(hashed)
         self.misses += 1
         grant = await self._store.grant_for_token(token)
-        if grant is not None:
-            self._l1[hashed] = grant
-            await self._to_l2(hashed, grant, now_ms)
+        if grant is None or hashed in self._revoked:
+            return None
+        self._l1[hashed] = grant
+        await self._to_l2(hashed, grant, now_ms)
         return grant
 
     async def user_for_token(self, token: str) -> User | None:
@@ -105,7 +109,7 @@ class GrantCache:
         must not find the grant there (`RedisTokenRevocation` retries it if Redis is away)."""
         await self._store.revoke_token(token)
         hashed = token_hash(token)
-        self.forget(hashed)
+        self.revoked(hashed)
         try:
             await self._link.client.set(self.key(hashed), _REVOKED, px=self._l2_ttl_ms)
         except REDIS_DOWN as exc:
@@ -113,6 +117,12 @@ class GrantCache:
 
     def forget(self, hashed: str) -> None:
         """Drop the L1 entry (L2's goes through `RedisTokenRevocation`)."""
+        self._l1.pop(hashed, None)
+
+    def revoked(self, hashed: str) -> None:
+        """The token was revoked: drop it from L1, and keep lookups already under way from
+        putting it back (for the L1 TTL; L2's tombstone and the store answer after that)."""
+        self._revoked[hashed] = True
         self._l1.pop(hashed, None)
 
     async def _from_l2(self, hashed: str) -> TokenGrant | str | None:
@@ -199,7 +209,7 @@ class RedisTokenRevocation:
         return False
 
     def _heard(self, token_hash: str) -> None:
-        self._grants.forget(token_hash)
+        self._grants.revoked(token_hash)
         self._tokens.revoke(token_hash)
 
 

@@ -24,7 +24,7 @@ from server.redis.l2_writes import L2Writes
 from server.redis.membership_cache import RedisMemberLookup, RedisMembershipInvalidation
 from server.redis.token_cache import GrantCache, RedisTokenRevocation, with_grant_cache
 from server.transport.flusher import Flusher
-from storage import MembershipCache, Store, open_store
+from storage import MembershipCache, Store, TokenGrant, open_store
 from storage.passwords import token_hash
 
 from ..connections import chat_connection
@@ -233,3 +233,46 @@ async def test_a_live_node_that_does_not_answer_delays_the_revocation_by_the_bou
             await a.link.client.zrem(nodes, ["crashed"])  # its entry ran out
             assert await a.revocation.confirmed(token_hash(token))
             assert a.metrics.logouts_unconfirmed == 1
+
+
+class _PausedReads:
+    """The real store, whose token lookups pause (after reading) until `resume` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.reading = trio.Event()
+        self.resume = trio.Event()
+
+    async def grant_for_token(self, token: str) -> TokenGrant | None:
+        grant = await self._store.grant_for_token(token)
+        self.reading.set()
+        await self.resume.wait()
+        return grant
+
+
+async def test_a_lookup_under_way_when_the_revocation_lands_neither_answers_nor_refills_l1(
+    redis_links: Any, db: Store
+) -> None:
+    user = await db.create_user("alice", "pw")
+    token = await db.create_token(user.id, 3600)
+    metrics = Metrics()
+    with trio.fail_after(10):
+        async with redis_links() as link:
+            reads = _PausedReads(db)
+            faults = RedisFaults("token_cache", metrics.count_redis_error)
+            grants = GrantCache(link, reads, faults)  # type: ignore[arg-type]
+            answers: list[TokenGrant | None] = []
+
+            async def look_up() -> None:
+                answers.append(await grants.grant_for_token(token))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(look_up)
+                await reads.reading.wait()  # it read the grant before the logout...
+                await db.revoke_token(token)
+                grants.revoked(token_hash(token))  # ...which lands here meanwhile
+                reads.resume.set()
+            assert answers == [None]
+            assert grants.misses == 1
+            assert await grants.grant_for_token(token) is None  # not put back in L1 (nor L2)
+            assert grants.misses == 1  # known revoked here: not even asked of the store
