@@ -156,11 +156,24 @@ class Cluster:
     shared: SharedState
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.link.run)
-            await nursery.start(self.bus.run)
-            await nursery.start(self.shared.run)
-            task_status.started()
+        # The link outlives the parts over it: their last commands as they stop (the control
+        # channel leaving the live set) still find it open; it closes when they are done.
+        link_scope = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as outer:
+            await outer.start(self._run_link, link_scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.bus.run)
+                    await nursery.start(self.shared.run)
+                    task_status.started()
+            finally:
+                link_scope.cancel()
+
+    async def _run_link(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with scope:
+            await self.link.run(task_status=task_status)
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,7 @@ class _Seams:
     invalidation: MembershipInvalidation
     limiter: RateLimiter
     store: Store  # what sessions and HTTP read accounts through (Redis: token lookups cached)
-    revoke: Callable[[str], None]
+    revoke: Callable[[str], Awaitable[None]]
     cluster: Cluster | None
 
 
@@ -193,7 +206,7 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
             invalidation,
             limiter,
             store,
-            tokens.revoke,
+            _revoking(tokens),
             None,
         )
     link = RedisLink(
@@ -220,6 +233,7 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
         tokens=tokens,
         config=config,
         count_error=metrics.count_redis_error,
+        count_unconfirmed=metrics.count_logout_unconfirmed,
     )
     return _Seams(
         redis_bus,
@@ -231,6 +245,15 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
         shared.revoke,
         Cluster(link, redis_bus, shared),
     )
+
+
+def _revoking(tokens: TokenIndex) -> Callable[[str], Awaitable[None]]:
+    """One process: closing this process's sockets of the token is the whole revocation."""
+
+    async def revoke(token_hash: str) -> None:
+        tokens.revoke(token_hash)
+
+    return revoke
 
 
 def _readiness(

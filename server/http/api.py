@@ -58,6 +58,10 @@ MAX_TOKEN_LENGTH = 256  # longer than any token we issue; refused before a store
 _ROOM = re.compile(ROOM_PATTERN)
 
 
+async def _revoked_nowhere(token_hash: str) -> None:
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class HttpServices:
     """What the HTTP app needs from the server; the app reads nothing else."""
@@ -82,9 +86,9 @@ class HttpServices:
     metrics: Callable[[], tuple[bytes, str]] | None = None
     # Told of each refused credential: "password" (login) or "token" (bearer token).
     auth_failed: Callable[[str], None] = lambda kind: None
-    # Sync, called with a token's hash once the store revoked it (logout): the server closes the
-    # open WebSockets that said hello with it.
-    token_revoked: Callable[[str], None] = lambda token_hash: None
+    # Called with a token's hash once the store revoked it (logout): the server closes the open
+    # WebSockets that said hello with it, on every node, and returns once it has (bounded).
+    token_revoked: Callable[[str], Awaitable[None]] = field(default=_revoked_nowhere)
     # Seconds to receive a request's whole body once the handler reads it; else 408.
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
@@ -192,7 +196,7 @@ class _Api:
         _, token = await self._authenticate()
         with trio.CancelScope(shield=True):
             await self._store.revoke_token(token)
-            self._services.token_revoked(token_hash(token))
+            await self._services.token_revoked(token_hash(token))
         return empty_response(204)
 
     async def me(self) -> Response:

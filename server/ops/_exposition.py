@@ -168,6 +168,11 @@ def _auth_metrics(m: Metrics) -> Iterator[Metric]:
     for part, n in m.redis_errors.items():
         redis.add_metric([part], n)
     yield redis
+    yield _counter(
+        "hibiki_logout_unconfirmed",
+        "Logouts answered before every live node confirmed it had closed the token's sockets.",
+        m.logouts_unconfirmed,
+    )
 
 
 def _bus_metrics(bus: _Bus | None) -> Iterator[Metric]:

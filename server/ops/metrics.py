@@ -144,6 +144,7 @@ class Metrics:
         self.auth_failures_token = 0  # missing, unknown or expired token (HTTP or hello)
         self.login_throttled = dict.fromkeys(LOGIN_THROTTLE_LIMITS, 0)  # 429s by limit
         self.redis_errors = dict.fromkeys(REDIS_PARTS, 0)  # Redis unreachable, by part
+        self.logouts_unconfirmed = 0  # a live node did not confirm a logout within the bound
         self.connections_opened = 0
         self.connections_closed = dict.fromkeys(CLOSE_REASONS, 0)
         self.writer_commit_failures = 0
@@ -207,6 +208,10 @@ class Metrics:
     def count_redis_error(self, part: str) -> None:
         """A shared-state part (one of REDIS_PARTS) could not reach Redis and fell back."""
         self.redis_errors[part] += 1
+
+    def count_logout_unconfirmed(self) -> None:
+        """A logout answered before every live node confirmed it had applied the revocation."""
+        self.logouts_unconfirmed += 1
 
     def exposition(self) -> tuple[bytes, str]:
         """The body and content type of a `GET /metrics` response."""
