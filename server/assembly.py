@@ -44,6 +44,7 @@ from server.transport.origin import origin_allowed
 from storage import Lifecycle, MembershipCache, Store
 from storage.routing import ReplicaRouter
 
+Replicas = ReplicaRouter | None  # with `[storage] replicas`: the read router
 _OnWebsocket = Callable[
     [socket.socket, str, bytes, h11.Request, Callable[[], None]], Awaitable[None]
 ]
@@ -77,12 +78,7 @@ class Parts:
 
 
 def build_parts(
-    config: Config,
-    database: Lifecycle,
-    store: Store,
-    metrics: Metrics,
-    *,
-    replicas: ReplicaRouter | None = None,
+    config: Config, database: Lifecycle, store: Store, metrics: Metrics, replicas: Replicas
 ) -> Parts:
     """Construct and wire every part; `store` is `database` as the parts use it (timed), and
     `replicas` the router its history and resume reads already go through (shown, measured)."""
@@ -102,16 +98,7 @@ def build_parts(
         max_batch=config.limits.writer_max_batch,
         metrics=metrics,
     )
-    metrics.watch(
-        connections=registry,
-        hub=hub,
-        flusher=flusher,
-        writer=writer,
-        writer_capacity=config.limits.writer_queue,
-        caches={"membership": membership},
-    )
-    if replicas is not None:
-        metrics.watch_replicas(replicas)
+    _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
     memberships = _membership_sync(store, hub, seams)
     bus.attach_memberships(memberships)
@@ -144,6 +131,29 @@ def build_parts(
         drain,
         seams.cluster,
     )
+
+
+def _watch(
+    metrics: Metrics,
+    config: Config,
+    registry: ConnectionRegistry,
+    hub: RoomHub,
+    flusher: Flusher,
+    writer: MessageWriter,
+    membership: MembershipCache,
+    replicas: Replicas,
+) -> None:
+    """Name what /metrics reads at scrape time."""
+    metrics.watch(
+        connections=registry,
+        hub=hub,
+        flusher=flusher,
+        writer=writer,
+        writer_capacity=config.limits.writer_queue,
+        caches={"membership": membership},
+    )
+    if replicas is not None:
+        metrics.watch_replicas(replicas)
 
 
 @dataclass(frozen=True)
@@ -304,7 +314,7 @@ def _http_bridge(
     readiness: Readiness,
     seams: _Seams,
     metrics: Metrics,
-    replicas: ReplicaRouter | None,
+    replicas: Replicas,
 ) -> HttpBridge:
     services = HttpServices(
         store=store,
