@@ -1,0 +1,270 @@
+"""Verification: the same summary computed from each side's rows, then compared.
+
+Both sides run the same queries (`_source`'s, in the same order) through the same Python code,
+so a difference in a summary is a difference in the data, never in how it was summed. Per room:
+its row, message count, first and last seq, whether the seqs run 1, 2, 3, ... with no gap, an
+ordered sha256 over each message's (seq, id, user_id, user_name, text, client_id, ts) as a JSON
+array, streamed in seq order, and the same over its memberships. Accounts (users) and tokens are
+summed as whole tables. The source side reads the pass's own snapshot; the target side reads
+one REPEATABLE READ snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator, Set
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import msgspec
+
+from storage.migrate._progress import Progress, ProgressFactory
+from storage.migrate._source import (
+    MEMBERSHIPS,
+    MESSAGES_BY_ROOM,
+    ROOMS,
+    TOKENS,
+    USERS,
+    Row,
+    SourceSnapshot,
+)
+from storage.migrate._target import PgConnection
+
+# (query with ? placeholders, its arguments) -> its rows
+Reader = Callable[[str, tuple[Any, ...]], Iterable[Row]]
+
+_encode = msgspec.json.Encoder().encode
+_PROGRESS_EVERY = 10_000
+_ROOM_MESSAGES = (
+    "SELECT seq, id, user_id, user_name, text, client_id, ts FROM messages"
+    " WHERE room_id = ? ORDER BY seq"
+)
+_MAX_LOCATED = 5  # rooms whose first differing seq is looked for
+
+
+@dataclass(frozen=True, slots=True)
+class TableSummary:
+    rows: int
+    digest: str
+
+
+@dataclass(slots=True)
+class RoomSummary:
+    id: int
+    name: str
+    created_by: int
+    created_at: int
+    last_seq: int
+    messages: int = 0
+    first_seq: int | None = None
+    max_seq: int | None = None
+    contiguous: bool = True
+    digest: str = hashlib.sha256().hexdigest()
+    members: int = 0
+    members_digest: str = hashlib.sha256().hexdigest()
+
+
+@dataclass
+class Summary:
+    users: TableSummary
+    tokens: TableSummary
+    rooms: dict[int, RoomSummary]
+
+    @property
+    def messages(self) -> int:
+        return sum(room.messages for room in self.rooms.values())
+
+    @property
+    def memberships(self) -> int:
+        return sum(room.members for room in self.rooms.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One thing that differs: `what` names it (a room by name and id), `details` say how."""
+
+    what: str
+    details: tuple[str, ...]
+    room_id: int | None = None
+
+
+@dataclass
+class Verification:
+    source: Summary
+    target: Summary
+    mismatches: list[Mismatch] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def verify(source: SourceSnapshot, conn: PgConnection, progress: ProgressFactory) -> Verification:
+    """Summarise both sides and compare them; the target is read in one snapshot."""
+    started = time.perf_counter()
+    source_summary = summarise(source.rows, progress, "verify source")
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        target_rows = pg_reader(conn)
+        target_summary = summarise(target_rows, progress, "verify target")
+        mismatches = compare(source_summary, target_summary)
+        _locate(mismatches, source.rows, target_rows)
+    return Verification(source_summary, target_summary, mismatches, time.perf_counter() - started)
+
+
+def pg_reader(conn: PgConnection) -> Reader:
+    """A `Reader` on `conn` streaming through server-side cursors (inside a transaction)."""
+    names = itertools.count()
+
+    def read(query: str, args: tuple[Any, ...] = ()) -> Iterator[Row]:
+        with conn.cursor(name=f"hibiki_verify_{next(names)}") as cursor:
+            cursor.itersize = 20_000
+            cursor.execute(query.replace("?", "%s"), args)
+            yield from cursor
+
+    return read
+
+
+def summarise(read: Reader, progress: ProgressFactory, what: str) -> Summary:
+    users = _table(read(USERS, ()))
+    tokens = _table(read(TOKENS, ()))
+    rooms = {row[0]: RoomSummary(*row) for row in read(ROOMS, ())}
+    _sum_memberships(read(MEMBERSHIPS, ()), rooms)
+    total = sum(room.last_seq for room in rooms.values())
+    bar = progress(what, total)
+    try:
+        _sum_messages(read(MESSAGES_BY_ROOM, ()), rooms, bar)
+    finally:
+        bar.close()
+    return Summary(users, tokens, rooms)
+
+
+def _table(rows: Iterable[Row]) -> TableSummary:
+    digest = hashlib.sha256()
+    count = 0
+    for row in rows:
+        digest.update(_encode(row))
+        count += 1
+    return TableSummary(count, digest.hexdigest())
+
+
+def _sum_memberships(rows: Iterable[Row], rooms: dict[int, RoomSummary]) -> None:
+    for room_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+        digest = hashlib.sha256()
+        count = 0
+        for _, user_id, joined_at in group:
+            digest.update(_encode((user_id, joined_at)))
+            count += 1
+        room = rooms.setdefault(room_id, RoomSummary(room_id, "?", 0, 0, 0))
+        room.members, room.members_digest = count, digest.hexdigest()
+
+
+def _sum_messages(rows: Iterable[Row], rooms: dict[int, RoomSummary], bar: Progress) -> None:
+    """Stream messages in (room, seq) order into each room's count, seqs and digest."""
+    encode = _encode
+    seen = 0
+    for room_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+        digest = hashlib.sha256()
+        update = digest.update
+        count = 0
+        first = expected = None
+        contiguous = True
+        seq = 0
+        for _, seq, id_, user_id, user_name, text, client_id, ts in group:
+            if expected is None:
+                first = seq
+                contiguous = seq == 1
+            elif seq != expected:
+                contiguous = False
+            expected = seq + 1
+            update(encode((seq, id_, user_id, user_name, text, client_id, ts)))
+            count += 1
+        room = rooms.setdefault(room_id, RoomSummary(room_id, "?", 0, 0, 0))
+        room.messages, room.first_seq, room.max_seq = count, first, seq
+        room.contiguous, room.digest = contiguous, digest.hexdigest()
+        seen += count
+        if seen >= _PROGRESS_EVERY:
+            bar.update(seen)
+            seen = 0
+    bar.update(seen)
+
+
+def compare(source: Summary, target: Summary) -> list[Mismatch]:
+    """Every difference between the two summaries, and any room that is wrong on one side."""
+    mismatches: list[Mismatch] = []
+    for name in ("users", "tokens"):
+        theirs, ours = getattr(source, name), getattr(target, name)
+        if theirs != ours:
+            mismatches.append(Mismatch(name, _differences(theirs, ours)))
+    for room_id in sorted(source.rooms.keys() | target.rooms.keys()):
+        details = _room_differences(source.rooms.get(room_id), target.rooms.get(room_id))
+        if details:
+            room = source.rooms.get(room_id) or target.rooms[room_id]
+            mismatches.append(Mismatch(f"room {room.name!r} (id {room_id})", details, room_id))
+    return mismatches
+
+
+def _room_differences(source: RoomSummary | None, target: RoomSummary | None) -> tuple[str, ...]:
+    if source is None:
+        return ("on the target only",)
+    if target is None:
+        return ("missing on the target",)
+    details = list(_differences(source, target, skip={"contiguous"}))
+    for side, room in (("source", source), ("target", target)):
+        if not room.contiguous:
+            details.append(f"seqs not contiguous from 1 on the {side}")
+        if room.last_seq != (room.max_seq or 0):
+            details.append(f"last_seq {room.last_seq} but last message seq {room.max_seq}")
+    return tuple(details)
+
+
+def _differences(source: Any, target: Any, skip: Set[str] = frozenset()) -> tuple[str, ...]:
+    details = []
+    for f in fields(source):
+        ours, theirs = getattr(source, f.name), getattr(target, f.name)
+        if f.name not in skip and ours != theirs:
+            details.append(f"{f.name}: source {_short(ours)}, target {_short(theirs)}")
+    return tuple(details)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text[1:13] if isinstance(value, str) and len(value) == 64 else text
+
+
+def _locate(mismatches: list[Mismatch], source_rows: Reader, target_rows: Reader) -> None:
+    """Name the first differing seq of the first few rooms whose messages differ."""
+    located = 0
+    for index, mismatch in enumerate(mismatches):
+        if mismatch.room_id is None or located >= _MAX_LOCATED:
+            continue
+        if not any(detail.startswith("digest") for detail in mismatch.details):
+            continue
+        located += 1
+        args = (mismatch.room_id,)
+        seq = _first_difference(
+            source_rows(_ROOM_MESSAGES, args), target_rows(_ROOM_MESSAGES, args)
+        )
+        if seq is not None:
+            details = (*mismatch.details, f"first differing seq {seq}")
+            mismatches[index] = dataclasses.replace(mismatch, details=details)
+
+
+def _first_difference(ours: Iterable[Row], theirs: Iterable[Row]) -> int | None:
+    """The seq of the first row that differs between two seq-ordered streams (None: equal)."""
+    streams = (iter(ours), iter(theirs))
+    try:
+        for mine, other in itertools.zip_longest(*streams):
+            if mine != other:
+                seq: int = (mine if mine is not None else other)[0]
+                return seq
+        return None
+    finally:
+        for stream in streams:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # a server-side cursor left half-read is closed now, not at gc
