@@ -13,7 +13,7 @@ import hashlib
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from storage.migrate._errors import MigrationRefused
@@ -21,6 +21,7 @@ from storage.protocols import StorageError
 from storage.sqlite._schema import MIGRATIONS as SQLITE_MIGRATIONS
 
 Row = tuple[Any, ...]
+CHUNK_ROWS = 10_000  # rows fetched at once when streaming
 
 USERS = "SELECT id, name, password_hash, created_at FROM users ORDER BY id"
 ROOMS = "SELECT id, name, created_by, created_at, last_seq FROM rooms ORDER BY id"
@@ -57,6 +58,12 @@ class SourceSnapshot:
     def rows(self, query: str, args: tuple[Any, ...] = ()) -> Iterator[Row]:
         """The query's rows, streamed (the cursor is read lazily)."""
         yield from self._conn.execute(query, args)
+
+    def chunks(self, query: str, args: tuple[Any, ...] = ()) -> Generator[list[Row]]:
+        """The query's rows in lists of up to `CHUNK_ROWS`, read as they are consumed."""
+        cursor = self._conn.execute(query, args)
+        while chunk := cursor.fetchmany(CHUNK_ROWS):
+            yield chunk
 
     def scalar(self, query: str, args: tuple[Any, ...] = ()) -> int:
         row = self._conn.execute(query, args).fetchone()

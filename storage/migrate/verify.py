@@ -3,26 +3,35 @@
 Both sides run the same queries (`_source`'s, in the same order) through the same Python code,
 so a difference in a summary is a difference in the data, never in how it was summed. Per room:
 its row, message count, first and last seq, whether the seqs run 1, 2, 3, ... with no gap, an
-ordered sha256 over each message's (seq, id, user_id, user_name, text, client_id, ts) as a JSON
-array, streamed in seq order, and the same over its memberships. Accounts (users) and tokens are
-summed as whole tables. The source side reads the pass's own snapshot; the target side reads
-one REPEATABLE READ snapshot.
+ordered sha256 over its messages streamed in seq order, each the JSON array [room_id, seq, id,
+user_id, user_name, text, client_id, ts], and the same over its memberships. Accounts (users)
+and tokens are summed as whole tables. The source side reads the pass's own snapshot; the target
+side reads one REPEATABLE READ snapshot.
+
+Seqs are unique per room on both sides (a UNIQUE constraint in both schemas), so, read in seq
+order, they run 1..n with no gap exactly when the first is 1 and the last is the count: rows are
+hashed a chunk at a time (`b"".join(map(encode, rows))`, no Python code per row), which makes
+verification about as fast as reading the rows.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Set
+from collections.abc import Callable, Generator, Iterable, Iterator, Set
 from dataclasses import dataclass, field, fields
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import msgspec
 
 from storage.migrate._progress import Progress, ProgressFactory
 from storage.migrate._source import (
+    CHUNK_ROWS,
     MEMBERSHIPS,
     MESSAGES_BY_ROOM,
     ROOMS,
@@ -33,11 +42,10 @@ from storage.migrate._source import (
 )
 from storage.migrate._target import PgConnection
 
-# (query with ? placeholders, its arguments) -> its rows
-Reader = Callable[[str, tuple[Any, ...]], Iterable[Row]]
+# (query with ? placeholders, its arguments) -> its rows, in lists
+Reader = Callable[[str, tuple[Any, ...]], Generator[list[Row]]]
 
 _encode = msgspec.json.Encoder().encode
-_PROGRESS_EVERY = 10_000
 _ROOM_MESSAGES = (
     "SELECT seq, id, user_id, user_name, text, client_id, ts FROM messages"
     " WHERE room_id = ? ORDER BY seq"
@@ -106,13 +114,13 @@ class Verification:
 def verify(source: SourceSnapshot, conn: PgConnection, progress: ProgressFactory) -> Verification:
     """Summarise both sides and compare them; the target is read in one snapshot."""
     started = time.perf_counter()
-    source_summary = summarise(source.rows, progress, "verify source")
+    source_summary = summarise(source.chunks, progress, "verify source")
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         target_rows = pg_reader(conn)
         target_summary = summarise(target_rows, progress, "verify target")
         mismatches = compare(source_summary, target_summary)
-        _locate(mismatches, source.rows, target_rows)
+        _locate(mismatches, source.chunks, target_rows)
     return Verification(source_summary, target_summary, mismatches, time.perf_counter() - started)
 
 
@@ -120,11 +128,11 @@ def pg_reader(conn: PgConnection) -> Reader:
     """A `Reader` on `conn` streaming through server-side cursors (inside a transaction)."""
     names = itertools.count()
 
-    def read(query: str, args: tuple[Any, ...] = ()) -> Iterator[Row]:
+    def read(query: str, args: tuple[Any, ...] = ()) -> Generator[list[Row]]:
         with conn.cursor(name=f"hibiki_verify_{next(names)}") as cursor:
-            cursor.itersize = 20_000
             cursor.execute(query.replace("?", "%s"), args)
-            yield from cursor
+            while chunk := cursor.fetchmany(CHUNK_ROWS):
+                yield chunk
 
     return read
 
@@ -132,10 +140,9 @@ def pg_reader(conn: PgConnection) -> Reader:
 def summarise(read: Reader, progress: ProgressFactory, what: str) -> Summary:
     users = _table(read(USERS, ()))
     tokens = _table(read(TOKENS, ()))
-    rooms = {row[0]: RoomSummary(*row) for row in read(ROOMS, ())}
-    _sum_memberships(read(MEMBERSHIPS, ()), rooms)
-    total = sum(room.last_seq for room in rooms.values())
-    bar = progress(what, total)
+    rooms = {row[0]: RoomSummary(*row) for row in chain.from_iterable(read(ROOMS, ()))}
+    _sum_memberships(chain.from_iterable(read(MEMBERSHIPS, ())), rooms)
+    bar = progress(what, sum(room.last_seq for room in rooms.values()))
     try:
         _sum_messages(read(MESSAGES_BY_ROOM, ()), rooms, bar)
     finally:
@@ -143,54 +150,57 @@ def summarise(read: Reader, progress: ProgressFactory, what: str) -> Summary:
     return Summary(users, tokens, rooms)
 
 
-def _table(rows: Iterable[Row]) -> TableSummary:
+def _table(chunks: Iterable[list[Row]]) -> TableSummary:
     digest = hashlib.sha256()
     count = 0
-    for row in rows:
-        digest.update(_encode(row))
-        count += 1
+    for chunk in chunks:
+        digest.update(b"".join(map(_encode, chunk)))
+        count += len(chunk)
     return TableSummary(count, digest.hexdigest())
 
 
 def _sum_memberships(rows: Iterable[Row], rooms: dict[int, RoomSummary]) -> None:
-    for room_id, group in itertools.groupby(rows, key=lambda row: row[0]):
-        digest = hashlib.sha256()
-        count = 0
-        for _, user_id, joined_at in group:
-            digest.update(_encode((user_id, joined_at)))
-            count += 1
+    for room_id, group in itertools.groupby(rows, key=itemgetter(0)):
+        members = list(group)
         room = rooms.setdefault(room_id, RoomSummary(room_id, "?", 0, 0, 0))
-        room.members, room.members_digest = count, digest.hexdigest()
+        room.members = len(members)
+        room.members_digest = hashlib.sha256(b"".join(map(_encode, members))).hexdigest()
 
 
-def _sum_messages(rows: Iterable[Row], rooms: dict[int, RoomSummary], bar: Progress) -> None:
-    """Stream messages in (room, seq) order into each room's count, seqs and digest."""
-    encode = _encode
-    seen = 0
-    for room_id, group in itertools.groupby(rows, key=lambda row: row[0]):
-        digest = hashlib.sha256()
-        update = digest.update
-        count = 0
-        first = expected = None
-        contiguous = True
-        seq = 0
-        for _, seq, id_, user_id, user_name, text, client_id, ts in group:
-            if expected is None:
-                first = seq
-                contiguous = seq == 1
-            elif seq != expected:
-                contiguous = False
-            expected = seq + 1
-            update(encode((seq, id_, user_id, user_name, text, client_id, ts)))
-            count += 1
-        room = rooms.setdefault(room_id, RoomSummary(room_id, "?", 0, 0, 0))
-        room.messages, room.first_seq, room.max_seq = count, first, seq
-        room.contiguous, room.digest = contiguous, digest.hexdigest()
-        seen += count
-        if seen >= _PROGRESS_EVERY:
-            bar.update(seen)
-            seen = 0
-    bar.update(seen)
+class _RoomDigest:
+    __slots__ = ("count", "digest", "first", "last")
+
+    def __init__(self, first: int) -> None:
+        self.digest = hashlib.sha256()
+        self.count = 0
+        self.first = first
+        self.last = first
+
+
+def _sum_messages(
+    chunks: Iterable[list[Row]], rooms: dict[int, RoomSummary], bar: Progress
+) -> None:
+    """Stream (room, seq)-ordered message chunks into each room's count, seqs and digest."""
+    digests: dict[int, _RoomDigest] = {}
+    for chunk in chunks:
+        keys = list(map(itemgetter(0), chunk))
+        start = 0
+        while start < len(chunk):
+            room_id = keys[start]
+            end = bisect.bisect_right(keys, room_id, start)
+            room = digests.get(room_id)
+            if room is None:
+                room = digests[room_id] = _RoomDigest(chunk[start][1])
+            room.digest.update(b"".join(map(_encode, chunk[start:end])))
+            room.count += end - start
+            room.last = chunk[end - 1][1]
+            start = end
+        bar.update(len(chunk))
+    for room_id, room in digests.items():
+        summary = rooms.setdefault(room_id, RoomSummary(room_id, "?", 0, 0, 0))
+        summary.messages, summary.first_seq, summary.max_seq = room.count, room.first, room.last
+        summary.contiguous = room.first == 1 and room.last == room.count
+        summary.digest = room.digest.hexdigest()
 
 
 def compare(source: Summary, target: Summary) -> list[Mismatch]:
@@ -246,25 +256,21 @@ def _locate(mismatches: list[Mismatch], source_rows: Reader, target_rows: Reader
             continue
         located += 1
         args = (mismatch.room_id,)
-        seq = _first_difference(
-            source_rows(_ROOM_MESSAGES, args), target_rows(_ROOM_MESSAGES, args)
-        )
+        ours, theirs = source_rows(_ROOM_MESSAGES, args), target_rows(_ROOM_MESSAGES, args)
+        try:
+            seq = _first_difference(chain.from_iterable(ours), chain.from_iterable(theirs))
+        finally:  # a server-side cursor left half-read is closed now, not at gc
+            ours.close()
+            theirs.close()
         if seq is not None:
             details = (*mismatch.details, f"first differing seq {seq}")
             mismatches[index] = dataclasses.replace(mismatch, details=details)
 
 
-def _first_difference(ours: Iterable[Row], theirs: Iterable[Row]) -> int | None:
+def _first_difference(ours: Iterator[Row], theirs: Iterator[Row]) -> int | None:
     """The seq of the first row that differs between two seq-ordered streams (None: equal)."""
-    streams = (iter(ours), iter(theirs))
-    try:
-        for mine, other in itertools.zip_longest(*streams):
-            if mine != other:
-                seq: int = (mine if mine is not None else other)[0]
-                return seq
-        return None
-    finally:
-        for stream in streams:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()  # a server-side cursor left half-read is closed now, not at gc
+    for mine, other in itertools.zip_longest(ours, theirs):
+        if mine != other:
+            seq: int = (mine if mine is not None else other)[0]
+            return seq
+    return None
