@@ -5,6 +5,7 @@ target lacks (the whole catalog merged, messages after the last one copied, in c
 verifies per room. Run it while the old server is live, then once more after stopping it.
 """
 
+from storage.migrate._bulk import BULK_MIN_ROWS
 from storage.migrate._errors import MigrationRefused
 from storage.migrate._progress import Progress, ProgressFactory, no_progress, terminal_progress
 from storage.migrate._run import MigrationResult, migrate
@@ -13,6 +14,7 @@ from storage.migrate.report import render
 from storage.migrate.verify import Mismatch, Verification
 
 __all__ = [
+    "BULK_MIN_ROWS",
     "DEFAULT_CHUNK_ROWS",
     "CopyStats",
     "MigrationRefused",

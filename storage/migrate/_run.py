@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.migrate import _target
+from storage.migrate import _bulk, _target
+from storage.migrate._bulk import BULK_MIN_ROWS
 from storage.migrate._progress import ProgressFactory, no_progress
 from storage.migrate._source import open_snapshot, sqlite_path
 from storage.migrate.copy import DEFAULT_CHUNK_ROWS, CopyStats, copy_pass
@@ -30,10 +31,12 @@ def migrate(
     *,
     verify_only: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    bulk_min_rows: int = BULK_MIN_ROWS,
     progress: ProgressFactory = no_progress,
 ) -> MigrationResult:
     """Copy what the SQLite database at `source_url` holds beyond the PostgreSQL `target_url`
-    (creating its schema if it has none), then verify both from one source snapshot.
+    (creating its schema if it has none), then verify both from one source snapshot. Copies
+    of at least `bulk_min_rows` messages (and more than the target holds) run in bulk mode.
 
     Blocking. Safe while a server writes to the source: the pass copies one snapshot, and a
     later pass copies what came after. `MigrationRefused` if the target holds other data
@@ -49,10 +52,20 @@ def migrate(
         if verify_only:
             if not _target.has_schema(conn):
                 raise StorageError(f"{described} has no hibiki schema: nothing to verify")
+            if _bulk.pending(conn):
+                raise StorageError(
+                    f"a cut-off pass left {described} without its message constraints:"
+                    " run hibiki migrate (without --verify-only) to finish it"
+                )
         else:
             marker = _target.prepare(conn, source)
             copied = copy_pass(
-                conn, source, marker.messages_max_id, chunk_rows=chunk_rows, progress=progress
+                conn,
+                source,
+                marker,
+                chunk_rows=chunk_rows,
+                bulk_min_rows=bulk_min_rows,
+                progress=progress,
             )
             _target.finish_pass(conn)
         verification = verify(source, conn, progress)

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS hibiki_migration (
     last_pass_at       BIGINT,
     passes             INTEGER NOT NULL DEFAULT 0,
     messages_max_id    BIGINT NOT NULL DEFAULT 0,
-    messages_copied    BIGINT NOT NULL DEFAULT 0
+    messages_copied    BIGINT NOT NULL DEFAULT 0,
+    set_aside          TEXT  -- JSON: the DDL bulk mode must re-create (storage/migrate/_bulk.py)
 )
 """
 # Held for a whole run, so two `hibiki migrate` into one target cannot interleave.

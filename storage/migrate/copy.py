@@ -12,6 +12,7 @@ Messages are immutable and their ids grow, so a pass copies only ids above the l
 (the marker's `messages_max_id`), in chunks, one transaction each: the chunk's rows by COPY, each
 room's `last_seq` raised to the highest seq in the chunk, and the marker moved on. A pass cut off
 anywhere leaves a target whose `last_seq`s match its messages, and the next pass resumes there.
+A large copy runs in bulk mode (`_bulk`): secondary constraints rebuilt once at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from storage.migrate import _bulk
 from storage.migrate._errors import MigrationRefused
 from storage.migrate._progress import ProgressFactory
 from storage.migrate._source import (
@@ -29,7 +31,7 @@ from storage.migrate._source import (
     USERS,
     SourceSnapshot,
 )
-from storage.migrate._target import PgConnection
+from storage.migrate._target import Marker, PgConnection
 from storage.postgres._schema import IDENTITY_TABLES
 
 DEFAULT_CHUNK_ROWS = 20_000
@@ -109,23 +111,34 @@ class CopyStats:
     catalog: dict[str, int]
     messages: int
     seconds: float
+    bulk: bool  # whether the messages' secondary constraints were rebuilt after the copy
 
 
 def copy_pass(
     conn: PgConnection,
     source: SourceSnapshot,
-    after_id: int,
+    marker: Marker,
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    bulk_min_rows: int = _bulk.BULK_MIN_ROWS,
     progress: ProgressFactory,
 ) -> CopyStats:
-    """Copy what `source` holds beyond the target: the catalog, then messages after `after_id`."""
+    """Copy what `source` holds beyond the target (`marker` says how far it got): the catalog,
+    then the messages after the last one copied, in bulk mode when there are many."""
     started = time.perf_counter()
+    _bulk.restore(conn)  # what a cut-off bulk pass set aside
     catalog = copy_catalog(conn, source)
     set_identities(conn)
-    messages = copy_messages(conn, source, after_id, chunk_rows, progress)
+    after_id = marker.messages_max_id
+    total = source.scalar("SELECT count(*) FROM messages WHERE id > ?", (after_id,))
+    bulk = _bulk.wanted(total, marker.messages_copied, bulk_min_rows)
+    if bulk:
+        _bulk.set_aside(conn)
+    messages = copy_messages(conn, source, after_id, total, chunk_rows, progress)
+    if bulk:
+        _bulk.restore(conn)
     set_identities(conn)
-    return CopyStats(catalog, messages, time.perf_counter() - started)
+    return CopyStats(catalog, messages, time.perf_counter() - started, bulk)
 
 
 def copy_catalog(conn: PgConnection, source: SourceSnapshot) -> dict[str, int]:
@@ -155,11 +168,11 @@ def copy_messages(
     conn: PgConnection,
     source: SourceSnapshot,
     after_id: int,
+    total: int,
     chunk_rows: int,
     progress: ProgressFactory,
 ) -> int:
-    """Messages with id > `after_id`, one transaction per chunk; returns how many."""
-    total = source.scalar("SELECT count(*) FROM messages WHERE id > ?", (after_id,))
+    """The `total` messages with id > `after_id`, one transaction per chunk; returns how many."""
     bar = progress("copy", total)
     copied = 0
     try:

@@ -15,8 +15,10 @@ def render(result: MigrationResult) -> str:
         changes = ", ".join(f"{n} {what}" for what, n in copied.catalog.items() if n) or "none"
         rate = copied.messages / copied.seconds if copied.seconds > 0 else 0.0
         lines.append(f"catalog changes: {changes}")
+        bulk = " (bulk mode: constraints rebuilt after the copy)" if copied.bulk else ""
         lines.append(
-            f"copied {copied.messages} messages in {copied.seconds:.2f} s ({rate:,.0f} messages/s)"
+            f"copied {copied.messages} messages in {copied.seconds:.2f} s"
+            f" ({rate:,.0f} messages/s){bulk}"
         )
     verification = result.verification
     source = verification.source

@@ -12,7 +12,9 @@ import pytest
 import trio
 
 from server.cli import main
+from storage import StorageError
 from storage.migrate import MigrationRefused, MigrationResult, Progress, migrate
+from storage.postgres.schema_apply import apply_schema
 from tests.migrate.conftest import open_source, populate
 
 
@@ -109,11 +111,23 @@ class _CutAfter:
         pass
 
 
-async def test_interrupted_pass_resumes_where_it_stopped(sqlite_path: Path, pg_url: str) -> None:
+_CONSTRAINTS = (
+    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+    " WHERE conrelid = 'messages'::regclass UNION ALL"
+    " SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
+    " WHERE indrelid = 'messages'::regclass ORDER BY 1, 2"
+)
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["chunked", "bulk"])
+async def test_interrupted_pass_resumes_where_it_stopped(
+    sqlite_path: Path, pg_url: str, bulk: bool
+) -> None:
     async with open_source(sqlite_path) as store:
         await populate(store, messages=100)
+    options: dict[str, Any] = {"chunk_rows": 150, "bulk_min_rows": 1 if bulk else 10**9}
     with pytest.raises(KeyboardInterrupt):
-        migrate(str(sqlite_path), pg_url, chunk_rows=150, progress=_CutAfter(2))
+        migrate(str(sqlite_path), pg_url, progress=_CutAfter(2), **options)
     # What was committed is consistent: each room's last_seq is its last copied seq.
     assert pg(pg_url, "SELECT count(*) FROM messages") == [(300,)]
     assert (
@@ -124,9 +138,40 @@ async def test_interrupted_pass_resumes_where_it_stopped(sqlite_path: Path, pg_u
         )
         == []
     )
-    resumed = await migrate_in_thread(sqlite_path, pg_url, chunk_rows=150)
+    if bulk:  # constraints set aside: verification alone will not vouch for the target
+        with pytest.raises(StorageError, match="without its message constraints"):
+            migrate(str(sqlite_path), pg_url, verify_only=True)
+    resumed = await migrate_in_thread(sqlite_path, pg_url, **options)
     assert resumed.ok, resumed.verification.mismatches
     assert resumed.copied is not None and resumed.copied.messages == 300
+    # Every constraint and index is back, exactly as the schema makes them.
+    with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/test", autocommit=True) as admin:
+        fresh = pg_url + "_fresh"
+        admin.execute(f"CREATE DATABASE {fresh.rsplit('/', 1)[1]}")
+        try:
+            with psycopg.connect(fresh, autocommit=True) as conn:
+                apply_schema(conn)
+            assert pg(pg_url, _CONSTRAINTS) == pg(fresh, _CONSTRAINTS)
+        finally:
+            admin.execute(f"DROP DATABASE {fresh.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+async def test_a_large_first_pass_runs_in_bulk_mode_and_a_small_rerun_does_not(
+    sqlite_path: Path, pg_url: str
+) -> None:
+    async with open_source(sqlite_path) as store:
+        chat = await populate(store, messages=100)
+        first = await migrate_in_thread(sqlite_path, pg_url, bulk_min_rows=100)
+        await chat.say("room2", 10, tag="new")
+        second = await migrate_in_thread(sqlite_path, pg_url, bulk_min_rows=100)
+    assert first.ok and first.copied is not None and first.copied.bulk
+    assert second.ok and second.copied is not None and not second.copied.bulk
+    assert second.copied.messages == 10
+    duplicate = "INSERT INTO messages (room_id, seq, user_id, user_name, text, ts)"
+    with pytest.raises(psycopg.errors.UniqueViolation):  # UNIQUE (room_id, seq) is back
+        pg(pg_url, duplicate + " VALUES (1, 1, 1, 'alice', 'again', 1)")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        pg(pg_url, duplicate + " VALUES (1, 10000, 999, 'nobody', 'x', 1)")
 
 
 @pytest.mark.parametrize(
@@ -177,8 +222,6 @@ async def test_target_holding_other_data_is_refused(
     async with open_source(sqlite_path) as store:
         await populate(store, rooms=1, messages=10)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        from storage.postgres.schema_apply import apply_schema
-
         apply_schema(conn)
         conn.execute("INSERT INTO users (name, password_hash, created_at) VALUES ('zed', 'h', 1)")
     assert await cli(sqlite_path, pg_url) == 1
