@@ -29,11 +29,12 @@ ROOMS = "SELECT id, name, created_by, created_at, last_seq FROM rooms ORDER BY i
 MEMBERSHIPS = "SELECT room_id, user_id, joined_at FROM memberships ORDER BY room_id, user_id"
 TOKENS = "SELECT token_hash, user_id, expires_at FROM tokens ORDER BY token_hash"
 MESSAGE_COLUMNS = "id, room_id, seq, user_id, user_name, text, ts, client_id"
-# What the verifier hashes, in the order it hashes it: both sides select exactly this.
-MESSAGES_BY_ROOM = (
-    "SELECT room_id, seq, id, user_id, user_name, text, client_id, ts FROM messages"
-    " ORDER BY room_id, seq"
-)
+# What the verifier hashes, in the order it hashes it: both sides select exactly this. Read in
+# id order (a sequential scan on both sides); a room's rows are hashed in seq order, which is
+# id order in every room hibiki wrote (verify.py falls back to `ROOM_MESSAGES` where not).
+_MESSAGE_ROW = "SELECT room_id, seq, id, user_id, user_name, text, client_id, ts FROM messages"
+MESSAGES_BY_ID = f"{_MESSAGE_ROW} ORDER BY id"
+ROOM_MESSAGES = f"{_MESSAGE_ROW} WHERE room_id = ? ORDER BY seq"
 
 
 def sqlite_path(url: str) -> str:

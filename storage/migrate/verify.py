@@ -8,10 +8,12 @@ user_id, user_name, text, client_id, ts], and the same over its memberships. Acc
 and tokens are summed as whole tables. The source side reads the pass's own snapshot; the target
 side reads one REPEATABLE READ snapshot.
 
-Seqs are unique per room on both sides (a UNIQUE constraint in both schemas), so, read in seq
-order, they run 1..n with no gap exactly when the first is 1 and the last is the count: rows are
-hashed a chunk at a time (`b"".join(map(encode, rows))`, no Python code per row), which makes
-verification about as fast as reading the rows.
+Messages are read in id order (sequential on both sides; in (room, seq) order each row is an
+index lookup, measured ~2.5x slower on 1M messages in SQLite); each chunk is sorted by (room,
+seq) and hashed a run of one room at a time (`b"".join(map(encode, rows))`, no Python code per
+row). A room's runs rise in seq order, so its digest is the seq-ordered one, and its seqs,
+unique per room on both sides (a UNIQUE constraint in both schemas) and rising, run 1..n with no
+gap exactly when the first is 1 and the last is the count.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from storage.migrate._progress import Progress, ProgressFactory
 from storage.migrate._source import (
     CHUNK_ROWS,
     MEMBERSHIPS,
-    MESSAGES_BY_ROOM,
+    MESSAGES_BY_ID,
+    ROOM_MESSAGES,
     ROOMS,
     TOKENS,
     USERS,
@@ -46,10 +49,7 @@ from storage.migrate._target import PgConnection
 Reader = Callable[[str, tuple[Any, ...]], Generator[list[Row]]]
 
 _encode = msgspec.json.Encoder().encode
-_ROOM_MESSAGES = (
-    "SELECT seq, id, user_id, user_name, text, client_id, ts FROM messages"
-    " WHERE room_id = ? ORDER BY seq"
-)
+_ROOM_SEQ = itemgetter(0, 1)
 _MAX_LOCATED = 5  # rooms whose first differing seq is looked for
 
 
@@ -144,7 +144,7 @@ def summarise(read: Reader, progress: ProgressFactory, what: str) -> Summary:
     _sum_memberships(chain.from_iterable(read(MEMBERSHIPS, ())), rooms)
     bar = progress(what, sum(room.last_seq for room in rooms.values()))
     try:
-        _sum_messages(read(MESSAGES_BY_ROOM, ()), rooms, bar)
+        _sum_messages(read(MESSAGES_BY_ID, ()), read, rooms, bar)
     finally:
         bar.close()
     return Summary(users, tokens, rooms)
@@ -174,15 +174,32 @@ class _RoomDigest:
         self.digest = hashlib.sha256()
         self.count = 0
         self.first = first
-        self.last = first
+        self.last = first - 1
+
+    def add(self, rows: list[Row]) -> bool:
+        """Hash `rows` (this room's, in seq order) after the earlier ones; False if they do not
+        all come after them in seq order (then this digest is not the seq-ordered one)."""
+        if rows[0][1] <= self.last:
+            return False
+        self.digest.update(b"".join(map(_encode, rows)))
+        self.count += len(rows)
+        self.last = rows[-1][1]
+        return True
 
 
 def _sum_messages(
-    chunks: Iterable[list[Row]], rooms: dict[int, RoomSummary], bar: Progress
+    chunks: Iterable[list[Row]], read: Reader, rooms: dict[int, RoomSummary], bar: Progress
 ) -> None:
-    """Stream (room, seq)-ordered message chunks into each room's count, seqs and digest."""
+    """Hash id-ordered message chunks into each room's count, seqs and seq-ordered digest.
+
+    Each chunk is sorted by (room, seq) and cut into runs of one room; a room's runs must come
+    in rising seq order (they do when its seqs rise with its ids, as hibiki assigns them). A
+    room where they do not is summed again from its own seq-ordered query.
+    """
     digests: dict[int, _RoomDigest] = {}
+    disordered: set[int] = set()
     for chunk in chunks:
+        chunk.sort(key=_ROOM_SEQ)
         keys = list(map(itemgetter(0), chunk))
         start = 0
         while start < len(chunk):
@@ -191,11 +208,15 @@ def _sum_messages(
             room = digests.get(room_id)
             if room is None:
                 room = digests[room_id] = _RoomDigest(chunk[start][1])
-            room.digest.update(b"".join(map(_encode, chunk[start:end])))
-            room.count += end - start
-            room.last = chunk[end - 1][1]
+            if room_id not in disordered and not room.add(chunk[start:end]):
+                disordered.add(room_id)
             start = end
         bar.update(len(chunk))
+    for room_id in disordered:
+        del digests[room_id]
+        for rows in read(ROOM_MESSAGES, (room_id,)):
+            room = digests.setdefault(room_id, _RoomDigest(rows[0][1]))
+            room.add(rows)
     for room_id, room in digests.items():
         summary = rooms.setdefault(room_id, RoomSummary(room_id, "?", 0, 0, 0))
         summary.messages, summary.first_seq, summary.max_seq = room.count, room.first, room.last
@@ -256,7 +277,7 @@ def _locate(mismatches: list[Mismatch], source_rows: Reader, target_rows: Reader
             continue
         located += 1
         args = (mismatch.room_id,)
-        ours, theirs = source_rows(_ROOM_MESSAGES, args), target_rows(_ROOM_MESSAGES, args)
+        ours, theirs = source_rows(ROOM_MESSAGES, args), target_rows(ROOM_MESSAGES, args)
         try:
             seq = _first_difference(chain.from_iterable(ours), chain.from_iterable(theirs))
         finally:  # a server-side cursor left half-read is closed now, not at gc
@@ -271,6 +292,6 @@ def _first_difference(ours: Iterator[Row], theirs: Iterator[Row]) -> int | None:
     """The seq of the first row that differs between two seq-ordered streams (None: equal)."""
     for mine, other in itertools.zip_longest(ours, theirs):
         if mine != other:
-            seq: int = (mine if mine is not None else other)[0]
+            seq: int = (mine if mine is not None else other)[1]
             return seq
     return None

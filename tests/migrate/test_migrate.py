@@ -3,6 +3,7 @@ PostgreSQL database: copy, rerun, resume, verification catching altered rows, re
 
 from __future__ import annotations
 
+import sqlite3
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import trio
 from server.cli import main
 from storage import StorageError
 from storage.migrate import MigrationRefused, MigrationResult, Progress, migrate
+from storage.migrate._source import CHUNK_ROWS
 from storage.postgres.schema_apply import apply_schema
 from tests.migrate.conftest import open_source, populate
 
@@ -279,3 +281,24 @@ async def test_a_pass_while_the_server_writes_then_a_final_pass_match(
     final = await migrate_in_thread(sqlite_path, pg_url)
     assert final.ok, final.verification.mismatches
     assert pg(pg_url, "SELECT last_seq FROM rooms WHERE name = 'room1'") == [(total,)]
+
+
+async def test_a_room_whose_seqs_do_not_follow_its_ids_is_verified_in_seq_order(
+    sqlite_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with open_source(sqlite_path) as store:
+        await populate(store, rooms=1, messages=CHUNK_ROWS + 2000)
+    # Not something hibiki writes, but a verifier must not depend on it: swap two seqs of
+    # room0 that verification reads in different chunks.
+    far = CHUNK_ROWS + 1000
+    with sqlite3.connect(sqlite_path) as conn:
+        conn.execute("UPDATE messages SET seq = -seq WHERE seq IN (3, ?)", (far,))
+        conn.execute("UPDATE messages SET seq = ? WHERE seq = -3", (far,))
+        conn.execute("UPDATE messages SET seq = 3 WHERE seq = ?", (-far,))
+    assert await cli(sqlite_path, pg_url, "--chunk", "50") == 0
+    capsys.readouterr()
+    pg(pg_url, "UPDATE messages SET text = 'changed' WHERE seq = %s", far)
+    assert await cli(sqlite_path, pg_url, "--verify-only") == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH room 'room0'" in out
+    assert f"first differing seq {far}" in out
