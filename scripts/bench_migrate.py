@@ -9,6 +9,8 @@ a time-ordered client_id). Then, each into its own new database `hibiki_m_bench_
 - migrate: `storage.migrate.migrate` as the CLI runs it: schema, catalog, messages by COPY in
   chunks with their last_seq and marker updates, then the per-room verification of both sides;
 - rerun: the same again with nothing new (what the last, after-stop pass costs at least);
+- chunked: the first pass again into another new database with bulk mode off (every row's
+  foreign keys and indexes maintained as it is copied);
 - floor: the messages alone read from SQLite and COPYed in one transaction into the schema's
   table with only its primary key (no foreign keys, no secondary indexes, never rebuilt): no
   catalog, no bookkeeping, no verification;
@@ -117,9 +119,10 @@ def _messages(messages: int, rooms: int, users: int, now: int) -> Any:
         yield (i + 1, room, 1 + i // rooms, user, f"user{user}", TEXT[: 50 + i % 51], ts, client_id)
 
 
-def timed_migrate(source: Path, target: str, chunk: int) -> dict[str, float]:
+def timed_migrate(source: Path, target: str, chunk: int, bulk: bool = True) -> dict[str, float]:
     started = time.perf_counter()
-    result = migrate(str(source), target, chunk_rows=chunk)
+    bulk_min_rows = {} if bulk else {"bulk_min_rows": 2**62}
+    result = migrate(str(source), target, chunk_rows=chunk, **bulk_min_rows)
     seconds = time.perf_counter() - started
     if not result.ok or result.copied is None:
         sys.exit(f"verification failed: {result.verification.mismatches[:3]}")
@@ -179,7 +182,7 @@ def main() -> int:
     work = Path(args.dir or tempfile.mkdtemp(prefix="hibiki-migrate-bench-"))
     source = work / "source.db"
     admin = psycopg.connect(f"{args.pg}/{args.admin_db}", autocommit=True)
-    names = {part: f"hibiki_m_bench_{part}_{uuid.uuid4().hex[:8]}" for part in ("m", "f", "n")}
+    names = {part: f"hibiki_m_bench_{part}_{uuid.uuid4().hex[:8]}" for part in ("m", "c", "f", "n")}
     try:
         started = time.perf_counter()
         generate(source, args.messages, args.rooms, args.users)
@@ -191,6 +194,7 @@ def main() -> int:
         url = {part: f"{args.pg}/{name}" for part, name in names.items()}
         first = timed_migrate(source, url["m"], args.chunk)
         rerun = timed_migrate(source, url["m"], args.chunk)
+        chunked = timed_migrate(source, url["c"], args.chunk, bulk=False)
         floor = floor_copy(source, url["f"])
         naive = naive_insert(source, url["n"], min(args.naive_sample, args.messages), args.chunk)
     finally:
@@ -199,7 +203,7 @@ def main() -> int:
         admin.close()
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
-    figures = report(args, first, rerun, floor, naive)
+    figures = report(args, first, rerun, chunked, floor, naive)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=2))
     return 0
@@ -209,6 +213,7 @@ def report(
     args: argparse.Namespace,
     first: dict[str, float],
     rerun: dict[str, float],
+    chunked: dict[str, float],
     floor: float,
     naive: float,
 ) -> dict[str, Any]:
@@ -221,7 +226,10 @@ def report(
         "copy_msg_per_s": n / first["copy_seconds"],
         "verify_msg_per_s": n / first["verify_seconds"],
         "rerun_seconds": rerun["seconds"],
+        "rerun_copy_seconds": rerun["copy_seconds"],
+        "rerun_verify_seconds": rerun["verify_seconds"],
         "rerun_copied": rerun["messages"],
+        "chunked_copy_msg_per_s": n / chunked["copy_seconds"],
         "floor_copy_msg_per_s": n / floor,
         "naive_insert_msg_per_s": sample / naive,
     }
@@ -229,14 +237,19 @@ def report(
     print(f"migrate (copy + verify): {rate['migrate_msg_per_s']} ({first['seconds']:.1f} s)")
     print(f"  copy pass: {rate['copy_msg_per_s']} ({first['copy_seconds']:.1f} s)")
     print(f"  verify:    {rate['verify_msg_per_s']} ({first['verify_seconds']:.1f} s, both sides)")
-    print(f"rerun with nothing new: {rerun['seconds']:.1f} s, {rerun['messages']} copied")
+    print(
+        f"rerun with nothing new: {rerun['seconds']:.1f} s ({rerun['copy_seconds']:.1f} s pass,"
+        f" {rerun['verify_seconds']:.1f} s verify), {rerun['messages']} copied"
+    )
+    print(f"copy pass without bulk mode: {rate['chunked_copy_msg_per_s']}")
     print(f"floor (bare COPY, primary key only): {rate['floor_copy_msg_per_s']}")
     print(f"naive (executemany INSERT, {sample:,} sample): {rate['naive_insert_msg_per_s']}")
     floor_rate, naive_rate = figures["floor_copy_msg_per_s"], figures["naive_insert_msg_per_s"]
     print(
         f"ratios: copy pass / floor {figures['copy_msg_per_s'] / floor_rate:.2f},"
         f" migrate / floor {figures['migrate_msg_per_s'] / floor_rate:.2f},"
-        f" copy pass / naive {figures['copy_msg_per_s'] / naive_rate:.1f}"
+        f" copy pass / naive {figures['copy_msg_per_s'] / naive_rate:.1f},"
+        f" bulk / without {figures['copy_msg_per_s'] / figures['chunked_copy_msg_per_s']:.2f}"
     )
     return figures
 

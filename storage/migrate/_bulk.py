@@ -65,7 +65,8 @@ def restore(conn: PgConnection) -> int:
         for statement in statements:
             conn.execute(statement.encode())
         conn.execute("UPDATE hibiki_migration SET set_aside = NULL")
-        return len(statements)
+    conn.execute("ANALYZE messages")  # the planner's statistics for the bulk-loaded table
+    return len(statements)
 
 
 def pending(conn: PgConnection) -> bool:
