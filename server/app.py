@@ -60,6 +60,9 @@ async def serve(
         config.storage.db_path,
         synchronous=config.storage.sqlite_synchronous,
         readers=config.storage.sqlite_readers,
+        pool_size=config.storage.pool_size,
+        statement_timeout=config.storage.statement_timeout,
+        synchronous_commit=config.storage.synchronous_commit,
         scrypt_n=config.accounts.scrypt_n,
     )
     try:

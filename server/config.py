@@ -27,6 +27,7 @@ MiB = 1024 * KiB
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("auto", "json", "text")
 MAX_WORKERS = 64
+SYNCHRONOUS_COMMIT_MODES = ("on", "off", "local", "remote_write", "remote_apply")
 
 Problems = list[tuple[str, str]]
 
@@ -88,12 +89,18 @@ class StorageConfig(Section):
     db_path: str = "hibiki.db"
     sqlite_synchronous: str = "FULL"
     sqlite_readers: int = 2
+    # PostgreSQL (a postgresql:// db_path): connections, a bound on every query, durability.
+    pool_size: int = 10
+    statement_timeout: float = 10 * SECONDS
+    synchronous_commit: str = "on"
 
     def problems(self) -> Problems:
-        out = _at_least_one(self, "sqlite_readers")
+        out = _at_least_one(self, "sqlite_readers", "pool_size")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             out.insert(0, ("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
-        return out
+        if self.synchronous_commit.lower() not in SYNCHRONOUS_COMMIT_MODES:
+            out.append(("synchronous_commit", f"must be {', '.join(SYNCHRONOUS_COMMIT_MODES)}"))
+        return out + _positive(self, "statement_timeout")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,12 @@ URL forms (docs/operations.md, "Database URLs"):
     hibiki.db, /var/lib/hibiki/hibiki.db   a plain path (no `scheme://`): a SQLite file
     sqlite:///relative/path.db             a SQLite file, relative to the working directory
     sqlite:////absolute/path.db            a SQLite file, absolute (the 4th slash starts the path)
-    postgresql://...                       not supported yet (the next backend)
+    postgresql://USER:PASSWORD@HOST:PORT/DATABASE?OPTIONS   PostgreSQL (also postgres://); the
+                                           URL is libpq's, handed to psycopg as it is
 
 A SQLite URL names a file and nothing else: no host, no query, no fragment; percent-escapes in
 its path are decoded (`sqlite:///my%20chat.db` is `my chat.db`). A plain path is taken as is.
+A PostgreSQL URL is never repeated in an error: it may carry a password.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import urllib.parse
 
 from storage import passwords
 from storage.composite import CompositeStore
-from storage.protocols import Backend, BackupResult, StorageError
+from storage.postgres.store import PostgresStore
+from storage.protocols import Backend, BackupError, BackupResult, StorageError
 from storage.sqlite.backup import backup as backup_sqlite_file
 from storage.sqlite.store import SQLiteStore
 
-SUPPORTED = "sqlite:///PATH, sqlite:////ABSOLUTE/PATH or a plain file path"
+SUPPORTED = (
+    "sqlite:///PATH, sqlite:////ABSOLUTE/PATH, a plain file path or postgresql://HOST/DATABASE"
+)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -32,33 +37,45 @@ def open_store(
     *,
     synchronous: str = "FULL",
     readers: int = 2,
+    pool_size: int = 10,
+    statement_timeout: float = 10.0,
+    synchronous_commit: str = "on",
     scrypt_n: int = passwords.DEFAULT_N,
 ) -> CompositeStore:
     """An unopened `Store` on the database `url` names: `await store.open()` (and `aclose()`),
     or `async with open_store(url) as store:`.
 
-    `synchronous` is the durability mode (OFF, NORMAL, FULL or EXTRA; FULL survives a power
-    cut), `readers` the number of reader threads, `scrypt_n` the scrypt cost of new password
-    hashes. Raise `StorageError` for a URL no backend here serves.
+    SQLite: `synchronous` is the durability mode (OFF, NORMAL, FULL or EXTRA; FULL survives a
+    power cut), `readers` the number of reader threads. PostgreSQL: `pool_size` connections,
+    `statement_timeout` seconds per query, `synchronous_commit` (on: durable before return).
+    `scrypt_n` is the scrypt cost of new password hashes. Raise `StorageError` for a URL no
+    backend here serves.
     """
-    return CompositeStore(
-        _backend(url, synchronous=synchronous, readers=readers), scrypt_n=scrypt_n
-    )
+    scheme, target = _parse(url)
+    backend: Backend
+    if scheme == "postgresql":
+        backend = PostgresStore(
+            target,
+            pool_size=pool_size,
+            statement_timeout=statement_timeout,
+            synchronous_commit=synchronous_commit,
+        )
+    else:
+        backend = SQLiteStore(target, synchronous=synchronous, readers=readers)
+    return CompositeStore(backend, scrypt_n=scrypt_n)
 
 
 def backup(url: str | os.PathLike[str], dest: str | os.PathLike[str]) -> BackupResult:
     """Copy the live database `url` names to the new file `dest`, safe while a server writes
-    to it; `BackupError` if it cannot (nothing is left at `dest`). Blocking: from trio, run it
-    in `trio.to_thread.run_sync`."""
+    to it; `BackupError` if it cannot (nothing is left at `dest`), and for PostgreSQL, which
+    `pg_dump` backs up. Blocking: from trio, run it in `trio.to_thread.run_sync`."""
     scheme, target = _parse(url)
-    assert scheme == "sqlite"  # _parse raises for every other
+    if scheme == "postgresql":
+        raise BackupError(
+            "hibiki backup copies SQLite files; back up PostgreSQL with its own tools:"
+            " pg_dump --format=custom --file=DEST DATABASE (docs/operations.md, Backups)"
+        )
     return backup_sqlite_file(target, dest)
-
-
-def _backend(url: str | os.PathLike[str], *, synchronous: str, readers: int) -> Backend:
-    scheme, target = _parse(url)
-    assert scheme == "sqlite"  # _parse raises for every other
-    return SQLiteStore(target, synchronous=synchronous, readers=readers)
 
 
 def _parse(url: str | os.PathLike[str]) -> tuple[str, str]:
@@ -72,9 +89,8 @@ def _parse(url: str | os.PathLike[str]) -> tuple[str, str]:
     scheme = match[1].lower()
     if scheme == "sqlite":
         return "sqlite", _sqlite_path(text)
-    # The URL itself is not repeated: a PostgreSQL one may carry a password.
     if scheme in ("postgresql", "postgres"):
-        raise StorageError(f"{scheme}:// databases are not supported yet: use {SUPPORTED}")
+        return "postgresql", "postgresql://" + text[match.end() :]  # libpq wants lower case
     raise StorageError(f"unknown database URL scheme {scheme}://: use {SUPPORTED}")
 
 

@@ -9,6 +9,7 @@ from types import ModuleType
 import pytest
 
 import storage
+import storage.postgres
 import storage.sqlite
 from storage import AccountRecords, AccountStore, Backend, Lifecycle, MessageStore, RoomStore, Store
 
@@ -42,6 +43,15 @@ PUBLIC = {
         "ConnectionThread",
         "SQLiteStore",
         "connect",
+        "current_version",
+        "migrate",
+    },
+    storage.postgres: {
+        "IDENTITY_TABLES",
+        "MIGRATIONS",
+        "MIGRATION_LOCK_KEY",
+        "PostgresStore",
+        "VERSION_TABLE",
         "current_version",
         "migrate",
     },

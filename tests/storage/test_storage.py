@@ -1,18 +1,17 @@
 """The store contract, run against every backend through `open_store` (real databases, no
 mocks). A backend joins by adding its name to `BACKENDS` and a branch to `database_url`; what
-only one backend does is tested beside it (test_sqlite.py)."""
+only one backend does is tested beside it (test_sqlite.py, test_postgres.py)."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
-import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,19 +27,28 @@ from storage import (
     open_store,
 )
 
+from ..postgres import TestDatabases
+
 SCRYPT_N = 2**10  # fast for tests; production uses passwords.DEFAULT_N
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 DatabaseUrl = Callable[[str], str]
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseUrl:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseUrl]:
     """`url(name)`: this backend's URL of database `name`, empty when first opened; the same
     name is the same database, so a test can close and reopen it."""
     if request.param == "sqlite":
-        return lambda name: f"sqlite:///{tmp_path / name}.db"
-    raise AssertionError(f"unknown backend {request.param}")
+        yield lambda name: f"sqlite:///{tmp_path / name}.db"
+    elif request.param == "postgresql":
+        databases = TestDatabases()
+        try:
+            yield databases.url
+        finally:
+            databases.drop_all()
+    else:
+        raise AssertionError(f"unknown backend {request.param}")
 
 
 @pytest.fixture
@@ -197,11 +205,13 @@ class _HeldReads:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.reads = 0
+        self.read = trio.Event()
         self.release = trio.Event()
 
     async def is_member(self, room: str, user_id: int) -> bool:
         self.reads += 1
         member = await self.store.is_member(room, user_id)
+        self.read.set()
         await self.release.wait()
         return member
 
@@ -220,7 +230,7 @@ async def test_membership_cache_never_keeps_a_read_that_a_change_overtook(
             answers.append(await cache.is_member("lobby", bob.id))
 
         nursery.start_soon(ask)
-        await trio.testing.wait_all_tasks_blocked()  # the read saw "member" and is held
+        await held.read.wait()  # the read saw "member" and is held (its thread has returned)
         await store.leave_room("lobby", bob.id)
         cache.set("lobby", bob.id, False)  # what the server does after the leave commits
         held.release.set()

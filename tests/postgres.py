@@ -1,0 +1,80 @@
+"""PostgreSQL for tests: fresh databases on the machine's server at 127.0.0.1:5432 (user
+postgres, trust auth), each dropped after its test. Without PostgreSQL these tests skip with
+the reason, except under CI=true, where a missing PostgreSQL fails them.
+
+Use the `postgres_url` fixture (import it into a conftest or a test module): `url(name)` is
+the URL of database `name`, created empty on first use; the same name is the same database.
+`URL` and `database_url(dbname)` serve code that needs the server itself (e.g. to alter rows).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+HOST = os.environ.get("HIBIKI_TEST_PG_HOST", "127.0.0.1")
+PORT = int(os.environ.get("HIBIKI_TEST_PG_PORT", "5432"))
+USER = "postgres"
+ADMIN_DB = "test"  # connected to while creating and dropping the tests' databases
+
+PostgresUrl = Callable[[str], str]
+
+
+def database_url(dbname: str) -> str:
+    return f"postgresql://{USER}@{HOST}:{PORT}/{dbname}"
+
+
+def missing(reason: str) -> None:
+    """Skip, or fail under CI=true where PostgreSQL is required."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: PostgreSQL is required)")
+    pytest.skip(reason)
+
+
+def admin_connection() -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection to the admin database; skips (or fails) if unreachable."""
+    try:
+        return psycopg.connect(database_url(ADMIN_DB), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        missing(f"PostgreSQL at {HOST}:{PORT} is unreachable: {str(exc).strip()}")
+        raise AssertionError("unreachable") from exc  # missing() raised already
+
+
+class TestDatabases:
+    """Databases created for one test (`hibiki_t_<random>`), all dropped by `drop_all`."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self.prefix = f"hibiki_t_{uuid.uuid4().hex[:12]}"
+        self.created: dict[str, str] = {}  # name -> database name
+        self._admin = admin_connection()
+
+    def url(self, name: str) -> str:
+        dbname = self.created.get(name)
+        if dbname is None:
+            dbname = f"{self.prefix}_{len(self.created)}"
+            self._admin.execute(f'CREATE DATABASE "{dbname}"')
+            self.created[name] = dbname
+        return database_url(dbname)
+
+    def drop_all(self) -> None:
+        try:
+            for dbname in self.created.values():
+                self._admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        finally:
+            self._admin.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[PostgresUrl]:
+    """`url(name)`: a fresh PostgreSQL database per name, dropped after the test."""
+    databases = TestDatabases()
+    try:
+        yield databases.url
+    finally:
+        databases.drop_all()
