@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not pip-i
 import psycopg
 
 from storage.migrate import DEFAULT_CHUNK_ROWS, migrate
-from storage.postgres.schema_apply import apply_schema
+from storage.postgres._upgrade import migrate as apply_schema
 from storage.sqlite import _schema as sqlite_schema
 
 TEXT = (

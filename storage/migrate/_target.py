@@ -20,7 +20,8 @@ from psycopg.rows import TupleRow
 from storage.migrate._errors import MigrationRefused
 from storage.migrate._source import SourceSnapshot
 from storage.postgres._schema import MIGRATION_LOCK_KEY
-from storage.postgres.schema_apply import apply_schema, schema_version
+from storage.postgres._upgrade import current_version as schema_version
+from storage.postgres._upgrade import migrate as apply_schema
 from storage.protocols import StorageError
 
 PgConnection = psycopg.Connection[TupleRow]

@@ -16,7 +16,7 @@ from server.cli import main
 from storage import StorageError
 from storage.migrate import MigrationRefused, MigrationResult, Progress, migrate
 from storage.migrate._source import CHUNK_ROWS
-from storage.postgres.schema_apply import apply_schema
+from storage.postgres._upgrade import migrate as apply_schema
 from tests.migrate.conftest import open_source, populate
 
 
