@@ -80,7 +80,9 @@ def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     migrate.add_argument("--to", dest="target", required=True, metavar="postgresql://...")
     migrate.add_argument("--verify-only", action="store_true", help="compare, copy nothing")
     migrate.add_argument("--quiet", action="store_true", help="no progress bar")
-    migrate.add_argument("--chunk", type=int, default=None, help="messages per transaction")
+    migrate.add_argument(
+        "--chunk", type=_positive_int, default=None, help="messages per transaction"
+    )
 
 
 def _settings_parser() -> argparse.ArgumentParser:
@@ -243,6 +245,13 @@ def _backup(parsed: argparse.Namespace) -> int:
         f"{result.pages} pages, {result.bytes} bytes in {result.seconds:.2f} s"
     )
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _migrate(parsed: argparse.Namespace) -> int:

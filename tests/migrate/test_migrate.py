@@ -24,6 +24,13 @@ def run_cli(*args: str) -> int:
     return main(["migrate", *args])
 
 
+def test_chunk_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli("--from", "x.db", "--to", "postgresql://", "--chunk", "0")
+    assert exited.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
 async def cli(source: Path, target: str, *extra: str) -> int:
     return await trio.to_thread.run_sync(
         partial(run_cli, "--from", f"sqlite:///{source}", "--to", target, "--quiet", *extra)
@@ -61,6 +68,11 @@ async def test_populated_database_migrates_and_verifies(
     assert last[::-1] == [(m.id, m.seq, m.user, m.text, m.ts, m.client_id) for m in history]
     members = pg(pg_url, "SELECT count(*) FROM memberships")
     assert members == [(3 * 3 - 1,)]  # carol left room0
+    # Without --quiet the bar is still off when stderr is not a terminal (as under pytest).
+    args = ("--from", str(sqlite_path), "--to", pg_url)
+    assert await trio.to_thread.run_sync(partial(run_cli, *args)) == 0
+    out = capsys.readouterr()
+    assert "copied 0 messages" in out.out and out.err == ""
     # Each identity is past the largest id copied: a new row takes the next one.
     new_id = pg(
         pg_url,
