@@ -1,43 +1,32 @@
 """A fresh PostgreSQL database per test (`hibiki_m_<random>` on the machine's server at
-127.0.0.1:5432, dropped WITH (FORCE) after) and a SQLite source filled through the real store.
-Without PostgreSQL these tests skip with the reason; under CI=true they fail instead."""
+127.0.0.1:5432, through tests/postgres.py, dropped WITH (FORCE) after) and a SQLite source
+filled through the real store. Without PostgreSQL these tests skip with the reason; under
+CI=true they fail instead."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from storage import NewMessage, Store, User, open_store
+from tests.postgres import admin_connection, database_url
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 SCRYPT_N = 2**10  # fast for tests
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: PostgreSQL is required)")
-    pytest.skip(reason)
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """The URL of a new, empty database, dropped after the test."""
-    try:
-        admin = psycopg.connect(f"{PG_SERVER}/test", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        _missing(f"no PostgreSQL at 127.0.0.1:5432 ({exc})")
-        raise
+    """The URL of a new, empty database `hibiki_m_<random>`, dropped WITH (FORCE) after."""
+    admin = admin_connection()  # skips (fails under CI=true) without PostgreSQL
     name = f"hibiki_m_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f"CREATE DATABASE {name}")
         try:
-            yield f"{PG_SERVER}/{name}"
+            yield database_url(name)
         finally:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 

@@ -25,6 +25,7 @@ def test_migration_benchmark_migrates_verifies_and_drops_its_databases(
         [
             *(sys.executable, str(SCRIPT), "--messages", "3000", "--naive-sample", "500"),
             *("--chunk", "700", "--dir", str(tmp_path), "--json-out", str(out)),
+            *("--pg", pg_url.rsplit("/", 1)[0]),  # the test server, wherever it is
         ],
         capture_output=True,
         text=True,
