@@ -3,6 +3,7 @@
     hibiki serve [--config FILE] [flags]       run the server until SIGINT/SIGTERM
     hibiki config show [--config FILE] [flags] print the effective config (secrets masked)
     hibiki backup [--config FILE] [--db URL] DEST    online backup of the database
+    hibiki migrate --from sqlite:///F --to postgresql://...  copy to PostgreSQL, then verify
     hibiki chat ...                            the terminal client (client/terminal.py)
 
 Settings come from defaults < `--config` TOML file < `HIBIKI_*` environment < flags; an invalid
@@ -38,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _config_show(parsed)
     if parsed.command == "backup":
         return _backup(parsed)
+    if parsed.command == "migrate":
+        return _migrate(parsed)
     return _serve(parsed, args)
 
 
@@ -63,8 +66,23 @@ def _parser() -> argparse.ArgumentParser:
         "--db", dest="db_path", help="database file or URL (default: from the config)"
     )
     backup.add_argument("dest", help="new file to write (must not exist)")
+    _add_migrate(commands)
     commands.add_parser("chat", help="terminal chat client (hibiki chat --help)")
     return parser
+
+
+def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy a SQLite database into PostgreSQL (resumable, incremental), then verify",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="sqlite:///FILE")
+    migrate.add_argument("--to", dest="target", required=True, metavar="postgresql://...")
+    migrate.add_argument("--verify-only", action="store_true", help="compare, copy nothing")
+    migrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    migrate.add_argument(
+        "--chunk", type=_positive_int, default=None, help="messages per transaction"
+    )
 
 
 def _settings_parser() -> argparse.ArgumentParser:
@@ -234,6 +252,33 @@ def _backup(parsed: argparse.Namespace) -> int:
         f"{result.pages} pages, {result.bytes} bytes in {result.seconds:.2f} s"
     )
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _migrate(parsed: argparse.Namespace) -> int:
+    """Exit 0 when the target verifies equal, 1 on a mismatch, a refusal or a failure."""
+    from storage import StorageError
+    from storage.migrate import DEFAULT_CHUNK_ROWS, migrate, render, terminal_progress
+
+    try:
+        result = migrate(
+            parsed.source,
+            parsed.target,
+            verify_only=parsed.verify_only,
+            chunk_rows=parsed.chunk or DEFAULT_CHUNK_ROWS,
+            progress=terminal_progress(quiet=parsed.quiet),
+        )
+    except StorageError as exc:  # MigrationRefused among them: nothing was written
+        print(f"hibiki migrate: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    sys.stdout.write(render(result))
+    return 0 if result.ok else EXIT_FAILURE
 
 
 def _chat(argv: list[str]) -> int:
