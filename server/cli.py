@@ -99,6 +99,13 @@ def _settings_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="PostgreSQL read replica for history and resume (repeatable)",
     )
+    run.add_argument(
+        "--db-shard",
+        dest="shards",
+        action="append",
+        metavar="URL",
+        help="PostgreSQL shard database for messages; --db is the catalog (repeatable)",
+    )
     run.add_argument("--server-id", dest="server_id")
     run.add_argument(
         "--workers", type=int, help="worker processes sharing the port (needs --redis)"

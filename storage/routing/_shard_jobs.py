@@ -115,7 +115,11 @@ def _stored_duplicates(
     names = {room_id: name for name, room_id in room_ids.items()}
     rows = conn.execute(
         _FIND_CLIENT_IDS,
-        ([room_ids[m.room] for m in keyed], [m.user_id for m in keyed], [m.client_id for m in keyed]),
+        (
+            [room_ids[m.room] for m in keyed],
+            [m.user_id for m in keyed],
+            [m.client_id for m in keyed],
+        ),
     )
     return {
         (room_id, user_id, client_id): Message(

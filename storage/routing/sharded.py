@@ -58,7 +58,9 @@ class ShardedMessageStore:
     ) -> None:
         if not shard_urls:
             raise StorageError("no shard databases given")
-        settings = [Settings(u, pool_size, statement_timeout, synchronous_commit) for u in shard_urls]
+        settings = [
+            Settings(u, pool_size, statement_timeout, synchronous_commit) for u in shard_urls
+        ]
         self._shards = {s.target: PoolThreads(s) for s in settings}
         if len(self._shards) != len(settings):
             raise StorageError("a shard database is given twice")
@@ -80,7 +82,9 @@ class ShardedMessageStore:
             for threads in [self._catalog, *self._shards.values()]:
                 await threads.open()
                 opened.append(threads)
-            await self._catalog.write(apply, CATALOG_VERSION_TABLE, CATALOG_MIGRATIONS, CATALOG_LOCK_KEY)
+            await self._catalog.write(
+                apply, CATALOG_VERSION_TABLE, CATALOG_MIGRATIONS, CATALOG_LOCK_KEY
+            )
             for threads in self._shards.values():
                 await threads.write(apply, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
             await self._create_directory()

@@ -65,6 +65,8 @@ def rebalance(assignment: Mapping[int, str], targets: Iterable[str]) -> dict[int
     return moves
 
 
-def moved_fraction(rooms: Sequence[str], before: Mapping[str, str], after: Mapping[str, str]) -> float:
+def moved_fraction(
+    rooms: Sequence[str], before: Mapping[str, str], after: Mapping[str, str]
+) -> float:
     """The fraction of `rooms` whose database differs between two placements."""
     return sum(before[room] != after[room] for room in rooms) / len(rooms)

@@ -27,7 +27,9 @@ def test_adding_a_fourth_database_moves_a_quarter_with_logical_shards_and_not_th
     after = {room: four[logical_shard(room)] for room in ROOMS}
     logical = moved_fraction(ROOMS, before, after)
 
-    print(f"\nrooms moved going 3 -> 4 databases: hash % n {naive:.3f}, logical shards {logical:.3f}")
+    print(
+        f"\nrooms moved going 3 -> 4 databases: hash % n {naive:.3f}, logical shards {logical:.3f}"
+    )
     assert 0.72 < naive < 0.78  # n/(n+1) = 0.75
     assert 0.22 < logical < 0.28  # 1/(n+1) = 0.25
     # Only whole logical shards moved, and only to the new database.
