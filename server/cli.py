@@ -4,6 +4,7 @@
     hibiki config show [--config FILE] [flags] print the effective config (secrets masked)
     hibiki backup [--config FILE] [--db URL] DEST    online backup of the database
     hibiki migrate --from sqlite:///F --to postgresql://...  copy to PostgreSQL, then verify
+    hibiki shards status|move L --to URL [--config FILE] [flags]  message shards (online move)
     hibiki chat ...                            the terminal client (client/terminal.py)
 
 Settings come from defaults < `--config` TOML file < `HIBIKI_*` environment < flags; an invalid
@@ -23,6 +24,7 @@ from typing import Any
 
 import trio
 
+from server import shards_cli
 from server.config import SECTION_OF, Config, ConfigError
 from server.config_file import LoadedConfig, load_config, to_toml
 
@@ -41,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _backup(parsed)
     if parsed.command == "migrate":
         return _migrate(parsed)
+    if parsed.command == "shards":
+        return _shards(parsed)
     return _serve(parsed, args)
 
 
@@ -67,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("dest", help="new file to write (must not exist)")
     _add_migrate(commands)
+    shards_cli.add_parser(commands, settings)
     commands.add_parser("chat", help="terminal chat client (hibiki chat --help)")
     return parser
 
@@ -286,6 +291,13 @@ def _migrate(parsed: argparse.Namespace) -> int:
         return EXIT_FAILURE
     sys.stdout.write(render(result))
     return 0 if result.ok else EXIT_FAILURE
+
+
+def _shards(parsed: argparse.Namespace) -> int:
+    loaded = _load(parsed)
+    if loaded is None:
+        return EXIT_USAGE
+    return shards_cli.run(parsed, loaded.config)
 
 
 def _chat(argv: list[str]) -> int:
