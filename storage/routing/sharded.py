@@ -22,7 +22,7 @@ from typing import TypeVar
 import trio
 
 from protocol import Message
-from storage.postgres._connection import Settings
+from storage.postgres._connection import Settings, postgres_errors
 from storage.postgres._threads import PoolThreads
 from storage.protocols import Appended, NewMessage, NotFound, Room, StorageError
 from storage.routing import _shard_jobs as jobs
@@ -100,7 +100,7 @@ class ShardedMessageStore:
 
     def _create_directory_job(self) -> None:
         settings = self._catalog.settings
-        with settings.connect() as conn, conn.transaction():
+        with postgres_errors(settings.url), settings.connect() as conn, conn.transaction():
             catalog.lock_directory(conn)
             assignment = catalog.create_directory(conn, self._order)
             if assignment is None:
