@@ -69,11 +69,19 @@ async def test_moving_a_logical_shard_while_two_nodes_send_loses_and_reuses_noth
             assert node.sharded.directory.place(other).target == target_of(shards[0])
     assert code == [0]
     report = capsys.readouterr().out
-    print(report)
+    with capsys.disabled():
+        print(f"\n{report}", end="")
     held = re.search(r"\((\d+) of them since the bulk copy\)", report)
     assert held is not None and int(held[1]) > 0  # writes came in during the copy
     _check(acked, before, after, hot)
     _check_rows(shards, hot, other, len(after[hot]))
+    status = ["shards", "status", "--db", catalog, "--db-shard", shards[0], "--db-shard", shards[1]]
+    assert await trio.to_thread.run_sync(partial(main, status)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "directory version 1"
+    rows = {line.split()[0]: line.split()[1:5] for line in lines[2:]}
+    assert rows[target_of(shards[0])] == ["127", "127", "1", str(len(after[other]))]
+    assert rows[target_of(shards[1])] == ["129", "129", "1", str(len(after[hot]))]
 
 
 async def _send(
