@@ -66,7 +66,8 @@ def open_store(
     else:
         backend = SQLiteStore(target, synchronous=synchronous, readers=readers)
     if shards:
-        return _sharded(backend, target, shards, scrypt_n, statement_timeout, synchronous_commit)
+        settings = (pool_size, statement_timeout, synchronous_commit)
+        return _sharded(backend, target, shards, scrypt_n, settings)
     return CompositeStore(backend, scrypt_n=scrypt_n)
 
 
@@ -75,9 +76,10 @@ def _sharded(
     primary: str,
     shards: Sequence[str],
     scrypt_n: int,
-    statement_timeout: float,
-    synchronous_commit: str,
+    settings: tuple[int, float, str],
 ) -> CompositeStore:
+    """The catalog `backend` with messages on `shards`: `settings` (pool size, statement
+    timeout, synchronous_commit) apply to each shard database's pool too."""
     from storage.routing.sharded import ShardedMessageStore
     from storage.routing.sharded_store import ShardedStore
 
@@ -89,8 +91,13 @@ def _sharded(
         if scheme != "postgresql":
             raise StorageError("each shard must be a postgresql:// database")
         urls.append(target)
+    pool_size, statement_timeout, synchronous_commit = settings
     messages = ShardedMessageStore(
-        primary, urls, statement_timeout=statement_timeout, synchronous_commit=synchronous_commit
+        primary,
+        urls,
+        pool_size=pool_size,
+        statement_timeout=statement_timeout,
+        synchronous_commit=synchronous_commit,
     )
     return ShardedStore(backend, messages, scrypt_n=scrypt_n)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
@@ -40,6 +41,16 @@ from storage.routing.shards import logical_shard
 
 T = TypeVar("T")
 _MAX_SEQ = 2**63 - 1
+_FIRST_DELAY = 0.005  # seconds: the first wait for a switch, doubled up to _MAX_DELAY
+_MAX_DELAY = 0.2
+
+
+@dataclass(slots=True)
+class _SwitchWait:
+    """One call's wait for a directory switch: its deadline, and the next backoff delay."""
+
+    deadline: float
+    delay: float = _FIRST_DELAY
 
 
 class ShardedMessageStore:
@@ -128,23 +139,31 @@ class ShardedMessageStore:
 
     async def _routed(self, room: str, call: Callable[[PoolThreads, str, str], Awaitable[T]]) -> T:
         """`call(shard, target, unit)` on the room's shard, following moves."""
-        with trio.fail_after(self._switch_timeout):
-            delay = 0.005
-            while True:
-                place = self._directory.place(room)
-                try:
-                    return await call(self._shards[place.target], place.target, place.unit)
-                except jobs.NotOwned:
-                    delay = await self._after_not_owned(place.target, delay)
+        wait = _SwitchWait(trio.current_time() + self._switch_timeout)
+        while True:
+            place = self._directory.place(room)
+            try:
+                return await call(self._shards[place.target], place.target, place.unit)
+            except jobs.NotOwned as exc:
+                await self._after_not_owned(exc, wait)
 
-    async def _after_not_owned(self, target: str, delay: float) -> float:
+    async def _after_not_owned(self, exc: jobs.NotOwned, wait: _SwitchWait) -> None:
+        """Re-read the directory; if it has not switched yet, back off (5 ms doubling to
+        200 ms) until the deadline, then fail with `StorageError` (never a trio timeout: the
+        writer answers a StorageError with `unavailable`)."""
         before = self._directory.version
         self.refreshes += 1
         await self._refresh()
-        if self._directory.version == before:  # fenced, not switched yet: wait for the switch
-            await trio.sleep(delay)
-            return min(delay * 2, 0.2)
-        return 0.005
+        if self._directory.version != before:
+            wait.delay = _FIRST_DELAY
+            return
+        if trio.current_time() + wait.delay > wait.deadline:
+            raise StorageError(
+                f"{exc}, and the directory names no new home after {self._switch_timeout:g} s:"
+                " is a `hibiki shards move` unfinished? Run it again"
+            ) from exc
+        await trio.sleep(wait.delay)
+        wait.delay = min(wait.delay * 2, _MAX_DELAY)
 
     # MessageStore ---------------------------------------------------------------------------
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
@@ -165,9 +184,12 @@ class ShardedMessageStore:
         by_room: dict[str, list[int]] = defaultdict(list)
         for i, m in enumerate(batch):
             by_room[m.room].append(i)
-        async with trio.open_nursery() as nursery:
-            for group in self._groups(by_room):
-                nursery.start_soon(self._append_group, group, batch, found.ids, results)
+        try:
+            async with trio.open_nursery() as nursery:
+                for group in self._groups(by_room):
+                    nursery.start_soon(self._append_group, group, batch, found.ids, results)
+        except BaseExceptionGroup as group:
+            raise _unwrapped(group) from None
         return [r for r in results if r is not None]
 
     def _groups(self, by_room: dict[str, list[int]]) -> list[dict[str, list[int]]]:
@@ -184,30 +206,30 @@ class ShardedMessageStore:
         ids: Sequence[int],
         results: list[Appended | None],
     ) -> None:
-        with trio.fail_after(self._switch_timeout):
-            delay = 0.005
-            pending = dict(rooms)
-            while pending:
-                group = self._groups(pending)[0]
-                positions = sorted(i for p in group.values() for i in p)
-                place = self._directory.place(next(iter(group)))
-                units = sorted({self._directory.place(room).unit for room in group})
-                try:
-                    done = await self._shards[place.target].write(
-                        jobs.append,
-                        place.target,
-                        units,
-                        {room: self._rooms[room] for room in group},
-                        [batch[i] for i in positions],
-                        [ids[i] for i in positions],
-                    )
-                except jobs.NotOwned:
-                    delay = await self._after_not_owned(place.target, delay)
-                    continue
-                for i, appended in zip(positions, done, strict=True):
-                    results[i] = appended
-                for room in group:
-                    del pending[room]
+        """Commit these rooms' messages on their shard; follow a move if one turns them away."""
+        wait = _SwitchWait(trio.current_time() + self._switch_timeout)
+        pending = dict(rooms)
+        while pending:
+            group = self._groups(pending)[0]
+            positions = sorted(i for p in group.values() for i in p)
+            place = self._directory.place(next(iter(group)))
+            units = sorted({self._directory.place(room).unit for room in group})
+            try:
+                done = await self._shards[place.target].write(
+                    jobs.append,
+                    place.target,
+                    units,
+                    {room: self._rooms[room] for room in group},
+                    [batch[i] for i in positions],
+                    [ids[i] for i in positions],
+                )
+            except jobs.NotOwned as exc:
+                await self._after_not_owned(exc, wait)
+                continue
+            for i, appended in zip(positions, done, strict=True):
+                results[i] = appended
+            for room in group:
+                del pending[room]
 
     async def history(
         self, room: str, before_seq: int | None, limit: int
@@ -242,7 +264,26 @@ class ShardedMessageStore:
         async def read(target: str, names: list[str]) -> None:
             seqs.update(await self._shards[target].read(jobs.last_seqs, names))
 
-        async with trio.open_nursery() as nursery:
-            for target, names in by_target.items():
-                nursery.start_soon(read, target, names)
+        try:
+            async with trio.open_nursery() as nursery:
+                for target, names in by_target.items():
+                    nursery.start_soon(read, target, names)
+        except BaseExceptionGroup as group:
+            raise _unwrapped(group) from None
         return [Room(r.id, r.name, r.created_by, seqs.get(r.name, 0)) for r in rooms]
+
+
+def _unwrapped(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """A per-shard nursery's failure as the store's own error: its first `StorageError` when
+    every failure is one (callers such as the writer catch `StorageError`), else the group."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if leaves and all(isinstance(exc, StorageError) for exc in leaves):
+        return leaves[0]
+    return group

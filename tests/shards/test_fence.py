@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import psycopg
+import pytest
 import trio
 
-from storage import Appended, NewMessage, open_store
+from storage import Appended, NewMessage, StorageError, open_store
+from storage.postgres import PostgresStore
 from storage.postgres._connection import Connection, target_of
 from storage.routing import directory, move
 from storage.routing._shard_jobs import own
@@ -19,6 +21,7 @@ from storage.routing._shard_schema import (
     SHARD_VERSION_TABLE,
     apply,
 )
+from storage.routing.sharded import ShardedMessageStore
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
 from tests.conftest import STEP
@@ -105,3 +108,24 @@ def _switch(dst: Connection, catalog: str, unit: str, to: str) -> None:
     own(dst, [unit])
     with psycopg.connect(catalog, autocommit=True) as cat:
         directory.switch(cat, unit, target_of(to))
+
+
+async def test_a_unit_nobody_serves_fails_sends_and_reads_with_a_storage_error_in_time(
+    databases: TestDatabases,
+) -> None:
+    catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
+    room = rooms_on(2, 1, "orphan")[0][0]
+    sharded = ShardedMessageStore(catalog, shards, switch_timeout=0.3)
+    async with ShardedStore(PostgresStore(catalog), sharded, scrypt_n=2**10) as store:
+        alice = await store.create_user("alice", "pw")
+        await store.create_room(room, alice.id)
+        await store.append_batch([NewMessage(room, alice.id, "alice", "kept", None)])
+        with psycopg.connect(shards[0], autocommit=True) as conn:  # a move stopped past its fence
+            unit = directory.unit_of_logical(logical_shard(room))
+            conn.execute("DELETE FROM shard_owned WHERE unit = %s", (unit,))
+        with trio.fail_after(STEP):
+            with pytest.raises(StorageError, match="unfinished"):
+                await store.append_batch([NewMessage(room, alice.id, "alice", "lost", None)])
+            with pytest.raises(StorageError, match="unfinished"):
+                await store.history(room, None, 10)
+        assert sharded.refreshes >= 2
