@@ -128,6 +128,10 @@ class ShardedMessageStore:
         for threads in [*self._shards.values(), self._catalog]:
             await threads.aclose()
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the sharded store is closed")
+
     async def _refresh(self) -> None:
         directory = await self._catalog.read(catalog.read_directory)
         unknown = directory.targets() - set(self._shards)
@@ -139,6 +143,7 @@ class ShardedMessageStore:
 
     async def _routed(self, room: str, call: Callable[[PoolThreads, str, str], Awaitable[T]]) -> T:
         """`call(shard, target, unit)` on the room's shard, following moves."""
+        self._check_open()
         wait = _SwitchWait(trio.current_time() + self._switch_timeout)
         while True:
             place = self._directory.place(room)
@@ -167,6 +172,7 @@ class ShardedMessageStore:
 
     # MessageStore ---------------------------------------------------------------------------
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
+        self._check_open()
         if not batch:
             await trio.lowlevel.checkpoint()
             return []

@@ -129,3 +129,16 @@ async def test_a_unit_nobody_serves_fails_sends_and_reads_with_a_storage_error_i
             with pytest.raises(StorageError, match="unfinished"):
                 await store.history(room, None, 10)
         assert sharded.refreshes >= 2
+
+
+async def test_calls_after_aclose_fail_with_a_storage_error(databases: TestDatabases) -> None:
+    catalog, shards = databases.url("catalog"), [databases.url("shard0")]
+    store = open_store(catalog, scrypt_n=2**10, shards=shards)
+    async with store:
+        alice = await store.create_user("alice", "pw")
+        await store.create_room("lobby", alice.id)
+    await store.aclose()  # again: nothing happens
+    with pytest.raises(StorageError):
+        await store.history("lobby", None, 10)
+    with pytest.raises(StorageError):
+        await store.append_batch([NewMessage("lobby", alice.id, "alice", "late", None)])
