@@ -14,6 +14,13 @@ import trio
 from server.cli import main
 from storage import Appended, NewMessage, Store, User, open_store
 from storage.postgres._connection import target_of
+from storage.routing._shard_schema import (
+    SHARD_LOCK_KEY,
+    SHARD_MIGRATIONS,
+    SHARD_VERSION_TABLE,
+    apply,
+)
+from storage.routing.move import move_logical
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
 from tests.postgres import TestDatabases
@@ -139,3 +146,47 @@ def _check_rows(shards: list[str], hot: str, other: str, hot_count: int) -> None
             )
     assert hot not in counts[0] and counts[1] == {hot: hot_count}
     assert other in counts[0]
+
+
+@pytest.mark.parametrize("stopped_after", ["fence", "own"])
+async def test_a_move_stopped_past_its_fence_is_finished_by_running_it_again(
+    databases: TestDatabases, stopped_after: str
+) -> None:
+    catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
+    room = rooms_on(2, 1, "resumed")[0][0]
+    shard = logical_shard(room)
+    known = {target_of(url): url for url in shards}
+    async with _store(catalog, shards) as store:
+        alice = await store.create_user("alice", "pw")
+        await store.create_room(room, alice.id)
+        first = await store.append_batch([_msg(room, alice, f"m{i}") for i in range(5)])
+        with psycopg.connect(shards[0], autocommit=True) as src:  # the fence committed, then...
+            src.execute("DELETE FROM shard_owned WHERE unit = %s", (f"L{shard}",))
+        if stopped_after == "own":  # ... the target was given the unit, the switch never ran
+            with psycopg.connect(shards[1], autocommit=True) as dst:
+                apply(dst, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
+                _copy_all(shards[0], dst)
+                dst.execute("INSERT INTO shard_owned (unit) VALUES (%s)", (f"L{shard}",))
+        result = await trio.to_thread.run_sync(move_logical, catalog, known, shard, shards[1])
+        assert result.version == 1 and result.target == target_of(shards[1])
+        later = await store.append_batch([_msg(room, alice, "after")])
+        page, _ = await store.history(room, None, 10)
+    assert [a.message.seq for a in first + later] == [1, 2, 3, 4, 5, 6]
+    assert [m.text for m in page] == ["m0", "m1", "m2", "m3", "m4", "after"]
+    with psycopg.connect(shards[0]) as src:
+        assert src.execute("SELECT count(*) FROM shard_messages").fetchone() == (0,)
+
+
+def _copy_all(src_url: str, dst: psycopg.Connection[tuple[object, ...]]) -> None:
+    with psycopg.connect(src_url) as src:
+        rooms = src.execute("SELECT room_id, name, logical, last_seq FROM shard_rooms").fetchall()
+        rows = src.execute(
+            "SELECT id, room_id, seq, user_id, user_name, text, ts, client_id FROM shard_messages"
+        ).fetchall()
+    with dst.cursor() as cur:
+        cur.executemany("INSERT INTO shard_rooms VALUES (%s, %s, %s, %s)", rooms)
+        cur.executemany(
+            "INSERT INTO shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
