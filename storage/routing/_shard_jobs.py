@@ -43,12 +43,20 @@ class NotOwned(StorageError):
         self.units = tuple(units)
 
 
-def _fence(conn: Connection, target: str, units: Sequence[str], lock: bool) -> None:
+def _fence(
+    conn: Connection, target: str, units: Sequence[str], rooms: Sequence[str], lock: bool
+) -> None:
+    """`NotOwned` unless this database serves every unit, and none of `rooms` was pinned
+    away from it. `away` is read from the locked row itself: a writer that waited on a move's
+    lock sees the row as the move left it (a subquery would see the statement's older
+    snapshot)."""
     wanted = sorted(set(units))
-    query = "SELECT unit FROM shard_owned WHERE unit = ANY(%s) ORDER BY unit"
+    query = "SELECT unit, away FROM shard_owned WHERE unit = ANY(%s) ORDER BY unit"
     rows = conn.execute(query + (" FOR KEY SHARE" if lock else ""), (wanted,)).fetchall()
-    if len(rows) != len(wanted):
-        raise NotOwned(target, sorted(set(wanted) - {str(unit) for (unit,) in rows}))
+    missing = set(wanted) - {str(unit) for unit, _ in rows}
+    gone = {str(name) for _, away in rows for name in away} & set(rooms)
+    if missing or gone:
+        raise NotOwned(target, sorted(missing | {f"room:{name}" for name in gone}))
 
 
 def append(
@@ -63,7 +71,7 @@ def append(
     are the batch's message ids in order (a duplicate leaves its id unused)."""
     try:
         with conn.transaction():
-            _fence(conn, target, units, lock=True)
+            _fence(conn, target, units, list(rooms), lock=True)
             return _append_locked(conn, rooms, batch, ids)
     except psycopg.errors.ForeignKeyViolation as exc:
         raise StorageError("a batch names a room this shard does not hold") from exc
@@ -137,7 +145,7 @@ def history(
         " ORDER BY seq DESC LIMIT %s",
         (room, before_seq, limit + 1),
     ).fetchall()
-    _fence(conn, target, [unit], lock=False)
+    _fence(conn, target, [unit], [room], lock=False)
     has_more = len(rows) > limit
     del rows[limit:]
     rows.reverse()
@@ -152,14 +160,14 @@ def messages_after(
         " ORDER BY seq LIMIT %s",
         (room, after_seq, limit),
     ).fetchall()
-    _fence(conn, target, [unit], lock=False)
+    _fence(conn, target, [unit], [room], lock=False)
     return [Message(room, *row) for row in rows]
 
 
 def last_seq(conn: Connection, target: str, unit: str, room: str) -> int | None:
     """The room's counter here, or None before its first message (no row yet)."""
     row = conn.execute("SELECT last_seq FROM shard_rooms WHERE name = %s", (room,)).fetchone()
-    _fence(conn, target, [unit], lock=False)
+    _fence(conn, target, [unit], [room], lock=False)
     return None if row is None else int(row[0])
 
 
@@ -171,10 +179,11 @@ def last_seqs(conn: Connection, rooms: Sequence[str]) -> dict[str, int]:
     return {str(name): int(seq) for name, seq in rows}
 
 
-def own(conn: Connection, units: Sequence[str]) -> None:
-    """Make this database serve `units` (first creation and the end of a move only)."""
+def own(conn: Connection, units: Sequence[str], away: Sequence[str] = ()) -> None:
+    """Make this database serve `units`, except the rooms `away` (pinned elsewhere): at the
+    first creation and at the end of a move only."""
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO shard_owned (unit) VALUES (%s) ON CONFLICT DO NOTHING",
-            [(unit,) for unit in units],
+            "INSERT INTO shard_owned (unit, away) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [(unit, list(away)) for unit in units],
         )

@@ -8,8 +8,9 @@ a sequence may leave holes, which ids, unlike seqs, are allowed to have).
 A shard database gets its own small schema rather than PostgresStore's: its rooms are a copy
 of the catalog's ids and names with the seq counter (`shard_rooms.last_seq`, the one counter a
 room's seqs come from), its messages have no foreign key to users (they live on the primary;
-the sharded store checks user ids there), and `shard_owned` lists the logical shards (units)
-this database serves: every write and read checks it, which is the fence a move relies on.
+the sharded store checks user ids there), and `shard_owned` lists the units (logical shards,
+pinned rooms) this database serves, each with the rooms pinned away from it: every write and
+read checks it, which is the fence a move relies on.
 Every table is prefixed `shard_`, so a shard may live in the primary database itself.
 """
 
@@ -37,7 +38,10 @@ CATALOG_MIGRATIONS: tuple[str, ...] = (
 
 SHARD_MIGRATIONS: tuple[str, ...] = (
     """
-    CREATE TABLE shard_owned (unit TEXT PRIMARY KEY);
+    CREATE TABLE shard_owned (
+        unit TEXT PRIMARY KEY,
+        away TEXT[] NOT NULL DEFAULT '{}'
+    );
     CREATE TABLE shard_rooms (
         room_id  BIGINT PRIMARY KEY,
         name     TEXT NOT NULL UNIQUE,

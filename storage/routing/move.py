@@ -22,7 +22,7 @@ and writers wait: run the same move again, which finds the unit unowned and fini
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +35,7 @@ from storage.routing._shard_schema import apply as apply_schema
 
 # (room_id, name, last_seq) of the unit's rooms; seqs copied and verified: (after, upto]
 _RoomRow = tuple[int, str, int]
-_ROOMS = (
-    "SELECT room_id, name, last_seq FROM shard_rooms WHERE logical = %s"
-    " AND 'room:' || name NOT IN (SELECT unit FROM shard_owned) ORDER BY room_id"
-)
+_PINNED_HERE = "'room:' || name IN (SELECT unit FROM shard_owned)"
 _RANGE = "unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS w(room_id, after, upto)"
 _COPY_OUT = (
     "COPY (SELECT m.id, m.room_id, m.seq, m.user_id, m.user_name, m.text, m.ts, m.client_id"
@@ -55,6 +52,37 @@ _SUMMARY = (
     " LEFT JOIN shard_messages AS m ON m.room_id = w.room_id AND m.seq > w.after"
     " AND m.seq <= w.upto GROUP BY w.room_id ORDER BY w.room_id"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The rooms a move takes from a shard database: a logical shard's, except those pinned
+    there (they have a unit of their own), or one room (a pin)."""
+
+    logical: int
+    room: str | None = None
+
+    @property
+    def where(self) -> str:
+        if self.room is not None:
+            return "name = %s"
+        return f"logical = %s AND NOT {_PINNED_HERE}"
+
+    @property
+    def params(self) -> tuple[object, ...]:
+        return (self.logical,) if self.room is None else (self.room,)
+
+    def rooms(self, conn: Connection) -> list[_RoomRow]:
+        rows = conn.execute(
+            f"SELECT room_id, name, last_seq FROM shard_rooms WHERE {self.where} ORDER BY room_id",
+            self.params,
+        ).fetchall()
+        return [(int(a), str(b), int(c)) for a, b, c in rows]
+
+
+# Run inside the hold: turn the unit's (or the room's) writers away; the `away` list the new
+# home's unit row must carry on.
+Fence = Callable[[Connection], list[str]]
 
 
 class MoveFailed(StorageError):
@@ -79,39 +107,54 @@ def move_logical(
 ) -> MoveResult:
     """Move logical shard `logical` to the database at `to_url` (blocking). `shard_urls`:
     target (host:port/db) -> URL of every shard database the directory may name."""
-    started = time.perf_counter()
     unit = catalog.unit_of_logical(logical)
-    dest = target_of(to_url)
     with postgres_errors(catalog_url), _connect(catalog_url) as cat:
         source = catalog.read_directory(cat).logical[logical]
-        if source == dest:
-            raise MoveFailed(f"logical shard {logical} is already on {dest}")
-        if source not in shard_urls:
-            raise MoveFailed(f"{source} (the current home of {unit}) is not in [storage] shards")
-        with _connect(shard_urls[source]) as src, _connect(to_url) as dst:
-            apply_schema(dst, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
-            if _owns(dst, unit):
-                if _owns(src, unit):
-                    raise MoveFailed(f"{source} and {dest} both serve {unit}: fix by hand")
-                version = catalog.switch(cat, unit, dest)  # a move that stopped before this
-                _clear(src, logical)
-                return MoveResult(logical, source, dest, 0, 0, 0, 0.0, 0.0, version)
-            _clear(dst, logical)
-            copied = _bulk(src, dst, logical)
-            held, delta, hold = _hold_and_finish(src, dst, logical, unit, copied)
-            jobs.own(dst, [unit])
-            version = catalog.switch(cat, unit, dest)
-            _clear(src, logical)
+
+        def fence(src: Connection) -> list[str]:
+            row = src.execute(
+                "DELETE FROM shard_owned WHERE unit = %s RETURNING away", (unit,)
+            ).fetchone()
+            return [] if row is None else list(row[0])
+
+        return run_move(cat, shard_urls, Scope(logical), (source, unit), (to_url, unit), fence)
+
+
+def run_move(
+    cat: Connection,
+    shard_urls: Mapping[str, str],
+    scope: Scope,
+    source: tuple[str, str],
+    dest: tuple[str, str],
+    fence: Fence,
+) -> MoveResult:
+    """Move `scope` from `source` (target, the unit it serves it by) to `dest` (URL, the unit
+    it will serve it by), then switch the directory's entry for the dest unit."""
+    started = time.perf_counter()
+    (home, unit), (to_url, new_unit) = source, dest
+    target = target_of(to_url)
+    if home == target:
+        raise MoveFailed(f"{scope.room or f'logical shard {scope.logical}'} is already on {target}")
+    if home not in shard_urls:
+        raise MoveFailed(f"{home} (the current home of {unit}) is not in [storage] shards")
+    with _connect(shard_urls[home]) as src, _connect(to_url) as dst:
+        apply_schema(dst, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
+        if _owns(dst, new_unit):
+            if scope.room is None and _owns(src, unit):
+                raise MoveFailed(f"{home} and {target} both serve {unit}: fix by hand")
+            version = catalog.switch(cat, new_unit, target)  # a move that stopped before this
+            _clear(src, scope)
+            return MoveResult(scope.logical, home, target, 0, 0, 0, 0.0, 0.0, version)
+        _clear(dst, scope)
+        copied = _bulk(src, dst, scope)
+        held, delta, hold, away = _hold_and_finish(src, dst, scope, unit, copied, fence)
+        jobs.own(dst, [new_unit], away)
+        version = catalog.switch(cat, new_unit, target)
+        _clear(src, scope)
+    messages = sum(last for _, _, last in held)
+    seconds = time.perf_counter() - started
     return MoveResult(
-        logical,
-        source,
-        dest,
-        len(held),
-        sum(last for _, _, last in held),
-        delta,
-        hold,
-        time.perf_counter() - started,
-        version,
+        scope.logical, home, target, len(held), messages, delta, hold, seconds, version
     )
 
 
@@ -123,43 +166,38 @@ def _owns(conn: Connection, unit: str) -> bool:
     return conn.execute("SELECT 1 FROM shard_owned WHERE unit = %s", (unit,)).fetchone() is not None
 
 
-def _bulk(src: Connection, dst: Connection, logical: int) -> dict[int, int]:
-    """Copy the unit's rooms and messages as of one snapshot, verify them; seq copied per room."""
+def _bulk(src: Connection, dst: Connection, scope: Scope) -> dict[int, int]:
+    """Copy the scope's rooms and messages as of one snapshot, verify them; seq copied per
+    room."""
     with src.transaction():
         src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        rooms = [tuple(r) for r in src.execute(_ROOMS, (logical,)).fetchall()]
-        ranges = {int(r[0]): (0, int(r[2])) for r in rooms}
-        _copy(src, dst, logical, rooms, ranges)
+        rooms = scope.rooms(src)
+        ranges = {room_id: (0, last) for room_id, _, last in rooms}
+        _copy(src, dst, scope.logical, rooms, ranges)
     _verify(src, dst, ranges)
     return {room_id: upto for room_id, (_, upto) in ranges.items()}
 
 
 def _hold_and_finish(
-    src: Connection, dst: Connection, logical: int, unit: str, copied: dict[int, int]
-) -> tuple[list[_RoomRow], int, float]:
+    src: Connection, dst: Connection, scope: Scope, unit: str, copied: dict[int, int], fence: Fence
+) -> tuple[list[_RoomRow], int, float, list[str]]:
     """Hold the unit's writers, copy and verify the delta, fence the source; (rooms, delta
-    messages, seconds held)."""
+    messages, seconds held, the unit's `away` list for the new home)."""
     with src.transaction():
         owned = src.execute(
             "SELECT unit FROM shard_owned WHERE unit = %s FOR UPDATE", (unit,)
         ).fetchone()
         held_at = time.perf_counter()  # every writer of the unit waits from here
-        if owned is None and not _unowned_everywhere_else(dst, unit):
+        if owned is None and scope.room is not None:
             raise MoveFailed(f"the source does not serve {unit}")
-        rooms: list[_RoomRow] = [
-            (int(a), str(b), int(c)) for a, b, c in src.execute(_ROOMS, (logical,)).fetchall()
-        ]
+        # owned is None for a logical shard: a rerun after a move stopped past its fence
+        rooms = scope.rooms(src)
         ranges = {room_id: (copied.get(room_id, 0), last) for room_id, _, last in rooms}
-        _copy(src, dst, logical, rooms, ranges)
+        _copy(src, dst, scope.logical, rooms, ranges)
         _verify(src, dst, ranges)
-        src.execute("DELETE FROM shard_owned WHERE unit = %s", (unit,))
+        away = fence(src)
     hold = time.perf_counter() - held_at
-    return rooms, sum(upto - after for after, upto in ranges.values()), hold
-
-
-def _unowned_everywhere_else(dst: Connection, unit: str) -> bool:
-    """A rerun after a move stopped past its fence: the target does not serve it either."""
-    return not _owns(dst, unit)
+    return rooms, sum(upto - after for after, upto in ranges.values()), hold, away
 
 
 def _copy(
@@ -203,20 +241,15 @@ def _verify(src: Connection, dst: Connection, ranges: dict[int, tuple[int, int]]
             )
 
 
-def _clear(conn: Connection, logical: int) -> None:
-    """Delete the unit's rooms and messages here (a target's leftovers, a source's old copy)."""
+def _clear(conn: Connection, scope: Scope) -> None:
+    """Delete the scope's rooms and messages here (a target's leftovers, a source's old copy)."""
     with conn.transaction():
         conn.execute(
             "DELETE FROM shard_messages WHERE room_id IN"
-            " (SELECT room_id FROM shard_rooms WHERE logical = %s"
-            " AND 'room:' || name NOT IN (SELECT unit FROM shard_owned))",
-            (logical,),
+            f" (SELECT room_id FROM shard_rooms WHERE {scope.where})",
+            scope.params,
         )
-        conn.execute(
-            "DELETE FROM shard_rooms WHERE logical = %s"
-            " AND 'room:' || name NOT IN (SELECT unit FROM shard_owned)",
-            (logical,),
-        )
+        conn.execute(f"DELETE FROM shard_rooms WHERE {scope.where}", scope.params)
 
 
 @dataclass(frozen=True, slots=True)
