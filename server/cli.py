@@ -4,7 +4,7 @@
     hibiki config show [--config FILE] [flags] print the effective config (secrets masked)
     hibiki backup [--config FILE] [--db URL] DEST    online backup of the database
     hibiki migrate --from sqlite:///F --to postgresql://...  copy to PostgreSQL, then verify
-    hibiki shards status|move L --to URL [--config FILE] [flags]  message shards (online move)
+    hibiki shards status|move L --to URL|pin ROOM --to URL [flags]  message shards, online moves
     hibiki chat ...                            the terminal client (client/terminal.py)
 
 Settings come from defaults < `--config` TOML file < `HIBIKI_*` environment < flags; an invalid

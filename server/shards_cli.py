@@ -1,8 +1,9 @@
-"""`hibiki shards status` and `hibiki shards move L --to URL` (docs/operations.md, "Shards").
+"""`hibiki shards status`, `move L --to URL` and `pin ROOM --to URL` (docs/operations.md,
+"Shards").
 
-Both read the same settings as `serve` (`--config`, `--db` the catalog, `--db-shard` each shard
-database), so the tool knows the URLs the directory's targets stand for. `move` refuses a
-target that is not among the shard databases: every node must list it before it can serve.
+Each reads the same settings as `serve` (`--config`, `--db` the catalog, `--db-shard` each
+shard database), so the tool knows the URLs the directory's targets stand for. `move` and `pin`
+refuse a target that is not among the shard databases: every node must list it first.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def add_parser(
     )
     move.add_argument("logical", type=int, metavar="L", help="the logical shard (0-255)")
     move.add_argument("--to", dest="to_url", required=True, metavar="postgresql://...")
+    pin = actions.add_parser(
+        "pin", parents=[settings], help="move one room onto another database, online"
+    )
+    pin.add_argument("room", help="the room's name")
+    pin.add_argument("--to", dest="to_url", required=True, metavar="postgresql://...")
 
 
 def run(parsed: argparse.Namespace, config: Config) -> int:
@@ -42,6 +48,15 @@ def run(parsed: argparse.Namespace, config: Config) -> int:
     try:
         if parsed.shards_command == "status":
             return _status(storage.db_path, urls)
+        if target_of(parsed.to_url) not in urls:
+            print(
+                f"hibiki shards: {target_of(parsed.to_url)} is not a shard database: add it to"
+                " [storage] shards on every node first",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        if parsed.shards_command == "pin":
+            return _pin(storage.db_path, urls, parsed.room, parsed.to_url)
         return _move(storage.db_path, urls, parsed.logical, parsed.to_url)
     except StorageError as exc:
         print(f"hibiki shards: {exc}", file=sys.stderr)
@@ -65,19 +80,11 @@ def _status(catalog: str, urls: dict[str, str]) -> int:
 
 
 def _move(catalog: str, urls: dict[str, str], logical: int, to_url: str) -> int:
-    from storage.postgres._connection import target_of
     from storage.routing.move import move_logical
     from storage.routing.shards import LOGICAL_SHARDS
 
     if not 0 <= logical < LOGICAL_SHARDS:
         print(f"hibiki shards: L must be 0..{LOGICAL_SHARDS - 1}", file=sys.stderr)
-        return EXIT_USAGE
-    if target_of(to_url) not in urls:
-        print(
-            f"hibiki shards: {target_of(to_url)} is not a shard database: add it to"
-            " [storage] shards on every node first",
-            file=sys.stderr,
-        )
         return EXIT_USAGE
     result = move_logical(catalog, urls, logical, to_url)
     print(
@@ -85,6 +92,19 @@ def _move(catalog: str, urls: dict[str, str], logical: int, to_url: str) -> int:
         f" {result.rooms} rooms, {result.messages} messages"
         f" ({result.delta} of them since the bulk copy)"
         f" in {result.seconds:.2f} s, writers held {result.hold_seconds * 1000:.1f} ms;"
+        f" directory version {result.version}"
+    )
+    return 0
+
+
+def _pin(catalog: str, urls: dict[str, str], room: str, to_url: str) -> int:
+    from storage.routing.pin import pin_room
+
+    result = pin_room(catalog, urls, room, to_url)
+    print(
+        f"pinned room {room!r} (logical shard {result.logical}) from {result.source} to"
+        f" {result.target}: {result.messages} messages ({result.delta} of them since the bulk"
+        f" copy) in {result.seconds:.2f} s, writers held {result.hold_seconds * 1000:.1f} ms;"
         f" directory version {result.version}"
     )
     return 0
