@@ -4,6 +4,7 @@ from storage.routing._health import ProbePolicy, ReplicaLag, ReplicaReads, State
 from storage.routing.attach import attach_replicas
 from storage.routing.directory import Directory
 from storage.routing.move import MoveFailed, MoveResult, move_logical
+from storage.routing.pin import pin_room
 from storage.routing.replicas import FALLBACK_REASONS, ReplicaRouter, RouterCounts
 from storage.routing.sharded import ShardedMessageStore
 from storage.routing.sharded_store import ShardedStore
@@ -26,4 +27,5 @@ __all__ = [
     "attach_replicas",
     "logical_shard",
     "move_logical",
+    "pin_room",
 ]

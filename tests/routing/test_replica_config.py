@@ -69,6 +69,7 @@ def test_the_routing_surface_is_pinned() -> None:
         "ShardedStore",
         "logical_shard",
         "move_logical",
+        "pin_room",
         "ProbePolicy",
         "ReplicaLag",
         "ReplicaReads",
