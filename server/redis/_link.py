@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from coredis import Redis
+from coredis import Redis, RedisCluster
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from server.ops.log_throttle import LogThrottle
@@ -29,8 +29,8 @@ class RedisLinkLike(Protocol):
     """The part of `RedisLink` the shared-state classes use."""
 
     @property
-    def client(self) -> Redis[Any]:
-        """A coredis client, already entered (connected on demand)."""
+    def client(self) -> Redis[Any] | RedisCluster[Any]:
+        """A coredis client (one Redis's or a cluster's), already entered."""
 
     @property
     def healthy(self) -> bool:
