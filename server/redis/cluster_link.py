@@ -23,7 +23,7 @@ answer once at start: the client needs its slot map before any command.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import coredis
@@ -100,6 +100,11 @@ class RedisClusterLink:
         self._pub_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._session: trio.CancelScope | None = None
+
+    @property
+    def subscriber_shards(self) -> set[Address]:
+        """The primaries this session has a subscriber connection to (or is opening one)."""
+        return set(self._shards)
 
     def key(self, *parts: str | int, tag: str | None = None) -> str:
         """`ns:part:part`; with `tag`, `ns:{tag}:part...` (one slot for keys sharing a tag)."""
@@ -270,13 +275,27 @@ class RedisClusterLink:
         """One primary's subscriber connection; any failure of it ends the session."""
         try:
             conn = await self._connect(shard.address)
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_subscriptions, shard, conn)
-                    await self._read_pushes(shard, conn)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await conn.stream.aclose()
+        except _LINK_ERRORS as exc:
+            self._lost(exc)
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._until_lost, self._write_subscriptions, shard, conn)
+                await self._until_lost(self._read_pushes, shard, conn)
+        finally:
+            with trio.CancelScope(shield=True):
+                await conn.stream.aclose()
+
+    async def _until_lost(
+        self,
+        part: Callable[[_Shard, _Connection], Awaitable[None]],
+        shard: _Shard,
+        conn: _Connection,
+    ) -> None:
+        """Run one side of a shard's connection; a failure cancels the session (`run` starts
+        the next one), it never reaches a nursery."""
+        try:
+            await part(shard, conn)
         except _LINK_ERRORS as exc:
             self._lost(exc)
 
