@@ -17,17 +17,21 @@ again. Simpler than mending one shard, and the recovery path is the single-Redis
 
 `client` is a `coredis.RedisCluster` for the shared state (presence, rate limit, caches): their
 multi-key scripts keep their keys under one hash tag. Unlike the single Redis, the cluster must
-answer once at start: the client needs its slot map before any command.
+answer once at start: the client needs its slot map before any command can be routed, so `run`
+waits (retrying, logging once) until a seed answers before it reports started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import coredis
 import trio
+from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.exceptions import RedisClusterError
 
 from server.redis._cluster_map import Address, SlotMap, parse_cluster_url
 from server.redis.link import (
@@ -187,7 +191,8 @@ class RedisClusterLink:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a session up until cancelled; after a loss, retry with a growing pause (reset
         once a session has lasted RETRY_MAX: a primary that refuses at once backs off)."""
-        async with self.client:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._enter_client(stack)
             task_status.started()
             pause = RETRY_FIRST
             while True:
@@ -203,6 +208,20 @@ class RedisClusterLink:
                     pause = RETRY_FIRST
                 await trio.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX)
+
+    async def _enter_client(self, stack: contextlib.AsyncExitStack) -> None:
+        """Enter the coredis client, which reads the slot map: wait (retrying) until a seed
+        answers, since no shared-state command can be routed before."""
+        pause = RETRY_FIRST
+        while True:
+            try:
+                await stack.enter_async_context(self.client)
+                return
+            except (RedisClusterError, RedisConnectionError, OSError) as exc:
+                if pause == RETRY_FIRST:
+                    _log.warning("redis cluster unreachable at start", extra={"error": str(exc)})
+            await trio.sleep(pause)
+            pause = min(pause * 2, RETRY_MAX)
 
     async def _down(self) -> None:
         self.healthy = False

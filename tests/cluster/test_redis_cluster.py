@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +43,38 @@ async def _accounts(cluster: Cluster, rooms: list[str], count: int) -> list[Acco
     return accounts
 
 
-async def _collect(peer: Peer, got: dict[str, list[int]], total: int) -> None:
-    """Note each message event's seq per room until `total` have arrived."""
+async def _collect(
+    peer: Peer, got: dict[str, list[int]], total: int, presence: set[str] | None = None
+) -> None:
+    """Note each message event's seq per room until `total` have arrived (and in `presence`,
+    each user announced online)."""
     while sum(map(len, got.values())) < total:
         event = await peer.recv()
         if event["type"] == "message":
             got.setdefault(event["room"], []).append(event["seq"])
+        elif event["type"] == "presence" and event["status"] == "online" and presence is not None:
+            presence.add(event["user"])
+
+
+async def _redis_errors(node: Node) -> dict[str, float]:
+    """hibiki_redis_errors_total by part: the shared state's commands that failed."""
+    async with http_of(node) as http:
+        metrics = (await http.get("/metrics")).text
+    found = re.findall(r'^hibiki_redis_errors_total\{part="(\w+)"\} (\S+)$', metrics, re.M)
+    return {part: float(value) for part, value in found}
+
+
+@asynccontextmanager
+async def _live_peer(node: Node, account: Account, rooms: list[str]) -> AsyncIterator[Peer]:
+    """A client whose rooms' subscriptions are in force on its node: a `resume` from 0 waits
+    for them (`RedisBus.covered`), and the pong after it says the resume is done. (A plain
+    hello is live only once its node's subscription is, which it does not wait for; a send
+    racing the resume itself can be delivered twice, on one Redis too: left to its owners.)"""
+    async with peer_on(node, account, resume=dict.fromkeys(rooms, 0)) as peer:
+        await peer.send(type="ping", ref="live")
+        while (event := await peer.recv())["type"] != "pong":
+            assert event["type"] != "message", event
+        yield peer
 
 
 async def _reconnects(node: Node) -> float:
@@ -66,21 +94,34 @@ async def test_users_on_different_nodes_chat_in_rooms_on_every_shard(
             rooms = [f"room{i}" for i in range(9)]
             shards = {slots.owner(key_slot(_channel(namespace, room))) for room in rooms}
             assert shards == {node.address for node in redis.nodes}
-            async with open_cluster(tmp_path, redis.url, namespace, 2) as cluster:
+            # A rate limit in force: its shared buckets (a script per hash tag) run on the cluster.
+            limit = ("--rate-limit", "1000", "--rate-burst", "1000")
+            async with open_cluster(tmp_path, redis.url, namespace, 2, args=limit) as cluster:
                 alice, bob = await _accounts(cluster, rooms, 2)
                 n0, n1 = cluster.nodes
-                async with peer_on(n0, alice) as a, peer_on(n1, bob) as b:
+                seen_online: set[str] = set()
+                async with (
+                    _live_peer(n0, alice, rooms) as a,
+                    _live_peer(n1, bob, rooms) as b,
+                ):
                     for i in range(10):
                         for room in rooms:
                             await a.send(type="send", room=room, text="a", client_id=f"a{i}{room}")
                             await b.send(type="send", room=room, text="b", client_id=f"b{i}{room}")
                     for peer in (a, b):
                         got: dict[str, list[int]] = {}
-                        await _collect(peer, got, 20 * len(rooms))
+                        online = seen_online if peer is a else None
+                        await _collect(peer, got, 20 * len(rooms), online)
                         assert got == {room: list(range(1, 21)) for room in rooms}
                         await peer.send(type="ping", ref="end")  # and nothing twice
                         while (event := await peer.recv())["type"] != "pong":
                             assert event["type"] != "message", event
+                # Presence (scripts under one hash tag) decided across nodes: bob on n1 came
+                # online for alice on n0; no shared-state command failed (no cross-slot).
+                assert bob.name in seen_online
+                for node in (n0, n1):
+                    errors = await _redis_errors(node)
+                    assert errors and not any(errors.values()), errors
                 assert await _reconnects(n0) == 0
 
 
@@ -119,9 +160,9 @@ async def test_shard_restarted_mid_burst_every_message_delivered_once(
             got: dict[str, dict[str, list[int]]] = {"bob": {}, "carol": {}}
             halfway = trio.Event()
             async with (
-                peer_on(n0, alice) as a,
-                peer_on(n0, bob) as b,
-                peer_on(n1, carol) as c,
+                _live_peer(n0, alice, ["burst"]) as a,
+                _live_peer(n0, bob, ["burst"]) as b,
+                _live_peer(n1, carol, ["burst"]) as c,
                 trio.open_nursery() as nursery,
             ):
                 nursery.start_soon(_collect, b, got["bob"], BURST)
