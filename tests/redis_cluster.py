@@ -127,12 +127,6 @@ class RedisClusterUnderTest:
                 while not await node.state_ok():  # noqa: ASYNC110
                     await trio.sleep(0.05)
 
-    async def restart(self, node: ClusterNode) -> None:
-        """SIGKILL one primary and start it again on its port, then wait for the cluster."""
-        await node.kill()
-        await node.start()
-        await self.until_ok()
-
 
 @asynccontextmanager
 async def open_redis_cluster(

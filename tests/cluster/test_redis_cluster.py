@@ -125,10 +125,15 @@ async def test_users_on_different_nodes_chat_in_rooms_on_every_shard(
                 assert await _reconnects(n0) == 0
 
 
-async def _send_burst(peer: Peer, acked: dict[str, int], halfway: trio.Event) -> None:
-    """BURST messages to "burst", at most 20 unacknowledged; `halfway` after BURST // 3 acks."""
+async def _send_burst(
+    peer: Peer, acked: dict[str, int], halfway: trio.Event, killed: trio.Event
+) -> None:
+    """BURST messages to "burst", at most 20 unacknowledged; `halfway` after BURST // 3 acks;
+    the last third only once the shard is `killed` (sent while it is down or coming back)."""
     sent = 0
     while len(acked) < BURST:
+        if sent >= BURST * 2 // 3:
+            await killed.wait()
         while sent < BURST and sent - len(acked) < 20:
             await peer.send(type="send", room="burst", text=f"m{sent}", client_id=f"m{sent}")
             sent += 1
@@ -139,11 +144,17 @@ async def _send_burst(peer: Peer, acked: dict[str, int], halfway: trio.Event) ->
                 halfway.set()
 
 
-async def _restart_owner(redis: RedisClusterUnderTest, channel: str, halfway: trio.Event) -> None:
+async def _restart_owner(
+    redis: RedisClusterUnderTest, channel: str, halfway: trio.Event, killed: trio.Event
+) -> None:
     await halfway.wait()
     owner = (await redis.slot_map()).owner(key_slot(channel))
     assert owner is not None
-    await redis.restart(redis.node_at(owner))
+    node = redis.node_at(owner)
+    await node.kill()
+    killed.set()
+    await node.start()
+    await redis.until_ok()
 
 
 async def test_shard_restarted_mid_burst_every_message_delivered_once(
@@ -169,8 +180,10 @@ async def test_shard_restarted_mid_burst_every_message_delivered_once(
                 nursery.start_soon(_collect, c, got["carol"], BURST)
                 # The primary that owns the room's channel goes away a third into the burst:
                 # carol's node loses its subscription, and what it missed comes from the store.
-                nursery.start_soon(_restart_owner, redis, _channel(namespace, "burst"), halfway)
-                await _send_burst(a, acked, halfway)
+                killed = trio.Event()
+                channel = _channel(namespace, "burst")
+                nursery.start_soon(_restart_owner, redis, channel, halfway, killed)
+                await _send_burst(a, acked, halfway, killed)
             assert sorted(acked.values()) == list(range(1, BURST + 1))
             for name, rooms in got.items():
                 assert rooms == {"burst": list(range(1, BURST + 1))}, name

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from server.config import BusConfig, ConfigError
 from server.redis._cluster_map import ClusterUrl, parse_cluster_url
+from server.redis.bus_link import open_link
 from server.redis.cluster_link import RedisClusterLink
-from server.redis.link import RedisUnavailable
+from server.redis.link import RedisLink, RedisUnavailable
 from server.redis.slots import key_slot
 
 from ..redis_cluster import (
@@ -36,6 +38,16 @@ def test_parse_cluster_url_reads_seeds_and_credentials() -> None:
     for bad in ("redis://h:1", "redis+cluster://h", "redis+cluster://h:x", "redis+cluster://"):
         with pytest.raises(ValueError):
             parse_cluster_url(bad)
+
+
+def test_config_accepts_a_cluster_url_and_the_assembly_builds_its_link() -> None:
+    assert BusConfig(redis_url="redis+cluster://h:1,h:2").problems() == []
+    assert BusConfig(redis_url="rediss+cluster://u:p@h:1").problems() == []
+    with pytest.raises(ConfigError, match="redis_url"):
+        BusConfig(redis_url="http://h:1")
+    link = open_link("redis+cluster://h:1", namespace="t", connect_timeout=1.0)
+    assert isinstance(link, RedisClusterLink)
+    assert isinstance(open_link("redis://h:1/0", namespace="t", connect_timeout=1.0), RedisLink)
 
 
 class _Listener:
