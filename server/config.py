@@ -249,8 +249,9 @@ class BusConfig(Section):
         )
         if self.presence_heartbeat >= self.presence_ttl:
             out.append(("presence_heartbeat", "must be less than presence_ttl"))
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
-            out.append(("redis_url", "must be a redis:// URL"))
+        schemes = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+        if self.redis_url and not self.redis_url.startswith(schemes):
+            out.append(("redis_url", "must be a redis:// or redis+cluster:// URL"))
         if not self.bus_namespace or any(c in self.bus_namespace for c in "{}: "):
             out.append(("bus_namespace", "must be non-empty, without braces, colons or spaces"))
         return out

@@ -36,7 +36,8 @@ import trio
 
 from server.fanout.bus import NO_CONN, ConnId, MembershipEvents, RoomEvents
 from server.ops.metrics import LATENCY_BUCKETS, Histogram
-from server.redis.link import RedisLink, RedisUnavailable
+from server.redis.bus_link import BusLink
+from server.redis.link import RedisUnavailable
 from storage import StorageError
 
 _log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class RedisBus:
 
     def __init__(
         self,
-        link: RedisLink,
+        link: BusLink,
         store: LastSeqSource,
         *,
         partitions: int = 64,

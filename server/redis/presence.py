@@ -1,8 +1,9 @@
 """Who is online in a room, over every node: counts per node in Redis, with expiry.
 
 Per (room, user) each node keeps its own connection count (as `LocalOnlineUsers`) and, while it
-is above zero, an entry in Redis: `{ns}:presence-user:{room}:{user}` holds node -> expiry, and
-`{ns}:presence:{room}` holds user -> the latest expiry of their nodes (what `online` reads). A
+is above zero, an entry in Redis: `ns:{presence}:user:{room}:{user}` holds node -> expiry, and
+`ns:{presence}:room:{room}` holds user -> the latest expiry of their nodes (what `online` reads)
+(all under one hash tag, so that the scripts work on a Redis Cluster: presence is one slot). A
 heartbeat task refreshes this node's entries every `heartbeat` seconds with a `ttl`: a node that
 crashes stops refreshing, and its entries run out.
 
@@ -34,6 +35,7 @@ from server.redis._link import REDIS_DOWN, RedisFaults, RedisLinkLike, text
 TTL = 15.0  # seconds an entry lives without a refresh
 HEARTBEAT = 5.0  # seconds between refreshes (and sweeps)
 _RETRY = 0.5  # seconds before a sync that failed is tried again
+_TAG = "{presence}"  # the hash tag of every presence key (one cluster slot)
 
 _NOW = """
 local t = redis.call('TIME')
@@ -208,7 +210,7 @@ class RedisOnlineUsers:
         for room, user in list(self._published):
             if await self._refresh(room, user):  # it had expired and been swept meanwhile
                 self._announce(room, user, NO_CONN, "online")
-        rooms_key = self._link.key("presence-rooms")
+        rooms_key = self._rooms_key()
         for raw in await self._link.client.smembers(rooms_key):
             room = text(raw)
             keys = [self._room_key(room), rooms_key]
@@ -219,18 +221,23 @@ class RedisOnlineUsers:
         self._faults.succeeded()
 
     async def _refresh(self, room: str, user: str) -> bool:
-        keys = [self._room_key(room), self._user_key(room, user), self._link.key("presence-rooms")]
+        keys = [self._room_key(room), self._user_key(room, user), self._rooms_key()]
         first: int = await self._arrive(
             keys, [user, self._node, self._ttl_ms, room], client=self._link.client
         )
         return bool(first)
 
+    # Every presence key shares the hash tag `{presence}`: each script touches a room's zset, a
+    # user's zset and the rooms set at once, which a Redis Cluster allows only within one slot.
+    def _rooms_key(self) -> str:
+        return self._link.key(_TAG, "rooms")
+
     def _room_key(self, room: str) -> str:
-        return self._link.key("presence", room)
+        return self._link.key(_TAG, "room", room)
 
     def _user_key(self, room: str, user: str) -> str:
         # The room's length keeps (room "a", user "b:c") apart from (room "a:b", user "c").
-        return self._link.key("presence-user", str(len(room)), room, user)
+        return self._link.key(_TAG, "user", str(len(room)), room, user)
 
     def _announce(
         self, room: str, user: str, conn: ConnId, status: Literal["online", "offline"]
