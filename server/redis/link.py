@@ -123,14 +123,18 @@ class RedisLink:
                 for _ in messages:
                     if isinstance(reply := await pub.replies.read(), RedisReplyError):
                         raise reply
-            except _LINK_ERRORS as exc:
-                self._lost(exc)
+            except (*_LINK_ERRORS, trio.ClosedResourceError) as exc:
+                # ClosedResourceError: the session ended (its subscriber saw Redis go) and closed
+                # this connection under our feet; that is Redis unavailable, not a crash.
+                if self._pub is pub:
+                    self._lost(exc)  # never a later session's: it has a connection of its own
                 raise RedisUnavailable(str(exc)) from exc
 
     def _lost(self, exc: BaseException) -> None:
         if self._session is not None:
             _log.warning("redis connection lost", extra={"error": str(exc)})
             self._session.cancel()
+            self._session = None  # one line per loss, whichever connection noticed it first
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the connections up until cancelled: on a loss, retry with a growing pause."""
