@@ -129,6 +129,10 @@ class RedisBus:
     def reconnects(self) -> int:
         return self._link.reconnects
 
+    @property
+    def timeouts(self) -> int:
+        return self._link.timeouts
+
     def partition(self, room: str) -> int:
         return zlib.crc32(room.encode()) % self._partitions
 

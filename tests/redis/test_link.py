@@ -3,10 +3,12 @@ a loss while a publish is in flight, and a Redis that stops answering without cl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import coredis
+import pytest
 import trio
 import trio.testing
 from coredis.tokens import PureToken
@@ -88,3 +90,36 @@ async def test_publish_in_flight_when_the_session_ends_raises_unavailable(
             await subs.wait_for(2)  # reconnected by itself, subscription in force again
             assert link.reconnects == 1
             await link.publish([(CHANNEL, b"again")])
+
+
+async def test_a_redis_that_stops_answering_is_noticed_within_the_ping_bound(
+    own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP keeps the TCP connections open: only the keepalive can tell. The link is down
+    within interval + timeout, logs one line for the outage, and is back by itself after
+    SIGCONT (subscription in force again)."""
+    interval, timeout = 0.2, 0.4
+    with trio.fail_after(10):
+        async with _link(own_redis, ping_interval=interval, ping_timeout=timeout) as (link, subs):
+            caplog.clear()
+            own_redis.pause()
+            try:
+                paused_at = trio.current_time()
+                while link.healthy:  # noqa: ASYNC110 (the link has no event for this)
+                    await trio.sleep(0.02)
+                noticed = trio.current_time() - paused_at
+                with pytest.raises(RedisUnavailable):
+                    await link.publish([(CHANNEL, b"while paused")])
+                # Reconnect attempts: TCP connects to a stopped Redis, but its PING goes
+                # unanswered, so the link must not count as up.
+                await trio.sleep(timeout * 3)
+                assert not link.healthy
+            finally:
+                own_redis.resume()
+            await subs.wait_for(2)
+            assert link.healthy
+            assert link.timeouts == 1 and link.reconnects == 1
+            await link.publish([(CHANNEL, b"after")])
+    assert noticed <= interval + timeout + 0.3, noticed
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["redis connection lost"], warnings
