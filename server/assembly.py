@@ -223,6 +223,8 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
         config.bus.redis_url,
         namespace=config.bus.bus_namespace,
         connect_timeout=config.bus.redis_connect_timeout,
+        ping_interval=config.bus.redis_ping_interval,
+        ping_timeout=config.bus.redis_ping_timeout,
     )
     redis_bus = RedisBus(
         link,

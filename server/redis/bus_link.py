@@ -14,7 +14,13 @@ from coredis import Redis, RedisCluster
 
 from server.redis._cluster_map import is_cluster_url
 from server.redis.cluster_link import RedisClusterLink
-from server.redis.link import MessageHandler, RedisLink, SubscribedHandler
+from server.redis.link import (
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    MessageHandler,
+    RedisLink,
+    SubscribedHandler,
+)
 
 
 class BusLink(Protocol):
@@ -28,6 +34,10 @@ class BusLink(Protocol):
 
     @property
     def reconnects(self) -> int: ...
+
+    @property
+    def timeouts(self) -> int:
+        """Keepalive PINGs left unanswered (each ended a session)."""
 
     def key(self, *parts: str | int, tag: str | None = None) -> str: ...
 
@@ -46,8 +56,24 @@ class BusLink(Protocol):
     ) -> None: ...
 
 
-def open_link(url: str, *, namespace: str, connect_timeout: float) -> BusLink:
-    """The link `url` names: a cluster's for `redis+cluster://`, else one Redis's."""
+def open_link(
+    url: str,
+    *,
+    namespace: str,
+    connect_timeout: float,
+    ping_interval: float = PING_INTERVAL,
+    ping_timeout: float = PING_TIMEOUT,
+) -> BusLink:
+    """The link `url` names: a cluster's for `redis+cluster://`, else one Redis's.
+
+    The keepalive PINGs are the single-Redis link's; the cluster link has none yet (a hung
+    primary is noticed by its publishes, bounded by `connect_timeout`, not while idle)."""
     if is_cluster_url(url):
         return RedisClusterLink(url, namespace=namespace, connect_timeout=connect_timeout)
-    return RedisLink(url, namespace=namespace, connect_timeout=connect_timeout)
+    return RedisLink(
+        url,
+        namespace=namespace,
+        connect_timeout=connect_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )

@@ -91,6 +91,7 @@ class RedisClusterLink:
         self._connect_timeout = connect_timeout
         self.healthy = False
         self.reconnects = 0
+        self.timeouts = 0  # no keepalive PINGs here (bus_link.open_link)
         self.slot_map_reads = 0  # how often the map was (re)read: once per session
         self._connected_once = False
         self._reconnect_callbacks: list[Callable[[], None]] = []

@@ -14,7 +14,7 @@ contract says so (`join_room`, `append_batch`, `last_seq`) raise `NotFound`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import Self, TypeVar, TypeVarTuple
 
@@ -166,6 +166,11 @@ class PostgresStore:
 
     async def last_seq(self, room: str) -> int:
         return await self._read(_pg_rooms.last_seq, room)
+
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
+        if not rooms:
+            return {}
+        return await self._read(_pg_rooms.last_seqs, list(rooms))
 
     # Plumbing -----------------------------------------------------------------------------
     def _check_open(self) -> None:

@@ -103,6 +103,15 @@ class OwnRedis:
                 out += chunk
         await process.stdout.aclose()  # redis-server then logs nowhere: a closed stdout is fine
 
+    def pause(self) -> None:
+        """SIGSTOP: every TCP connection stays open and nothing is answered (a hung Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     async def stop(self) -> None:
         """Kill it (SIGKILL: subscribers see the connection drop, nothing is saved)."""
         if self.process is not None:
