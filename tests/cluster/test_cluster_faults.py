@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -71,10 +70,10 @@ async def _send_burst(
 
 
 async def test_redis_restarted_mid_burst_every_receiver_gets_every_message_once(
-    tmp_path: Path, own_redis: OwnRedis, namespace: str
+    cluster_db: str, own_redis: OwnRedis, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 6):
-        async with open_cluster(tmp_path, own_redis.url, namespace, 3) as cluster:
+        async with open_cluster(cluster_db, own_redis.url, namespace, 3) as cluster:
             alice, bob, carol, dave = await _accounts(cluster, "burst", 4)
             n0, n1, n2 = cluster.nodes
             acked: dict[str, int] = {}
@@ -163,10 +162,10 @@ async def test_redis_that_stops_answering_is_noticed_and_every_room_catches_up(
 
 
 async def test_node_killed_mid_burst_loses_no_acked_message(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 6):
-        async with open_cluster(tmp_path, redis_url, namespace, 3) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 3) as cluster:
             alice, bob, carol = await _accounts(cluster, "burst", 3)
             n0, n1, n2 = cluster.nodes
             acked: dict[str, int] = {}
