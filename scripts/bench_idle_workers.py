@@ -119,6 +119,7 @@ async def measure(
         held_by=held_by,
         extra={
             "failed": session.connect_failed,
+            "connect_errors": session.connect_errors[:10],
             "connect_s": round(connect_s, 1),
             "sources": addresses,
             "loaders": loaders,
