@@ -192,6 +192,9 @@ def run_one(args: argparse.Namespace, connections: int, workers: int) -> dict[st
         # A busy machine can take more than the default 10 s to answer a hello when hundreds
         # are queued: the bench measures holding connections, not the hello latency.
         extra += ("--hello-timeout", str(args.hello_timeout))
+        # Likewise the heartbeat: a starved Node load worker answering 12,500 pings at once
+        # can take over the default 20 s (one run lost 29,215 connections so on a load-14 host).
+        extra += ("--heartbeat-deadline", str(args.heartbeat_deadline))
         try:
             server = start_server(
                 "hibiki",
@@ -222,6 +225,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sources", type=int, help="127.0.0.x source addresses (default auto)")
     parser.add_argument("--fd-limit", type=int, default=20_000, help="soft RLIMIT_NOFILE")
     parser.add_argument("--hello-timeout", type=float, default=120.0, help="server's, seconds")
+    parser.add_argument(
+        "--heartbeat-deadline", type=float, default=120.0, help="server's pong deadline, seconds"
+    )
     parser.add_argument("--redis-db", type=int, default=0, help="database in the private Redis")
     parser.add_argument(
         "--single",
