@@ -366,8 +366,10 @@ def _websocket_entry(
             reject(sock, 403, b"origin not allowed")
             return
         with drain.serving():
-            await serve_websocket(
+            serving = serve_websocket(
                 sock, peer, head, request, services, flusher, registry, drain, leave_pending
             )
+            del head, request  # not kept for the connection's life (see Listener._handle)
+            await serving
 
     return on_websocket
