@@ -61,6 +61,7 @@ class PostgresStore:
         self.settings = Settings(url, pool_size, statement_timeout, synchronous_commit)
         self._state = _State.NEW
         self._threads = PoolThreads(self.settings)
+        self._known_users = _pg_messages.KnownUsers()
 
     @property
     def target(self) -> str:
@@ -153,7 +154,7 @@ class PostgresStore:
         if not batch:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._write(_pg_messages.append_batch, tuple(batch))
+        return await self._write(_pg_messages.append_batch, self._known_users, tuple(batch))
 
     async def history(
         self, room: str, before_seq: int | None, limit: int
