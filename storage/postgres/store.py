@@ -93,6 +93,8 @@ class PostgresStore:
 
     def _migrate(self) -> None:
         with postgres_errors(self.settings.url), self.settings.connect() as conn:
+            # Unbounded: waiting for another node's migration, or a long one, is not a hang.
+            conn.execute("SET statement_timeout = 0")
             migrate(conn)
 
     async def aclose(self) -> None:
