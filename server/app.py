@@ -3,6 +3,7 @@
     serve()
     └── root nursery
         ├── flusher       writes every dirty connection's backlog (and owns blocked writers)
+        ├── replicas      with `[storage] replicas`: their lag probes (storage.routing)
         ├── cluster       with `[bus] redis_url`: the Redis link, the bus, shared state
         ├── redis link    with `redis_url`: Redis connections, reconnects (server.redis)
         ├── redis bus     its sender, store catch-ups and tail check
@@ -33,7 +34,8 @@ from server.assembly import build_parts
 from server.config import Config
 from server.ops import sdnotify
 from server.ops.metrics import Metrics, timed_store
-from storage import StorageError, open_store
+from storage import CompositeStore, StorageError, open_store
+from storage.routing import ProbePolicy, ReplicaRouter, attach_replicas
 
 _log = logging.getLogger(__name__)
 
@@ -56,23 +58,13 @@ async def serve(
     Raises `StartupError` if the database cannot be opened or the port cannot be listened on.
     """
     metrics = Metrics(config.server.server_id) if metrics is None else metrics
-    database = open_store(
-        config.storage.db_path,
-        synchronous=config.storage.sqlite_synchronous,
-        readers=config.storage.sqlite_readers,
-        pool_size=config.storage.pool_size,
-        statement_timeout=config.storage.statement_timeout,
-        synchronous_commit=config.storage.synchronous_commit,
-        scrypt_n=config.accounts.scrypt_n,
-    )
+    database, replicas = await _open_database(config)
     try:
-        await database.open()
-    except StorageError as exc:
-        raise StartupError(str(exc)) from exc
-    try:
-        parts = build_parts(config, database, timed_store(database, metrics), metrics)
+        parts = build_parts(config, database, timed_store(database, metrics), metrics, replicas)
         async with trio.open_nursery() as root:
             await root.start(parts.flusher.run)
+            if replicas is not None:  # lag probes; reads go to the primary until one is up
+                await root.start(replicas.run)
             if parts.cluster is not None:  # [bus] redis_url: link, bus and shared state
                 await root.start(parts.cluster.run)
             await root.start(parts.hub.run)
@@ -93,8 +85,45 @@ async def serve(
             await parts.shut_down(root.cancel_scope)
     finally:
         with trio.CancelScope(shield=True):
+            if replicas is not None:
+                await replicas.aclose()
             await database.aclose()
         _log.info("stopped", extra={"server_id": config.server.server_id})
+
+
+async def _open_database(config: Config) -> tuple[CompositeStore, ReplicaRouter | None]:
+    """The store, open, and the read-replica router in front of it (None without replicas)."""
+    database = open_store(
+        config.storage.db_path,
+        synchronous=config.storage.sqlite_synchronous,
+        readers=config.storage.sqlite_readers,
+        pool_size=config.storage.pool_size,
+        statement_timeout=config.storage.statement_timeout,
+        synchronous_commit=config.storage.synchronous_commit,
+        scrypt_n=config.accounts.scrypt_n,
+    )
+    replicas = attach_replicas(database, config.storage.replicas, _replica_policy(config))
+    try:
+        await database.open()
+    except StorageError as exc:
+        raise StartupError(str(exc)) from exc
+    if replicas is not None:
+        try:
+            await replicas.open()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await database.aclose()
+            raise
+    return database, replicas
+
+
+def _replica_policy(config: Config) -> ProbePolicy:
+    storage = config.storage
+    return ProbePolicy(
+        interval=storage.replica_probe_interval,
+        timeout=storage.replica_timeout,
+        max_lag=storage.replica_max_lag,
+    )
 
 
 def _serving(config: Config, port: int) -> None:

@@ -42,7 +42,9 @@ from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
 from storage import Lifecycle, MembershipCache, Store
+from storage.routing import ReplicaRouter
 
+Replicas = ReplicaRouter | None  # with `[storage] replicas`: the read router
 _OnWebsocket = Callable[
     [socket.socket, str, bytes, h11.Request, Callable[[], None]], Awaitable[None]
 ]
@@ -75,8 +77,11 @@ class Parts:
         )
 
 
-def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metrics) -> Parts:
-    """Construct and wire every part; `store` is `database` as the parts use it (timed)."""
+def build_parts(
+    config: Config, database: Lifecycle, store: Store, metrics: Metrics, replicas: Replicas
+) -> Parts:
+    """Construct and wire every part; `store` is `database` as the parts use it (timed), and
+    `replicas` the router its history and resume reads already go through (shown, measured)."""
     drain = Drain(config.timeouts.drain_timeout)
     flusher = Flusher()
     tokens = TokenIndex()
@@ -93,14 +98,7 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
         max_batch=config.limits.writer_max_batch,
         metrics=metrics,
     )
-    metrics.watch(
-        connections=registry,
-        hub=hub,
-        flusher=flusher,
-        writer=writer,
-        writer_capacity=config.limits.writer_queue,
-        caches={"membership": membership},
-    )
+    _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
     memberships = _membership_sync(store, hub, seams)
     bus.attach_memberships(memberships)
@@ -116,7 +114,7 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
         limiter=seams.limiter,
         metrics=metrics,
     )
-    http = _http_bridge(config, store, writer, memberships, readiness, seams, metrics)
+    http = _http_bridge(config, store, writer, memberships, readiness, seams, metrics, replicas)
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
     reaper = Reaper(registry, config)
@@ -135,6 +133,29 @@ def build_parts(config: Config, database: Lifecycle, store: Store, metrics: Metr
     )
 
 
+def _watch(
+    metrics: Metrics,
+    config: Config,
+    registry: ConnectionRegistry,
+    hub: RoomHub,
+    flusher: Flusher,
+    writer: MessageWriter,
+    membership: MembershipCache,
+    replicas: Replicas,
+) -> None:
+    """Name what /metrics reads at scrape time."""
+    metrics.watch(
+        connections=registry,
+        hub=hub,
+        flusher=flusher,
+        writer=writer,
+        writer_capacity=config.limits.writer_queue,
+        caches={"membership": membership},
+    )
+    if replicas is not None:
+        metrics.watch_replicas(replicas)
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Several processes and hosts as one chat: the link to Redis, the bus over it, and the
@@ -145,11 +166,24 @@ class Cluster:
     shared: SharedState
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.link.run)
-            await nursery.start(self.bus.run)
-            await nursery.start(self.shared.run)
-            task_status.started()
+        # The link outlives the parts over it: their last commands as they stop (the control
+        # channel leaving the live set) still find it open; it closes when they are done.
+        link_scope = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as outer:
+            await outer.start(self._run_link, link_scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.bus.run)
+                    await nursery.start(self.shared.run)
+                    task_status.started()
+            finally:
+                link_scope.cancel()
+
+    async def _run_link(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with scope:
+            await self.link.run(task_status=task_status)
 
 
 @dataclass(frozen=True)
@@ -162,7 +196,7 @@ class _Seams:
     invalidation: MembershipInvalidation
     limiter: RateLimiter
     store: Store  # what sessions and HTTP read accounts through (Redis: token lookups cached)
-    revoke: Callable[[str], None]
+    revoke: Callable[[str], Awaitable[None]]
     cluster: Cluster | None
 
 
@@ -182,7 +216,7 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
             invalidation,
             limiter,
             store,
-            tokens.revoke,
+            _revoking(tokens),
             None,
         )
     link = RedisLink(
@@ -209,6 +243,7 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
         tokens=tokens,
         config=config,
         count_error=metrics.count_redis_error,
+        count_unconfirmed=metrics.count_logout_unconfirmed,
     )
     return _Seams(
         redis_bus,
@@ -220,6 +255,15 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
         shared.revoke,
         Cluster(link, redis_bus, shared),
     )
+
+
+def _revoking(tokens: TokenIndex) -> Callable[[str], Awaitable[None]]:
+    """One process: closing this process's sockets of the token is the whole revocation."""
+
+    async def revoke(token_hash: str) -> None:
+        tokens.revoke(token_hash)
+
+    return revoke
 
 
 def _readiness(
@@ -270,6 +314,7 @@ def _http_bridge(
     readiness: Readiness,
     seams: _Seams,
     metrics: Metrics,
+    replicas: Replicas,
 ) -> HttpBridge:
     services = HttpServices(
         store=store,
@@ -284,6 +329,7 @@ def _http_bridge(
         auth_failed=metrics.count_auth_failure,
         token_revoked=seams.revoke,
         bus_status=lambda: seams.bus.status,
+        replicas=replicas.status if replicas is not None else None,
         body_timeout=config.timeouts.http_read_timeout,
         login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
     )

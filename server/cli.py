@@ -74,6 +74,13 @@ def _settings_parser() -> argparse.ArgumentParser:
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.add_argument("--db", dest="db_path", help="database file or URL")
+    run.add_argument(
+        "--db-replica",
+        dest="replicas",
+        action="append",
+        metavar="URL",
+        help="PostgreSQL read replica for history and resume (repeatable)",
+    )
     run.add_argument("--server-id", dest="server_id")
     run.add_argument(
         "--workers", type=int, help="worker processes sharing the port (needs --redis)"

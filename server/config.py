@@ -93,6 +93,11 @@ class StorageConfig(Section):
     pool_size: int = 10
     statement_timeout: float = 10 * SECONDS
     synchronous_commit: str = "on"
+    # PostgreSQL read replicas for history and resume (docs/operations.md, "Read replicas").
+    replicas: tuple[str, ...] = ()
+    replica_max_lag: float = 5 * SECONDS  # a replica further behind is skipped until it is not
+    replica_probe_interval: float = 1 * SECONDS  # lag probes; a down replica's back off to 30 s
+    replica_timeout: float = 2 * SECONDS  # per replica read or probe; then the primary answers
 
     def problems(self) -> Problems:
         out = _at_least_one(self, "sqlite_readers", "pool_size")
@@ -100,7 +105,14 @@ class StorageConfig(Section):
             out.insert(0, ("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
         if self.synchronous_commit.lower() not in SYNCHRONOUS_COMMIT_MODES:
             out.append(("synchronous_commit", f"must be {', '.join(SYNCHRONOUS_COMMIT_MODES)}"))
-        return out + _positive(self, "statement_timeout")
+        out += _positive(self, "statement_timeout")
+        out += _positive(self, "replica_max_lag", "replica_probe_interval", "replica_timeout")
+        postgres = ("postgresql://", "postgres://")
+        if any(not url.startswith(postgres) for url in self.replicas):
+            out.append(("replicas", "each must be a postgresql:// URL"))
+        elif self.replicas and not self.db_path.startswith(postgres):
+            out.append(("replicas", "need a postgresql:// db_path (the primary)"))
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ class ChatConnection:
         "out",
         "ping_sent_at",
         "rooms",
+        "signed_out",
         "state",
         "stop_reading",
         "token_expires_at",
@@ -101,6 +102,9 @@ class ChatConnection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed_by_peer = False  # the peer started the close (its code is its own)
+        # Closed because its token was revoked or expired (4001): its sends not yet committed
+        # are void (server.persist.writer.AckTarget).
+        self.signed_out = False
 
     @property
     def pending_bytes(self) -> int:
@@ -142,6 +146,7 @@ class ChatConnection:
         self.close_code = code
         self.close_reason = reason
         self.closed_by_peer = by_peer
+        self.signed_out = code == CloseCode.UNAUTHENTICATED
         self.out.close_with(close_frame(code, reason), discard_backlog=discard_backlog)
         self.stop_reading()
 

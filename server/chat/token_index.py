@@ -5,8 +5,9 @@ the token up: a logout that lands during that lookup then still finds (and close
 the hello succeeding with a token that was already revoked. Keys are token hashes
 (`storage.passwords.token_hash`), never tokens. Touched only from the trio thread.
 
-`revoke` is the one entry point of a revocation. This process's own `POST /api/logout` calls it
-now; with several nodes, a bus carrying every node's logouts will call it too.
+`revoke` is the one entry point of a revocation. This process's own `POST /api/logout` calls it;
+with several nodes, so does the control channel for every other node's logout
+(server/redis/token_cache.py), before that node's logout is answered.
 """
 
 from __future__ import annotations

@@ -58,6 +58,10 @@ MAX_TOKEN_LENGTH = 256  # longer than any token we issue; refused before a store
 _ROOM = re.compile(ROOM_PATTERN)
 
 
+async def _revoked_nowhere(token_hash: str) -> None:
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class HttpServices:
     """What the HTTP app needs from the server; the app reads nothing else."""
@@ -76,13 +80,15 @@ class HttpServices:
     readiness: Callable[[], str | None]
     # The bus for /healthz and /readyz: "local", "redis: ok" or "redis: degraded".
     bus_status: Callable[[], str] = lambda: "local"
+    # Read replicas for /readyz, each {name, state, lag_seconds, ...}: shown, never failing it.
+    replicas: Callable[[], list[dict[str, object]]] | None = None
     # The Prometheus exposition for /metrics: (body, content type); None serves no /metrics.
     metrics: Callable[[], tuple[bytes, str]] | None = None
     # Told of each refused credential: "password" (login) or "token" (bearer token).
     auth_failed: Callable[[str], None] = lambda kind: None
-    # Sync, called with a token's hash once the store revoked it (logout): the server closes the
-    # open WebSockets that said hello with it.
-    token_revoked: Callable[[str], None] = lambda token_hash: None
+    # Called with a token's hash once the store revoked it (logout): the server closes the open
+    # WebSockets that said hello with it, on every node, and returns once it has (bounded).
+    token_revoked: Callable[[str], Awaitable[None]] = field(default=_revoked_nowhere)
     # Seconds to receive a request's whole body once the handler reads it; else 408.
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
@@ -153,9 +159,12 @@ class _Api:
     async def readyz(self) -> Response:
         reason = self._services.readiness()
         bus = self._services.bus_status()  # a degraded bus is still ready (docs/http.md)
+        extra: dict[str, object] = {"bus": bus}
+        if self._services.replicas is not None:  # a replica down is degraded, not unready
+            extra["replicas"] = self._services.replicas()
         if reason is None:
-            return json_response({"status": "ready", "bus": bus})
-        return json_response({"status": "unavailable", "reason": reason, "bus": bus}, 503)
+            return json_response({"status": "ready", **extra})
+        return json_response({"status": "unavailable", "reason": reason, **extra}, 503)
 
     # Accounts ------------------------------------------------------------------------------
     async def register(self) -> Response:
@@ -187,7 +196,7 @@ class _Api:
         _, token = await self._authenticate()
         with trio.CancelScope(shield=True):
             await self._store.revoke_token(token)
-            self._services.token_revoked(token_hash(token))
+            await self._services.token_revoked(token_hash(token))
         return empty_response(204)
 
     async def me(self) -> Response:

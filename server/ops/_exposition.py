@@ -14,9 +14,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from server.ops._histogram import LATENCY_BUCKETS, Histogram
+from storage.routing import FALLBACK_REASONS
 
 if TYPE_CHECKING:
     from server.ops.metrics import Metrics, _Bus
+    from storage.routing import ReplicaRouter
 
 
 class _Collector(Collector):
@@ -33,6 +35,7 @@ class _Collector(Collector):
         yield from _connection_metrics(m)
         yield from _cache_metrics(m)
         yield from _auth_metrics(m)
+        yield from _replica_metrics(m._replicas)
 
 
 def _server_metrics(m: Metrics) -> Iterator[Metric]:
@@ -165,6 +168,11 @@ def _auth_metrics(m: Metrics) -> Iterator[Metric]:
     for part, n in m.redis_errors.items():
         redis.add_metric([part], n)
     yield redis
+    yield _counter(
+        "hibiki_logout_unconfirmed",
+        "Logouts answered before every live node confirmed it had closed the token's sockets.",
+        m.logouts_unconfirmed,
+    )
 
 
 def _bus_metrics(bus: _Bus | None) -> Iterator[Metric]:
@@ -189,6 +197,40 @@ def _bus_metrics(bus: _Bus | None) -> Iterator[Metric]:
         "Publish (wall clock in the envelope) to receive, messages from other processes.",
         bus.lag_seconds if bus is not None else Histogram(LATENCY_BUCKETS),
     )
+
+
+def _replica_metrics(router: ReplicaRouter | None) -> Iterator[Metric]:
+    """Read replicas: which are used, their lag, and where history and resume reads went."""
+    up = GaugeMetricFamily(
+        "hibiki_db_replica_up", "1 if the replica serves reads now.", labels=["replica"]
+    )
+    seconds = GaugeMetricFamily(
+        "hibiki_db_replica_lag_seconds", "Replay lag at the last probe.", labels=["replica"]
+    )
+    wal = GaugeMetricFamily(
+        "hibiki_db_replica_lag_bytes",
+        "WAL received but not replayed, at the last probe.",
+        labels=["replica"],
+    )
+    served = CounterMetricFamily(
+        "hibiki_db_replica_reads",
+        "History and resume reads a replica answered.",
+        labels=["replica"],
+    )
+    primary = CounterMetricFamily(
+        "hibiki_db_primary_reads",
+        "History and resume reads the primary answered, by why (no replica, behind, failed).",
+        labels=["reason"],
+    )
+    for replica in router.replicas if router is not None else ():
+        up.add_metric([replica.name], 1 if replica.usable else 0)
+        served.add_metric([replica.name], replica.reads_served)
+        if replica.lag is not None:
+            seconds.add_metric([replica.name], replica.lag.seconds)
+            wal.add_metric([replica.name], replica.lag.bytes)
+    for reason in FALLBACK_REASONS:
+        primary.add_metric([reason], router.counts.primary_reads[reason] if router else 0)
+    yield from (up, seconds, wal, served, primary)
 
 
 def _gauge(name: str, doc: str, value: float, server_id: list[str] | None = None) -> Metric:

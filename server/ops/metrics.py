@@ -14,7 +14,7 @@ Each `Metrics` owns its `CollectorRegistry` (no global registry), so two servers
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -26,6 +26,9 @@ from server.ops._histogram import LATENCY_BUCKETS as LATENCY_BUCKETS
 from server.ops._histogram import Histogram as Histogram
 from server.ops._store_timing import query_types as query_types
 from server.ops._store_timing import timed_store as timed_store
+
+if TYPE_CHECKING:
+    from storage.routing import ReplicaRouter
 
 # Why the listener refused a connection (server.transport.address_limits), the counter's labels.
 RefusalReason = Literal["per_address", "pending_per_address"]
@@ -141,6 +144,7 @@ class Metrics:
         self.auth_failures_token = 0  # missing, unknown or expired token (HTTP or hello)
         self.login_throttled = dict.fromkeys(LOGIN_THROTTLE_LIMITS, 0)  # 429s by limit
         self.redis_errors = dict.fromkeys(REDIS_PARTS, 0)  # Redis unreachable, by part
+        self.logouts_unconfirmed = 0  # a live node did not confirm a logout within the bound
         self.connections_opened = 0
         self.connections_closed = dict.fromkeys(CLOSE_REASONS, 0)
         self.writer_commit_failures = 0
@@ -160,6 +164,7 @@ class Metrics:
         self._writer_capacity = 0
         self._caches: dict[str, _CacheStats] = {}
         self._bus: _Bus | None = None
+        self._replicas: ReplicaRouter | None = None
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -185,6 +190,10 @@ class Metrics:
         """The bus between processes (server.redis), whose counters are read at scrape time."""
         self._bus = bus
 
+    def watch_replicas(self, router: ReplicaRouter) -> None:
+        """The read-replica router (storage.routing), whose state is read at scrape time."""
+        self._replicas = router
+
     def count_auth_failure(self, kind: str) -> None:
         """`kind` is "password" (login) or "token" (bearer token or hello)."""
         if kind == "password":
@@ -199,6 +208,10 @@ class Metrics:
     def count_redis_error(self, part: str) -> None:
         """A shared-state part (one of REDIS_PARTS) could not reach Redis and fell back."""
         self.redis_errors[part] += 1
+
+    def count_logout_unconfirmed(self) -> None:
+        """A logout answered before every live node confirmed it had applied the revocation."""
+        self.logouts_unconfirmed += 1
 
     def exposition(self) -> tuple[bytes, str]:
         """The body and content type of a `GET /metrics` response."""

@@ -24,6 +24,12 @@ class AckTarget(Protocol):
 
     def send_event(self, event: Event) -> None: ...
 
+    @property
+    def signed_out(self) -> bool:
+        """Closed because its token was revoked or expired: its sends not yet committed are
+        void (a logout promises nothing of the token's is stored once answered)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class PendingSend:
@@ -115,6 +121,11 @@ class MessageWriter:
             self.finished.set()
 
     async def commit_batch(self, batch: list[PendingSend]) -> None:
+        # Read on the trio thread just before the commit begins, like the revocation that sets
+        # it: a send is stored only if its commit began before its token's revocation arrived.
+        batch = [item for item in batch if item.sender is None or not item.sender.signed_out]
+        if not batch:
+            return
         metrics = self._metrics
         commit_started = time.perf_counter()
         try:

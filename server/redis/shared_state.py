@@ -2,7 +2,8 @@
 
     shared = build_shared_state(link, node_id=..., bus=bus, store=store,
                                 membership=membership_cache, tokens=tokens, config=config,
-                                count_error=metrics.count_redis_error)
+                                count_error=metrics.count_redis_error,
+                                count_unconfirmed=metrics.count_logout_unconfirmed)
     await root.start(shared.run)      # control channel, L2 writes, presence, rate reconcile
     # then: presence=shared.presence, invalidation=shared.invalidation,
     # limiter=shared.limiter, token_revoked=shared.revoke, and `shared.store` where the
@@ -52,9 +53,10 @@ class SharedState:
     control: RedisControlChannel
     writes: L2Writes
 
-    def revoke(self, token_hash: str) -> None:
-        """The logout's `token_revoked`: close the token's sockets on every node."""
-        self.revocation.revoke(token_hash)
+    async def revoke(self, token_hash: str) -> None:
+        """The logout's `token_revoked`: close the token's sockets on every node, and return
+        once every live node has (or the bound passed)."""
+        await self.revocation.confirmed(token_hash)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -75,8 +77,15 @@ def build_shared_state(
     tokens: TokenIndex,
     config: Config,
     count_error: CountError,
+    count_unconfirmed: Callable[[], None] = lambda: None,
 ) -> SharedState:
-    control = RedisControlChannel(link, node_id, RedisFaults("control", count_error))
+    control = RedisControlChannel(
+        link,
+        node_id,
+        RedisFaults("control", count_error),
+        node_ttl=config.bus.presence_ttl,  # a node is live as long as its users are online
+        heartbeat=config.bus.presence_heartbeat,
+    )
     writes = L2Writes(link, RedisFaults("control", count_error))
     grants = GrantCache(link, store, RedisFaults("token_cache", count_error))
     limits = config.limits
@@ -97,7 +106,9 @@ def build_shared_state(
             limits.rate_burst,
             RedisFaults("ratelimit", count_error),
         ),
-        revocation=RedisTokenRevocation(tokens, grants, control, writes),
+        revocation=RedisTokenRevocation(
+            tokens, grants, control, writes, unconfirmed=count_unconfirmed
+        ),
         store=with_grant_cache(store, grants),
         control=control,
         writes=writes,

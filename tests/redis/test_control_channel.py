@@ -58,3 +58,60 @@ async def test_notifications_reach_other_nodes_and_resume_after_redis_returns(
                 assert heard["a"] == []
                 assert metrics.redis_errors["control"] > 0
                 nursery.cancel_scope.cancel()
+
+
+async def _redis_time_ms(link: Any) -> int:
+    return int((await link.client.time()).timestamp() * 1000)
+
+
+async def test_a_notification_with_ack_is_answered_by_each_node_after_its_handlers_ran(
+    redis_links: Any,
+) -> None:
+    metrics = Metrics()
+    applied: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    with trio.fail_after(10):
+        async with AsyncExitStack() as stack:
+            links = [await stack.enter_async_context(redis_links()) for _ in "abc"]
+            async with trio.open_nursery() as nursery:
+                channels: dict[str, RedisControlChannel] = {}
+                scopes: dict[str, trio.CancelScope] = {}
+                stopped: dict[str, trio.Event] = {}
+                for name, link in zip("abc", links, strict=True):
+                    faults = RedisFaults("control", metrics.count_redis_error)
+                    channel = RedisControlChannel(link, name, faults)
+                    channel.on_control("revoke", applied[name].append)
+                    scopes[name], stopped[name] = trio.CancelScope(), trio.Event()
+
+                    async def run(
+                        channel: RedisControlChannel,
+                        scope: trio.CancelScope,
+                        done: trio.Event,
+                        *,
+                        task_status: trio.TaskStatus[None],
+                    ) -> None:
+                        with scope:
+                            await channel.run(task_status=task_status)
+                        done.set()
+
+                    await nursery.start(run, channel, scopes[name], stopped[name])
+                    channels[name] = channel
+                a = channels["a"]
+                assert await a.live_nodes() == {"b", "c"}  # registered once started
+
+                with a.awaiting_acks() as acks:
+                    a.publish_control("revoke", "t1", ack=acks.request_id)
+                    await acks.wait_for({"b", "c"})
+                    # Each answered after its handler: what it applied is applied.
+                    assert applied == {"a": [], "b": ["t1"], "c": ["t1"]}
+                    assert acks.nodes == {"b", "c"}
+
+                scopes["c"].cancel()  # c stops: it leaves the live set as it ends
+                await stopped["c"].wait()
+                assert await a.live_nodes() == {"b"}
+
+                # An entry that ran out (a crashed node's, after its TTL) is not live.
+                now = await _redis_time_ms(links[0])
+                await links[0].client.zadd(links[0].key("nodes"), {"ghost": now - 1})
+                assert await a.live_nodes() == {"b"}
+                nursery.cancel_scope.cancel()
+    assert sum(metrics.redis_errors.values()) == 0

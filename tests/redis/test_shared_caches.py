@@ -24,12 +24,13 @@ from server.redis.l2_writes import L2Writes
 from server.redis.membership_cache import RedisMemberLookup, RedisMembershipInvalidation
 from server.redis.token_cache import GrantCache, RedisTokenRevocation, with_grant_cache
 from server.transport.flusher import Flusher
-from storage import MembershipCache, Store, open_store
+from storage import MembershipCache, Store, TokenGrant, open_store
 from storage.passwords import token_hash
 
 from ..connections import chat_connection
 
 ROOM = "lobby"
+CONFIRM_TIMEOUT = 0.5  # the logout's bound here (1 s in the server)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Node:
     tokens: TokenIndex
     revocation: RedisTokenRevocation
     control: RedisControlChannel
+    metrics: Metrics
 
     def hears(self, kind: str) -> trio.Event:
         """Set once this node has handled the next `kind` notification from another node."""
@@ -80,8 +82,16 @@ async def _cluster(redis_links: Any, db: Store, count: int) -> AsyncIterator[lis
                         grants,
                         with_grant_cache(db, grants),
                         tokens,
-                        RedisTokenRevocation(tokens, grants, control, writes),
+                        RedisTokenRevocation(
+                            tokens,
+                            grants,
+                            control,
+                            writes,
+                            unconfirmed=metrics.count_logout_unconfirmed,
+                            confirm_timeout=CONFIRM_TIMEOUT,
+                        ),
                         control,
+                        metrics,
                     )
                 )
             yield nodes
@@ -178,3 +188,91 @@ async def test_a_logout_on_one_node_closes_the_tokens_sockets_and_cache_entries_
                 assert on_b.state is ConnState.CLOSING
                 assert on_b.close_code == CloseCode.UNAUTHENTICATED
                 assert await b.store.user_for_token(token) is None  # L1 dropped, L2 tombstone
+
+
+async def test_a_confirmed_revocation_returns_once_every_live_node_closed_the_sockets(
+    redis_links: Any, db: Store, flusher: Flusher
+) -> None:
+    user = await db.create_user("alice", "pw")
+    token = await db.create_token(user.id, 3600)
+    with trio.fail_after(10):
+        async with _cluster(redis_links, db, 3) as [a, b, c]:
+            assert await b.store.user_for_token(token) == user  # in b's L1
+            with (
+                _socket_of(flusher, b.tokens, token) as on_b,
+                _socket_of(flusher, c.tokens, token) as on_c,
+            ):
+                await a.store.revoke_token(token)
+                assert await a.revocation.confirmed(token_hash(token))
+                # No waiting for a notification: done on every node when it returned.
+                assert on_b.state is ConnState.CLOSING and on_c.state is ConnState.CLOSING
+                assert on_b.close_reason == "token revoked"
+                assert await b.store.user_for_token(token) is None
+            assert a.metrics.logouts_unconfirmed == 0
+
+
+async def test_a_live_node_that_does_not_answer_delays_the_revocation_by_the_bound_only(
+    redis_links: Any, db: Store
+) -> None:
+    user = await db.create_user("alice", "pw")
+    token = await db.create_token(user.id, 3600)
+    with trio.fail_after(10):
+        async with _cluster(redis_links, db, 2) as [a, b]:
+            # A node that crashed a moment ago: live in the registry, deaf on the channel.
+            nodes = a.link.key("nodes")
+            now_ms = (await a.link.client.time()).timestamp() * 1000
+            await a.link.client.zadd(nodes, {"crashed": now_ms + 60_000})
+            heard = b.hears("revoke")
+            await a.store.revoke_token(token)
+            started = trio.current_time()
+            assert not await a.revocation.confirmed(token_hash(token))
+            took = trio.current_time() - started
+            assert CONFIRM_TIMEOUT <= took < CONFIRM_TIMEOUT + 0.5
+            assert heard.is_set()  # b applied it all the same
+            assert a.metrics.logouts_unconfirmed == 1
+            await a.link.client.zrem(nodes, ["crashed"])  # its entry ran out
+            assert await a.revocation.confirmed(token_hash(token))
+            assert a.metrics.logouts_unconfirmed == 1
+
+
+class _PausedReads:
+    """The real store, whose token lookups pause (after reading) until `resume` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.reading = trio.Event()
+        self.resume = trio.Event()
+
+    async def grant_for_token(self, token: str) -> TokenGrant | None:
+        grant = await self._store.grant_for_token(token)
+        self.reading.set()
+        await self.resume.wait()
+        return grant
+
+
+async def test_a_lookup_under_way_when_the_revocation_lands_neither_answers_nor_refills_l1(
+    redis_links: Any, db: Store
+) -> None:
+    user = await db.create_user("alice", "pw")
+    token = await db.create_token(user.id, 3600)
+    metrics = Metrics()
+    with trio.fail_after(10):
+        async with redis_links() as link:
+            reads = _PausedReads(db)
+            faults = RedisFaults("token_cache", metrics.count_redis_error)
+            grants = GrantCache(link, reads, faults)  # type: ignore[arg-type]
+            answers: list[TokenGrant | None] = []
+
+            async def look_up() -> None:
+                answers.append(await grants.grant_for_token(token))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(look_up)
+                await reads.reading.wait()  # it read the grant before the logout...
+                await db.revoke_token(token)
+                grants.revoked(token_hash(token))  # ...which lands here meanwhile
+                reads.resume.set()
+            assert answers == [None]
+            assert grants.misses == 1
+            assert await grants.grant_for_token(token) is None  # not put back in L1 (nor L2)
+            assert grants.misses == 1  # known revoked here: not even asked of the store

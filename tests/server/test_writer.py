@@ -1,17 +1,23 @@
-"""MessageWriter when the database fails batch after batch (a full disk) and then recovers."""
+"""MessageWriter when the database fails batch after batch (a full disk) and then recovers, and
+with sends of a connection whose token was revoked before their commit began."""
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from protocol import CloseCode
+from server.chat.connection import ConnState
 from server.fanout.hub import RoomHub
 from server.persist.writer import MessageWriter, PendingSend
 from server.transport.flusher import Flusher
 from storage import Appended, NewMessage, StorageError, Store, open_store
+
+from ..connections import chat_connection
 
 
 class _DiskFullStore:
@@ -59,3 +65,27 @@ async def test_a_full_disk_logs_one_traceback_then_counts_and_one_line_on_recove
     lines = [record.getMessage() for record in caplog.records]
     assert lines[1:] == ["message batches are being stored again after 100 failures"]
     assert await store.last_seq("r") == 3
+
+
+async def test_sends_of_a_connection_signed_out_before_their_commit_began_are_not_stored(
+    store: Store,
+) -> None:
+    user = await store.create_user("u", "correct horse")
+    await store.create_room("r", user.id)
+    flusher = Flusher()
+    writer = MessageWriter(store, RoomHub(flusher), queue_size=10, max_batch=10)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        revoked, other = (chat_connection(ours, flusher, 1 << 20) for _ in range(2))
+        for conn in (revoked, other):
+            conn.set_state(ConnState.OPEN)
+        batch = [
+            PendingSend(NewMessage("r", user.id, "u", "queued", "c1"), revoked, None),
+            PendingSend(NewMessage("r", user.id, "u", "kept", "c2"), other, None),
+        ]
+        revoked.close(CloseCode.UNAUTHENTICATED, "token revoked")  # a logout, while queued
+        assert revoked.signed_out and not other.signed_out
+        await writer.commit_batch(batch)
+    messages, _ = await store.history("r", None, 10)
+    assert [m.text for m in messages] == ["kept"]

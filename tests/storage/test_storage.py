@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import trio
-import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -206,11 +205,13 @@ class _HeldReads:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.reads = 0
+        self.read = trio.Event()
         self.release = trio.Event()
 
     async def is_member(self, room: str, user_id: int) -> bool:
         self.reads += 1
         member = await self.store.is_member(room, user_id)
+        self.read.set()
         await self.release.wait()
         return member
 
@@ -229,7 +230,7 @@ async def test_membership_cache_never_keeps_a_read_that_a_change_overtook(
             answers.append(await cache.is_member("lobby", bob.id))
 
         nursery.start_soon(ask)
-        await trio.testing.wait_all_tasks_blocked()  # the read saw "member" and is held
+        await held.read.wait()  # the read saw "member" and is held (its thread has returned)
         await store.leave_room("lobby", bob.id)
         cache.set("lobby", bob.id, False)  # what the server does after the leave commits
         held.release.set()
