@@ -61,6 +61,7 @@ class PostgresStore:
         self.settings = Settings(url, pool_size, statement_timeout, synchronous_commit)
         self._state = _State.NEW
         self._threads = PoolThreads(self.settings)
+        self._known_users = _pg_messages.KnownUsers()
 
     @property
     def target(self) -> str:
@@ -92,6 +93,8 @@ class PostgresStore:
 
     def _migrate(self) -> None:
         with postgres_errors(self.settings.url), self.settings.connect() as conn:
+            # Unbounded: waiting for another node's migration, or a long one, is not a hang.
+            conn.execute("SET statement_timeout = 0")
             migrate(conn)
 
     async def aclose(self) -> None:
@@ -153,7 +156,7 @@ class PostgresStore:
         if not batch:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._write(_pg_messages.append_batch, tuple(batch))
+        return await self._write(_pg_messages.append_batch, self._known_users, tuple(batch))
 
     async def history(
         self, room: str, before_seq: int | None, limit: int
