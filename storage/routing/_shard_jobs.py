@@ -171,11 +171,14 @@ def last_seq(conn: Connection, target: str, unit: str, room: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-def last_seqs(conn: Connection, rooms: Sequence[str]) -> dict[str, int]:
-    """Counters of those of `rooms` held here, unfenced: for listings, not for resume."""
+def last_seqs(
+    conn: Connection, target: str, units: Sequence[str], rooms: Sequence[str]
+) -> dict[str, int]:
+    """Counters of those of `rooms` held here (a room with no message yet has no row)."""
     rows = conn.execute(
         "SELECT name, last_seq FROM shard_rooms WHERE name = ANY(%s)", (list(rooms),)
-    )
+    ).fetchall()
+    _fence(conn, target, units, rooms, lock=False)
     return {str(name): int(seq) for name, seq in rows}
 
 

@@ -16,7 +16,7 @@ the old owner's fence and the directory switch) it retries with a short backoff,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -260,22 +260,40 @@ class ShardedMessageStore:
                 raise NotFound(f"no room named {room!r}")
         return 0
 
-    async def with_last_seqs(self, rooms: list[Room]) -> list[Room]:
-        """`rooms` (catalog rows, whose own last_seq is unused) with their shards' counters."""
-        by_target: dict[str, list[str]] = defaultdict(list)
-        for room in rooms:
-            by_target[self._directory.place(room.name).target].append(room.name)
-        seqs: dict[str, int] = {}
-
-        async def read(target: str, names: list[str]) -> None:
-            seqs.update(await self._shards[target].read(jobs.last_seqs, names))
-
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
+        """One catalog read (which rooms exist), then one fenced read per shard, concurrently."""
+        self._check_open()
+        if not rooms:
+            await trio.lowlevel.checkpoint()
+            return {}
+        found = await self._catalog.read(catalog.batch_catalog, sorted(set(rooms)), [], 0)
+        out = dict.fromkeys(found.rooms, 0)  # a room with no message yet has no row on a shard
         try:
             async with trio.open_nursery() as nursery:
-                for target, names in by_target.items():
-                    nursery.start_soon(read, target, names)
+                for group in self._groups({name: [] for name in found.rooms}):
+                    nursery.start_soon(self._last_seqs_group, list(group), out)
         except BaseExceptionGroup as group:
             raise _unwrapped(group) from None
+        return out
+
+    async def _last_seqs_group(self, names: list[str], out: dict[str, int]) -> None:
+        wait = _SwitchWait(trio.current_time() + self._switch_timeout)
+        pending = set(names)
+        while pending:
+            group = sorted(self._groups({name: [] for name in pending})[0])
+            target = self._directory.place(group[0]).target
+            units = sorted({self._directory.place(room).unit for room in group})
+            try:
+                seqs = await self._shards[target].read(jobs.last_seqs, target, units, group)
+            except jobs.NotOwned as exc:
+                await self._after_not_owned(exc, wait)
+                continue
+            out.update(seqs)
+            pending -= set(group)
+
+    async def with_last_seqs(self, rooms: list[Room]) -> list[Room]:
+        """`rooms` (catalog rows, whose own last_seq is unused) with their shards' counters."""
+        seqs = await self.last_seqs([room.name for room in rooms])
         return [Room(r.id, r.name, r.created_by, seqs.get(r.name, 0)) for r in rooms]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar, TypeVarTuple
@@ -188,6 +188,11 @@ class SQLiteStore:
 
     async def last_seq(self, room: str) -> int:
         return await self._read(_sqlite_rooms.last_seq, room)
+
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
+        if not rooms:
+            return {}
+        return await self._read(_sqlite_rooms.last_seqs, tuple(rooms))
 
     # Plumbing -----------------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
