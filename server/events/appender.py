@@ -26,11 +26,12 @@ from collections.abc import Sequence
 import coredis
 import coredis.exceptions
 import trio
-from coredis.tokens import PureToken
 
 from protocol import Message
+from server.events._connection import StreamConnection
 from server.events.stream import entry_fields, partition_of, stream_keys
 from server.ops.log_throttle import LogThrottle
+from server.redis.resp import RedisReplyError, command
 from storage import EventOutbox, StorageError
 
 _log = logging.getLogger(__name__)
@@ -39,7 +40,15 @@ READ_BATCH = 1000  # messages per store read while catching up, and per round of
 RETRY_FIRST = 0.05  # seconds before retrying a failed round; doubled up to RETRY_MAX
 RETRY_MAX = 2.0
 LAG_INTERVAL = 5.0  # seconds between reads of the consumer groups' lag
-_FAILURES = (coredis.exceptions.RedisError, OSError, trio.TooSlowError, StorageError)
+_FAILURES = (
+    coredis.exceptions.RedisError,
+    RedisReplyError,
+    OSError,
+    EOFError,
+    trio.BrokenResourceError,
+    trio.TooSlowError,
+    StorageError,
+)
 
 
 class EventAppender:
@@ -61,11 +70,12 @@ class EventAppender:
     ) -> None:
         self.client: coredis.Redis[bytes] = coredis.Redis.from_url(
             url, decode_responses=False, connect_timeout=append_timeout
-        )
+        )  # for the lag figures; appends go through `_redis`
+        self._redis = StreamConnection(url)
         self._outbox = outbox
         self._partitions = partitions
         self._keys = stream_keys(namespace, partitions)
-        self._maxlen = maxlen
+        self._maxlen = b"%d" % maxlen
         self._timeout = append_timeout
         self._buffer_limit = buffer_limit
         self._pending: deque[Message] = deque()
@@ -98,11 +108,14 @@ class EventAppender:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with self.client:
-            await self._load_cursors()
-            task_status.started()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_lag)
-                await self._append_forever()
+            try:
+                await self._load_cursors()
+                task_status.started()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read_lag)
+                    await self._append_forever()
+            finally:
+                await self._redis.aclose()
 
     async def _load_cursors(self) -> None:
         """The cursors from the database; a first start begins at the newest message (the stream
@@ -183,15 +196,13 @@ class EventAppender:
         return True
 
     async def _xadd(self, todo: list[tuple[int, Message]]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for p, m in todo:
-                pipe.xadd(
-                    self._keys[p],
-                    entry_fields(m),
-                    trim_strategy=PureToken.MAXLEN,
-                    threshold=self._maxlen,
-                    trim_operator=PureToken.APPROXIMATELY,
-                )
+        keys, maxlen = self._keys, self._maxlen
+        await self._redis.run_all(
+            [
+                command(b"XADD", keys[p], b"MAXLEN", b"~", maxlen, b"*", *_flat(entry_fields(m)))
+                for p, m in todo
+            ]
+        )
 
     def _failed(self, exc: BaseException) -> None:
         kind = f"{type(exc).__qualname__}: {exc}"
@@ -217,3 +228,7 @@ class EventAppender:
                 if isinstance(name, bytes) and isinstance(value, int):
                     lag[name.decode()] = lag.get(name.decode(), 0) + value
         return lag
+
+
+def _flat(fields: dict[bytes, bytes]) -> list[bytes]:
+    return [part for pair in fields.items() for part in pair]

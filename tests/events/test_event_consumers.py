@@ -4,11 +4,9 @@ of the test's own, deleted after) and a real SQLite store."""
 from __future__ import annotations
 
 import gc
-import os
-import secrets
 import socket
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import coredis
@@ -27,23 +25,6 @@ URL = "redis://127.0.0.1:6379/0"
 class _NoBus:
     def publish_message(self, room: str, seq: int, payload: bytes) -> None:
         pass
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[tuple[coredis.Redis[bytes], str]]:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no Redis at 127.0.0.1:6379 (CI=true: Redis is required)")
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    namespace = "evt" + secrets.token_hex(4)
-    client: coredis.Redis[bytes] = coredis.Redis.from_url(URL, decode_responses=False)
-    async with client:
-        yield client, namespace
-        keys = [k async for k in client.scan_iter(match=f"{namespace}:*")]
-        if keys:
-            await client.delete(keys)
 
 
 async def _store(tmp_path: Path) -> tuple[CompositeStore, int]:
