@@ -10,6 +10,7 @@ from typing import Any
 
 Run = dict[str, Any]
 BASELINE = "hibiki"
+ON_POSTGRESQL = "hibiki-pg"  # hibiki itself on the other backend: compared apart, not a peer
 NOISY = 0.25  # CPU used by other processes of the machine during a run, in cores
 
 
@@ -37,6 +38,8 @@ def summarise(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "runs": len(group),
                 "deliveries_per_s": _median(r["deliveries_per_s"] for r in group),
                 "us_per_delivery": _median(r["server_cpu_us_per_delivery"] for r in group),
+                # the server's processes plus the extra ones (PostgreSQL's backends)
+                "total_us_per_delivery": _median(r.get("total_cpu_us_per_delivery") for r in group),
                 "p50_ms": _median(r["latency_ms"]["p50"] for r in group),
                 "p99_ms": _median(r["latency_ms"]["p99"] for r in group),
                 "server_cpu_util": _median(r["server_cpu_util"] for r in group),
@@ -55,7 +58,7 @@ def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key = {(r["mode"], r["workload"], r["server"]): r for r in rows}
     out = []
     for row in rows:
-        if row["server"] == BASELINE:
+        if row["server"] in (BASELINE, ON_POSTGRESQL):
             continue
         base = by_key.get((row["mode"], row["workload"], BASELINE))
         if base is None or not base["us_per_delivery"] or not row["us_per_delivery"]:
@@ -69,6 +72,38 @@ def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
+def backend_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """hibiki on PostgreSQL against hibiki on SQLite, per workload run on both (ratios pg/sqlite;
+    CPU counts the PostgreSQL backends serving the run's database with hibiki's own)."""
+    by_key = {(r["mode"], r["workload"], r["server"]): r for r in rows}
+    lines = []
+    for row in rows:
+        base = by_key.get((row["mode"], row["workload"], BASELINE))
+        if row["server"] != ON_POSTGRESQL or base is None:
+            continue
+        lines.append(
+            f"| {row['mode']} | {row['workload']} "
+            f"| {_ratio(row['deliveries_per_s'], base['deliveries_per_s'])} "
+            f"| {_ratio(row['us_per_delivery'], base['us_per_delivery'])} "
+            f"| {_ratio(row['total_us_per_delivery'], base['total_us_per_delivery'])} "
+            f"| {_ratio(row['p99_ms'], base['p99_ms'])} |"
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        "hibiki on PostgreSQL / on SQLite (medians; CPU with PostgreSQL's backends in the last):",
+        "",
+        "| mode | workload | deliveries/s | hibiki µs/delivery | + PostgreSQL µs/delivery | p99 |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *lines,
+    ]
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -117,6 +152,7 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
         ]
         for x in found:
             lines.append(f"| {x['mode']} | {x['workload']} | {x['peer']} | {x['ratio']:.1f}x |")
+    lines += backend_lines(rows)
     return "\n".join(lines) + "\n"
 
 

@@ -18,9 +18,9 @@ from _loadworkers import FIREHOSE_JS, node_binary
 SCRIPTS = Path(__file__).resolve().parent
 PEERS = SCRIPTS / "bench_peers"
 NODE_SIO = PEERS / "node_sio"
-KINDS = ("hibiki", "websockets", "socketio", "node-socketio", "firehose")
+KINDS = ("hibiki", "hibiki-pg", "websockets", "socketio", "node-socketio", "firehose")
 # The wire dialect of scripts/loadgen_node/protocols.js each kind speaks.
-DIALECTS = {"node-socketio": "socketio"}
+DIALECTS = {"node-socketio": "socketio", "hibiki-pg": "hibiki"}
 _LISTENING = re.compile(rb"listening on ([0-9.]+):(\d+)")
 
 
@@ -56,7 +56,7 @@ def node_sio_missing() -> str | None:
     return None
 
 
-def _hibiki_command(db: Path, synchronous: str) -> list[str]:
+def _hibiki_command(db: Path | str, synchronous: str) -> list[str]:
     return [
         *_hibiki_base(),
         "serve",
@@ -84,13 +84,18 @@ def server_command(
     *,
     synchronous: str = "FULL",
     redis_url: str | None = None,
-    db: Path | None = None,
+    db: Path | str | None = None,
 ) -> list[str]:
     """The command line of a `kind` server; with `redis_url`, one process of a Redis cluster
-    (hibiki: every process given the same `db` file)."""
+    (hibiki: every process given the same `db` file). `hibiki-pg` is hibiki on the PostgreSQL
+    database `db` (a postgresql:// URL)."""
     via_redis = ["--redis", redis_url] if redis_url else []
     if kind == "hibiki":
         return [*_hibiki_command(db or workdir / "hibiki.db", synchronous), *via_redis]
+    if kind == "hibiki-pg":
+        if not isinstance(db, str) or not db.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"hibiki-pg needs a postgresql:// database, not {db!r}")
+        return [*_hibiki_command(db, synchronous), *via_redis]
     if redis_url and kind not in ("socketio", "node-socketio"):
         raise ValueError(f"{kind} has no Redis mode")
     if kind == "websockets":
@@ -149,7 +154,7 @@ def start_server(
     synchronous: str = "FULL",
     timeout: float = 30.0,
     redis_url: str | None = None,
-    db: Path | None = None,
+    db: Path | str | None = None,
     extra_args: tuple[str, ...] = (),
 ) -> ServerProcess:
     """Start a `kind` server with its files and log in `workdir`; wait until it listens.

@@ -11,6 +11,10 @@ Modes:
     python scripts/bench_fanout.py                 # everything (about 20 minutes)
     python scripts/bench_fanout.py --quick         # small N, short runs (about 2 minutes)
     python scripts/bench_fanout.py --modes flood --servers hibiki,websockets --rounds 3
+    python scripts/bench_fanout.py --quick --servers hibiki --db postgresql://postgres@127.0.0.1/test
+
+`--db URL` adds `hibiki-pg`: hibiki on a fresh PostgreSQL database per run, created on URL's
+server (URL names a database to connect to for CREATE/DROP DATABASE), reported beside SQLite.
 
 Writes bench-results/fanout-<time>/{runs.json,fanout.md,deliveries.png,p99.png} and prints the
 table and the hibiki/peer ratios of deliveries per server-CPU-second.
@@ -32,14 +36,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
+from _benchpg import backend_pids, fresh_database
 from _benchreport import markdown, plot, summarise
-from _benchservers import ServerProcess, ServerStartError, start_server
+from _benchservers import ServerProcess, ServerStartError, dialect, start_server
 from _loadplan import PlanError, Target, Workload, make_plan
 from _loadrun import Phase, SessionOptions, run_load
 from _loadstats import raise_fd_limit
 from _loadworkers import WorkerError, node_binary
 
 SERVERS = ("hibiki", "websockets", "socketio")
+PG_SERVER = "hibiki-pg"  # with --db: hibiki on PostgreSQL
 MODES = ("flood", "lowrate", "latency")
 ROOT = Path(__file__).resolve().parents[1]
 # A run that fails this way is recorded and the benchmark goes on with the next one.
@@ -88,28 +94,44 @@ def make_jobs(args: argparse.Namespace) -> list[Job]:
     return jobs
 
 
-async def _load(server: ServerProcess, job: Job) -> dict[str, Any]:
+async def _load(server: ServerProcess, job: Job, extra_pids: tuple[int, ...]) -> dict[str, Any]:
     target = Target.parse(server.url)
 
     async def plan() -> Any:
-        return await make_plan(server.kind, target, job.workload)
+        return await make_plan(dialect(server.kind), target, job.workload)
 
     options = SessionOptions(
         sample_every=job.sample_every,
         server_pid=server.pid,
+        extra_pids=extra_pids,
         label=f"{job.mode} {server.kind} {job.workload.label()}",
     )
     return await run_load(target, plan, job.phase, options)
 
 
-def run_one(kind: str, job: Job, server_cpu: int | None) -> dict[str, Any]:
+def run_one(
+    kind: str, job: Job, server_cpu: int | None, pg_admin: str | None = None
+) -> dict[str, Any]:
+    """One run on a fresh server (and for hibiki-pg a fresh database on `pg_admin`'s server,
+    whose backends' CPU is counted as the run's extra CPU)."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
-        server = start_server(kind, Path(tmp), cpu=server_cpu)
-        try:
-            report = trio.run(_load, server, job)
-        finally:
-            server.stop()
+        if kind != PG_SERVER:
+            server = start_server(kind, Path(tmp), cpu=server_cpu)
+            report = _run_then_stop(server, job, ())
+        else:
+            assert pg_admin is not None, "hibiki-pg needs --db"
+            with fresh_database(pg_admin) as url:
+                server = start_server(kind, Path(tmp), cpu=server_cpu, db=url)
+                report = _run_then_stop(server, job, backend_pids(pg_admin, url))
     report.update(mode=job.mode, workload=job.workload.label(), server=kind)
+    return report
+
+
+def _run_then_stop(server: ServerProcess, job: Job, extra: tuple[int, ...]) -> dict[str, Any]:
+    try:
+        report: dict[str, Any] = trio.run(_load, server, job, extra)
+    finally:
+        server.stop()
     return report
 
 
@@ -140,12 +162,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-cpu", type=int, help="CPU for the servers (default: first)")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", type=Path, help="directory (default bench-results/fanout-TIME)")
+    parser.add_argument(
+        "--db", metavar="URL", help=f"PostgreSQL server (postgresql://...): adds {PG_SERVER}"
+    )
     args = parser.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
+    if args.db and PG_SERVER not in args.servers:
+        args.servers.append(PG_SERVER)
     args.modes = [m for m in args.modes.split(",") if m]
     for name in args.servers:
-        if name not in SERVERS:
+        if name not in (*SERVERS, PG_SERVER):
             parser.error(f"unknown server {name!r}")
+    if PG_SERVER in args.servers and not args.db:
+        parser.error(f"{PG_SERVER} needs --db postgresql://...")
     for name in args.modes:
         if name not in MODES:
             parser.error(f"unknown mode {name!r}")
@@ -170,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for kind in args.servers:
                 try:
-                    runs.append(run_one(kind, job, server_cpu) | {"round": round_})
+                    run = run_one(kind, job, server_cpu, args.db)
+                    runs.append(run | {"round": round_})
                 except* RUN_FAILURES as group:
                     failures.append(f"{job.mode} {job.workload.label()} {kind}: {group.exceptions}")
                     print(f"bench: FAILED {failures[-1]}", file=sys.stderr)

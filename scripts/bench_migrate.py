@@ -138,8 +138,9 @@ def floor_copy(source: Path, target: str) -> float:
     """Messages only, read and COPYed in one transaction: what moving the rows costs at least."""
     with psycopg.connect(target, autocommit=True) as conn:
         apply_schema(conn)
+        # Schema v2 has no foreign keys on messages; IF EXISTS keeps this right for either.
         for constraint in ("room_id_fkey", "user_id_fkey", "room_id_seq_key"):
-            conn.execute(f"ALTER TABLE messages DROP CONSTRAINT messages_{constraint}")
+            conn.execute(f"ALTER TABLE messages DROP CONSTRAINT IF EXISTS messages_{constraint}")
         conn.execute("DROP INDEX messages_by_client_id")
         sqlite = sqlite3.connect(source)
         started = time.perf_counter()
@@ -159,8 +160,8 @@ def naive_insert(source: Path, target: str, sample: int, chunk: int) -> float:
     """`sample` messages by executemany INSERT, one transaction per `chunk`."""
     with psycopg.connect(target, autocommit=True) as conn:
         apply_schema(conn)
-        conn.execute("ALTER TABLE messages DROP CONSTRAINT messages_room_id_fkey")
-        conn.execute("ALTER TABLE messages DROP CONSTRAINT messages_user_id_fkey")
+        conn.execute("ALTER TABLE messages DROP CONSTRAINT IF EXISTS messages_room_id_fkey")
+        conn.execute("ALTER TABLE messages DROP CONSTRAINT IF EXISTS messages_user_id_fkey")
         sqlite = sqlite3.connect(source)
         rows = sqlite.execute(
             f"SELECT {COLUMNS} FROM messages ORDER BY id LIMIT ?", (sample,)

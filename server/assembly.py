@@ -35,7 +35,7 @@ from server.ops.health import Readiness
 from server.ops.metrics import Metrics
 from server.persist.writer import MessageWriter
 from server.redis.bus import RedisBus
-from server.redis.link import RedisLink
+from server.redis.bus_link import BusLink, open_link
 from server.redis.shared_state import SharedState, build_member_lookup, build_shared_state
 from server.shutdown import Drain
 from server.transport.address_limits import AddressLimits
@@ -176,7 +176,7 @@ class Cluster:
     """Several processes and hosts as one chat: the link to Redis, the bus over it, and the
     shared state (presence, rate limits, caches, revocation) in it."""
 
-    link: RedisLink
+    link: BusLink
     bus: RedisBus
     shared: SharedState
 
@@ -234,10 +234,12 @@ def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -
             _revoking(tokens),
             None,
         )
-    link = RedisLink(
+    link = open_link(
         config.bus.redis_url,
         namespace=config.bus.bus_namespace,
         connect_timeout=config.bus.redis_connect_timeout,
+        ping_interval=config.bus.redis_ping_interval,
+        ping_timeout=config.bus.redis_ping_timeout,
     )
     redis_bus = RedisBus(
         link,
@@ -379,8 +381,10 @@ def _websocket_entry(
             reject(sock, 403, b"origin not allowed")
             return
         with drain.serving():
-            await serve_websocket(
+            serving = serve_websocket(
                 sock, peer, head, request, services, flusher, registry, drain, leave_pending
             )
+            del head, request  # not kept for the connection's life (see Listener._handle)
+            await serving
 
     return on_websocket

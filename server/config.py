@@ -235,6 +235,8 @@ class BusConfig(Section):
     bus_partitions: int = 64  # channels rooms are spread over (fixed for a cluster's lifetime)
     bus_tail_check_interval: float = 2 * SECONDS  # idle live rooms compared with the store
     redis_connect_timeout: float = 2 * SECONDS  # per connection attempt to Redis
+    redis_ping_interval: float = 1 * SECONDS  # keepalive PING on the bus's connections
+    redis_ping_timeout: float = 2 * SECONDS  # unanswered this long: Redis is down (reconnect)
     presence_ttl: float = 15 * SECONDS  # a node's presence entry lives this long unrefreshed
     presence_heartbeat: float = 5 * SECONDS  # between refreshes (and sweeps of expired entries)
 
@@ -244,13 +246,16 @@ class BusConfig(Section):
             self,
             "bus_tail_check_interval",
             "redis_connect_timeout",
+            "redis_ping_interval",
+            "redis_ping_timeout",
             "presence_ttl",
             "presence_heartbeat",
         )
         if self.presence_heartbeat >= self.presence_ttl:
             out.append(("presence_heartbeat", "must be less than presence_ttl"))
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
-            out.append(("redis_url", "must be a redis:// URL"))
+        schemes = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+        if self.redis_url and not self.redis_url.startswith(schemes):
+            out.append(("redis_url", "must be a redis:// or redis+cluster:// URL"))
         if not self.bus_namespace or any(c in self.bus_namespace for c in "{}: "):
             out.append(("bus_namespace", "must be non-empty, without braces, colons or spaces"))
         return out

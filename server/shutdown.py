@@ -16,9 +16,9 @@ Nothing here imports them (they import this), so the steps name what they need a
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sized
+from collections.abc import Sized
+from types import TracebackType
 from typing import Protocol
 
 import trio
@@ -64,18 +64,10 @@ class Drain:
         """Shutdown has begun: refuse new WebSockets, report not ready, label closes `shutdown`."""
         return self._draining
 
-    @contextlib.contextmanager
-    def reading(self, scope: trio.CancelScope) -> Iterator[None]:
+    def reading(self, scope: trio.CancelScope) -> _Reading:
         """Run a connection's read loop in `scope`, which the drain cancels (at once if it has
         begun already)."""
-        self._readers[scope] = None
-        if self._draining:
-            scope.cancel()
-        try:
-            with scope:
-                yield
-        finally:
-            del self._readers[scope]
+        return _Reading(self._readers, scope, self._draining)
 
     async def writer_flushed(self) -> None:
         """Wait (at most `drain_timeout`) until the writer has acked all that was queued: a
@@ -83,18 +75,19 @@ class Drain:
         with trio.move_on_after(self._timeout):
             await self._flushed.wait()
 
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[None]:
+    def serving(self) -> _Serving:
         """Count a running WebSocket handler (it returns once its socket is closed)."""
+        return _Serving(self)
+
+    def _handler_started(self) -> None:
         if not self._handlers:
             self._idle = trio.Event()
         self._handlers += 1
-        try:
-            yield
-        finally:
-            self._handlers -= 1
-            if not self._handlers:
-                self._idle.set()
+
+    def _handler_finished(self) -> None:
+        self._handlers -= 1
+        if not self._handlers:
+            self._idle.set()
 
     async def run(
         self,
@@ -130,3 +123,56 @@ class Drain:
         self._draining = True
         for scope in self._readers:
             scope.cancel()
+
+
+# Every open WebSocket is inside both of these for its whole life, so they are small slotted
+# objects rather than @contextmanager generators (~700 bytes per connection for the two).
+
+
+class _Reading:
+    __slots__ = ("_readers", "_scope")
+
+    def __init__(
+        self, readers: dict[trio.CancelScope, None], scope: trio.CancelScope, draining: bool
+    ) -> None:
+        self._readers = readers
+        self._scope = scope
+        readers[scope] = None
+        if draining:
+            scope.cancel()
+
+    def __enter__(self) -> trio.CancelScope:
+        try:
+            return self._scope.__enter__()
+        except BaseException:  # a scope entered twice: leave nothing registered
+            del self._readers[self._scope]
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            return self._scope.__exit__(exc_type, exc, tb)
+        finally:
+            del self._readers[self._scope]
+
+
+class _Serving:
+    __slots__ = ("_drain",)
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+
+    def __enter__(self) -> None:
+        self._drain._handler_started()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._drain._handler_finished()

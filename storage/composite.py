@@ -8,7 +8,8 @@ the server, which sees only `Store`, does not change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -21,6 +22,7 @@ from storage.protocols import (
     EventOutbox,
     MessageStore,
     NewMessage,
+    NotFound,
     Room,
     RoomStore,
     TokenGrant,
@@ -125,6 +127,19 @@ class CompositeStore:
 
     async def last_seq(self, room: str) -> int:
         return await self.messages.last_seq(room)
+
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
+        return await self.messages.last_seqs(rooms)
+
+
+async def last_seqs_one_by_one(messages: MessageStore, rooms: Collection[str]) -> dict[str, int]:
+    """`last_seqs` from `last_seq` calls: for a backend without a batched read yet (correct,
+    but one round trip per room)."""
+    out: dict[str, int] = {}
+    for room in rooms:
+        with contextlib.suppress(NotFound):
+            out[room] = await messages.last_seq(room)
+    return out
 
 
 def _check_limit(limit: int) -> int:

@@ -15,7 +15,7 @@ caller waits for the thread to finish), so an acknowledged write is never half-d
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -160,6 +160,10 @@ class MessageStore(Protocol):
 
     async def last_seq(self, room: str) -> int:
         """The room's latest seq (0 when empty); `NotFound` for an unknown room."""
+
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
+        """Each room's latest seq, in one read however many rooms (a node's periodic check of
+        its live rooms); unknown rooms are left out, not an error."""
 
 
 class EventOutbox(Protocol):

@@ -21,6 +21,10 @@ from client import open_websocket
 from server.app import serve
 from server.config import Config
 
+from .postgres import postgres_url
+
+__all__ = ["postgres_url"]  # a fresh PostgreSQL database per test (tests/postgres.py)
+
 STEP = 10.0  # generous bound for one step of a test on a loaded 2-core machine
 
 

@@ -55,9 +55,11 @@ async def serve_websocket(
     link = WsConnection(sock, peer, flusher, config.limits.outbound_limit)
     conn = ChatConnection(link.out, stop_reading=link.stop_reading, on_open=on_open)
     conn.enqueue(response)
+    # Idle connections are most of them: nothing of the handshake stays referenced from here.
+    del head, request, response, trailing
     session = ChatSession(conn, services)
     registry.add(conn)
-    _log.info("connection opened", extra={"peer": peer})
+    _log_opened(peer)
     try:
         with drain.reading(link.reader_scope):
             await _read_frames(conn, link, ws, session, config)
@@ -92,9 +94,7 @@ async def serve_websocket(
 async def _read_frames(
     conn: ChatConnection, link: WsConnection, ws: Connection, session: ChatSession, config: Config
 ) -> None:
-    max_frame = config.limits.max_frame
-    parts: list[str | bytes] = []
-    size = 0
+    message = _Message()
     sock = link.sock
     pending_events = True  # the handshake bytes may already carry frames
     while True:
@@ -106,48 +106,78 @@ async def _read_frames(
             if not received:
                 return
         pending_events = False
-        try:
-            for event in ws.events():
-                if isinstance(event, TextMessage | BytesMessage):
-                    payload_part = event.data
-                    # The limit is in bytes; a str's UTF-8 size is at most 4 bytes per character,
-                    # so the exact (costlier) count is needed only near the limit.
-                    n = len(payload_part)
-                    if isinstance(payload_part, str) and size + 4 * n > max_frame:
-                        n = len(payload_part.encode("utf-8", "surrogatepass"))
-                    size += n
-                    if size > max_frame:
-                        conn.close(CloseCode.TOO_BIG, "frame too large")
-                        return
-                    parts.append(
-                        bytes(event.data) if isinstance(event.data, bytearray) else event.data
-                    )
-                    if not event.message_finished:
-                        continue
-                    payload = parts[0] if len(parts) == 1 else _join(parts)
-                    parts.clear()
-                    size = 0
-                    try:
-                        request = decode(payload, max_text=config.limits.max_text)
-                    except ProtocolError as exc:
-                        session.refuse(exc)
-                    else:
-                        await session.handle(request)
-                        if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
-                            return
-                    if session.protocol_errors >= config.limits.max_protocol_errors:
-                        conn.close(CloseCode.POLICY, "too many protocol errors")
-                        return
-                elif isinstance(event, Ping):
-                    conn.enqueue(pong_frame(event.payload))
-                elif isinstance(event, Pong):
-                    conn.ping_sent_at = None
-                elif isinstance(event, CloseConnection):
-                    _close_on_close_frame(conn, ws, event)
-                    return
-        except RemoteProtocolError:
-            conn.close(CloseCode.PROTOCOL_ERROR, "bad frame")
+        # In a call of its own so that, between frames, nothing of the last message (event,
+        # payload, request) stays referenced: an idle connection holds only its state.
+        if not await _handle_events(conn, ws, session, config, message):
             return
+
+
+class _Message:
+    """The parts of a fragmented message received so far, and their size in bytes."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str | bytes] = []
+        self.size = 0
+
+
+async def _handle_events(
+    conn: ChatConnection, ws: Connection, session: ChatSession, config: Config, message: _Message
+) -> bool:
+    """Handle what wsproto has parsed; False once reading must stop."""
+    max_frame = config.limits.max_frame
+    try:
+        for event in ws.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                payload_part = event.data
+                # The limit is in bytes; a str's UTF-8 size is at most 4 bytes per character,
+                # so the exact (costlier) count is needed only near the limit.
+                n = len(payload_part)
+                if isinstance(payload_part, str) and message.size + 4 * n > max_frame:
+                    n = len(payload_part.encode("utf-8", "surrogatepass"))
+                message.size += n
+                if message.size > max_frame:
+                    conn.close(CloseCode.TOO_BIG, "frame too large")
+                    return False
+                parts = message.parts
+                parts.append(bytes(event.data) if isinstance(event.data, bytearray) else event.data)
+                if not event.message_finished:
+                    continue
+                payload = parts[0] if len(parts) == 1 else _join(parts)
+                parts.clear()
+                message.size = 0
+                if not await _handle_message(conn, session, config, payload):
+                    return False
+            elif isinstance(event, Ping):
+                conn.enqueue(pong_frame(event.payload))
+            elif isinstance(event, Pong):
+                conn.ping_sent_at = None
+            elif isinstance(event, CloseConnection):
+                _close_on_close_frame(conn, ws, event)
+                return False
+    except RemoteProtocolError:
+        conn.close(CloseCode.PROTOCOL_ERROR, "bad frame")
+        return False
+    return True
+
+
+async def _handle_message(
+    conn: ChatConnection, session: ChatSession, config: Config, payload: str | bytes
+) -> bool:
+    """Decode and handle one whole message; False once reading must stop."""
+    try:
+        request = decode(payload, max_text=config.limits.max_text)
+    except ProtocolError as exc:
+        session.refuse(exc)
+    else:
+        await session.handle(request)
+        if conn.state is ConnState.CLOSING or conn.state is ConnState.CLOSED:
+            return False
+    if session.protocol_errors >= config.limits.max_protocol_errors:
+        conn.close(CloseCode.POLICY, "too many protocol errors")
+        return False
+    return True
 
 
 def _receive(conn: ChatConnection, sock: socket.socket, ws: Connection) -> bool | None:
@@ -170,6 +200,12 @@ def _receive(conn: ChatConnection, sock: socket.socket, ws: Connection) -> bool 
         conn.close(CloseCode.PROTOCOL_ERROR, "bad framing")
         return False
     return True
+
+
+def _log_opened(peer: str) -> None:
+    # logging's findCaller materialises its caller's frame object (~370 bytes), which lives as
+    # long as that frame: here that is this short call, not the connection's handler.
+    _log.info("connection opened", extra={"peer": peer})
 
 
 def _close_on_close_frame(conn: ChatConnection, ws: Connection, event: CloseConnection) -> None:

@@ -46,6 +46,9 @@ class RoomHub:
         self._subs: dict[str, dict[Subscriber, OutboundBuffer]] = {}
         self._open: dict[str, Segment] = {}
         self._held: dict[str, dict[Subscriber, list[tuple[int, bytes]]]] = {}
+        # Held connections whose replay reached a seq the sequencer has not delivered yet: they
+        # stay held until it has (room -> conn -> the seq their replay reached).
+        self._waiting: dict[str, dict[Subscriber, int]] = {}
         if bus is None:
             local = LocalBus()
             local.attach_hub(self)
@@ -105,6 +108,8 @@ class RoomHub:
         if held:
             for backlog in held.values():
                 backlog.append((seq, frame))
+            if seq and room in self._waiting:
+                self._settle(room, seq)
 
     def publish_except(self, room: str, frame: bytes, exclude: ConnId) -> None:
         """Queue `frame` to every subscriber but `exclude` (typing, presence); not a hot path."""
@@ -113,8 +118,13 @@ class RoomHub:
             if conn.conn_id != exclude:
                 buf.append(frame)
                 self.deliveries += 1
+        waiting = self._waiting.get(room, {})
         for other, backlog in self._held.get(room, {}).items():
-            if other.conn_id != exclude:
+            if other.conn_id == exclude:
+                continue
+            if other in waiting:
+                other.out.append(frame)  # it has its replay: events need not wait
+            else:
                 backlog.append((0, frame))
 
     def subscribe(self, room: str, conn: Subscriber, *, hold: bool = False) -> None:
@@ -131,18 +141,40 @@ class RoomHub:
         self._presence.arrived(room, conn.user_name, conn.conn_id)
 
     def release(self, room: str, conn: Subscriber, after_seq: int) -> None:
-        """End a hold: deliver the live frames the replay did not already cover, then go live."""
+        """End a hold: deliver the live frames the replay did not already cover, then go live.
+
+        If the sequencer has not yet delivered up to `after_seq`, it may still deliver seqs the
+        replay carried: a message committed before the replay's read but published after it, or
+        a gap filled from the room's floor for its other subscribers. Then the connection stays
+        held (events go straight to it) until a seq past `after_seq` is delivered."""
         held = self._held.get(room)
         backlog = held.pop(conn, None) if held is not None else None
         if held is not None and not held:
             del self._held[room]
         if backlog is None:
             return
+        if after_seq > max(self._sequencer.delivered(room), 0):
+            for seq, frame in backlog:
+                if seq == 0 or seq > after_seq:
+                    conn.out.append(frame)
+            self._held.setdefault(room, {})[conn] = []
+            self._waiting.setdefault(room, {})[conn] = after_seq
+            return
         for seq, frame in backlog:
             if seq == 0 or seq > after_seq:
                 conn.out.append(frame)
         self._close_segment(room)
         self._subs.setdefault(room, {})[conn] = conn.out
+
+    def _settle(self, room: str, seq: int) -> None:
+        """`seq` was delivered: release the waiting connections whose replay it is past."""
+        waiting = self._waiting[room]
+        for conn, after_seq in list(waiting.items()):
+            if seq > after_seq:
+                del waiting[conn]
+                self.release(room, conn, after_seq)
+        if not waiting:
+            del self._waiting[room]
 
     def unsubscribe(self, room: str, conn: Subscriber) -> None:
         conn.rooms.discard(room)
@@ -160,6 +192,9 @@ class RoomHub:
             found = True
             if not held:
                 del self._held[room]
+            waiting = self._waiting.get(room)
+            if waiting is not None and waiting.pop(conn, None) is not None and not waiting:
+                del self._waiting[room]
         if not found:
             return
         if room not in self._subs and room not in self._held:

@@ -106,6 +106,11 @@ class Sequencer:
     def tracking(self, room: str) -> bool:
         return room in self._rooms
 
+    def delivered(self, room: str) -> int:
+        """The last seq delivered in `room`; -1 before its first (any seq may still come)."""
+        state = self._rooms.get(room)
+        return state.delivered if state is not None and state.based else -1
+
     def offer(self, room: str, seq: int, payload: bytes) -> None:
         """A message from the bus: deliver it now, later (after a gap) or never (old, repeated
         or nobody here subscribed)."""

@@ -193,6 +193,11 @@ def _bus_metrics(bus: _Bus | None) -> Iterator[Metric]:
         "Times the connection to Redis was re-established after a loss.",
         bus.reconnects if bus is not None else 0,
     )
+    yield _counter(
+        "hibiki_bus_redis_timeouts",
+        "Times Redis left a keepalive PING unanswered past [bus] redis_ping_timeout (link down).",
+        bus.timeouts if bus is not None else 0,
+    )
     yield _histogram(
         "hibiki_bus_lag_seconds",
         "Publish (wall clock in the envelope) to receive, messages from other processes.",

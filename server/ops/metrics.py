@@ -111,6 +111,9 @@ class _Bus(Protocol):
     @property
     def reconnects(self) -> int: ...
 
+    @property
+    def timeouts(self) -> int: ...
+
 
 class _Events(Protocol):
     appended: int

@@ -12,14 +12,23 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from coredis import Redis
+from coredis import Redis, RedisCluster
+from coredis.exceptions import ClusterDownError, ClusterError, TryAgainError
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from server.ops.log_throttle import LogThrottle
 
 # A command that failed because Redis could not be reached or did not answer in time. Anything
-# else (a script error, a wrong type) is a bug and surfaces.
-REDIS_DOWN: tuple[type[BaseException], ...] = (RedisConnectionError, TimeoutError)
+# else (a script error, a wrong type) is a bug and surfaces. On a Redis Cluster, a cluster without
+# a quorum or coverage (CLUSTERDOWN), a slot mid-migration (TRYAGAIN) and a slot map coredis
+# cannot read are the same condition.
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    TimeoutError,
+    ClusterDownError,
+    ClusterError,
+    TryAgainError,
+)
 
 # One of server.ops.metrics.REDIS_PARTS.
 RedisPart = Literal["presence", "ratelimit", "membership_cache", "token_cache", "control"]
@@ -29,8 +38,8 @@ class RedisLinkLike(Protocol):
     """The part of `RedisLink` the shared-state classes use."""
 
     @property
-    def client(self) -> Redis[Any]:
-        """A coredis client, already entered (connected on demand)."""
+    def client(self) -> Redis[Any] | RedisCluster[Any]:
+        """A coredis client (one Redis's or a cluster's), already entered."""
 
     @property
     def healthy(self) -> bool:

@@ -19,8 +19,9 @@ Connection ids mean something only in their origin process: a receiver treats th
 
 Redis is a lossy carrier; the store is the truth. After every (re)subscription in force, each
 live room of that partition is caught up from the store; every `tail_interval` the idle live
-rooms are compared with the store's last seq (a lost last message); while Redis is away, events
-are delivered locally only and the same checks fill other nodes' messages in from the store.
+rooms are compared with the store's last seq (a lost last message), all of them in one store
+read; while Redis is away, events are delivered locally only and the same checks fill other
+nodes' messages in from the store.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Collection
 from typing import Protocol
 
 import trio
 
 from server.fanout.bus import NO_CONN, ConnId, MembershipEvents, RoomEvents
 from server.ops.metrics import LATENCY_BUCKETS, Histogram
-from server.redis.link import RedisLink, RedisUnavailable
+from server.redis.bus_link import BusLink
+from server.redis.link import RedisUnavailable
 from storage import StorageError
 
 _log = logging.getLogger(__name__)
@@ -55,9 +58,11 @@ class LiveRooms(RoomEvents, Protocol):
 
 
 class LastSeqSource(Protocol):
-    """What the bus reads from the store: a room's last committed seq."""
+    """What the bus reads from the store: rooms' last committed seqs."""
 
     async def last_seq(self, room: str) -> int: ...
+
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]: ...
 
 
 def encode_envelope(
@@ -82,7 +87,7 @@ class RedisBus:
 
     def __init__(
         self,
-        link: RedisLink,
+        link: BusLink,
         store: LastSeqSource,
         *,
         partitions: int = 64,
@@ -128,6 +133,10 @@ class RedisBus:
     @property
     def reconnects(self) -> int:
         return self._link.reconnects
+
+    @property
+    def timeouts(self) -> int:
+        return self._link.timeouts
 
     def partition(self, room: str) -> int:
         return zlib.crc32(room.encode()) % self._partitions
@@ -255,22 +264,24 @@ class RedisBus:
             await self._catch_up_wake.wait()
             self._catch_up_wake = trio.Event()
             rooms, self._catch_up = self._catch_up, set()
-            for room in sorted(rooms):
-                await self._compare(room)
+            await self._compare(sorted(rooms))
 
     async def _tail_check(self) -> None:
-        """Idle live rooms against the store: a lost last message is filled within an interval."""
+        """Idle live rooms against the store: a lost last message is filled within an interval.
+        One store read per interval, however many rooms are idle."""
         while True:
             await trio.sleep(self._tail_interval)
             if self._hub is not None:
-                for room, _delivered in self._hub.idle_rooms():
-                    await self._compare(room)
+                idle = self._hub.idle_rooms()
+                if idle:
+                    await self._compare([room for room, _delivered in idle])
 
-    async def _compare(self, room: str) -> None:
+    async def _compare(self, rooms: list[str]) -> None:
         try:
-            last = await self._store.last_seq(room)
+            last = await self._store.last_seqs(rooms)
         except StorageError:
-            _log.exception("bus catch-up: the store failed", extra={"room": room})
+            _log.exception("bus catch-up: the store failed", extra={"rooms": len(rooms)})
             return
         if self._hub is not None:
-            self._hub.catch_up(room, last)
+            for room, seq in last.items():
+                self._hub.catch_up(room, seq)

@@ -7,10 +7,14 @@
     link.on_reconnect(flush_l1)       # called (synchronously) after every reconnect, not the first
 
 `client` is a `coredis.Redis[bytes]` (replies as bytes); it reconnects by itself and raises
-`coredis.exceptions.ConnectionError` while Redis is away, so a caller that must not fail treats
-that as "Redis unavailable". `healthy` follows the link's own connections (they notice a lost
-Redis at once): what /healthz reports as `redis: ok` / `redis: degraded`. Redis unreachable at
-start is not fatal: the process serves its own clients and keeps trying (docs/operations.md).
+`coredis.exceptions.ConnectionError` while Redis is away (`TimeoutError` when it does not answer
+within `ping_timeout`), so a caller that must not fail treats both as "Redis unavailable".
+`healthy` follows the link's own connections: what /healthz reports as `redis: ok` / `redis:
+degraded`. A closed connection is noticed at once; a Redis that stops answering but keeps TCP
+open (stopped, hung, a dead host behind a live route) by the keepalive: a PING on each connection
+every `ping_interval`, and no answer within `ping_timeout` ends the session like a loss. Redis
+unreachable at start is not fatal: the process serves its own clients and keeps trying
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ _log = logging.getLogger(__name__)
 
 RETRY_FIRST = 0.05  # seconds before the first reconnect attempt; doubled up to RETRY_MAX
 RETRY_MAX = 1.0
+PING_INTERVAL = 1.0  # seconds between keepalive PINGs on each of the link's connections
+PING_TIMEOUT = 2.0  # seconds a PING (and any coredis command) may wait for its answer
+_PING = command(b"PING")
 
 MessageHandler = Callable[[bytes, bytes], None]  # (channel, payload)
 SubscribedHandler = Callable[[bytes], None]  # (channel): the subscription is in force
@@ -56,10 +63,21 @@ class RedisLink:
     channel is subscribed again, and `on_subscribed` says when each is in force.
     """
 
-    def __init__(self, url: str, *, namespace: str, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        connect_timeout: float = 2.0,
+        ping_interval: float = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
+    ) -> None:
         self.namespace = namespace
         self.client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            url, decode_responses=False, connect_timeout=connect_timeout
+            url,
+            decode_responses=False,
+            connect_timeout=connect_timeout,
+            stream_timeout=ping_timeout,
         )
         parts = urllib.parse.urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
@@ -68,8 +86,13 @@ class RedisLink:
         self._username = urllib.parse.unquote(parts.username) if parts.username else None
         self._password = urllib.parse.unquote(parts.password) if parts.password else None
         self._connect_timeout = connect_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         self.healthy = False
         self.reconnects = 0  # connections re-established after a loss
+        self.timeouts = 0  # sessions ended because a PING went unanswered
+        self._pong = trio.Event()  # the subscriber connection answered the last PING
+        self._loss_logged = False  # this outage has had its one log line
         self._connected_once = False
         self._reconnect_callbacks: list[Callable[[], None]] = []
         self._on_message: MessageHandler = lambda channel, payload: None
@@ -123,14 +146,19 @@ class RedisLink:
                 for _ in messages:
                     if isinstance(reply := await pub.replies.read(), RedisReplyError):
                         raise reply
-            except _LINK_ERRORS as exc:
-                self._lost(exc)
+            except (*_LINK_ERRORS, trio.ClosedResourceError) as exc:
+                # ClosedResourceError: the session ended (its subscriber saw Redis go) and closed
+                # this connection under our feet; that is Redis unavailable, not a crash.
+                if self._pub is pub:
+                    self._lost(exc)  # never a later session's: it has connections of its own
                 raise RedisUnavailable(str(exc)) from exc
 
     def _lost(self, exc: BaseException) -> None:
         if self._session is not None:
             _log.warning("redis connection lost", extra={"error": str(exc)})
+            self._loss_logged = True
             self._session.cancel()
+            self._session = None  # one line per loss, whichever connection noticed it first
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the connections up until cancelled: on a loss, retry with a growing pause."""
@@ -142,8 +170,9 @@ class RedisLink:
                     await self._serve()
                     pause = RETRY_FIRST  # it was up: the loss is news, retry soon
                 except _LINK_ERRORS as exc:
-                    if self._connected_once and pause == RETRY_FIRST:
+                    if self._connected_once and not self._loss_logged:
                         _log.warning("redis unreachable", extra={"error": str(exc)})
+                        self._loss_logged = True
                 finally:
                     self._down()
                 await trio.sleep(pause)
@@ -172,8 +201,10 @@ class RedisLink:
                     for callback in self._reconnect_callbacks:
                         callback()
                 self._connected_once = True
+                self._loss_logged = False
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._until_lost, self._write_subscriptions, sub)
+                    nursery.start_soon(self._until_lost, self._keepalive, pub)
                     await self._until_lost(self._read_pushes, sub)
         finally:
             with trio.CancelScope(shield=True):
@@ -181,6 +212,7 @@ class RedisLink:
                 await sub.stream.aclose()
 
     async def _connect(self) -> _Connection:
+        """A connection Redis has answered on (a stopped Redis still accepts TCP connections)."""
         with trio.fail_after(self._connect_timeout):
             if self._tls:
                 stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
@@ -189,12 +221,19 @@ class RedisLink:
             else:
                 stream = await trio.open_tcp_stream(self._host, self._port)
             conn = _Connection(stream)
+            hello = []
             if self._password is not None:
                 auth = [self._username, self._password] if self._username else [self._password]
-                await stream.send_all(command(b"AUTH", *auth))
-                if isinstance(reply := await conn.replies.read(), RedisReplyError):
-                    await stream.aclose()
-                    raise reply
+                hello.append(command(b"AUTH", *auth))
+            hello.append(_PING)
+            try:
+                await stream.send_all(b"".join(hello))
+                for _ in hello:
+                    if isinstance(reply := await conn.replies.read(), RedisReplyError):
+                        raise reply
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
         return conn
 
     async def _until_lost(
@@ -206,6 +245,25 @@ class RedisLink:
             await part(conn)
         except _LINK_ERRORS as exc:
             self._lost(exc)
+
+    async def _keepalive(self, pub: _Connection) -> None:
+        """PING both connections every interval; either one silent past the timeout ends the
+        session (counted in `timeouts`; `run` reconnects)."""
+        while True:
+            await trio.sleep(self._ping_interval)
+            self._pong = pong = trio.Event()
+            self._outgoing.append(_PING)  # subscribed mode allows PING; its answer: pong
+            self._wake.set()
+            with trio.move_on_after(self._ping_timeout):
+                async with self._pub_lock:  # behind a publish stuck on its reply: that counts
+                    await pub.stream.send_all(_PING)
+                    if isinstance(reply := await pub.replies.read(), RedisReplyError):
+                        raise reply
+                await pong.wait()
+                continue
+            self.timeouts += 1
+            self._lost(TimeoutError(f"redis did not answer PING within {self._ping_timeout} s"))
+            return
 
     async def _write_subscriptions(self, sub: _Connection) -> None:
         while True:
@@ -221,6 +279,9 @@ class RedisLink:
             reply = await sub.replies.read()
             if isinstance(reply, RedisReplyError):
                 raise reply
+            if reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+                self._pong.set()  # (`+PONG` while nothing is subscribed)
+                continue
             if not isinstance(reply, list) or len(reply) < 3:
                 continue
             kind, channel, body = reply[0], reply[1], reply[2]

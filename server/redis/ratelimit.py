@@ -123,29 +123,46 @@ class SharedRateLimiter:
     async def reconcile(self) -> None:
         """Report what was spent here since the last report; adopt each user's shared state."""
         dirty, self._dirty = self._dirty, {}
-        users = list(dirty.items())
-        for start in range(0, len(users), _CHUNK):
-            chunk = users[start : start + _CHUNK]
-            keys: list[str] = []
-            args: list[str] = [repr(self._rate), repr(self._burst), self._node]
-            args.append(str(_NODE_WINDOW_MS))
-            for user_id, share in chunk:
-                keys += [
-                    self._link.key("rate", str(user_id)),
-                    self._link.key("rate-nodes", str(user_id)),
-                ]
-                args.append(str(share.spent))
-                share.spent = 0
-            try:
-                replies: list[list[str | int]] = await self._script(
-                    keys, args, client=self._link.client
-                )
-            except REDIS_DOWN as exc:
-                self._faults.failed(exc)
-                for _, share in chunk:
-                    share.nodes = 1  # the local bucket alone, at the full rate
-                continue
-            self._faults.succeeded()
-            for (_, share), (left, nodes) in zip(chunk, replies, strict=True):
-                share.nodes = max(1, int(nodes))
-                share.tokens = min(share.tokens, float(left) / share.nodes)
+        groups: dict[int, list[tuple[int, _Share]]] = {}
+        for user_id, share in dirty.items():
+            groups.setdefault(user_id % RATE_TAGS, []).append((user_id, share))
+        for users in groups.values():
+            for start in range(0, len(users), _CHUNK):
+                await self._report(users[start : start + _CHUNK])
+
+    async def _report(self, chunk: list[tuple[int, _Share]]) -> None:
+        """One script call for users whose keys share a hash tag (one cluster slot)."""
+        keys: list[str] = []
+        args: list[str] = [repr(self._rate), repr(self._burst), self._node]
+        args.append(str(_NODE_WINDOW_MS))
+        for user_id, share in chunk:
+            keys += [bucket_key(self._link, user_id), nodes_key(self._link, user_id)]
+            args.append(str(share.spent))
+            share.spent = 0
+        try:
+            replies: list[list[str | int]] = await self._script(
+                keys, args, client=self._link.client
+            )
+        except REDIS_DOWN as exc:
+            self._faults.failed(exc)
+            for _, share in chunk:
+                share.nodes = 1  # the local bucket alone, at the full rate
+            return
+        self._faults.succeeded()
+        for (_, share), (left, nodes) in zip(chunk, replies, strict=True):
+            share.nodes = max(1, int(nodes))
+            share.tokens = min(share.tokens, float(left) / share.nodes)
+
+
+# A script call reports many users at once; on a Redis Cluster its keys must share one slot, so
+# users are spread over RATE_TAGS hash tags (`{rate-k}`, k = user id % RATE_TAGS) and reported
+# one tag at a time: the shared buckets spread over up to RATE_TAGS slots.
+RATE_TAGS = 16
+
+
+def bucket_key(link: RedisLinkLike, user_id: int) -> str:
+    return link.key(f"{{rate-{user_id % RATE_TAGS}}}", "bucket", str(user_id))
+
+
+def nodes_key(link: RedisLinkLike, user_id: int) -> str:
+    return link.key(f"{{rate-{user_id % RATE_TAGS}}}", "nodes", str(user_id))

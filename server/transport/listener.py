@@ -25,6 +25,8 @@ MAX_HEAD = 16 * 1024
 ACCEPT_BACKOFF = 0.1  # after a failed accept (EMFILE and friends): back off rather than spin
 REFUSAL_GRACE = 1.0  # a refused peer has this long to close after our 503 (else we close)
 WS_PATH = b"/ws"
+# One shared name for the handler tasks (trio would format a new string for each one).
+_HANDLER_NAME = "server.transport.listener.Listener._handle"
 _REFUSAL_BODY: dict[RefusalReason, bytes] = {
     "per_address": b"too many connections from this address",
     "pending_per_address": b"too many pending connections from this address",
@@ -109,7 +111,8 @@ class Listener:
                 # Admitted here, in accept order (handler tasks may start in any order).
                 slot = self._limits.admit(addr[0])
                 if isinstance(slot, AddressSlot):
-                    handlers.start_soon(self._handle, sock, f"{addr[0]}:{addr[1]}", slot)
+                    peer = f"{addr[0]}:{addr[1]}"
+                    handlers.start_soon(self._handle, sock, peer, slot, name=_HANDLER_NAME)
                 else:
                     self._metrics.connections_refused[slot] += 1
                     handlers.start_soon(_refuse, sock, _REFUSAL_BODY[slot])
@@ -124,7 +127,11 @@ class Listener:
                 reject(sock, 400, b"bad request")
                 return
             if _is_websocket(request):
-                await self._on_websocket(sock, peer, head, request, slot)  # slot(): past hello
+                serving = self._on_websocket(sock, peer, head, request, slot)  # slot(): past hello
+                # The handler holds the head and request only until it has answered them: this
+                # frame must not keep them (~1.5 KB) for the connection's whole life.
+                del head, request
+                await serving
             else:
                 slot.leave_pending()  # hypercorn's own timeouts govern it from here
                 await self._on_http(sock, head)

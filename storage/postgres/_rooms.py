@@ -98,3 +98,9 @@ def last_seq(conn: Connection, room: str) -> int:
     if row is None:
         raise NotFound(f"no room named {room!r}")
     return int(row[0])
+
+
+def last_seqs(conn: Connection, rooms: list[str]) -> dict[str, int]:
+    """One statement (the names as one array parameter); unknown names are left out."""
+    rows = conn.execute("SELECT name, last_seq FROM rooms WHERE name = ANY(%s)", (rooms,))
+    return {str(name): int(last) for name, last in rows.fetchall()}

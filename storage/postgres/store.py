@@ -14,7 +14,7 @@ contract says so (`join_room`, `append_batch`, `last_seq`) raise `NotFound`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self, TypeVar, TypeVarTuple
 
@@ -62,6 +62,7 @@ class PostgresStore:
         self.settings = Settings(url, pool_size, statement_timeout, synchronous_commit)
         self._state = _State.NEW
         self._threads = PoolThreads(self.settings)
+        self._known_users = _pg_messages.KnownUsers()
 
     @property
     def target(self) -> str:
@@ -93,6 +94,8 @@ class PostgresStore:
 
     def _migrate(self) -> None:
         with postgres_errors(self.settings.url), self.settings.connect() as conn:
+            # Unbounded: waiting for another node's migration, or a long one, is not a hang.
+            conn.execute("SET statement_timeout = 0")
             migrate(conn)
 
     async def aclose(self) -> None:
@@ -154,7 +157,7 @@ class PostgresStore:
         if not batch:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._write(_pg_messages.append_batch, tuple(batch))
+        return await self._write(_pg_messages.append_batch, self._known_users, tuple(batch))
 
     async def history(
         self, room: str, before_seq: int | None, limit: int
@@ -167,6 +170,11 @@ class PostgresStore:
 
     async def last_seq(self, room: str) -> int:
         return await self._read(_pg_rooms.last_seq, room)
+
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
+        if not rooms:
+            return {}
+        return await self._read(_pg_rooms.last_seqs, list(rooms))
 
     # The event stream's outbox -------------------------------------------------------------
     async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:

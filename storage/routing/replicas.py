@@ -27,7 +27,7 @@ background; a lagging or down replica is used again once a probe finds it within
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -97,6 +97,10 @@ class ReplicaRouter:
 
     async def last_seq(self, room: str) -> int:
         return await self.primary.last_seq(room)
+
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
+        """From the primary, like `last_seq`: the tail check asks what has been committed."""
+        return await self.primary.last_seqs(rooms)
 
     async def history(
         self, room: str, before_seq: int | None, limit: int

@@ -100,3 +100,19 @@ def last_seq(conn: sqlite3.Connection, room: str) -> int:
         raise NotFound(f"no room named {room!r}")
     last: int = row[0]
     return last
+
+
+LAST_SEQS_CHUNK = 500  # names per statement: far below SQLite's bound on host parameters
+
+
+def last_seqs(conn: sqlite3.Connection, rooms: tuple[str, ...]) -> dict[str, int]:
+    """One statement per chunk of names (each value is what its room had at some instant
+    during the call: all a caller comparing with what it delivered needs); unknown names are
+    left out."""
+    out: dict[str, int] = {}
+    for start in range(0, len(rooms), LAST_SEQS_CHUNK):
+        chunk = rooms[start : start + LAST_SEQS_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT name, last_seq FROM rooms WHERE name IN ({marks})"
+        out.update(conn.execute(sql, chunk).fetchall())
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar, TypeVarTuple
@@ -189,6 +189,11 @@ class SQLiteStore:
 
     async def last_seq(self, room: str) -> int:
         return await self._read(_sqlite_rooms.last_seq, room)
+
+    async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
+        if not rooms:
+            return {}
+        return await self._read(_sqlite_rooms.last_seqs, tuple(rooms))
 
     # The event stream's outbox -------------------------------------------------------------
     async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:

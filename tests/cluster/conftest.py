@@ -1,5 +1,8 @@
-"""Several `hibiki serve` processes sharing one SQLite file and one Redis.
+"""Several `hibiki serve` processes sharing one database and one Redis.
 
+`cluster_db` is the nodes' `--db`, once per backend: a SQLite file (processes of one host) and a
+fresh PostgreSQL database (what several hosts share; tests/postgres.py). Without PostgreSQL the
+`postgresql` runs skip, or fail under `CI=true`.
 `redis_url` is the shared Redis at 127.0.0.1:6379 (each test gets its own key namespace, deleted
 after); `own_redis` is a `redis-server` of the test's own on a free port, for fault tests that
 stop and restart it. Without Redis (or `redis-server`) these tests skip with the reason, or fail
@@ -31,6 +34,7 @@ import trio
 from client import open_websocket
 
 from ..conftest import STEP, Account, Peer
+from ..postgres import TestDatabases
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_REDIS = ("127.0.0.1", 6379)
@@ -40,6 +44,27 @@ def _missing(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)
+
+
+BACKENDS = ("sqlite", "postgresql")
+# For a test on one backend only (say why beside it).
+SQLITE_ONLY: pytest.MarkDecorator = pytest.mark.parametrize("cluster_db", ["sqlite"], indirect=True)
+POSTGRESQL_ONLY: pytest.MarkDecorator = pytest.mark.parametrize(
+    "cluster_db", ["postgresql"], indirect=True
+)
+
+
+@pytest.fixture(params=BACKENDS)
+def cluster_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The nodes' `--db`, once on each backend (or on one: `SQLITE_ONLY`, `POSTGRESQL_ONLY`)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "hibiki.db")
+        return
+    databases = TestDatabases()  # skips (or fails under CI=true) without PostgreSQL
+    try:
+        yield databases.url("cluster")
+    finally:
+        databases.drop_all()
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -103,6 +128,15 @@ class OwnRedis:
                 out += chunk
         await process.stdout.aclose()  # redis-server then logs nowhere: a closed stdout is fine
 
+    def pause(self) -> None:
+        """SIGSTOP: every TCP connection stays open and nothing is answered (a hung Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     async def stop(self) -> None:
         """Kill it (SIGKILL: subscribers see the connection drop, nothing is saved)."""
         if self.process is not None:
@@ -143,7 +177,7 @@ class Node:
 class Cluster:
     """Starts `hibiki serve` processes on one database and Redis; each is killed at the end."""
 
-    db: Path
+    db: str  # their `--db`: a SQLite file or a postgresql:// URL
     redis_url: str
     namespace: str
     nursery: trio.Nursery
@@ -153,7 +187,7 @@ class Cluster:
 
     async def start_node(self) -> Node:
         name = f"n{len(self.nodes)}"
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--db", str(self.db)]
+        cmd = [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--db", self.db]
         cmd += ["--rate-limit", "0", "--server-id", name, "--redis", self.redis_url, *self.args]
         env = os.environ | {
             "PYTHONPATH": str(ROOT),
@@ -188,7 +222,7 @@ class Cluster:
 
 @asynccontextmanager
 async def open_cluster(
-    tmp_path: Path,
+    db: str | Path,
     redis_url: str,
     namespace: str,
     size: int,
@@ -196,9 +230,10 @@ async def open_cluster(
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
+    """`size` nodes on `db`: a `cluster_db`, or a test's directory (a SQLite file in it)."""
+    database = str(db / "hibiki.db") if isinstance(db, Path) else db
     async with trio.open_nursery() as nursery:
-        db = tmp_path / "hibiki.db"
-        cluster = Cluster(db, redis_url, namespace, nursery, args=args, env=env or {})
+        cluster = Cluster(database, redis_url, namespace, nursery, args=args, env=env or {})
         try:
             for _ in range(size):
                 await cluster.start_node()

@@ -1,14 +1,16 @@
-"""Two and three `hibiki serve` processes on one SQLite file and one Redis: a chat spans them."""
+"""Two and three `hibiki serve` processes on one database and one Redis: a chat spans them.
+
+The message paths run on SQLite and on PostgreSQL (`cluster_db`); typing and leave go through
+Redis alone, whichever the store, so they run on SQLite only (the suite's time is the limit)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..conftest import STEP, Account, Peer, create_room, join_room, register
-from .conftest import Cluster, http_of, open_cluster, peer_on
+from .conftest import SQLITE_ONLY, Cluster, http_of, open_cluster, peer_on
 
 SKIP = ("presence", "typing", "ack")
 
@@ -36,10 +38,10 @@ async def _sync(peer: Peer) -> list[dict[str, Any]]:
 
 
 async def test_users_on_different_nodes_chat(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 3) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 3) as cluster:
             alice, bob, carol = await _accounts(cluster, "lobby", 3)
             n0, n1, n2 = cluster.nodes
             async with peer_on(n0, alice) as a, peer_on(n1, bob) as b, peer_on(n2, carol) as c:
@@ -53,9 +55,9 @@ async def test_users_on_different_nodes_chat(
                     assert [e for e in await _sync(peer) if e["type"] == "message"] == []
 
 
-async def test_senders_on_both_nodes_chat(tmp_path: Path, redis_url: str, namespace: str) -> None:
+async def test_senders_on_both_nodes_chat(cluster_db: str, redis_url: str, namespace: str) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 2) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
             alice, bob = await _accounts(cluster, "lobby", 2)
             n0, n1 = cluster.nodes
             async with peer_on(n0, alice) as a, peer_on(n1, bob) as b:
@@ -71,10 +73,10 @@ async def test_senders_on_both_nodes_chat(tmp_path: Path, redis_url: str, namesp
 
 
 async def test_resume_on_another_node_delivers_exactly_the_missed_messages(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 2) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
             alice, bob = await _accounts(cluster, "lobby", 2)
             n0, n1 = cluster.nodes
             async with peer_on(n0, alice) as a:
@@ -94,9 +96,10 @@ async def test_resume_on_another_node_delivers_exactly_the_missed_messages(
                     assert [e for e in await _sync(b) if e["type"] == "message"] == []
 
 
-async def test_typing_crosses_nodes(tmp_path: Path, redis_url: str, namespace: str) -> None:
+@SQLITE_ONLY
+async def test_typing_crosses_nodes(cluster_db: str, redis_url: str, namespace: str) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 2) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
             alice, bob = await _accounts(cluster, "lobby", 2)
             n0, n1 = cluster.nodes
             async with peer_on(n0, alice) as a, peer_on(n1, bob) as b:
@@ -107,11 +110,12 @@ async def test_typing_crosses_nodes(tmp_path: Path, redis_url: str, namespace: s
                 assert [e for e in await _sync(a) if e["type"] == "typing"] == []
 
 
+@SQLITE_ONLY
 async def test_leave_on_one_node_stops_delivery_on_all(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 2) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
             alice, bob = await _accounts(cluster, "lobby", 2)
             n0, n1 = cluster.nodes
             async with (

@@ -13,7 +13,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from ..conftest import STEP, Account, Peer, create_room, join_room, register
-from .conftest import Cluster, Node, OwnRedis, http_of, open_cluster, peer_on
+from .conftest import Cluster, Node, OwnRedis, http_of, log_lines, open_cluster, peer_on
 
 BURST = 300
 
@@ -71,10 +71,10 @@ async def _send_burst(
 
 
 async def test_redis_restarted_mid_burst_every_receiver_gets_every_message_once(
-    tmp_path: Path, own_redis: OwnRedis, namespace: str
+    cluster_db: str, own_redis: OwnRedis, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 6):
-        async with open_cluster(tmp_path, own_redis.url, namespace, 3) as cluster:
+        async with open_cluster(cluster_db, own_redis.url, namespace, 3) as cluster:
             alice, bob, carol, dave = await _accounts(cluster, "burst", 4)
             n0, n1, n2 = cluster.nodes
             acked: dict[str, int] = {}
@@ -113,11 +113,60 @@ async def test_redis_restarted_mid_burst_every_receiver_gets_every_message_once(
             assert "hibiki_bus_reconnects_total 1.0" in metrics
 
 
+async def test_redis_that_stops_answering_is_noticed_and_every_room_catches_up(
+    tmp_path: Path, own_redis: OwnRedis, namespace: str
+) -> None:
+    """SIGSTOP keeps Redis's TCP connections open: the keepalive (PING every 1 s, 2 s to
+    answer: the defaults) must say degraded within ~3 s, with one log line per node; messages
+    sent while Redis is stopped reach the other node's receiver after SIGCONT (or earlier,
+    from the store), exactly once and in order."""
+    per_phase = 40
+    with trio.fail_after(STEP * 6):
+        async with open_cluster(tmp_path, own_redis.url, namespace, 2) as cluster:
+            alice, bob, carol = await _accounts(cluster, "burst", 3)
+            n0, n1 = cluster.nodes
+            acked: dict[str, int] = {}
+            got: dict[str, list[int]] = {"bob": [], "carol": []}
+            async with (
+                peer_on(n0, alice) as a,
+                peer_on(n0, bob) as b,
+                peer_on(n1, carol) as c,
+                trio.open_nursery() as nursery,
+            ):
+                for name, peer in (("bob", b), ("carol", c)):
+                    seqs = got[name]
+                    nursery.start_soon(_collect, peer, seqs, lambda s=seqs: len(s) >= 3 * per_phase)
+                await _send_burst(a, acked, per_phase)
+                own_redis.pause()
+                try:
+                    paused_at = trio.current_time()
+                    await _send_burst(a, acked, 2 * per_phase)  # before the link is declared down
+                    for node in cluster.nodes:
+                        await _until_bus(node, "redis: degraded")
+                    noticed = trio.current_time() - paused_at
+                    await _send_burst(a, acked, 3 * per_phase)  # while it is known down
+                finally:
+                    own_redis.resume()
+                for node in cluster.nodes:
+                    await _until_bus(node, "redis: ok")
+            assert noticed <= 3.0 + 1.5, noticed  # interval + timeout, and a loaded machine
+            assert sorted(acked.values()) == list(range(1, 3 * per_phase + 1))
+            for name, seqs in got.items():
+                assert seqs == list(range(1, 3 * per_phase + 1)), name
+            for node in cluster.nodes:
+                async with http_of(node) as http:
+                    metrics = (await http.get("/metrics")).text
+                assert "hibiki_bus_redis_timeouts_total 1.0" in metrics
+                assert "hibiki_bus_reconnects_total 1.0" in metrics
+                lines = [ln["msg"] for ln in log_lines(node) if ln["logger"] == "server.redis.link"]
+                assert [m for m in lines if m != "redis reconnected"] == ["redis connection lost"]
+
+
 async def test_node_killed_mid_burst_loses_no_acked_message(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 6):
-        async with open_cluster(tmp_path, redis_url, namespace, 3) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 3) as cluster:
             alice, bob, carol = await _accounts(cluster, "burst", 3)
             n0, n1, n2 = cluster.nodes
             acked: dict[str, int] = {}

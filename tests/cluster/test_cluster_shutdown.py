@@ -1,5 +1,6 @@
 """A node on Redis stops cleanly: SIGTERM drains it and it exits 0 with no traceback (coredis's
-pub/sub cleanup used to raise ClosedResourceError out of the cancelled control channel)."""
+pub/sub cleanup used to raise ClosedResourceError out of the cancelled control channel). On SQLite
+only: the race is in the Redis bus's cleanup, whichever the store."""
 
 from __future__ import annotations
 

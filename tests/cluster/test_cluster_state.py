@@ -1,7 +1,9 @@
 """Shared state through real `hibiki serve` processes on one Redis: presence, the per-user rate
 limit and logout hold across nodes, and a crashed node's users go offline.
 
-(Typing across nodes is in test_cluster_chat.py.)
+(Typing across nodes is in test_cluster_chat.py.) These run on one SQLite file only: the state
+they test lives in Redis whichever the store; the message paths run on PostgreSQL too
+(`cluster_db`, in test_cluster_chat.py, test_cluster_faults.py, test_cluster_hosts.py).
 """
 
 from __future__ import annotations

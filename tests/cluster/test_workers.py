@@ -5,6 +5,7 @@ systemd told READY only once all three listen.
 The supervisor runs in its own session, so whatever happens every process of the tree is killed
 at the end (`os.killpg`). Without the Redis bus, `HIBIKI_WORKERS_WITHOUT_REDIS=1` lets the
 supervisor start (unsupported outside tests: a message reaches only its own worker's sockets).
+SQLite only: `--workers` is processes of one host sharing one file (`cluster_db` is not used).
 """
 
 from __future__ import annotations

@@ -184,8 +184,11 @@ async def test_a_large_first_pass_runs_in_bulk_mode_and_a_small_rerun_does_not(
     duplicate = "INSERT INTO messages (room_id, seq, user_id, user_name, text, ts)"
     with pytest.raises(psycopg.errors.UniqueViolation):  # UNIQUE (room_id, seq) is back
         pg(pg_url, duplicate + " VALUES (1, 1, 1, 'alice', 'again', 1)")
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        pg(pg_url, duplicate + " VALUES (1, 10000, 999, 'nobody', 'x', 1)")
+    # ...and so is the client_id index (schema v2 has no foreign keys on messages to check).
+    with_id = "INSERT INTO messages (room_id, seq, user_id, user_name, text, ts, client_id)"
+    pg(pg_url, with_id + " VALUES (1, 10000, 1, 'alice', 'x', 1, 'c-twice')")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        pg(pg_url, with_id + " VALUES (1, 10001, 1, 'alice', 'x', 1, 'c-twice')")
 
 
 @pytest.mark.parametrize(

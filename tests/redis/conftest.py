@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -124,8 +125,18 @@ class OwnRedis:
             time.sleep(0.025)
         raise RuntimeError("redis-server did not start listening")
 
+    def pause(self) -> None:
+        """SIGSTOP: it keeps every TCP connection open and answers nothing (a hung Redis)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
             self._proc.terminate()
             self._proc.wait(timeout=10)
             self._proc = None

@@ -14,7 +14,7 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from server.ops.metrics import Metrics
 from server.redis import RedisFaults
-from server.redis.presence import RedisOnlineUsers
+from server.redis.presence import BEAT_PIPELINE, RedisOnlineUsers
 
 ROOM = "lobby"
 
@@ -110,6 +110,30 @@ async def test_a_crashed_nodes_users_are_announced_offline_by_another_node_after
             assert heard.heard == [("alice", "offline")]  # once
             assert await survivor.online(ROOM) == []
             assert ttl * 0.9 <= took <= ttl + heartbeat + 1.0
+
+
+async def test_a_heartbeat_sweeps_and_refreshes_entries_of_many_rooms_in_pipelined_chunks(
+    redis_links: Any,
+) -> None:
+    """More rooms than one pipelined round trip holds: every room is swept, every entry
+    refreshed (and, having been swept, announced online again)."""
+    rooms = [f"room{i}" for i in range(2 * BEAT_PIPELINE + 50)]
+    # The room keys outlive the entries by 3 ttl only: a ttl shorter than a loaded machine's
+    # sync of 250 rooms would let whole rooms expire unswept (and unannounced).
+    ttl = 1.0
+    with trio.fail_after(20):
+        async with _nodes(redis_links, 2, Metrics(), ttl=ttl) as [(a, bus_a), (b, bus_b)]:
+            for room in rooms:
+                a.arrived(room, "alice", 1)
+            await a.sync()
+            assert len(bus_a.heard) == len(rooms)
+            await trio.sleep(ttl)  # a stops refreshing: its entries run out
+            await b.beat()
+            assert bus_b.heard == [("alice", "offline")] * len(rooms)
+            assert await b.online(rooms[-1]) == []
+            await a.beat()  # a is alive after all: each of its entries comes back
+            assert bus_a.heard[len(rooms) :] == [("alice", "online")] * len(rooms)
+            assert await b.online(rooms[0]) == ["alice"]
 
 
 @pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")

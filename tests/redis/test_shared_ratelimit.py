@@ -12,7 +12,7 @@ import trio
 from server.chat.ratelimit import UserRateLimiter
 from server.ops.metrics import Metrics
 from server.redis import RedisFaults
-from server.redis.ratelimit import SharedRateLimiter
+from server.redis.ratelimit import SharedRateLimiter, bucket_key
 
 RATE, BURST = 50.0, 10.0
 USER = 7
@@ -77,6 +77,6 @@ async def test_the_local_bucket_limits_while_redis_is_away_and_sharing_resumes_a
             assert limiter.allow(USER, trio.current_time() + 1.0)
             await limiter.reconcile()
             assert metrics.redis_errors["ratelimit"] == errors
-            tokens = await link.client.hget(link.key("rate", str(USER)), "tokens")
+            tokens = await link.client.hget(bucket_key(link, USER), "tokens")
             assert tokens is not None and float(tokens) < BURST
             nursery.cancel_scope.cancel()

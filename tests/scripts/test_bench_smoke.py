@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..postgres import ADMIN_DB, admin_connection, database_url
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 BOUND = 120  # seconds; generous for a loaded 2-core machine
 
@@ -65,6 +67,25 @@ def test_storage_benchmark_stores_every_message(tmp_path: Path) -> None:
     # It exits non-zero when a run stored a different number of messages than it sent.
     assert "group commit" in text
     assert "ratio" in text
+
+
+def test_storage_benchmark_on_both_backends_stores_every_message_and_drops_its_databases(
+    tmp_path: Path,
+) -> None:
+    admin = admin_connection()  # skips (fails under CI=true) without PostgreSQL
+    try:
+        text = _run(
+            str(SCRIPTS / "bench_storage.py"),
+            *("--backend", "both", "--pg-url", database_url(ADMIN_DB)),
+            *("--messages", "2000", "--batch", "500", "--single", "20", "--rounds", "1"),
+            *("--rooms", "4", "--senders", "2", "--dir", str(tmp_path)),
+        )
+        assert "round 1 postgresql" in text and "round 1 sqlite" in text
+        assert "group commit, PostgreSQL / SQLite" in text
+        left = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'hibiki_bench_%'")
+        assert left.fetchall() == []
+    finally:
+        admin.close()
 
 
 def test_instruction_benchmark_scenarios_run_and_deliver_everything() -> None:

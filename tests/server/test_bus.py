@@ -23,6 +23,7 @@ from server.fanout.bus import NO_CONN, LocalBus
 from server.fanout.hub import RoomHub
 from server.fanout.presence import LocalOnlineUsers
 from server.transport.flusher import Flusher
+from server.transport.frames import text_frame
 from storage import open_store
 from storage.cache import MembershipCache
 
@@ -276,3 +277,82 @@ async def test_a_store_failure_while_telling_another_connection_of_a_join_closes
     node.hub.subscribe("r", other.conn)
     node.bus.publish_message("r", 1, _message(1))
     assert [e.get("seq") for e in await other.events()] == [1]
+
+
+class _Store:
+    """Messages 1..n of room "r", as the store would give them to a gap filler."""
+
+    def __init__(self, n: int) -> None:
+        self.messages = [
+            Message(room="r", id=s, seq=s, user="a", text=f"m{s}", ts=0) for s in range(1, n + 1)
+        ]
+
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+        return [m for m in self.messages if m.seq > after_seq][:limit]
+
+
+@pytest.fixture
+async def backfilled() -> AsyncIterator[Node]:
+    """A node whose gaps are filled from `_Store(3)`, as a networked bus's node's are."""
+    flusher = Flusher()
+    bus = RecordingBus()
+    hub = RoomHub(flusher, bus=bus, presence=LocalOnlineUsers(bus), backfill=_Store(3))
+    bus.attach_hub(hub)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        await nursery.start(hub.run)
+        yield Node(bus, hub, flusher, nursery)
+        nursery.cancel_scope.cancel()
+
+
+def _seqs(events: list[dict[str, Any]]) -> list[int]:
+    return [e["seq"] for e in events if e["type"] == "message"]
+
+
+async def _seqs_until(peer: Peer, last: int) -> list[int]:
+    """Message seqs the peer gets until `last` has come (a gap filler's store read is awaited)."""
+    seqs: list[int] = []
+    while last not in seqs:
+        seqs += _seqs(await peer.next_events())
+    return seqs
+
+
+async def test_a_resumed_connection_never_gets_again_what_its_replay_carried(
+    backfilled: Node, peers: list[Peer]
+) -> None:
+    """A replay read 1..3 from the store after the room's floor was read at 0; the first live
+    message (4) opens a gap from the floor, filled from the store for the room's other
+    subscribers: the resumed connection must not get 1..3 twice (it did: 1..3, then 1..4)."""
+    node = backfilled
+    a, b = _peer(node, peers, "a", 1), _peer(node, peers, "b", 2)
+    node.hub.subscribe("r", b.conn)  # live, with no store read of its own (a plain hello)
+    node.hub.subscribe("r", a.conn, hold=True)
+    node.hub.catch_up("r", 0)  # the floor: the store's last_seq once the bus covered the room
+    for seq in (1, 2, 3):  # the replay, from the store
+        a.conn.enqueue(text_frame(_message(seq)))
+    node.hub.release("r", a.conn, 3)
+    node.bus.publish_message("r", 4, _message(4))
+    assert await _seqs_until(b, 4) == [1, 2, 3, 4]  # the gap filled for b
+    assert _seqs(await a.events()) == [1, 2, 3, 4]  # each once
+    node.bus.publish_message("r", 5, _message(5))
+    assert (_seqs(await a.events()), _seqs(await b.events())) == ([5], [5])
+
+
+async def test_a_message_in_flight_past_the_replay_is_not_delivered_twice(
+    node: Node, peers: list[Peer]
+) -> None:
+    """The replay read seq 2, committed but not yet published; its publish comes after the
+    release: the released connection must skip it, and still get typing meanwhile."""
+    a, b = _peer(node, peers, "a", 1), _peer(node, peers, "b", 2)
+    node.hub.subscribe("r", b.conn)
+    node.bus.publish_message("r", 1, _message(1))
+    node.hub.subscribe("r", a.conn, hold=True)
+    for seq in (1, 2):
+        a.conn.enqueue(text_frame(_message(seq)))
+    node.hub.release("r", a.conn, 2)
+    node.bus.publish_typing("r", encode(Typing(room="r", user="b")), b.conn.conn_id)
+    assert [e["type"] for e in await a.events()] == ["message", "message", "typing"]
+    node.bus.publish_message("r", 2, _message(2))
+    node.bus.publish_message("r", 3, _message(3))
+    assert _seqs(await a.events()) == [3]
+    assert _seqs(await b.events()) == [1, 2, 3]

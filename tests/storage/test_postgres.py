@@ -155,8 +155,9 @@ async def test_a_database_migrated_by_a_newer_hibiki_is_refused_untouched(
     with sql(url) as conn:
         conn.execute("UPDATE hibiki_schema SET version = 99")
     store = open_store(url, scrypt_n=SCRYPT_N)
-    newer = f"schema is version 99, newer than this hibiki's {len(MIGRATIONS)}"
-    with pytest.raises(StorageError, match=newer):
+    with pytest.raises(
+        StorageError, match=f"schema is version 99, newer than this hibiki.s {len(MIGRATIONS)}"
+    ):
         await store.open()
     with sql(url) as conn:
         assert conn.execute("SELECT version FROM hibiki_schema").fetchall() == [(99,)]

@@ -20,6 +20,7 @@ import trio
 import trio.testing
 
 import storage.sqlite._messages as sqlite_messages  # white-box, see above
+import storage.sqlite._rooms as sqlite_rooms
 from server.cli import main
 from storage import BackupError, NewMessage, StorageError, User, backup, open_store, passwords
 from storage.sqlite import MIGRATIONS, ConnectionThread, SQLiteStore, current_version, migrate
@@ -71,6 +72,25 @@ async def test_failed_commit_forgets_numbering_so_no_gap_follows(tmp_path: Path)
             await s.append_batch([msg("lobby", alice, "ok"), msg("lobby", alice, "poison")])
         assert await s.last_seq("lobby") == 0
         assert [r.message.seq for r in await s.append_batch([msg("lobby", alice, "ok")])] == [1]
+
+
+def test_last_seqs_reads_in_chunks_of_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More names than one statement takes: every chunk is read, each name once."""
+    monkeypatch.setattr(sqlite_rooms, "LAST_SEQS_CHUNK", 2)
+    with closing(sqlite3.connect(tmp_path / "hibiki.db", isolation_level=None)) as conn:
+        migrate(conn)
+        conn.execute(
+            "INSERT INTO users (id, name, password_hash, created_at) VALUES (1, 'a', '', 0)"
+        )
+        for i in range(5):
+            conn.execute(
+                "INSERT INTO rooms (name, created_by, created_at, last_seq) VALUES (?, 1, 0, ?)",
+                (f"r{i}", i * 10),
+            )
+        names = ("r0", "r1", "nowhere", "r2", "r3", "r4")
+        assert sqlite_rooms.last_seqs(conn, names) == {f"r{i}": i * 10 for i in range(5)}
 
 
 def test_duplicate_lookup_probes_the_client_id_index() -> None:

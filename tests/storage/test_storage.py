@@ -26,6 +26,7 @@ from storage import (
     User,
     open_store,
 )
+from storage.composite import last_seqs_one_by_one
 
 from ..postgres import TestDatabases
 
@@ -270,6 +271,19 @@ async def test_append_batch_numbers_each_room_gap_free_across_batches(
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert [r.message.user for r in second] == ["bob"] * 6
     assert all(r.message.ts > 1_600_000_000_000 for r in results)  # milliseconds
+
+
+async def test_last_seqs_reads_every_named_room_and_leaves_unknown_ones_out(
+    store: Store, alice: User
+) -> None:
+    for room in ["a", "b", "c"]:
+        await store.create_room(room, alice.id)
+    await store.append_batch([msg("a", alice, "1"), msg("a", alice, "2"), msg("c", alice, "3")])
+    wanted = ["a", "b", "c", "nowhere"]
+    assert await store.last_seqs(wanted) == {"a": 2, "b": 0, "c": 1}
+    assert await store.last_seqs([]) == {}
+    # The fallback for a backend without a batched read answers the same.
+    assert await last_seqs_one_by_one(store, wanted) == {"a": 2, "b": 0, "c": 1}
 
 
 async def test_resent_client_id_returns_the_original_within_and_across_batches(
