@@ -105,6 +105,7 @@ async def _open_database(config: Config) -> tuple[CompositeStore, ReplicaRouter 
         statement_timeout=config.storage.statement_timeout,
         synchronous_commit=config.storage.synchronous_commit,
         scrypt_n=config.accounts.scrypt_n,
+        shards=config.storage.shards,
     )
     replicas = attach_replicas(database, config.storage.replicas, _replica_policy(config))
     try:

@@ -4,6 +4,7 @@
     hibiki config show [--config FILE] [flags] print the effective config (secrets masked)
     hibiki backup [--config FILE] [--db URL] DEST    online backup of the database
     hibiki migrate --from sqlite:///F --to postgresql://...  copy to PostgreSQL, then verify
+    hibiki shards status|move L --to URL|pin ROOM --to URL [flags]  message shards, online moves
     hibiki events tail [--group G]             follow the event stream (server/events/)
     hibiki events index --db FILE              the search indexer consuming the event stream
     hibiki chat ...                            the terminal client (client/terminal.py)
@@ -25,6 +26,7 @@ from typing import Any
 
 import trio
 
+from server import shards_cli
 from server.config import SECTION_OF, Config, ConfigError
 from server.config_file import LoadedConfig, load_config, to_toml
 
@@ -47,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _backup(parsed)
     if parsed.command == "migrate":
         return _migrate(parsed)
+    if parsed.command == "shards":
+        return _shards(parsed)
     return _serve(parsed, args)
 
 
@@ -73,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("dest", help="new file to write (must not exist)")
     _add_migrate(commands)
+    shards_cli.add_parser(commands, settings)
     commands.add_parser("chat", help="terminal chat client (hibiki chat --help)")
     commands.add_parser("events", help="follow the event stream (hibiki events --help)")
     return parser
@@ -105,6 +110,13 @@ def _settings_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="URL",
         help="PostgreSQL read replica for history and resume (repeatable)",
+    )
+    run.add_argument(
+        "--db-shard",
+        dest="shards",
+        action="append",
+        metavar="URL",
+        help="PostgreSQL shard database for messages; --db is the catalog (repeatable)",
     )
     run.add_argument("--server-id", dest="server_id")
     run.add_argument(
@@ -286,6 +298,13 @@ def _migrate(parsed: argparse.Namespace) -> int:
         return EXIT_FAILURE
     sys.stdout.write(render(result))
     return 0 if result.ok else EXIT_FAILURE
+
+
+def _shards(parsed: argparse.Namespace) -> int:
+    loaded = _load(parsed)
+    if loaded is None:
+        return EXIT_USAGE
+    return shards_cli.run(parsed, loaded.config)
 
 
 def _chat(argv: list[str]) -> int:

@@ -98,6 +98,9 @@ class StorageConfig(Section):
     replica_max_lag: float = 5 * SECONDS  # a replica further behind is skipped until it is not
     replica_probe_interval: float = 1 * SECONDS  # lag probes; a down replica's back off to 30 s
     replica_timeout: float = 2 * SECONDS  # per replica read or probe; then the primary answers
+    # PostgreSQL shard databases for messages; db_path is then the catalog (docs/operations.md,
+    # "Shards"). Every database the directory names must be listed, on every node.
+    shards: tuple[str, ...] = ()
 
     def problems(self) -> Problems:
         out = _at_least_one(self, "sqlite_readers", "pool_size")
@@ -112,6 +115,12 @@ class StorageConfig(Section):
             out.append(("replicas", "each must be a postgresql:// URL"))
         elif self.replicas and not self.db_path.startswith(postgres):
             out.append(("replicas", "need a postgresql:// db_path (the primary)"))
+        if any(not url.startswith(postgres) for url in self.shards):
+            out.append(("shards", "each must be a postgresql:// URL"))
+        elif self.shards and not self.db_path.startswith(postgres):
+            out.append(("shards", "need a postgresql:// db_path (the catalog)"))
+        elif self.shards and self.replicas:
+            out.append(("shards", "cannot be combined with replicas yet"))
         return out
 
 
@@ -320,6 +329,9 @@ class Config:
         """Checks across sections."""
         if self.events.events_enabled and not self.events_url:
             raise ConfigError([("events_redis_url", "events need it, or the bus's redis_url")])
+        if self.events.events_enabled and self.storage.shards:
+            # The outbox reads one database's messages; a sharded store's are on several.
+            raise ConfigError([("events_enabled", "not yet with [storage] shards")])
         return self
 
     @property

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
+from collections.abc import Sequence
 
 from storage import passwords
 from storage.composite import CompositeStore
@@ -41,6 +42,7 @@ def open_store(
     statement_timeout: float = 10.0,
     synchronous_commit: str = "on",
     scrypt_n: int = passwords.DEFAULT_N,
+    shards: Sequence[str] = (),
 ) -> CompositeStore:
     """An unopened `Store` on the database `url` names: `await store.open()` (and `aclose()`),
     or `async with open_store(url) as store:`.
@@ -48,8 +50,9 @@ def open_store(
     SQLite: `synchronous` is the durability mode (OFF, NORMAL, FULL or EXTRA; FULL survives a
     power cut), `readers` the number of reader threads. PostgreSQL: `pool_size` connections,
     `statement_timeout` seconds per query, `synchronous_commit` (on: durable before return).
-    `scrypt_n` is the scrypt cost of new password hashes. Raise `StorageError` for a URL no
-    backend here serves.
+    `scrypt_n` is the scrypt cost of new password hashes. With `shards` (PostgreSQL URLs),
+    `url` is the catalog and messages live on the shards (storage/routing/sharded.py). Raise
+    `StorageError` for a URL no backend here serves.
     """
     scheme, target = _parse(url)
     backend: Backend
@@ -62,7 +65,41 @@ def open_store(
         )
     else:
         backend = SQLiteStore(target, synchronous=synchronous, readers=readers)
+    if shards:
+        settings = (pool_size, statement_timeout, synchronous_commit)
+        return _sharded(backend, target, shards, scrypt_n, settings)
     return CompositeStore(backend, scrypt_n=scrypt_n)
+
+
+def _sharded(
+    backend: Backend,
+    primary: str,
+    shards: Sequence[str],
+    scrypt_n: int,
+    settings: tuple[int, float, str],
+) -> CompositeStore:
+    """The catalog `backend` with messages on `shards`: `settings` (pool size, statement
+    timeout, synchronous_commit) apply to each shard database's pool too."""
+    from storage.routing.sharded import ShardedMessageStore
+    from storage.routing.sharded_store import ShardedStore
+
+    if not isinstance(backend, PostgresStore):
+        raise StorageError("shards need a postgresql:// catalog database")
+    urls = []
+    for url in shards:
+        scheme, target = _parse(url)
+        if scheme != "postgresql":
+            raise StorageError("each shard must be a postgresql:// database")
+        urls.append(target)
+    pool_size, statement_timeout, synchronous_commit = settings
+    messages = ShardedMessageStore(
+        primary,
+        urls,
+        pool_size=pool_size,
+        statement_timeout=statement_timeout,
+        synchronous_commit=synchronous_commit,
+    )
+    return ShardedStore(backend, messages, scrypt_n=scrypt_n)
 
 
 def backup(url: str | os.PathLike[str], dest: str | os.PathLike[str]) -> BackupResult:

@@ -51,5 +51,12 @@ def test_events_need_a_redis_url_of_their_own_or_the_buses() -> None:
     assert on_bus.events_url == "redis://127.0.0.1:6379/0"
     own = Config.from_flat(redis_url="redis://a:1/0", events_redis_url="redis://b:2/0")
     assert own.events_url == "redis://b:2/0"
+    with pytest.raises(ConfigError, match="shards"):
+        Config.from_flat(
+            events_enabled=True,
+            redis_url="redis://a:1/0",
+            shards=("postgresql://h/a",),
+            db_path="postgresql://h/c",
+        )
     with pytest.raises(ConfigError, match="stream_partitions"):
         Config.from_flat(stream_partitions=0)

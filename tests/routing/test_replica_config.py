@@ -61,6 +61,15 @@ def test_invalid_replica_settings_are_refused(flags: dict[str, object], problem:
 def test_the_routing_surface_is_pinned() -> None:
     assert set(storage.routing.__all__) == {
         "FALLBACK_REASONS",
+        "LOGICAL_SHARDS",
+        "Directory",
+        "MoveFailed",
+        "MoveResult",
+        "ShardedMessageStore",
+        "ShardedStore",
+        "logical_shard",
+        "move_logical",
+        "pin_room",
         "ProbePolicy",
         "ReplicaLag",
         "ReplicaReads",

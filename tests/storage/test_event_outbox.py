@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from storage import CompositeStore, Store, User
 
 from .test_storage import alice, database_url, make_store, msg, opened, store  # noqa: F401
@@ -12,6 +14,9 @@ from .test_storage import alice, database_url, make_store, msg, opened, store  #
 
 def _outbox(opened_store: Store) -> CompositeStore:
     assert isinstance(opened_store, CompositeStore)
+    if opened_store.messages is not opened_store.backend:
+        # Messages on several databases: the outbox reads one (the config refuses the stream).
+        pytest.skip("the event outbox does not read sharded messages yet")
     return opened_store
 
 

@@ -31,7 +31,8 @@ from storage.composite import last_seqs_one_by_one
 from ..postgres import TestDatabases
 
 SCRYPT_N = 2**10  # fast for tests; production uses passwords.DEFAULT_N
-BACKENDS = ["sqlite", "postgresql"]
+BACKENDS = ["sqlite", "postgresql", "sharded"]
+SHARDS = 3  # the "sharded" backend: a catalog database and this many shard databases
 
 DatabaseUrl = Callable[[str], str]
 
@@ -48,14 +49,31 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dat
             yield databases.url
         finally:
             databases.drop_all()
+    elif request.param == "sharded":
+        databases = TestDatabases()
+        try:
+            yield lambda name: sharded_url(databases, name)
+        finally:
+            databases.drop_all()
     else:
         raise AssertionError(f"unknown backend {request.param}")
+
+
+def sharded_url(databases: TestDatabases, name: str) -> str:
+    """The catalog's URL, with the shards' URLs after `#shards=` (split by `open_test_store`)."""
+    shards = ",".join(databases.url(f"{name}-shard{i}") for i in range(SHARDS))
+    return f"{databases.url(name)}#shards={shards}"
+
+
+def open_test_store(url: str) -> Store:
+    catalog, _, shards = url.partition("#shards=")
+    return open_store(catalog, scrypt_n=SCRYPT_N, shards=shards.split(",") if shards else ())
 
 
 @pytest.fixture
 def make_store(database_url: DatabaseUrl) -> Callable[[], Store]:
     """Builds unopened stores that all share one database, so a test can close and reopen."""
-    return lambda: open_store(database_url("hibiki"), scrypt_n=SCRYPT_N)
+    return lambda: open_test_store(database_url("hibiki"))
 
 
 @asynccontextmanager
@@ -458,7 +476,7 @@ async def test_append_batch_matches_a_model_of_numbering_and_dedupe(
     database_url: DatabaseUrl, batches: list[list[tuple[str, int, str | None]]]
 ) -> None:
     url = database_url(f"model-{uuid.uuid4().hex}")  # one fresh database per example
-    async with open_store(url, scrypt_n=SCRYPT_N) as s:
+    async with open_test_store(url) as s:
         users = {u.id: u for u in [await s.create_user(n, "pw") for n in ("u1", "u2")]}
         for room in ROOMS[:2]:
             await s.create_room(room, 1)

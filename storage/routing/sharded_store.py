@@ -1,0 +1,72 @@
+"""A `Store` whose messages are sharded: the catalog on the primary, messages on the shards.
+
+`open_store(url, shards=[...])` builds one. The catalog's own `rooms.last_seq` is never moved
+on (each room's counter is on its shard), so the room reads that report a `last_seq` ask the
+shards for it.
+"""
+
+from __future__ import annotations
+
+from storage import passwords
+from storage.composite import CompositeStore
+from storage.protocols import Backend, Room, RoomStore
+from storage.routing.sharded import ShardedMessageStore
+
+
+class ShardedRooms:
+    """`RoomStore` of the primary, with each room's `last_seq` read from its shard."""
+
+    def __init__(self, rooms: RoomStore, messages: ShardedMessageStore) -> None:
+        self._rooms = rooms
+        self._messages = messages
+
+    async def create_room(self, name: str, created_by: int) -> Room:
+        return await self._rooms.create_room(name, created_by)
+
+    async def get_room(self, name: str) -> Room | None:
+        room = await self._rooms.get_room(name)
+        if room is None:
+            return None
+        return Room(room.id, room.name, room.created_by, await self._messages.last_seq(name))
+
+    async def list_rooms(self, limit: int = 1000) -> list[Room]:
+        return await self._messages.with_last_seqs(await self._rooms.list_rooms(limit))
+
+    async def join_room(self, room: str, user_id: int) -> bool:
+        return await self._rooms.join_room(room, user_id)
+
+    async def leave_room(self, room: str, user_id: int) -> bool:
+        return await self._rooms.leave_room(room, user_id)
+
+    async def is_member(self, room: str, user_id: int) -> bool:
+        return await self._rooms.is_member(room, user_id)
+
+    async def rooms_of(self, user_id: int) -> list[str]:
+        return await self._rooms.rooms_of(user_id)
+
+    async def members(self, room: str) -> list[str]:
+        return await self._rooms.members(room)
+
+
+class ShardedStore(CompositeStore):
+    """`CompositeStore` over the primary `backend`, its messages on `sharded`."""
+
+    def __init__(
+        self, backend: Backend, sharded: ShardedMessageStore, *, scrypt_n: int = passwords.DEFAULT_N
+    ) -> None:
+        super().__init__(backend, scrypt_n=scrypt_n)
+        self.sharded = sharded
+        self.messages = sharded
+        self.rooms = ShardedRooms(backend, sharded)
+
+    async def open(self) -> None:
+        await super().open()
+        try:
+            await self.sharded.open()
+        except BaseException:
+            await self.backend.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        await self.sharded.aclose()
+        await super().aclose()
