@@ -7,6 +7,7 @@
         ├── cluster       with `[bus] redis_url`: the Redis link, the bus, shared state
         ├── redis link    with `redis_url`: Redis connections, reconnects (server.redis)
         ├── redis bus     its sender, store catch-ups and tail check
+        ├── events        with `[events] events_enabled`: appends committed messages to the stream
         ├── hub           fills seq gaps in what the bus delivers (never, with one process)
         ├── writer        group-commits sends, then publishes and acks
         ├── readiness     database write probe for /readyz
@@ -60,13 +61,16 @@ async def serve(
     metrics = Metrics(config.server.server_id) if metrics is None else metrics
     database, replicas = await _open_database(config)
     try:
-        parts = build_parts(config, database, timed_store(database, metrics), metrics, replicas)
+        store = timed_store(database, metrics)
+        parts = build_parts(config, database, store, metrics, replicas, database.events)
         async with trio.open_nursery() as root:
             await root.start(parts.flusher.run)
             if replicas is not None:  # lag probes; reads go to the primary until one is up
                 await root.start(replicas.run)
             if parts.cluster is not None:  # [bus] redis_url: link, bus and shared state
                 await root.start(parts.cluster.run)
+            if parts.events is not None:  # before the writer: its cursors are read first
+                await root.start(parts.events.run)
             await root.start(parts.hub.run)
             await root.start(parts.writer.run)
             await root.start(parts.readiness.run)

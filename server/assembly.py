@@ -24,6 +24,7 @@ from server.chat.token_index import TokenIndex
 from server.chat.user_connections import LocalUserConnections
 from server.chat.websocket import serve_websocket
 from server.config import Config
+from server.events import EventAppender, build_event_appender
 from server.fanout.bus import LocalBus
 from server.fanout.hub import RoomHub
 from server.fanout.presence import LocalOnlineUsers, OnlineUsers
@@ -41,7 +42,7 @@ from server.transport.address_limits import AddressLimits
 from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
-from storage import Lifecycle, MembershipCache, Store
+from storage import EventOutbox, Lifecycle, MembershipCache, Store
 from storage.routing import ReplicaRouter
 
 Replicas = ReplicaRouter | None  # with `[storage] replicas`: the read router
@@ -65,6 +66,7 @@ class Parts:
     registry: ConnectionRegistry
     drain: Drain
     cluster: Cluster | None  # with `[bus] redis_url`: the link, bus and shared state in Redis
+    events: EventAppender | None  # with `[events] events_enabled`: the stream's appender
 
     async def shut_down(self, root: trio.CancelScope) -> None:
         """Drain (see server/shutdown.py), then cancel `root`."""
@@ -78,10 +80,16 @@ class Parts:
 
 
 def build_parts(
-    config: Config, database: Lifecycle, store: Store, metrics: Metrics, replicas: Replicas
+    config: Config,
+    database: Lifecycle,
+    store: Store,
+    metrics: Metrics,
+    replicas: Replicas,
+    outbox: EventOutbox | None = None,
 ) -> Parts:
-    """Construct and wire every part; `store` is `database` as the parts use it (timed), and
-    `replicas` the router its history and resume reads already go through (shown, measured)."""
+    """Construct and wire every part; `store` is `database` as the parts use it (timed),
+    `replicas` the router its history and resume reads already go through (shown, measured),
+    and `outbox` the database's event outbox (needed with `[events] events_enabled`)."""
     drain = Drain(config.timeouts.drain_timeout)
     flusher = Flusher()
     tokens = TokenIndex()
@@ -91,12 +99,18 @@ def build_parts(
     bus.attach_hub(hub)
     store = seams.store
     registry = ConnectionRegistry(metrics, drain)
+    events = build_event_appender(config, outbox) if outbox is not None else None
+    if config.events.events_enabled and events is None:
+        raise ValueError("[events] events_enabled needs the database's event outbox")
+    if events is not None:
+        metrics.watch_events(events)
     writer = MessageWriter(
         store,
         bus,
         queue_size=config.limits.writer_queue,
         max_batch=config.limits.writer_max_batch,
         metrics=metrics,
+        after_commit=(events,) if events is not None else (),
     )
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
@@ -130,6 +144,7 @@ def build_parts(
         registry,
         drain,
         seams.cluster,
+        events,
     )
 
 

@@ -5,6 +5,8 @@
     hibiki backup [--config FILE] [--db URL] DEST    online backup of the database
     hibiki migrate --from sqlite:///F --to postgresql://...  copy to PostgreSQL, then verify
     hibiki shards status|move L --to URL|pin ROOM --to URL [flags]  message shards, online moves
+    hibiki events tail [--group G]             follow the event stream (server/events/)
+    hibiki events index --db FILE              the search indexer consuming the event stream
     hibiki chat ...                            the terminal client (client/terminal.py)
 
 Settings come from defaults < `--config` TOML file < `HIBIKI_*` environment < flags; an invalid
@@ -36,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["chat"]:  # the client parses its own arguments
         return _chat(args[1:])
+    if args[:1] == ["events"]:  # the event-stream consumers parse their own arguments
+        from server.events.tail import main as events_main
+
+        return events_main(args[1:])
     parsed = _parser().parse_args(args)
     if parsed.command == "config":
         return _config_show(parsed)
@@ -73,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_migrate(commands)
     shards_cli.add_parser(commands, settings)
     commands.add_parser("chat", help="terminal chat client (hibiki chat --help)")
+    commands.add_parser("events", help="follow the event stream (hibiki events --help)")
     return parser
 
 

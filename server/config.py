@@ -271,6 +271,25 @@ class BusConfig(Section):
 
 
 @dataclass(frozen=True, slots=True)
+class EventsConfig(Section):
+    """The MESSAGE_CREATED event stream (docs/events.md; docs/operations.md, "Event stream")."""
+
+    events_enabled: bool = False
+    events_redis_url: str = ""  # empty: the bus's redis_url
+    stream_maxlen: int = 100_000  # per partition stream, trimmed approximately (MAXLEN ~)
+    stream_partitions: int = 16  # streams rooms are spread over (fixed for a stream's lifetime)
+    events_append_timeout: float = 5 * SECONDS  # one round of XADDs; then retried from the store
+
+    def problems(self) -> Problems:
+        out = _at_least_one(self, "stream_maxlen", "stream_partitions")
+        out += _positive(self, "events_append_timeout")
+        url = self.events_redis_url
+        if url and not url.startswith(("redis://", "rediss://")):
+            out.append(("events_redis_url", "must be a redis:// URL"))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Every setting, by section; the TOML file has one table per field here."""
 
@@ -282,6 +301,7 @@ class Config:
     chat: ChatConfig = field(default_factory=ChatConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     bus: BusConfig = field(default_factory=BusConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     @classmethod
     def from_flat(cls, **values: Any) -> Config:
@@ -302,7 +322,22 @@ class Config:
                 problems += exc.problems
         if problems:
             raise ConfigError(problems)
-        return cls(**sections)  # type: ignore[arg-type]  # each value is its field's section
+        config = cls(**sections)  # type: ignore[arg-type]  # each value is its field's section
+        return config._checked()
+
+    def _checked(self) -> Config:
+        """Checks across sections."""
+        if self.events.events_enabled and not self.events_url:
+            raise ConfigError([("events_redis_url", "events need it, or the bus's redis_url")])
+        if self.events.events_enabled and self.storage.shards:
+            # The outbox reads one database's messages; a sharded store's are on several.
+            raise ConfigError([("events_enabled", "not yet with [storage] shards")])
+        return self
+
+    @property
+    def events_url(self) -> str:
+        """Where the event stream is: `events_redis_url`, else the bus's Redis."""
+        return self.events.events_redis_url or self.bus.redis_url
 
 
 def _at_least_one(section: Section, *names: str) -> Problems:

@@ -19,6 +19,7 @@ from storage.accounts import Accounts
 from storage.protocols import (
     Appended,
     Backend,
+    EventOutbox,
     MessageStore,
     NewMessage,
     NotFound,
@@ -39,6 +40,7 @@ class CompositeStore:
         self.accounts = Accounts(backend, scrypt_n=scrypt_n)
         self.rooms: RoomStore = backend
         self.messages: MessageStore = backend
+        self.events: EventOutbox = backend  # the event stream's outbox (server/events/)
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -15,7 +15,7 @@ caller waits for the thread to finish), so an acknowledged write is never half-d
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -166,6 +166,23 @@ class MessageStore(Protocol):
         its live rooms); unknown rooms are left out, not an error."""
 
 
+class EventOutbox(Protocol):
+    """What the event stream keeps in the database, so a message committed but not yet appended
+    to the stream when the process dies is appended after it restarts (server/events/)."""
+
+    async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:
+        """Committed messages with id > after_id, in id order, at most `limit`."""
+
+    async def last_message_id(self) -> int:
+        """The id of the newest committed message (0: none): where a new stream begins."""
+
+    async def event_cursors(self) -> dict[int, int]:
+        """Stream partition -> the id of the last message appended to it (absent: none yet)."""
+
+    async def advance_event_cursors(self, cursors: Mapping[int, int]) -> None:
+        """Raise each partition's cursor to the id given (a cursor never moves back)."""
+
+
 class Lifecycle(Protocol):
     async def open(self) -> None:
         """Open connections, apply pending schema migrations, start the backend's threads."""
@@ -209,7 +226,7 @@ class AccountRecords(Protocol):
     async def delete_token(self, token_hash: str) -> None: ...
 
 
-class Backend(AccountRecords, RoomStore, MessageStore, Lifecycle, Protocol):
+class Backend(AccountRecords, RoomStore, MessageStore, EventOutbox, Lifecycle, Protocol):
     """What a database backend implements (`storage.sqlite.SQLiteStore`); `open_store` adds
     the account policy and the checks every backend shares (`CompositeStore`), so a backend's
     calls receive `limit >= 0`."""

@@ -17,7 +17,7 @@ from server.ops._histogram import LATENCY_BUCKETS, Histogram
 from storage.routing import FALLBACK_REASONS
 
 if TYPE_CHECKING:
-    from server.ops.metrics import Metrics, _Bus
+    from server.ops.metrics import Metrics, _Bus, _Events
     from storage.routing import ReplicaRouter
 
 
@@ -36,6 +36,7 @@ class _Collector(Collector):
         yield from _cache_metrics(m)
         yield from _auth_metrics(m)
         yield from _replica_metrics(m._replicas)
+        yield from _event_metrics(m._events)
 
 
 def _server_metrics(m: Metrics) -> Iterator[Metric]:
@@ -202,6 +203,33 @@ def _bus_metrics(bus: _Bus | None) -> Iterator[Metric]:
         "Publish (wall clock in the envelope) to receive, messages from other processes.",
         bus.lag_seconds if bus is not None else Histogram(LATENCY_BUCKETS),
     )
+
+
+def _event_metrics(events: _Events | None) -> Iterator[Metric]:
+    """The event stream (server/events): zeros without it, so every process has the series."""
+    yield _counter(
+        "hibiki_events_appended",
+        "MESSAGE_CREATED entries appended to the stream (re-appends after a failure included).",
+        events.appended if events is not None else 0,
+    )
+    yield _counter(
+        "hibiki_events_recovered",
+        "Entries appended from the store (after a restart or a failure), not from memory.",
+        events.recovered if events is not None else 0,
+    )
+    yield _gauge(
+        "hibiki_events_outbox_depth",
+        "Messages committed and not yet appended to the stream (as far as this process knows).",
+        events.outbox_depth if events is not None else 0,
+    )
+    lag = GaugeMetricFamily(
+        "hibiki_events_consumer_lag",
+        "Entries in the streams a consumer group has not been delivered yet (XINFO GROUPS).",
+        labels=["group"],
+    )
+    for group, value in sorted(events.consumer_lag.items() if events is not None else ()):
+        lag.add_metric([group], value)
+    yield lag
 
 
 def _replica_metrics(router: ReplicaRouter | None) -> Iterator[Metric]:

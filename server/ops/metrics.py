@@ -115,6 +115,15 @@ class _Bus(Protocol):
     def timeouts(self) -> int: ...
 
 
+class _Events(Protocol):
+    appended: int
+    recovered: int
+    consumer_lag: dict[str, int]
+
+    @property
+    def outbox_depth(self) -> int: ...
+
+
 class _Flusher(Protocol):
     @property
     def bytes_sent(self) -> int: ...
@@ -168,6 +177,7 @@ class Metrics:
         self._caches: dict[str, _CacheStats] = {}
         self._bus: _Bus | None = None
         self._replicas: ReplicaRouter | None = None
+        self._events: _Events | None = None
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -196,6 +206,10 @@ class Metrics:
     def watch_replicas(self, router: ReplicaRouter) -> None:
         """The read-replica router (storage.routing), whose state is read at scrape time."""
         self._replicas = router
+
+    def watch_events(self, events: _Events) -> None:
+        """The event-stream appender (server/events), whose counters are read at scrape time."""
+        self._events = events
 
     def count_auth_failure(self, kind: str) -> None:
         """`kind` is "password" (login) or "token" (bearer token or hello)."""

@@ -1,5 +1,9 @@
 """The message writer: drains the send queue, commits each batch in one transaction, then
-publishes and acks. Nothing is delivered before it is durable."""
+publishes and acks. Nothing is delivered before it is durable.
+
+After each commit the writer runs its sinks in commit order: the bus first (each message, as it
+acks), then every `CommitSink` (`after_commit`, e.g. the event stream) with the batch's newly
+stored messages. With no `after_commit` sink the hot path is what it was: one test per batch."""
 
 from __future__ import annotations
 
@@ -17,6 +21,13 @@ from server.fanout.bus import MessageSink
 from server.ops.log_throttle import Line, LogThrottle, Wording
 from server.ops.metrics import Metrics
 from storage import Appended, Conflict, MessageStore, NewMessage, NotFound, StorageError
+
+
+class CommitSink(Protocol):
+    """Runs after each commit, after the bus: never awaits (a sink that does I/O queues)."""
+
+    def committed(self, messages: Sequence[Message]) -> None:
+        """`messages` were just committed (duplicates left out), in commit order."""
 
 
 class AckTarget(Protocol):
@@ -71,9 +82,11 @@ class MessageWriter:
         queue_size: int,
         max_batch: int,
         metrics: Metrics | None = None,
+        after_commit: Sequence[CommitSink] = (),
     ) -> None:
         self._store = store
         self._bus = bus
+        self._after_commit = tuple(after_commit)
         self._max_batch = max_batch
         self._metrics = Metrics() if metrics is None else metrics
         self._send, self._receive = trio.open_memory_channel[PendingSend](queue_size)
@@ -169,12 +182,20 @@ class MessageWriter:
             if sender is not None:
                 sender.send_event(_ack(message, result.duplicate, item.ref))
         self._metrics.messages += stored
+        if self._after_commit:
+            self._run_sinks([result.message for result in results if not result.duplicate])
 
     def publish_stored(self, messages: Sequence[Message]) -> None:
         """Deliver messages stored by someone else (the HTTP batch import) like our own."""
         for message in messages:
             self._publish(message)
         self._metrics.messages += len(messages)
+        if self._after_commit:
+            self._run_sinks(messages)
+
+    def _run_sinks(self, messages: Sequence[Message]) -> None:
+        for sink in self._after_commit:
+            sink.committed(messages)
 
     def _publish(self, message: Message) -> None:
         # Encoded once, here; every process's hub frames it once for all its subscribers.

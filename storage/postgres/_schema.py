@@ -62,6 +62,13 @@ MIGRATIONS: tuple[str, ...] = (
         DROP CONSTRAINT messages_room_id_fkey,
         DROP CONSTRAINT messages_user_id_fkey;
     """,
+    # 3: the event stream's cursor: per stream partition, the last message id appended to it.
+    """
+    CREATE TABLE events_cursor (
+        partition INTEGER PRIMARY KEY,
+        last_id   BIGINT NOT NULL
+    );
+    """,
 )
 
 # The version table; created (if missing) before migrations run.

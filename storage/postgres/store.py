@@ -14,7 +14,7 @@ contract says so (`join_room`, `append_batch`, `last_seq`) raise `NotFound`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self, TypeVar, TypeVarTuple
 
@@ -22,6 +22,7 @@ import trio
 
 from protocol import Message
 from storage.postgres import _accounts as _pg_accounts
+from storage.postgres import _events as _pg_events
 from storage.postgres import _messages as _pg_messages
 from storage.postgres import _rooms as _pg_rooms
 from storage.postgres._connection import Connection, Settings, postgres_errors
@@ -174,6 +175,19 @@ class PostgresStore:
         if not rooms:
             return {}
         return await self._read(_pg_rooms.last_seqs, list(rooms))
+
+    # The event stream's outbox -------------------------------------------------------------
+    async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:
+        return await self._read(_pg_events.messages_since_id, after_id, limit)
+
+    async def last_message_id(self) -> int:
+        return await self._read(_pg_events.last_message_id)
+
+    async def event_cursors(self) -> dict[int, int]:
+        return await self._read(_pg_events.event_cursors)
+
+    async def advance_event_cursors(self, cursors: Mapping[int, int]) -> None:
+        await self._write(_pg_events.advance_event_cursors, dict(cursors))
 
     # Plumbing -----------------------------------------------------------------------------
     def _check_open(self) -> None:

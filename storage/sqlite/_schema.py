@@ -65,6 +65,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX messages_by_client_id ON messages(client_id, room_id, user_id)
         WHERE client_id IS NOT NULL;
     """,
+    # 2: the event stream's cursor: per stream partition, the last message id appended to it.
+    """
+    CREATE TABLE events_cursor (
+        partition INTEGER PRIMARY KEY,
+        last_id   INTEGER NOT NULL
+    );
+    """,
 )
 
 

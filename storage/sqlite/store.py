@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar, TypeVarTuple
@@ -24,6 +24,7 @@ import trio
 from protocol import Message
 from storage.protocols import Appended, NewMessage, Room, StorageError, User
 from storage.sqlite import _accounts as _sqlite_accounts
+from storage.sqlite import _events as _sqlite_events
 from storage.sqlite import _messages as _sqlite_messages
 from storage.sqlite import _rooms as _sqlite_rooms
 from storage.sqlite import _schema
@@ -193,6 +194,19 @@ class SQLiteStore:
         if not rooms:
             return {}
         return await self._read(_sqlite_rooms.last_seqs, tuple(rooms))
+
+    # The event stream's outbox -------------------------------------------------------------
+    async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:
+        return await self._read(_sqlite_events.messages_since_id, after_id, limit)
+
+    async def last_message_id(self) -> int:
+        return await self._read(_sqlite_events.last_message_id)
+
+    async def event_cursors(self) -> dict[int, int]:
+        return await self._read(_sqlite_events.event_cursors)
+
+    async def advance_event_cursors(self, cursors: Mapping[int, int]) -> None:
+        await self._write(_sqlite_events.advance_event_cursors, dict(cursors))
 
     # Plumbing -----------------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:

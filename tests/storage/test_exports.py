@@ -11,7 +11,16 @@ import pytest
 import storage
 import storage.postgres
 import storage.sqlite
-from storage import AccountRecords, AccountStore, Backend, Lifecycle, MessageStore, RoomStore, Store
+from storage import (
+    AccountRecords,
+    AccountStore,
+    Backend,
+    EventOutbox,
+    Lifecycle,
+    MessageStore,
+    RoomStore,
+    Store,
+)
 
 PUBLIC = {
     storage: {
@@ -24,6 +33,7 @@ PUBLIC = {
         "BackupResult",
         "CompositeStore",
         "Conflict",
+        "EventOutbox",
         "Lifecycle",
         "MembershipCache",
         "MessageStore",
@@ -95,5 +105,9 @@ def test_store_is_its_three_parts_and_a_lifecycle_with_nothing_shared() -> None:
 def test_a_backend_stores_account_rows_instead_of_the_account_policy() -> None:
     rows = {"insert_user", "password_hash_of", "insert_token", "token_record", "delete_token"}
     assert _calls(AccountRecords) == rows
-    assert _calls(Backend) == rows | _calls(RoomStore) | _calls(MessageStore) | _calls(Lifecycle)
+    events = {"messages_since_id", "last_message_id", "event_cursors", "advance_event_cursors"}
+    assert _calls(EventOutbox) == events
+    assert _calls(Backend) == (
+        rows | _calls(RoomStore) | _calls(MessageStore) | events | _calls(Lifecycle)
+    )
     assert not _calls(Backend) & _calls(AccountStore)
