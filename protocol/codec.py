@@ -42,13 +42,15 @@ def decode(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Request:
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
     if type(request) is Send:
-        if not request.text.strip():
-            raise ProtocolError(ErrorCode.TEXT_EMPTY, "text is empty", request.ref)
         if len(request.text) > max_text:
             raise ProtocolError(
                 ErrorCode.TEXT_TOO_LONG, f"text is over {max_text} characters", request.ref
             )
+        # Before the empty check: str.strip() also strips refused controls (U+000B, U+001C-1F,
+        # U+0085), and a text holding one is invalid, not empty.
         _check_storable(request)
+        if not request.text.strip():
+            raise ProtocolError(ErrorCode.TEXT_EMPTY, "text is empty", request.ref)
     return request
 
 

@@ -719,3 +719,11 @@ def test_worked_example_frames_are_valid_and_errors_match() -> None:
                 expected["ref"] = exc.ref
             assert lines[i + 1] == ("<", lines[i + 1][1]), frame
             assert json.loads(lines[i + 1][1]) == expected, frame
+
+
+@pytest.mark.parametrize("bad", ["\x0b", "\x1c", "\x1f", "\x85"])
+def test_a_refused_control_that_strip_removes_is_invalid_not_empty(bad: str) -> None:
+    """Hypothesis found " \\x0b" reported as text_empty: strip() removes those controls."""
+    with pytest.raises(ProtocolError) as info:
+        decode(_frame(type="send", room="g", text=" " + bad, ref="s"))
+    assert info.value.code == ErrorCode.TEXT_INVALID
