@@ -91,7 +91,9 @@ def build_parts(
     `replicas` the router its history and resume reads already go through (shown, measured),
     and `outbox` the database's event outbox (needed with `[events] events_enabled`)."""
     drain = Drain(config.timeouts.drain_timeout)
-    flusher = Flusher()
+    # The Redis bus's sender takes two rounds from its wake-up to its send (its lock, then the
+    # socket): the sweep waits those out (server/transport/flusher.py).
+    flusher = Flusher(lead_rounds=2 if config.bus.redis_url else 0)
     tokens = TokenIndex()
     seams = _seams(config, store, tokens, metrics)
     bus, membership = seams.bus, seams.membership

@@ -182,3 +182,35 @@ async def test_slow_consumer_is_closed_after_finishing_the_frame_on_the_wire(
     opcode, payload = frames[-1]
     assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == CloseCode.SLOW_CONSUMER
     assert all(op in (0x1, 0x8) for op, _ in frames)
+
+
+async def test_with_lead_rounds_a_task_woken_with_the_sweep_sends_first() -> None:
+    """The Redis bus's sender takes two rounds from its wake-up to its send; a flusher with
+    `lead_rounds=2` sweeps only after that, every time (trio's order within a round is random,
+    so with 0 the sweep goes first about half the time)."""
+    flusher = Flusher(lead_rounds=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        conn, theirs = _peer(flusher, "r")
+        theirs.setblocking(False)
+        for _ in range(20):
+            woken = trio.Event()
+            swept_first: list[bool] = []
+
+            async def sender(woken: trio.Event = woken, seen: list[bool] = swept_first) -> None:
+                await woken.wait()
+                await trio.lowlevel.cancel_shielded_checkpoint()  # its lock
+                try:  # its send: has the sweep written the frame already?
+                    seen.append(bool(theirs.recv(1 << 16)))
+                except BlockingIOError:
+                    seen.append(False)
+
+            nursery.start_soon(sender)
+            await trio.testing.wait_all_tasks_blocked()
+            conn.enqueue(text_frame(b"x"))  # wakes the flusher...
+            woken.set()  # ...and the sender, in the same round
+            await trio.testing.wait_all_tasks_blocked()
+            assert swept_first == [False]
+            with contextlib.suppress(BlockingIOError):
+                theirs.recv(1 << 16)
+        nursery.cancel_scope.cancel()
