@@ -132,22 +132,32 @@ def _reader(socks: list[socket.socket], args: argparse.Namespace, out: Path, cpu
 
 
 def _publisher(
-    socks: list[socket.socket], args: argparse.Namespace, port: int, order: str, b_ready: int
+    socks: list[socket.socket],
+    args: argparse.Namespace,
+    port: int,
+    order: str,
+    b_ready: int,
+    out: Path,
 ) -> None:
-    """A: every gap, one PUBLISH (reply read after the sends) and one sweep of sends."""
+    """A: every gap, one PUBLISH (reply read after the sends) and one sweep of sends; records
+    how long each sweep took in µs (what the last of A's receivers waits at least)."""
     redis = socket.create_connection(("127.0.0.1", port))
     redis.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if os.read(b_ready, 1) != b"r":
         raise SystemExit("hop: B did not subscribe")
     gap = args.gap_ms / 1000
+    sweeps = array("d")
     start = time.monotonic() + gap
     for index in range(args.messages):
         time.sleep(max(0.0, start + index * gap - time.monotonic()))  # the load's pace
         frame = _frame(index, args.frame_bytes)
         if order == "before":
             redis.sendall(_resp(b"PUBLISH", CHANNEL, frame))
+        swept = time.monotonic_ns()
         for sock in socks:
             sock.send(frame)
+        if index >= args.warmup:
+            sweeps.append((time.monotonic_ns() - swept) / 1000)
         if order == "after":
             redis.sendall(_resp(b"PUBLISH", CHANNEL, frame))
         if _recv_exactly(redis, 4) != b":1\r\n":
@@ -155,6 +165,7 @@ def _publisher(
     redis.sendall(_resp(b"PUBLISH", CHANNEL, _frame(-1, args.frame_bytes)))
     _recv_exactly(redis, 4)
     redis.close()
+    out.write_bytes(sweeps.tobytes())
 
 
 def _subscriber(
@@ -246,7 +257,8 @@ def run_variant(
     a_send, a_read = _socket_pairs(args.receivers)
     b_send, b_read = _socket_pairs(args.receivers)
     _ALL[:] = [*a_send, *a_read, *b_send, *b_read]
-    files = {name: tmp / f"{order}-{layout}-{name}.bin" for name in ("same", "cross", "hop")}
+    names = ("same", "cross", "hop", "sweep")
+    files = {name: tmp / f"{order}-{layout}-{name}.bin" for name in names}
     ready_r, ready_w = os.pipe()
     read_a_cpu, read_b_cpu = (other, other) if layout == "one" else (cpu_b, cpu_a)
     pids = [
@@ -262,7 +274,17 @@ def run_variant(
             keep=b_send,
             close=(ready_r,),
         ),
-        _fork(cpu_a, _publisher, args, redis.port, order, ready_r, keep=a_send, close=(ready_w,)),
+        _fork(
+            cpu_a,
+            _publisher,
+            args,
+            redis.port,
+            order,
+            ready_r,
+            files["sweep"],
+            keep=a_send,
+            close=(ready_w,),
+        ),
     ]
     for sock in _ALL:
         sock.close()
@@ -289,17 +311,16 @@ def _summary(
     cpu_b: int,
     figures: dict[str, list[float]],
 ) -> dict[str, Any]:
-    same, cross, hop = figures["same"], figures["cross"], figures["hop"]
     result: dict[str, Any] = {
         "order": order,
         "layout": layout,
         "cpu_a": cpu_a,
         "cpu_b": cpu_b,
-        "received_same": len(same),
-        "received_cross": len(cross),
+        "received_same": len(figures["same"]),
+        "received_cross": len(figures["cross"]),
         "expected_per_side": (args.messages - args.warmup) * args.receivers,
     }
-    for name, values in (("same", same), ("cross", cross), ("hop", hop)):
+    for name, values in figures.items():
         result[f"{name}_ms_p50"] = statistics.median(values)
         result[f"{name}_ms_p99"] = percentile(values, 0.99)
     result["diff_ms_p50"] = result["cross_ms_p50"] - result["same_ms_p50"]
@@ -314,15 +335,16 @@ def report(results: dict[str, Any]) -> str:
         f" {results['frame_bytes']}-byte frames, no hibiki code timed:",
         "",
         "| layout | publish | same p50 | same p99 | cross p50 | cross p99 | cross - same p50"
-        " | cross - same p99 | publish → B p50 / p99 |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | cross - same p99 | publish → B p50 / p99 | A's sweep p50 / p99 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for v in results["variants"]:
         where = "A, B, Redis on one CPU" if v["layout"] == "one" else "A+Redis / B split"
         lines.append(
             f"| {where} | {v['order']} sends | {v['same_ms_p50']:.2f} | {v['same_ms_p99']:.2f}"
             f" | {v['cross_ms_p50']:.2f} | {v['cross_ms_p99']:.2f} | {v['diff_ms_p50']:.2f}"
-            f" | {v['diff_ms_p99']:.2f} | {v['hop_ms_p50']:.2f} / {v['hop_ms_p99']:.2f} |"
+            f" | {v['diff_ms_p99']:.2f} | {v['hop_ms_p50']:.2f} / {v['hop_ms_p99']:.2f}"
+            f" | {v['sweep_ms_p50']:.2f} / {v['sweep_ms_p99']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -48,7 +48,7 @@ def test_hop_floor_reports_same_and_cross_process_latency_of_every_variant(
         # Messages 1-3 (message 0 is warm-up) to 8 sockets on each side: none lost or doubled.
         assert variant["expected_per_side"] == 3 * 8
         assert variant["received_same"] == variant["received_cross"] == 3 * 8
-        for name in ("same", "cross", "hop"):
+        for name in ("same", "cross", "hop", "sweep"):
             assert 0 < variant[f"{name}_ms_p50"] <= variant[f"{name}_ms_p99"]
         assert variant["diff_ms_p99"] == pytest.approx(
             variant["cross_ms_p99"] - variant["same_ms_p99"]
