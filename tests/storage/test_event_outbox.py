@@ -11,15 +11,18 @@ from storage import CompositeStore, Store, User
 
 from .test_storage import alice, database_url, make_store, msg, opened, store  # noqa: F401
 
+# Not on the sharded backend: its messages are on several databases and the outbox reads one
+# (the config refuses the stream with shards; docs/events.md, "Limits").
+ONE_DATABASE = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
 
 def _outbox(opened_store: Store) -> CompositeStore:
     assert isinstance(opened_store, CompositeStore)
-    if opened_store.messages is not opened_store.backend:
-        # Messages on several databases: the outbox reads one (the config refuses the stream).
-        pytest.skip("the event outbox does not read sharded messages yet")
+    assert opened_store.messages is opened_store.backend
     return opened_store
 
 
+@ONE_DATABASE
 async def test_messages_since_id_gives_every_room_in_id_order_from_the_cursor(
     store: Store,  # noqa: F811
     alice: User,  # noqa: F811
@@ -42,6 +45,7 @@ async def test_messages_since_id_gives_every_room_in_id_order_from_the_cursor(
     assert await events.messages_since_id(max(ids), 10) == []
 
 
+@ONE_DATABASE
 async def test_event_cursors_only_move_forward_and_survive_reopening(
     make_store: Callable[[], Store],  # noqa: F811
 ) -> None:
