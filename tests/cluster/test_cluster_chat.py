@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from ..conftest import STEP, Account, Peer, create_room, join_room, register
-from .conftest import SQLITE_ONLY, Cluster, http_of, open_cluster, peer_on
+from .conftest import Cluster, http_of, open_cluster, peer_on
 
 SKIP = ("presence", "typing", "ack")
 
@@ -96,7 +96,6 @@ async def test_resume_on_another_node_delivers_exactly_the_missed_messages(
                     assert [e for e in await _sync(b) if e["type"] == "message"] == []
 
 
-@SQLITE_ONLY
 async def test_typing_crosses_nodes(cluster_db: str, redis_url: str, namespace: str) -> None:
     with trio.fail_after(STEP * 4):
         async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
@@ -110,7 +109,6 @@ async def test_typing_crosses_nodes(cluster_db: str, redis_url: str, namespace: 
                 assert [e for e in await _sync(a) if e["type"] == "typing"] == []
 
 
-@SQLITE_ONLY
 async def test_leave_on_one_node_stops_delivery_on_all(
     cluster_db: str, redis_url: str, namespace: str
 ) -> None:

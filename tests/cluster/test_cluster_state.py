@@ -1,15 +1,14 @@
 """Shared state through real `hibiki serve` processes on one Redis: presence, the per-user rate
 limit and logout hold across nodes, and a crashed node's users go offline.
 
-(Typing across nodes is in test_cluster_chat.py.) These run on one SQLite file only: the state
-they test lives in Redis whichever the store; the message paths run on PostgreSQL too
-(`cluster_db`, in test_cluster_chat.py, test_cluster_faults.py, test_cluster_hosts.py).
+(Typing across nodes is in test_cluster_chat.py.) Each runs on SQLite and on PostgreSQL
+(`cluster_db`), like every multi-node test: the state lives in Redis, but logout and a crashed
+node's sends go through the store too.
 """
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,9 +57,9 @@ async def _joined_online(peer: Peer, room: str) -> list[str]:
     return sorted(online)
 
 
-async def test_presence_crosses_nodes(tmp_path: Path, redis_url: str, namespace: str) -> None:
+async def test_presence_crosses_nodes(cluster_db: str, redis_url: str, namespace: str) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 2) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
             alice, bob = await _accounts(cluster, "lobby", 2)
             n0, n1 = cluster.nodes
             async with peer_on(n0, alice) as a:
@@ -98,11 +97,11 @@ async def _send_flat_out(peer: Peer, tag: str, until: float, counts: dict[str, i
 
 
 async def test_rate_limit_holds_across_nodes(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     args = ("--rate-limit", str(RATE), "--rate-burst", str(BURST))
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 3, args=args) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 3, args=args) as cluster:
             (alice,) = await _accounts(cluster, "lobby", 1)
             n0, n1, n2 = cluster.nodes
             counts = {"acks": 0, "rate_limited": 0}
@@ -138,10 +137,10 @@ async def _log_out(cluster: Cluster, account: Account) -> None:
 
 
 async def test_logout_on_one_node_closes_the_tokens_socket_on_another(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 2) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
             alice, bob = await _accounts(cluster, "lobby", 2)
             async with peer_on(cluster.nodes[1], alice) as b:
                 await _log_out(cluster, alice)
@@ -156,10 +155,10 @@ async def test_logout_on_one_node_closes_the_tokens_socket_on_another(
 
 
 async def test_a_send_on_another_node_right_after_logout_is_not_stored(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 2) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
             alice, bob = await _accounts(cluster, "lobby", 2)
             async with peer_on(cluster.nodes[1], alice) as b:
                 await _log_out(cluster, alice)
@@ -175,10 +174,10 @@ def _counter(metrics: str, name: str) -> float:
 
 
 async def test_a_logout_with_a_crashed_node_is_answered_after_the_bound_and_counted(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 3) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 3) as cluster:
             alice, _ = await _accounts(cluster, "lobby", 2)
             n0, n1, n2 = cluster.nodes
             async with peer_on(n1, alice) as b:
@@ -198,14 +197,14 @@ async def test_a_logout_with_a_crashed_node_is_answered_after_the_bound_and_coun
 
 
 async def test_a_crashed_nodes_users_go_offline_within_ttl_and_heartbeat(
-    tmp_path: Path, redis_url: str, namespace: str
+    cluster_db: str, redis_url: str, namespace: str
 ) -> None:
     env = {
         "HIBIKI_PRESENCE_TTL": str(PRESENCE_TTL),
         "HIBIKI_PRESENCE_HEARTBEAT": str(PRESENCE_HEARTBEAT),
     }
     with trio.fail_after(STEP * 4):
-        async with open_cluster(tmp_path, redis_url, namespace, 2, env=env) as cluster:
+        async with open_cluster(cluster_db, redis_url, namespace, 2, env=env) as cluster:
             alice, bob = await _accounts(cluster, "lobby", 2)
             n0, n1 = cluster.nodes
             async with peer_on(n0, alice) as a:
