@@ -110,11 +110,14 @@ async def test_peer_case_delivers_every_message_to_every_process(
     assert len(report["targets"]) == case.processes
     assert [t["deliveries"] for t in report["targets"]] == [120 // case.processes] * case.processes
     assert report["server_pids"] == [s.pid for s in cluster.servers]
-    # CPU time is counted in 10 ms clock ticks: a Node server can spend less than one tick on
-    # 120 deliveries, so its own share may read 0; the client's share (and so the total) cannot.
-    assert report["server_cpu_s"] is not None
-    assert report["total_cpu_s"] > 0
-    assert report["total_cpu_s"] >= report["server_cpu_s"] >= 0
+    # CPU time is counted in 10 ms clock ticks: a Node server (and its Redis) can spend less
+    # than one tick on 120 deliveries, so these may read 0; what is checked is that the servers
+    # and Redis are counted, and that the total is exactly their sum.
+    assert report["server_cpu_s"] is not None and report["server_cpu_s"] >= 0
+    assert report["extra_cpu_s"] >= 0
+    assert report["total_cpu_s"] == pytest.approx(
+        report["server_cpu_s"] + report["extra_cpu_s"], abs=0.0015
+    )
     if case.processes > 1:
         assert cluster.redis is not None
         assert report["extra_pids"] == [cluster.redis.pid]
