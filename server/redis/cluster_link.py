@@ -40,6 +40,7 @@ from server.redis.link import (
     MessageHandler,
     RedisUnavailable,
     SubscribedHandler,
+    namespaced_key,
 )
 from server.redis.resp import RedisReplyError, ReplyReader, command
 from server.redis.slots import key_slot
@@ -112,9 +113,7 @@ class RedisClusterLink:
         return set(self._shards)
 
     def key(self, *parts: str | int, tag: str | None = None) -> str:
-        """`ns:part:part`; with `tag`, `ns:{tag}:part...` (one slot for keys sharing a tag)."""
-        head = [self.namespace] + ([f"{{{tag}}}"] if tag is not None else [])
-        return ":".join([*head, *map(str, parts)])
+        return namespaced_key(self.namespace, *parts, tag=tag)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every new session (something was lost: state may be stale)."""

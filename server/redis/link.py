@@ -36,6 +36,15 @@ PING_INTERVAL = 1.0  # seconds between keepalive PINGs on each of the link's con
 PING_TIMEOUT = 2.0  # seconds a PING (and any coredis command) may wait for its answer
 _PING = command(b"PING")
 
+
+def namespaced_key(namespace: str, *parts: str | int, tag: str | None = None) -> str:
+    """`ns:part:part`; with `tag`, `ns:{tag}:part...`, so a cluster keeps keys that share a tag
+    (and a multi-key command over them) in one slot. One form for both links: the same state
+    has the same keys on one Redis and on a cluster."""
+    head = [namespace] + ([f"{{{tag}}}"] if tag is not None else [])
+    return ":".join([*head, *map(str, parts)])
+
+
 MessageHandler = Callable[[bytes, bytes], None]  # (channel, payload)
 SubscribedHandler = Callable[[bytes], None]  # (channel): the subscription is in force
 
@@ -105,10 +114,7 @@ class RedisLink:
         self._session: trio.CancelScope | None = None
 
     def key(self, *parts: str | int, tag: str | None = None) -> str:
-        """`ns:part:part`; with `tag`, `ns:{tag}:part...`, so a cluster keeps keys that share a
-        tag (and a multi-key command over them) in one slot."""
-        head = [self.namespace] + ([f"{{{tag}}}"] if tag is not None else [])
-        return ":".join([*head, *map(str, parts)])
+        return namespaced_key(self.namespace, *parts, tag=tag)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every reconnect (Redis was lost: what it said may be stale)."""
