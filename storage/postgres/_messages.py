@@ -38,13 +38,22 @@ KNOWN_USERS_LIMIT = 100_000
 _MESSAGE_COLUMNS = "id, seq, user_name, text, ts, client_id"
 _ROOM_ID = "(SELECT id FROM rooms WHERE name = %s)"
 _LOCK_ROOMS = "SELECT id, name, last_seq FROM rooms WHERE name = ANY(%s) ORDER BY id FOR UPDATE"
+
+
 # LATERAL: one probe of the client_id index per key (a join would hash the whole table).
-_FIND_CLIENT_IDS = (
-    "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts"
-    " FROM unnest(%b::int8[], %b::int8[], %b::text[]) AS k(room_id, user_id, client_id)"
-    " CROSS JOIN LATERAL (SELECT * FROM messages WHERE client_id = k.client_id"
-    " AND room_id = k.room_id AND user_id = k.user_id) AS m"
-)
+def find_client_ids(table: str) -> str:
+    """Stored (room, user, client_id) rows of `table`, one index probe per key (LATERAL): a
+    plain join hashed the whole table."""
+    return (
+        "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts"
+        " FROM unnest(%b::int8[], %b::int8[], %b::text[]) AS k(room_id, user_id, client_id)"
+        f" CROSS JOIN LATERAL (SELECT * FROM {table} WHERE client_id = k.client_id"
+        " AND room_id = k.room_id AND user_id = k.user_id) AS m"
+    )
+
+
+_FIND_CLIENT_IDS = find_client_ids("messages")
+
 # One statement per batch: the rows (ordered by their place in the batch, so ids follow it) and
 # the rooms' new last_seq. Parameters go binary (%b): ~20% less work than array literals.
 _INSERT_MESSAGES = (
@@ -120,7 +129,7 @@ def append_batch(
         ids = _insert_optimistically(conn, numbering)
         if ids is None:  # a client id was already stored: number the batch again
             numbering = _Numbering(room_ids, dict(last_seqs), numbering.ts)
-            numbering.number(batch, _stored_duplicates(conn, batch, room_ids))
+            numbering.number(batch, stored_duplicates(conn, _FIND_CLIENT_IDS, batch, room_ids))
             ids = _insert(conn, numbering)  # a second conflict is a bug: it propagates
         return numbering.results(batch, ids)
 
@@ -203,15 +212,17 @@ class _Numbering:
         return out
 
 
-def _stored_duplicates(
-    conn: Connection, batch: Sequence[NewMessage], room_ids: dict[str, int]
+def stored_duplicates(
+    conn: Connection, query: str, batch: Sequence[NewMessage], room_ids: dict[str, int]
 ) -> dict[_ClientKey, Message]:
+    """The batch's keyed messages already stored (resends), by (room id, user, client_id);
+    `query` is `find_client_ids` of the table they are in."""
     keyed = [m for m in batch if m.client_id is not None]
     if not keyed:
         return {}
     names = {room_id: name for name, room_id in room_ids.items()}
     rows = conn.execute(
-        _FIND_CLIENT_IDS,
+        query,
         (
             [room_ids[m.room] for m in keyed],
             [m.user_id for m in keyed],

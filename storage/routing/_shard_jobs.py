@@ -17,7 +17,7 @@ import psycopg.errors
 
 from protocol import Message
 from storage.postgres._connection import Connection, now_ms
-from storage.postgres._messages import _Numbering
+from storage.postgres._messages import _Numbering, find_client_ids, stored_duplicates
 from storage.protocols import Appended, NewMessage, StorageError
 
 _COLUMNS = "id, seq, user_name, text, ts, client_id"
@@ -27,12 +27,7 @@ _INSERT = (
     " SELECT i, r, s, u, n, t, %s, c FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
     " %s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(i, r, s, u, n, t, c)"
 )
-_FIND_CLIENT_IDS = (
-    "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts"
-    " FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS k(room_id, user_id, client_id)"
-    " JOIN shard_messages AS m ON m.client_id = k.client_id AND m.room_id = k.room_id"
-    " AND m.user_id = k.user_id"
-)
+_FIND_CLIENT_IDS = find_client_ids("shard_messages")
 
 
 class NotOwned(StorageError):
@@ -96,7 +91,7 @@ def _append_locked(
     ).fetchall()
     room_ids = {name: rooms[name][0] for name in names}
     numbering = _Numbering(room_ids, {int(r): int(s) for r, s in locked}, now_ms())
-    numbering.number(batch, _stored_duplicates(conn, batch, room_ids))
+    numbering.number(batch, stored_duplicates(conn, _FIND_CLIENT_IDS, batch, room_ids))
     new_ids = [id_ for id_, new in zip(ids, numbering.new, strict=True) if new]
     if new_ids:
         n = numbering
@@ -112,29 +107,6 @@ def _append_locked(
         )
     placed = dict(zip(zip(numbering.room, numbering.seq, strict=True), new_ids, strict=True))
     return numbering.results(batch, placed)
-
-
-def _stored_duplicates(
-    conn: Connection, batch: Sequence[NewMessage], room_ids: dict[str, int]
-) -> dict[tuple[int, int, str], Message]:
-    keyed = [m for m in batch if m.client_id is not None]
-    if not keyed:
-        return {}
-    names = {room_id: name for name, room_id in room_ids.items()}
-    rows = conn.execute(
-        _FIND_CLIENT_IDS,
-        (
-            [room_ids[m.room] for m in keyed],
-            [m.user_id for m in keyed],
-            [m.client_id for m in keyed],
-        ),
-    )
-    return {
-        (room_id, user_id, client_id): Message(
-            names[room_id], id_, seq, user_name, text, ts, client_id
-        )
-        for room_id, user_id, client_id, id_, seq, user_name, text, ts in rows
-    }
 
 
 def history(
