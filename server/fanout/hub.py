@@ -153,16 +153,13 @@ class RoomHub:
             del self._held[room]
         if backlog is None:
             return
-        if after_seq > max(self._sequencer.delivered(room), 0):
-            for seq, frame in backlog:
-                if seq == 0 or seq > after_seq:
-                    conn.out.append(frame)
-            self._held.setdefault(room, {})[conn] = []
-            self._waiting.setdefault(room, {})[conn] = after_seq
-            return
         for seq, frame in backlog:
             if seq == 0 or seq > after_seq:
                 conn.out.append(frame)
+        if after_seq > max(self._sequencer.delivered(room), 0):
+            self._held.setdefault(room, {})[conn] = []
+            self._waiting.setdefault(room, {})[conn] = after_seq
+            return
         self._close_segment(room)
         self._subs.setdefault(room, {})[conn] = conn.out
 
