@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -55,19 +56,46 @@ class TestDatabases:
         self._admin = admin_connection()
 
     def url(self, name: str) -> str:
-        dbname = self.created.get(name)
-        if dbname is None:
-            dbname = f"{self.prefix}_{len(self.created)}"
-            self._admin.execute(f'CREATE DATABASE "{dbname}"')
-            self.created[name] = dbname
-        return database_url(dbname)
+        return self.urls([name])[0]
+
+    def urls(self, names: Sequence[str]) -> list[str]:
+        """The URLs of databases `names`; those not made yet are created at once, each on its
+        own connection (the server creates them in parallel: about half the time for four)."""
+        new = [name for name in dict.fromkeys(names) if name not in self.created]
+        for name in new:
+            self.created[name] = f"{self.prefix}_{len(self.created)}"
+        _on_each([self.created[name] for name in new], 'CREATE DATABASE "{}"', self._admin)
+        return [database_url(self.created[name]) for name in names]
 
     def drop_all(self) -> None:
         try:
-            for dbname in self.created.values():
-                self._admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            _on_each(
+                list(self.created.values()),
+                'DROP DATABASE IF EXISTS "{}" WITH (FORCE)',
+                self._admin,
+            )
         finally:
             self._admin.close()
+
+
+def _on_each(
+    dbnames: list[str], statement: str, admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """Run `statement` for each database name: one on `admin`, the others concurrently, each on
+    a connection of its own."""
+    if not dbnames:
+        return
+    first, rest = dbnames[0], dbnames[1:]
+
+    def run(dbname: str) -> None:
+        with psycopg.connect(database_url(ADMIN_DB), autocommit=True, connect_timeout=3) as conn:
+            conn.execute(statement.format(dbname))
+
+    with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
+        futures = [pool.submit(run, dbname) for dbname in rest]
+        admin.execute(statement.format(first))
+        for future in futures:
+            future.result()
 
 
 @pytest.fixture
