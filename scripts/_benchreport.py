@@ -46,6 +46,9 @@ def summarise(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "client_cpu_util": _median(r["client_cpu_util"] for r in group),
                 "client_limited": any(r["client_limited"] for r in group),
                 "other_cpu_util": _median(r.get("other_cpu_util") for r in group),
+                "offered_deliveries_per_s": _median(
+                    r.get("offered_deliveries_per_s") for r in group
+                ),
                 "missing": max(r["missing_deliveries"] for r in group),
                 "errors": max(r["errors"]["error_frames"] + r["errors"]["closed"] for r in group),
             }
@@ -114,16 +117,20 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
+def markdown(rows: Sequence[dict[str, Any]], header: str, floor_us: float | None = None) -> str:
+    """The table of `rows`; with `floor_us` (the bare send floor of the same run, µs per
+    `send()`), a column of each row's server µs per delivery ÷ that floor."""
     lines = [
         header,
         "",
-        "| mode | workload | server | deliveries/s | server µs/delivery | p50 ms | p99 ms "
-        "| server CPU | client CPU | notes |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| mode | workload | server | deliveries/s | server µs/delivery | ÷ send floor "
+        "| p50 ms | p99 ms | server CPU | client CPU | notes |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in sorted(rows, key=lambda r: (r["mode"], r["receivers"], r["rooms"], r["senders"])):
         notes = []
+        if r.get("offered_deliveries_per_s"):
+            notes.append(f"offered {_fmt(r['offered_deliveries_per_s'], 0)}/s")
         if r["client_limited"]:
             notes.append("client-limited")
         if (r.get("other_cpu_util") or 0) > NOISY:
@@ -138,7 +145,8 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
         )
         lines.append(
             f"| {r['mode']} | {r['workload']} | {r['server']} | {_fmt(r['deliveries_per_s'], 0)} "
-            f"| {_fmt(r['us_per_delivery'], 3)} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} "
+            f"| {_fmt(r['us_per_delivery'], 3)} | {_ratio(r['us_per_delivery'], floor_us)} "
+            f"| {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} "
             f"| {util[0]} | {util[1]} | {', '.join(notes)} |"
         )
     found = ratios(rows)
@@ -193,3 +201,53 @@ def plot(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_chatty(
+    rows: Sequence[dict[str, Any]], out_dir: Path, floor_us: float | None
+) -> list[Path]:
+    """chatty.png: per server, CPU per delivery (with the run's bare send floor) and p50/p99."""
+    chatty = [r for r in rows if r["mode"] == "chatty"]  # in run order: hibiki, then the peers
+    if not chatty:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["server"] for r in chatty]
+    xs = list(range(len(chatty)))
+    fig, (cpu, lat) = plt.subplots(1, 2, figsize=(10, 4.2))
+    cpu.bar(xs, [r["us_per_delivery"] or 0 for r in chatty], color="tab:blue")
+    for x, r in zip(xs, chatty, strict=True):  # what each achieved, or that it delivered nothing
+        achieved = f"{_fmt(r['deliveries_per_s'], 0)}/s" if r["us_per_delivery"] else "none"
+        cpu.annotate(achieved, (x, r["us_per_delivery"] or 0), ha="center", va="bottom", fontsize=8)
+    if floor_us:
+        cpu.axhline(floor_us, color="black", linestyle="--", linewidth=1)
+        cpu.annotate(
+            f"bare send() {floor_us:.2f} µs",
+            (xs[-1] + 0.4, floor_us),
+            ha="right",
+            va="bottom",
+            fontsize=8,
+        )
+    cpu.set_ylabel("server CPU µs per delivery (deliveries/s achieved)")
+    width = 0.38
+    lat.bar([x - width / 2 for x in xs], [r["p50_ms"] or 0 for r in chatty], width, label="p50")
+    lat.bar([x + width / 2 for x in xs], [r["p99_ms"] or 0 for r in chatty], width, label="p99")
+    lat.set_ylabel("send→receive latency (ms)")
+    lat.legend(fontsize=8)
+    for ax in (cpu, lat):
+        ax.set_xticks(xs, names)
+        ax.grid(True, axis="y", alpha=0.3)
+    first = chatty[0]
+    fig.suptitle(
+        f"{first['workload']}: every connection sends, open loop, "
+        f"{_fmt(first['offered_deliveries_per_s'], 0)} deliveries/s offered",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path = out_dir / "chatty.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]

@@ -54,15 +54,23 @@ class Target:
 
 @dataclass(frozen=True)
 class Workload:
+    """`receivers` connections in `rooms` (round robin) and `senders` more that only send; with
+    `chatty`, every one of the `receivers` also sends to its own room (and `senders` is 0)."""
+
     receivers: int
     rooms: int = 1
     senders: int = 1
+    chatty: bool = False
 
     def __post_init__(self) -> None:
         if self.rooms < 1 or self.senders < 0 or self.receivers < 0:
             raise PlanError("need rooms >= 1, senders >= 0, receivers >= 0")
+        if self.chatty and (self.senders != 0 or self.receivers < self.rooms):
+            raise PlanError("chatty rooms: senders = 0 and at least one connection per room")
 
     def label(self) -> str:
+        if self.chatty:
+            return f"chatty {self.rooms}x{self.receivers // self.rooms}"
         if self.rooms == 1:
             return f"N={self.receivers} S={self.senders}"
         per_room = self.receivers // self.rooms
@@ -106,6 +114,10 @@ class Plan:
     receivers_per_room: dict[str, int] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     targets: list[Target] = field(default_factory=list)
+
+    def receiving(self) -> int:
+        """Connections that count deliveries: the receivers and the senders that also receive."""
+        return len(self.receivers) + sum(1 for spec in self.senders if spec.get("receives"))
 
     def expected_deliveries(self, sent_per_room: dict[str, int]) -> int:
         return sum(n * self.receivers_per_room.get(room, 0) for room, n in sent_per_room.items())
@@ -205,6 +217,9 @@ async def make_plan(
             target, plan, workload.senders, accounts_per_room, setup_timeout
         )
     addresses = source_addresses(workload.receivers + workload.senders, sources)
+    if workload.chatty:
+        _chatty_connections(plan, workload, room_tokens, addresses)
+        return plan
     for i in range(workload.receivers):
         r = i % workload.rooms
         room = plan.rooms[r]
@@ -230,6 +245,27 @@ async def make_plan(
             }
         )
     return plan
+
+
+def _chatty_connections(
+    plan: Plan, workload: Workload, room_tokens: list[list[str]], addresses: list[str | None]
+) -> None:
+    """Every connection a sender to its own room that also receives (its own echo included),
+    laid out over rooms, accounts, addresses and targets as receivers are."""
+    for i in range(workload.receivers):
+        room = plan.rooms[i % workload.rooms]
+        tokens = room_tokens[i % workload.rooms]
+        plan.senders.append(
+            {
+                "rooms": [room],
+                "token": tokens[(i // workload.rooms) % len(tokens)],
+                "src": addresses[i % len(addresses)],
+                "target": receiver_target(i, workload.rooms, len(plan.targets)),
+                "sender": {"sid": i + 1, "rooms": [room]},
+                "receives": True,
+            }
+        )
+        plan.receivers_per_room[room] = plan.receivers_per_room.get(room, 0) + 1
 
 
 def more_receivers(plan: Plan, count: int, addresses: list[str | None]) -> list[dict[str, Any]]:

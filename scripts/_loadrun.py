@@ -31,7 +31,9 @@ TICK = 1.0
 @dataclass(frozen=True)
 class Phase:
     """One measured stretch of sending. `rate` is the total offered messages/s (open loop);
-    `window` the messages in flight per sender (closed loop)."""
+    `window` the messages in flight per sender (closed loop). Without `stagger` every sender of
+    an open loop sends its first message at once; with it, sender i of n starts i/n of a
+    period (1 / its rate) late, so many slow senders offer evenly spaced messages in total."""
 
     mode: str = "closed"
     window: int = 32
@@ -40,6 +42,7 @@ class Phase:
     messages: int | None = None
     drain: float = 10.0
     max_inflight: int = 100_000
+    stagger: bool = False  # open loop: spread the senders' first sends evenly over one period
 
     def __post_init__(self) -> None:
         if self.mode not in ("closed", "open"):
@@ -98,13 +101,16 @@ def _sum_stats(replies: Sequence[Snapshot]) -> Snapshot:
         for room, n in reply["sentPerRoom"].items():
             total["sentPerRoom"][room] = total["sentPerRoom"].get(room, 0) + n
         total["errors"].extend(reply["errors"])
-        per_target = total["targetDeliveries"]
-        for i, n in enumerate(reply.get("targetDeliveries", [])):
-            if i < len(per_target):
-                per_target[i] += n
-            else:
-                per_target.append(n)
+        _add_per_target(total["targetDeliveries"], reply.get("targetDeliveries", []))
     return total
+
+
+def _add_per_target(into: list[int], counts: Sequence[int]) -> None:
+    for i, n in enumerate(counts):
+        if i < len(into):
+            into[i] += n
+        else:
+            into.append(n)
 
 
 def _at(values: Sequence[int], i: int) -> int:
@@ -220,9 +226,12 @@ class LoadSession:
         """(receivers' sum, senders' sum) of `stats` or `report` over all workers."""
         replies = await self.ask_all(command)
         self._last_replies = replies
-        recv = [replies[w.name] for w in self.receivers]
-        send = [replies[self.sender.name]] if self.sender else []
-        return _sum_stats(recv), _sum_stats(send)
+        recv = _sum_stats([replies[w.name] for w in self.receivers])
+        send = _sum_stats([replies[self.sender.name]] if self.sender else [])
+        # Senders that also receive (chatty rooms) count deliveries in the senders' worker.
+        recv["deliveries"] += send["deliveries"]
+        _add_per_target(recv["targetDeliveries"], send["targetDeliveries"])
+        return recv, send
 
     def _cpu(self) -> dict[str, float]:
         pids = [w.pid for w in self._workers()]
@@ -252,6 +261,7 @@ class LoadSession:
             "window": phase.window,
             "rate": phase.rate / senders,
             "maxInflight": phase.max_inflight,
+            "stagger": phase.stagger,
         }
         if phase.messages is not None:
             command["messages"] = send0["sent"] // senders + math.ceil(phase.messages / senders)
@@ -419,7 +429,7 @@ class LoadSession:
             "label": self.options.label,
             "protocol": self.plan.protocol,
             "target": f"{self.target.host}:{self.target.port}",
-            "receivers": len(self.plan.receivers),
+            "receivers": self.plan.receiving(),
             "rooms": len(self.plan.rooms),
             "senders": len(self.plan.senders),
             "phase": asdict(phase),
@@ -488,7 +498,7 @@ class LoadSession:
         targets = self._targets()
         before, after = recv0["targetDeliveries"], recv3["targetDeliveries"]
         hists = [Histogram() for _ in targets]
-        for name in (w.name for w in self.receivers):
+        for name in (w.name for w in self._workers()):
             for hist, data in zip(hists, self._last_replies[name]["targetLatency"], strict=True):
                 hist.merge(data)
         cross = Histogram()

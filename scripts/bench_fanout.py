@@ -7,17 +7,24 @@ Modes:
            receivers in one room and 100 rooms x 50 receivers, with 1 and 4 senders
   lowrate  one message at a time (window 1) to N = 1,000: server CPU µs per recipient
   latency  open loop, 5,000 deliveries/s offered to N = 100 and N = 1,000: p50/p99
+  chatty   chatty rooms: 5,000 connections in 100 rooms of 50, every one of them a sender at a
+           low rate, open loop, 2,000 messages/s in total (0.4/s each, evenly staggered:
+           one message every 0.5 ms, the senders taking turns): CPU per delivery, p50/p99
+
+Before the runs, the bare send floor (`bench_floor.send_floor`: CPU per loopback `send()` of one
+message frame, on the servers' CPU) is measured, and every row gets its µs per delivery ÷ that.
 
     python scripts/bench_fanout.py                 # everything (about 20 minutes)
     python scripts/bench_fanout.py --quick         # small N, short runs (about 2 minutes)
     python scripts/bench_fanout.py --modes flood --servers hibiki,websockets --rounds 3
     python scripts/bench_fanout.py --quick --servers hibiki --db postgresql://postgres@127.0.0.1/test
+    python scripts/bench_fanout.py --modes chatty --servers hibiki,websockets --rounds 1
 
 `--db URL` adds `hibiki-pg`: hibiki on a fresh PostgreSQL database per run, created on URL's
 server (URL names a database to connect to for CREATE/DROP DATABASE), reported beside SQLite.
 
-Writes bench-results/fanout-<time>/{runs.json,fanout.md,deliveries.png,p99.png} and prints the
-table and the hibiki/peer ratios of deliveries per server-CPU-second.
+Writes bench-results/fanout-<time>/{runs.json,floor.json,fanout.md,deliveries.png,p99.png,
+chatty.png} and prints the table and the hibiki/peer ratios of deliveries per server-CPU-second.
 """
 
 from __future__ import annotations
@@ -37,16 +44,17 @@ if __package__ in (None, ""):
 
 import trio
 from _benchpg import backend_pids, fresh_database
-from _benchreport import markdown, plot, summarise
+from _benchreport import markdown, plot, plot_chatty, summarise
 from _benchservers import ServerProcess, ServerStartError, dialect, start_server
 from _loadplan import PlanError, Target, Workload, make_plan
 from _loadrun import Phase, SessionOptions, run_load
 from _loadstats import raise_fd_limit
 from _loadworkers import WorkerError, node_binary
+from bench_floor import send_floor
 
 SERVERS = ("hibiki", "websockets", "socketio")
 PG_SERVER = "hibiki-pg"  # with --db: hibiki on PostgreSQL
-MODES = ("flood", "lowrate", "latency")
+MODES = ("flood", "lowrate", "latency", "chatty")
 ROOT = Path(__file__).resolve().parents[1]
 # A run that fails this way is recorded and the benchmark goes on with the next one.
 RUN_FAILURES = (ServerStartError, WorkerError, PlanError, ConnectionError, OSError)
@@ -91,7 +99,20 @@ def make_jobs(args: argparse.Namespace) -> list[Job]:
             rate = args.latency_deliveries / n
             phase = Phase("open", rate=rate, duration=max(duration, 3.0 if quick else 15.0))
             jobs.append(Job("latency", Workload(n, 1, 1), phase, 1))
+    if "chatty" in args.modes:
+        jobs.append(chatty_job(args, duration))
     return jobs
+
+
+def chatty_job(args: argparse.Namespace, duration: float) -> Job:
+    """Chatty rooms: every connection sends to its room, open loop, staggered evenly."""
+    quick = args.quick
+    connections = args.chatty_connections or (500 if quick else 5000)
+    rooms = args.chatty_rooms or (10 if quick else 100)
+    rate = args.chatty_rate or (200.0 if quick else 2000.0)
+    workload = Workload(connections, rooms, 0, chatty=True)
+    seconds = max(duration, 3.0 if quick else 15.0)
+    return Job("chatty", workload, Phase("open", rate=rate, duration=seconds, stagger=True), 1)
 
 
 async def _load(server: ServerProcess, job: Job, extra_pids: tuple[int, ...]) -> dict[str, Any]:
@@ -124,6 +145,9 @@ def run_one(
                 server = start_server(kind, Path(tmp), cpu=server_cpu, db=url)
                 report = _run_then_stop(server, job, backend_pids(pg_admin, url))
     report.update(mode=job.mode, workload=job.workload.label(), server=kind)
+    if job.phase.mode == "open":
+        per_room = report["receivers"] / max(1, report["rooms"])
+        report["offered_deliveries_per_s"] = round(job.phase.rate * per_room, 1)
     return report
 
 
@@ -133,6 +157,18 @@ def _run_then_stop(server: ServerProcess, job: Job, extra: tuple[int, ...]) -> d
     finally:
         server.stop()
     return report
+
+
+def measure_floor(
+    args: argparse.Namespace, server_cpu: int | None, out: Path
+) -> dict[str, Any] | None:
+    """The bare send floor of this run (bench_floor.py's send part on the servers' CPU)."""
+    if args.floor_sweeps <= 0:
+        return None
+    floor = send_floor(args.floor_receivers, args.floor_sweeps, 10.0, sender_cpu=server_cpu)
+    (out / "floor.json").write_text(json.dumps(floor, indent=1) + "\n")
+    print(f"bench: send floor {floor['cpu_us_per_send']:.2f} µs per send()", file=sys.stderr)
+    return floor
 
 
 def pin_cpus(args: argparse.Namespace) -> int | None:
@@ -159,6 +195,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--in-flight", type=int, default=128_000, help="flood: deliveries outstanding"
     )
     parser.add_argument("--latency-deliveries", type=float, default=5000.0)
+    parser.add_argument("--chatty-connections", type=int, help="chatty: default 5000 (quick 500)")
+    parser.add_argument("--chatty-rooms", type=int, help="chatty: default 100 (quick 10)")
+    parser.add_argument(
+        "--chatty-rate", type=float, help="chatty: messages/s in total, default 2000 (quick 200)"
+    )
+    parser.add_argument(
+        "--floor-receivers", type=int, default=1000, help="send floor: sockets per sweep"
+    )
+    parser.add_argument("--floor-sweeps", type=int, default=300, help="send floor: 0 = skip it")
     parser.add_argument("--server-cpu", type=int, help="CPU for the servers (default: first)")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", type=Path, help="directory (default bench-results/fanout-TIME)")
@@ -195,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     failures: list[str] = []
     started = time.monotonic()
+    floor = measure_floor(args, server_cpu, out)
     for job in make_jobs(args):
         for round_ in range(args.rounds):
             for kind in args.servers:
@@ -212,12 +258,20 @@ def main(argv: list[str] | None = None) -> int:
         f"`{' '.join(['scripts/bench_fanout.py', *(argv or sys.argv[1:])])}` "
         f"({time.monotonic() - started:.0f} s)"
     )
-    text = markdown(rows, header)
+    if floor is not None:
+        header += (
+            f"; bare send floor {floor['cpu_us_per_send']:.2f} µs per send() on CPU "
+            f"{floor['sender_cpu']} ({floor['receivers']:,} sockets x {args.floor_sweeps} sweeps)"
+        )
+    text = markdown(rows, header, floor_us=floor["cpu_us_per_send"] if floor else None)
     if failures:
         text += "\nFailed runs:\n\n" + "\n".join(f"- {f}" for f in failures) + "\n"
     (out / "fanout.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
-    images = plot(rows, out)
+    images = [
+        *plot(rows, out),
+        *plot_chatty(rows, out, floor["cpu_us_per_send"] if floor else None),
+    ]
     print(text)
     print(f"written: {out / 'fanout.md'}, {', '.join(str(p) for p in images)}", file=sys.stderr)
     return 1 if failures else 0

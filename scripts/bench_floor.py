@@ -125,22 +125,41 @@ def _reader(listen_port: int, count: int, ready_fd: int, cpus: set[int]) -> None
 
 
 def measure_send(args: argparse.Namespace) -> dict[str, Any]:
-    raise_fd_limit(4 * args.receivers + 256)
+    return send_floor(
+        args.receivers, args.sweeps, args.gap_ms, sender_cpu=args.server_cpu, reader=args.reader
+    )
+
+
+def send_floor(
+    receivers: int,
+    sweeps: int,
+    gap_ms: float,
+    *,
+    sender_cpu: int | None = None,
+    reader: str = "auto",
+) -> dict[str, Any]:
+    """The send floor: CPU per loopback `send()` of one message frame to each of `receivers`
+    sockets, `sweeps` sweeps `gap_ms` apart, this process pinned to `sender_cpu` (default: the
+    first it may use) and the reader (`node`, `python` or `auto`) to the others it may use; the
+    affinity is restored afterwards. `cpu_us_per_send` is the figure (bench_fanout.py divides
+    its µs per delivery by it)."""
+    raise_fd_limit(4 * receivers + 256)
     cpus = sorted(os.sched_getaffinity(0))
-    sender_cpu = cpus[0] if args.server_cpu is None else args.server_cpu
+    if sender_cpu is None:
+        sender_cpu = cpus[0]
     reader_cpus = {c for c in cpus if c != sender_cpu}
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
     port = listener.getsockname()[1]
-    node = shutil.which("node") if args.reader in ("auto", "node") else None
-    if args.reader == "node" and node is None:
+    node = shutil.which("node") if reader in ("auto", "node") else None
+    if reader == "node" and node is None:
         raise SystemExit("send: --reader node needs `node` on the PATH (or use --reader python)")
     node_reader: subprocess.Popen[bytes] | None = None
     pid = 0
     if node is not None:
         node_reader = subprocess.Popen(
-            [node, str(NODE_READER), str(port), str(args.receivers)], stdout=subprocess.PIPE
+            [node, str(NODE_READER), str(port), str(receivers)], stdout=subprocess.PIPE
         )
         if reader_cpus:
             os.sched_setaffinity(node_reader.pid, reader_cpus)
@@ -150,13 +169,13 @@ def measure_send(args: argparse.Namespace) -> dict[str, Any]:
         if pid == 0:  # the reader; it never returns
             try:
                 listener.close()
-                _reader(port, args.receivers, ready_w, reader_cpus)
+                _reader(port, receivers, ready_w, reader_cpus)
             finally:
                 os._exit(1)
     os.sched_setaffinity(0, {sender_cpu})
     socks: list[socket.socket] = []
     try:
-        for _ in range(args.receivers):
+        for _ in range(receivers):
             sock, _ = listener.accept()
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as hibiki's sockets
@@ -170,8 +189,8 @@ def measure_send(args: argparse.Namespace) -> dict[str, Any]:
         frame = sample_frame()
         sweep_ms: list[float] = []
         cpu = 0.0
-        for _ in range(args.sweeps):
-            time.sleep(args.gap_ms / 1000)
+        for _ in range(sweeps):
+            time.sleep(gap_ms / 1000)
             cpu_before, started = self_cpu_seconds(), time.perf_counter()
             for sock in socks:
                 sock.send(frame)
@@ -190,9 +209,9 @@ def measure_send(args: argparse.Namespace) -> dict[str, Any]:
         else:
             os.waitpid(pid, 0)
         os.sched_setaffinity(0, set(cpus))
-    sends = args.receivers * args.sweeps
+    sends = receivers * sweeps
     return {
-        "receivers": args.receivers,
+        "receivers": receivers,
         "reader": "node" if node_reader is not None else "python",
         "frame_bytes": len(frame),
         "sender_cpu": sender_cpu,

@@ -5,7 +5,8 @@
 // line; every command gets exactly one JSON reply line on stdout. Receivers only count message
 // frames (a few byte compares per frame, no JSON parsing) and parse the embedded send timestamp
 // of one frame in `sampleEvery`. Senders parse the marker of every message they receive, to
-// recognise the echo of their own messages (closed loop) and measure the round trip.
+// recognise the echo of their own messages (closed loop) and measure the round trip; a sender
+// whose spec says `receives` also counts and samples every message it gets, as a receiver does.
 //
 // Commands: init, connect, start, stop, stats, report, reset, go, quit. EOF on stdin = quit.
 
@@ -195,7 +196,10 @@ class Conn {
           if (this.sender !== null) {
             W.senderDeliveries++;
             this.sender.onMessage(b, ps, pe);
-          } else {
+          }
+          // A receiving sender (the chatty-rooms workload) also counts what it gets, its own
+          // echo included: every frame the server sends it is a delivery.
+          if (this.sender === null || this.spec.receives) {
             W.deliveries++;
             W.targetDeliveries[this.target]++;
             if (--this.sampleIn === 0) {
@@ -299,6 +303,7 @@ class Sender {
     this.sentPerRoom = {};
     for (const room of this.rooms) this.sentPerRoom[room] = 0;
     this.timer = null;
+    this.slot = 0; // its index among this worker's senders (for the staggered open loop)
     this.pad = 'x'.repeat(Math.max(0, W.cfg.textSize - 32));
   }
 
@@ -324,9 +329,12 @@ class Sender {
       for (let i = 0; i < run.window && this.canSend(); i++) this.sendOne(now);
       this.conn.sock.uncork();
     } else {
-      this.t0 = nowUs();
+      // Staggered: sender i of n starts i/n of its period late, so n senders at a low rate
+      // send evenly spaced in total instead of all at once each period.
+      this.t0 = nowUs() + (run.stagger ? (this.slot * 1e6) / (W.senders.length * run.rate) : 0);
       this.due = 0;
-      this.tick();
+      if (!run.stagger) this.tick();
+      else this.timer = setTimeout(() => this.tick(), Math.max(0, (this.t0 - nowUs()) / 1000));
     }
   }
 
@@ -397,6 +405,7 @@ function connectAll(specs, concurrency, done) {
         ok++;
         if (conn.spec.sender) {
           conn.sender = new Sender(conn);
+          conn.sender.slot = W.senders.length;
           W.senders.push(conn.sender);
         }
       }
@@ -471,6 +480,7 @@ function handle(cmd) {
         stopped: false,
         skipped: 0,
         maxLagMs: 0,
+        stagger: Boolean(cmd.stagger),
       };
       for (const s of W.senders) s.start();
       reply({ ev: 'started' });
