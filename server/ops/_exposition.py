@@ -97,6 +97,26 @@ def _writer_metrics(m: Metrics) -> Iterator[Metric]:
     depth = m._writer.queue_depth() if m._writer is not None else 0
     yield _gauge("hibiki_writer_queue_depth", "Sends waiting for the writer.", depth)
     yield _gauge("hibiki_writer_queue_capacity", "Bound of the writer queue.", m._writer_capacity)
+    yield from _shard_metrics(m)
+
+
+def _shard_metrics(m: Metrics) -> Iterator[Metric]:
+    """Each shard database's part of the writer's batches (none without [storage] shards)."""
+    seconds = HistogramMetricFamily(
+        "hibiki_shard_commit_seconds",
+        "Duration of one shard's transaction of a writer batch.",
+        labels=["shard"],
+    )
+    for shard, hist in sorted(m.shard_commit_seconds.items()):
+        seconds.add_metric([shard], hist.cumulative(), hist.sum)
+    failures = CounterMetricFamily(
+        "hibiki_shard_commit_failures",
+        "Writer batch parts a shard failed to commit (their senders got unavailable).",
+        labels=["shard"],
+    )
+    for shard, count in sorted(m.shard_commit_failures.items()):
+        failures.add_metric([shard], count)
+    yield from (seconds, failures)
 
 
 def _outbound_metrics(m: Metrics) -> Iterator[Metric]:

@@ -168,6 +168,10 @@ class Metrics:
         self.fanout_seconds = Histogram(LATENCY_BUCKETS)
         self.send_latency_seconds = Histogram(LATENCY_BUCKETS)
         self.db_query_seconds: dict[str, Histogram] = {}
+        # With [storage] shards, by shard database (`host:port/dbname`): each shard's part of a
+        # writer batch (server/persist/shard_commit.py), created at the shard's first part.
+        self.shard_commit_seconds: dict[str, Histogram] = {}
+        self.shard_commit_failures: dict[str, int] = {}
         # Live state read at scrape time (see `watch`).
         self._connections: _Connections | None = None
         self._hub: _Hub | None = None

@@ -20,6 +20,7 @@ from protocol import Ack, Error, ErrorCode, Event, Message, encode
 from server.fanout.bus import MessageSink
 from server.ops.log_throttle import Line, LogThrottle, Wording
 from server.ops.metrics import Metrics
+from server.persist.shard_commit import ShardCommits, ShardedAppend
 from storage import Appended, Conflict, MessageStore, NewMessage, NotFound, StorageError
 
 
@@ -73,6 +74,12 @@ _OUTAGE = Wording(
 )
 
 
+def _throttle(what: str) -> LogThrottle:
+    """A failure log for `what`: a full disk fails every batch: one traceback, then a count
+    every 10 s, then one line."""
+    return LogThrottle(_log, what, first_level=logging.ERROR, traceback=True, wording=_OUTAGE)
+
+
 class MessageWriter:
     def __init__(
         self,
@@ -95,9 +102,11 @@ class MessageWriter:
         self.last_commit_ok_at = -math.inf
         self.last_commit_failed_at = -math.inf
         self.last_commit_error = ""
-        # A full disk fails every batch: one traceback, then a count every 10 s, then one line.
-        self._failures = LogThrottle(
-            _log, "message batches", first_level=logging.ERROR, traceback=True, wording=_OUTAGE
+        self._failures = _throttle("message batches")
+        self._by_shard = (
+            ShardCommits(store, self, self._metrics, _throttle)
+            if isinstance(store, ShardedAppend)
+            else None
         )
 
     async def submit(self, item: PendingSend) -> None:
@@ -139,30 +148,49 @@ class MessageWriter:
         batch = [item for item in batch if item.sender is None or not item.sender.signed_out]
         if not batch:
             return
-        metrics = self._metrics
+        if self._by_shard is not None:  # each shard's part is delivered as it commits
+            await self._by_shard.commit(batch)
+            return
         commit_started = time.perf_counter()
         try:
             results = await self._store.append_batch([item.message for item in batch])
         except StorageError as exc:
-            # Not stored, so not acked: tell each sender, who may retry with the same client_id.
-            kind = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-            self._failures.occurred(
-                kind, "message batch of %d could not be stored", len(batch), exc=exc
-            )
-            metrics.writer_commit_failures += 1
-            if not isinstance(exc, NotFound | Conflict):  # those are not the database failing
-                self.last_commit_failed_at = trio.current_time()
-                self.last_commit_error = str(exc)
-            for item in batch:
-                if item.sender is not None:
-                    item.sender.send_event(
-                        Error(code=ErrorCode.UNAVAILABLE, message="not stored", ref=item.ref)
-                    )
+            self.failed(batch, exc)
             return
+        self.committed(batch, results, commit_started)
+
+    def failed(
+        self, batch: list[PendingSend], exc: StorageError, failures: LogThrottle | None = None
+    ) -> None:
+        """`batch` was not stored, so not acked: tell each sender, who may retry with the same
+        client_id. Logged through `failures` (the writer's own by default; one per shard)."""
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+        (self._failures if failures is None else failures).occurred(
+            kind, "message batch of %d could not be stored", len(batch), exc=exc
+        )
+        self._metrics.writer_commit_failures += 1
+        if not isinstance(exc, NotFound | Conflict):  # those are not the database failing
+            self.last_commit_failed_at = trio.current_time()
+            self.last_commit_error = str(exc)
+        for item in batch:
+            if item.sender is not None:
+                item.sender.send_event(
+                    Error(code=ErrorCode.UNAVAILABLE, message="not stored", ref=item.ref)
+                )
+
+    def committed(
+        self,
+        batch: list[PendingSend],
+        results: list[Appended],
+        started: float,
+        failures: LogThrottle | None = None,
+    ) -> None:
+        """`batch` is durable (its commit began at `started`, perf_counter): publish and ack."""
+        metrics = self._metrics
         committed = time.perf_counter()
         self.last_commit_ok_at = trio.current_time()
-        self._failures.recovered()
-        metrics.commit_seconds.observe(committed - commit_started)
+        (self._failures if failures is None else failures).recovered()
+        metrics.commit_seconds.observe(committed - started)
         metrics.batch_size.observe(len(batch))
         self.deliver(batch, results)
         delivered = time.perf_counter()

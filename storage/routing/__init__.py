@@ -7,6 +7,7 @@ from storage.routing.move import MoveFailed, MoveResult, move_logical
 from storage.routing.pin import pin_room
 from storage.routing.replicas import FALLBACK_REASONS, ReplicaRouter, RouterCounts
 from storage.routing.sharded import ShardedMessageStore
+from storage.routing.sharded_parts import PartListener
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import LOGICAL_SHARDS, logical_shard
 
@@ -16,6 +17,7 @@ __all__ = [
     "Directory",
     "MoveFailed",
     "MoveResult",
+    "PartListener",
     "ProbePolicy",
     "ReplicaLag",
     "ReplicaReads",

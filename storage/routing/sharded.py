@@ -6,6 +6,8 @@ exist, one id per message: ids rise across shards in commit order), then commits
 part of the batch in its own transaction, the shards concurrently. Nothing of a batch is
 written if a room or user is unknown; if one shard fails after another committed, the committed
 part stays (a resend with the same client_id returns it) and the error is raised.
+`append_batch_parts` tells a listener of each shard's part as its transaction ends instead
+(storage.routing.sharded_parts): the writer acks each shard's senders as that shard commits.
 
 When a shard answers `NotOwned` (a move switched the unit away), the store re-reads the
 directory and retries there; while no database owns the unit yet (the few milliseconds between
@@ -15,6 +17,7 @@ the old owner's fence and the directory switch) it retries with a short backoff,
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from storage.routing._shard_schema import (
     SHARD_VERSION_TABLE,
     apply,
 )
+from storage.routing.sharded_parts import GatheredParts, PartListener
 from storage.routing.shards import logical_shard
 
 T = TypeVar("T")
@@ -172,10 +176,33 @@ class ShardedMessageStore:
 
     # MessageStore ---------------------------------------------------------------------------
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
+        """Every part committed, in batch order; else the first shard's error, once all parts
+        ended (the parts that committed stay: a resend with the same client_id returns them)."""
+        parts = GatheredParts(len(batch))
+        await self.append_batch_parts(batch, parts)
+        return parts.results()
+
+    async def append_batch_parts(self, batch: Sequence[NewMessage], parts: PartListener) -> None:
+        """Commit `batch` one transaction per shard, the shards concurrently, telling `parts`
+        of each as it ends (committed, or failed with a `StorageError`) while the others go on.
+
+        Raises (`NotFound`, `StorageError`) before any shard is written if the catalog step
+        fails, or a room or user is unknown: then `parts` is told nothing."""
         self._check_open()
         if not batch:
             await trio.lowlevel.checkpoint()
-            return []
+            return
+        ids = await self._catalog_step(batch)
+        by_room: dict[str, list[int]] = defaultdict(list)
+        for i, m in enumerate(batch):
+            by_room[m.room].append(i)
+        async with trio.open_nursery() as nursery:
+            for group in self._groups(by_room):
+                nursery.start_soon(self._append_part, group, batch, ids, parts)
+
+    async def _catalog_step(self, batch: Sequence[NewMessage]) -> Sequence[int]:
+        """One catalog transaction per batch: the rooms' ids, which users exist, and one
+        message id per message (rising in batch order)."""
         names = sorted({m.room for m in batch})
         found = await self._catalog.write(
             catalog.batch_catalog, names, sorted({m.user_id for m in batch}), len(batch)
@@ -186,17 +213,7 @@ class ShardedMessageStore:
             self._rooms[name] = (found.rooms[name], logical_shard(name))
         if any(m.user_id not in found.users for m in batch):
             raise StorageError("unknown user id in a batch")
-        results: list[Appended | None] = [None] * len(batch)
-        by_room: dict[str, list[int]] = defaultdict(list)
-        for i, m in enumerate(batch):
-            by_room[m.room].append(i)
-        try:
-            async with trio.open_nursery() as nursery:
-                for group in self._groups(by_room):
-                    nursery.start_soon(self._append_group, group, batch, found.ids, results)
-        except BaseExceptionGroup as group:
-            raise _unwrapped(group) from None
-        return [r for r in results if r is not None]
+        return found.ids
 
     def _groups(self, by_room: dict[str, list[int]]) -> list[dict[str, list[int]]]:
         """The batch's rooms grouped by the shard the directory places them on now."""
@@ -205,14 +222,15 @@ class ShardedMessageStore:
             groups[self._directory.place(room).target][room] = positions
         return list(groups.values())
 
-    async def _append_group(
+    async def _append_part(
         self,
         rooms: dict[str, list[int]],
         batch: Sequence[NewMessage],
         ids: Sequence[int],
-        results: list[Appended | None],
+        parts: PartListener,
     ) -> None:
-        """Commit these rooms' messages on their shard; follow a move if one turns them away."""
+        """Commit these rooms' messages on their shard, following a move if one turns them
+        away; each transaction's outcome goes to `parts` as it ends."""
         wait = _SwitchWait(trio.current_time() + self._switch_timeout)
         pending = dict(rooms)
         while pending:
@@ -220,6 +238,7 @@ class ShardedMessageStore:
             positions = sorted(i for p in group.values() for i in p)
             place = self._directory.place(next(iter(group)))
             units = sorted({self._directory.place(room).unit for room in group})
+            started = time.perf_counter()
             try:
                 done = await self._shards[place.target].write(
                     jobs.append,
@@ -230,10 +249,17 @@ class ShardedMessageStore:
                     [ids[i] for i in positions],
                 )
             except jobs.NotOwned as exc:
-                await self._after_not_owned(exc, wait)
+                try:
+                    await self._after_not_owned(exc, wait)
+                except StorageError as error:  # no new home in time: all that is left fails
+                    left = sorted(i for p in pending.values() for i in p)
+                    parts.failed(place.target, left, error, time.perf_counter() - started)
+                    return
                 continue
-            for i, appended in zip(positions, done, strict=True):
-                results[i] = appended
+            except StorageError as error:
+                parts.failed(place.target, positions, error, time.perf_counter() - started)
+            else:
+                parts.committed(place.target, positions, done, time.perf_counter() - started)
             for room in group:
                 del pending[room]
 

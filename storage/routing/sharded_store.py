@@ -7,10 +7,13 @@ shards for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from storage import passwords
 from storage.composite import CompositeStore
-from storage.protocols import Backend, Room, RoomStore
+from storage.protocols import Backend, NewMessage, Room, RoomStore
 from storage.routing.sharded import ShardedMessageStore
+from storage.routing.sharded_parts import PartListener
 
 
 class ShardedRooms:
@@ -70,3 +73,8 @@ class ShardedStore(CompositeStore):
     async def aclose(self) -> None:
         await self.sharded.aclose()
         await super().aclose()
+
+    async def append_batch_parts(self, batch: Sequence[NewMessage], parts: PartListener) -> None:
+        """`append_batch`, each shard's part told to `parts` as it commits (the writer's
+        per-shard acks, server/persist/shard_commit.py)."""
+        await self.sharded.append_batch_parts(batch, parts)

@@ -65,6 +65,7 @@ def test_the_routing_surface_is_pinned() -> None:
         "Directory",
         "MoveFailed",
         "MoveResult",
+        "PartListener",
         "ShardedMessageStore",
         "ShardedStore",
         "logical_shard",

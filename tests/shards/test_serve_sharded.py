@@ -4,6 +4,7 @@ stored on its room's shard, none on the catalog."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import psycopg
 import trio
 
 from client import open_websocket
+from storage.postgres._connection import target_of
 from tests.conftest import STEP, Account, Peer, create_room, join_room, register
 from tests.e2e.test_shutdown import server_process
 from tests.postgres import TestDatabases
@@ -101,3 +103,86 @@ async def _resume_and_duplicate(
         with trio.fail_after(STEP):
             ack = await _sent(peer, rooms[0], "resent", "c1")
         assert (ack["id"], ack["seq"], ack.get("duplicate")) == (acks[rooms[0]][1], 2, True)
+
+
+async def _queued(http: httpx.AsyncClient) -> int:
+    """The writer's queue depth, from /metrics."""
+    body = (await http.get("/metrics")).text
+    (line,) = [x for x in body.splitlines() if x.startswith("hibiki_writer_queue_depth ")]
+    return int(float(line.split()[1]))
+
+
+def _lock_waiters(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll what no event announces (a lock wait, the writer's queue), every 10 ms, STEP s."""
+    for _ in range(int(STEP / 0.01)):
+        if await check():
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_served_batch_over_two_shards_acks_the_free_one_while_the_other_is_held(
+    databases: TestDatabases,
+) -> None:
+    catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
+    a, b = (names[0] for names in rooms_on(2, 1, "held"))
+    args = ["--db-shard", shards[0], "--db-shard", shards[1]]
+    env = {"HIBIKI_SCRYPT_N": "1024"}
+    async with (
+        server_process(catalog, *args, env=env) as (_, port),  # type: ignore[arg-type]
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=STEP) as http,
+    ):
+        alice = await register(http, "alice")
+        for room in (a, b):
+            await create_room(http, alice, room)
+        async with open_websocket(f"ws://127.0.0.1:{port}/ws") as ws:
+            peer = Peer(ws)
+            await peer.send(type="hello", token=alice.token)
+            await peer.expect("welcome")
+            acks = await _held_batch(http, peer, shards, a, b)
+        assert [(x["room"], x["seq"], x["client_id"]) for x in acks] == [
+            (a, 1, "a0"),
+            (a, 2, "a1"),  # acked while shard 1 was held
+            (b, 1, "b0"),
+        ]
+        scraped = (await http.get("/metrics")).text
+    for url in shards:
+        assert f'hibiki_shard_commit_seconds_count{{shard="{target_of(url)}"}}' in scraped
+
+
+async def _held_batch(
+    http: httpx.AsyncClient, peer: Peer, shards: list[str], a: str, b: str
+) -> list[dict[str, Any]]:
+    """a0 holds the writer on shard 0 while a1 and b0 queue behind it (so they are one batch);
+    shard 0 is released with shard 1 held: a1's ack must come before shard 1 is released."""
+    acks: list[dict[str, Any]] = []
+    with psycopg.connect(shards[0]) as hold_a, psycopg.connect(shards[1]) as hold_b:
+        hold_a.execute("LOCK TABLE shard_messages IN SHARE MODE")
+        await peer.send(type="send", room=a, text="a0", client_id="a0")
+        await _until(lambda: trio.to_thread.run_sync(lambda: _lock_waiters(shards[0]) == 1))
+        hold_b.execute("LOCK TABLE shard_messages IN SHARE MODE")
+        await peer.send(type="send", room=b, text="b0", client_id="b0")
+        await peer.send(type="send", room=a, text="a1", client_id="a1")
+
+        async def both_queued() -> bool:
+            return await _queued(http) == 2
+
+        await _until(both_queued)
+        hold_a.rollback()  # a0 commits; the writer's next batch is [b0, a1]
+        for _ in range(2):
+            acks.append(await peer.expect("ack", skip=("presence", "message")))
+        await _until(lambda: trio.to_thread.run_sync(lambda: _lock_waiters(shards[1]) == 1))
+        assert len(acks) == 2  # b0 still held on shard 1
+        hold_b.rollback()
+        acks.append(await peer.expect("ack", skip=("presence", "message")))
+    return acks
