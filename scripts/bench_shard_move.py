@@ -31,7 +31,7 @@ import psycopg
 import trio
 
 from storage import NewMessage, Store, User, open_store
-from storage.postgres._connection import target_of
+from storage.postgres import target_of
 from storage.routing._shard_schema import (
     SHARD_LOCK_KEY,
     SHARD_MIGRATIONS,

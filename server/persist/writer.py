@@ -60,7 +60,7 @@ _STORED_AGAIN = Line(
     "%(what)s are being stored again after %(failures)d failures",
     {"failures": "failures"},
 )
-_OUTAGE = Wording(
+OUTAGE_WORDING = Wording(
     repeated=Line(
         logging.ERROR,
         "%(what)s still failing: %(repeats)d in the last %(elapsed).0f s",
@@ -97,7 +97,11 @@ class MessageWriter:
         self.last_commit_error = ""
         # A full disk fails every batch: one traceback, then a count every 10 s, then one line.
         self._failures = LogThrottle(
-            _log, "message batches", first_level=logging.ERROR, traceback=True, wording=_OUTAGE
+            _log,
+            "message batches",
+            first_level=logging.ERROR,
+            traceback=True,
+            wording=OUTAGE_WORDING,
         )
 
     async def submit(self, item: PendingSend) -> None:

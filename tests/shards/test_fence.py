@@ -11,8 +11,7 @@ import pytest
 import trio
 
 from storage import Appended, NewMessage, StorageError, open_store
-from storage.postgres import PostgresStore
-from storage.postgres._connection import Connection, target_of
+from storage.postgres import Connection, PostgresStore, target_of
 from storage.routing import directory, move
 from storage.routing._shard_jobs import own
 from storage.routing._shard_schema import (

@@ -13,7 +13,7 @@ import trio
 
 from server.cli import main
 from storage import Appended, NewMessage, Store, User, open_store
-from storage.postgres._connection import target_of
+from storage.postgres import target_of
 from storage.routing._shard_schema import (
     SHARD_LOCK_KEY,
     SHARD_MIGRATIONS,
