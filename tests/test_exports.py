@@ -112,7 +112,16 @@ PUBLIC = {
     },
     "server.fanout": {"RoomHub"},
     "server.persist": {"MessageWriter", "PendingSend"},
-    "server.redis": {"RedisBus", "RedisFaults", "RedisLink", "RedisUnavailable"},
+    "server.redis": {
+        "Address",
+        "ClusterUrl",
+        "RedisBus",
+        "RedisFaults",
+        "RedisLink",
+        "RedisUnavailable",
+        "SlotMap",
+        "parse_cluster_url",
+    },
     "server.http": {
         "HttpBridge",
         "HttpServices",
