@@ -4,7 +4,8 @@ The shards' own versioned schema (`SHARD_MIGRATIONS`, applied by `apply_shard_sc
 tests and benchmarks of the shards prepare a database with.
 """
 
-from storage.routing._health import ProbePolicy, ReplicaLag, ReplicaReads, State
+from storage.protocols import ReplicaLag
+from storage.routing._health import ProbePolicy, ReplicaReads, State
 from storage.routing._shard_schema import SHARD_LOCK_KEY, SHARD_MIGRATIONS, SHARD_VERSION_TABLE
 from storage.routing._shard_schema import apply as apply_shard_schema
 from storage.routing.attach import attach_replicas
