@@ -39,8 +39,8 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not pip-i
 import psycopg
 
 from storage.migrate import DEFAULT_CHUNK_ROWS, migrate
-from storage.postgres._upgrade import migrate as apply_schema
-from storage.sqlite import _schema as sqlite_schema
+from storage.postgres import migrate as apply_schema
+from storage.sqlite import migrate as migrate_sqlite
 
 TEXT = (
     "the quick brown fox jumps over the lazy dog while five wizards box quickly; "
@@ -68,7 +68,7 @@ def generate(path: Path, messages: int, rooms: int, users: int) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
-        sqlite_schema.migrate(conn)
+        migrate_sqlite(conn)
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute("BEGIN")
         now = 1_750_000_000_000

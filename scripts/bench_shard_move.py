@@ -31,12 +31,12 @@ import psycopg
 import trio
 
 from storage import NewMessage, Store, User, open_store
-from storage.postgres._connection import target_of
-from storage.routing._shard_schema import (
+from storage.postgres import target_of
+from storage.routing import (
     SHARD_LOCK_KEY,
     SHARD_MIGRATIONS,
     SHARD_VERSION_TABLE,
-    apply,
+    apply_shard_schema,
 )
 from storage.routing.move import MoveResult, move_logical
 from storage.routing.sharded_store import ShardedStore
@@ -144,7 +144,7 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
         _fill(urls["catalog"], src, rooms, args.messages, logical)
         idle = await trio.to_thread.run_sync(move_logical, urls["catalog"], known, logical, dst)
         with psycopg.connect(urls["scratch"], autocommit=True) as scratch:
-            apply(scratch, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
+            apply_shard_schema(scratch, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
             # The same columns and indexes, without the foreign key to shard_rooms.
             scratch.execute("CREATE TABLE floor_messages (LIKE shard_messages INCLUDING ALL)")
         floor = _floor(dst, urls["scratch"], logical)

@@ -1,8 +1,8 @@
 """Every part of one server process, built from `Config` and wired to each other.
 
 `build_parts` only constructs: nothing runs, binds or touches the database until `serve()`
-starts the parts' `run` tasks. Each seam (the bus, shared state, the store) is chosen here, so
-this is the one place a Redis or PostgreSQL implementation would be plugged in.
+starts the parts' `run` tasks. The store arrives chosen (`storage.open_store`), the bus and the
+shared state from server/seams.py: this is the one place their implementations are plugged in.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import h11
 import trio
 
 from server.chat.membership import MembershipSync
-from server.chat.membership_invalidation import LocalMembershipInvalidation, MembershipInvalidation
-from server.chat.ratelimit import RateLimiter, UserRateLimiter
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices
@@ -27,7 +25,6 @@ from server.config import Config
 from server.events import EventAppender, build_event_appender
 from server.fanout.bus import LocalBus
 from server.fanout.hub import RoomHub
-from server.fanout.presence import LocalOnlineUsers, OnlineUsers
 from server.http.api import HttpServices, create_http_app
 from server.http.bridge import HttpBridge
 from server.http.login_guard import LoginGuard
@@ -35,8 +32,7 @@ from server.ops.health import Readiness
 from server.ops.metrics import Metrics
 from server.persist.writer import MessageWriter
 from server.redis.bus import RedisBus
-from server.redis.bus_link import BusLink, open_link
-from server.redis.shared_state import SharedState, build_member_lookup, build_shared_state
+from server.seams import Cluster, Seams, choose_seams
 from server.shutdown import Drain
 from server.transport.address_limits import AddressLimits
 from server.transport.flusher import Flusher
@@ -95,25 +91,13 @@ def build_parts(
     # socket): the sweep waits those out (server/transport/flusher.py).
     flusher = Flusher(lead_rounds=2 if config.bus.redis_url else 0)
     tokens = TokenIndex()
-    seams = _seams(config, store, tokens, metrics)
+    seams = choose_seams(config, store, tokens, metrics)
     bus, membership = seams.bus, seams.membership
     hub = RoomHub(flusher, bus=bus, presence=seams.presence, backfill=store)
     bus.attach_hub(hub)
     store = seams.store
     registry = ConnectionRegistry(metrics, drain)
-    events = build_event_appender(config, outbox) if outbox is not None else None
-    if config.events.events_enabled and events is None:
-        raise ValueError("[events] events_enabled needs the database's event outbox")
-    if events is not None:
-        metrics.watch_events(events)
-    writer = MessageWriter(
-        store,
-        bus,
-        queue_size=config.limits.writer_queue,
-        max_batch=config.limits.writer_max_batch,
-        metrics=metrics,
-        after_commit=(events,) if events is not None else (),
-    )
+    writer, events = _writer(config, store, bus, metrics, outbox)
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
     memberships = _membership_sync(store, hub, seams)
@@ -150,6 +134,31 @@ def build_parts(
     )
 
 
+def _writer(
+    config: Config,
+    store: Store,
+    bus: LocalBus | RedisBus,
+    metrics: Metrics,
+    outbox: EventOutbox | None,
+) -> tuple[MessageWriter, EventAppender | None]:
+    """The writer, publishing through `bus`, with its after-commit sinks: the event stream's
+    appender when `[events]` asks for one (which needs the database's `outbox`)."""
+    events = build_event_appender(config, outbox) if outbox is not None else None
+    if config.events.events_enabled and events is None:
+        raise ValueError("[events] events_enabled needs the database's event outbox")
+    if events is not None:
+        metrics.watch_events(events)
+    writer = MessageWriter(
+        store,
+        bus,
+        queue_size=config.limits.writer_queue,
+        max_batch=config.limits.writer_max_batch,
+        metrics=metrics,
+        after_commit=(events,) if events is not None else (),
+    )
+    return writer, events
+
+
 def _watch(
     metrics: Metrics,
     config: Config,
@@ -173,118 +182,6 @@ def _watch(
         metrics.watch_replicas(replicas)
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """Several processes and hosts as one chat: the link to Redis, the bus over it, and the
-    shared state (presence, rate limits, caches, revocation) in it."""
-
-    link: BusLink
-    bus: RedisBus
-    shared: SharedState
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # The link outlives the parts over it: their last commands as they stop (the control
-        # channel leaving the live set) still find it open; it closes when they are done.
-        link_scope = trio.CancelScope(shield=True)
-        async with trio.open_nursery() as outer:
-            await outer.start(self._run_link, link_scope)
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self.bus.run)
-                    await nursery.start(self.shared.run)
-                    task_status.started()
-            finally:
-                link_scope.cancel()
-
-    async def _run_link(
-        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        with scope:
-            await self.link.run(task_status=task_status)
-
-
-@dataclass(frozen=True)
-class _Seams:
-    """The implementations chosen for the scale-out seams: in-process, or Redis."""
-
-    bus: LocalBus | RedisBus
-    presence: OnlineUsers
-    membership: MembershipCache
-    invalidation: MembershipInvalidation
-    limiter: RateLimiter
-    store: Store  # what sessions and HTTP read accounts through (Redis: token lookups cached)
-    revoke: Callable[[str], Awaitable[None]]
-    cluster: Cluster | None
-
-
-def _seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -> _Seams:
-    """Every room event goes through the bus, and this process's hub is fed by it alone; with
-    `[bus] redis_url` the bus and the shared state are Redis's, else this process's."""
-    cache_size, cache_ttl = config.chat.membership_cache_size, config.chat.membership_cache_ttl
-    if not config.bus.redis_url:
-        bus = LocalBus()
-        membership = MembershipCache(store, cache_size, cache_ttl)
-        limiter = UserRateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
-        invalidation = LocalMembershipInvalidation(membership)
-        return _Seams(
-            bus,
-            LocalOnlineUsers(bus),
-            membership,
-            invalidation,
-            limiter,
-            store,
-            _revoking(tokens),
-            None,
-        )
-    link = open_link(
-        config.bus.redis_url,
-        namespace=config.bus.bus_namespace,
-        connect_timeout=config.bus.redis_connect_timeout,
-        ping_interval=config.bus.redis_ping_interval,
-        ping_timeout=config.bus.redis_ping_timeout,
-    )
-    redis_bus = RedisBus(
-        link,
-        store,
-        partitions=config.bus.bus_partitions,
-        tail_interval=config.bus.bus_tail_check_interval,
-        cover_timeout=config.bus.redis_connect_timeout,
-    )
-    metrics.watch_bus(redis_bus)
-    lookup = build_member_lookup(link, store, metrics.count_redis_error)
-    membership = MembershipCache(lookup, cache_size, cache_ttl)
-    shared = build_shared_state(
-        link,
-        node_id=config.server.server_id,
-        bus=redis_bus,
-        store=store,
-        membership=membership,
-        tokens=tokens,
-        config=config,
-        count_error=metrics.count_redis_error,
-        count_unconfirmed=metrics.count_logout_unconfirmed,
-    )
-    return _Seams(
-        redis_bus,
-        shared.presence,
-        membership,
-        shared.invalidation,
-        shared.limiter,
-        shared.store,
-        shared.revoke,
-        Cluster(link, redis_bus, shared),
-    )
-
-
-def _revoking(tokens: TokenIndex) -> Callable[[str], Awaitable[None]]:
-    """One process: closing this process's sockets of the token is the whole revocation."""
-
-    async def revoke(token_hash: str) -> None:
-        tokens.revoke(token_hash)
-
-    return revoke
-
-
 def _readiness(
     config: Config, database: Lifecycle, writer: MessageWriter, drain: Drain
 ) -> Readiness:
@@ -297,7 +194,7 @@ def _readiness(
     )
 
 
-def _membership_sync(store: Store, hub: RoomHub, seams: _Seams) -> MembershipSync:
+def _membership_sync(store: Store, hub: RoomHub, seams: Seams) -> MembershipSync:
     return MembershipSync(
         store,
         hub,
@@ -331,7 +228,7 @@ def _http_bridge(
     writer: MessageWriter,
     memberships: MembershipSync,
     readiness: Readiness,
-    seams: _Seams,
+    seams: Seams,
     metrics: Metrics,
     replicas: Replicas,
 ) -> HttpBridge:

@@ -91,6 +91,16 @@ class BackupResult:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaLag:
+    """How far a read replica is behind, as a backend's replica reports it to storage.routing:
+    `seconds` of replay (0 when it has replayed everything it received), and `bytes` of WAL
+    received but not yet replayed."""
+
+    seconds: float
+    bytes: int
+
+
 class AccountStore(Protocol):
     """Users and their bearer tokens."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from server.redis._cluster_map import Address, SlotMap
+from server.redis import Address, SlotMap
 from server.redis.resp import Reply, ReplyReader, command
 
 STEP = 10.0

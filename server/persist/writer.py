@@ -61,7 +61,7 @@ _STORED_AGAIN = Line(
     "%(what)s are being stored again after %(failures)d failures",
     {"failures": "failures"},
 )
-_OUTAGE = Wording(
+OUTAGE_WORDING = Wording(
     repeated=Line(
         logging.ERROR,
         "%(what)s still failing: %(repeats)d in the last %(elapsed).0f s",
@@ -77,7 +77,9 @@ _OUTAGE = Wording(
 def _throttle(what: str) -> LogThrottle:
     """A failure log for `what`: a full disk fails every batch: one traceback, then a count
     every 10 s, then one line."""
-    return LogThrottle(_log, what, first_level=logging.ERROR, traceback=True, wording=_OUTAGE)
+    return LogThrottle(
+        _log, what, first_level=logging.ERROR, traceback=True, wording=OUTAGE_WORDING
+    )
 
 
 class MessageWriter:

@@ -1,4 +1,4 @@
-"""The shared-state seams over Redis, built in one call for server/app.py.
+"""The shared-state seams over Redis, built in one call for server/seams.py.
 
     shared = build_shared_state(link, node_id=..., bus=bus, store=store,
                                 membership=membership_cache, tokens=tokens, config=config,

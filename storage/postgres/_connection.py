@@ -70,6 +70,8 @@ class Settings:
 
 
 def target_of(url: str) -> str:
+    """The database `url` names, as `host:port/dbname` without credentials: how the shard
+    directory, metrics and logs name it."""
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error:

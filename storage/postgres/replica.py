@@ -20,7 +20,7 @@ from protocol import Message
 from storage.postgres import _messages as _pg_messages
 from storage.postgres import _rooms as _pg_rooms
 from storage.postgres._connection import Settings, postgres_errors
-from storage.routing._health import ReplicaLag
+from storage.protocols import ReplicaLag
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[object, ...]]

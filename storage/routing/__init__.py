@@ -1,6 +1,13 @@
-"""Routing above the backends: which database answers a call (read replicas; message shards)."""
+"""Routing above the backends: which database answers a call (read replicas; message shards).
 
-from storage.routing._health import ProbePolicy, ReplicaLag, ReplicaReads, State
+The shards' own versioned schema (`SHARD_MIGRATIONS`, applied by `apply_shard_schema`) is what
+tests and benchmarks of the shards prepare a database with.
+"""
+
+from storage.protocols import ReplicaLag
+from storage.routing._health import ProbePolicy, ReplicaReads, State
+from storage.routing._shard_schema import SHARD_LOCK_KEY, SHARD_MIGRATIONS, SHARD_VERSION_TABLE
+from storage.routing._shard_schema import apply as apply_shard_schema
 from storage.routing.attach import attach_replicas
 from storage.routing.directory import Directory
 from storage.routing.move import MoveFailed, MoveResult, move_logical
@@ -14,6 +21,9 @@ from storage.routing.shards import LOGICAL_SHARDS, logical_shard
 __all__ = [
     "FALLBACK_REASONS",
     "LOGICAL_SHARDS",
+    "SHARD_LOCK_KEY",
+    "SHARD_MIGRATIONS",
+    "SHARD_VERSION_TABLE",
     "Directory",
     "MoveFailed",
     "MoveResult",
@@ -26,6 +36,7 @@ __all__ = [
     "ShardedMessageStore",
     "ShardedStore",
     "State",
+    "apply_shard_schema",
     "attach_replicas",
     "logical_shard",
     "move_logical",

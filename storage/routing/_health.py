@@ -17,16 +17,7 @@ from typing import Protocol
 import trio
 
 from protocol import Message
-from storage.protocols import StorageError
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaLag:
-    """How far a replica is behind: `seconds` of replay (0 when it has replayed everything it
-    received), and `bytes` of WAL received but not yet replayed."""
-
-    seconds: float
-    bytes: int
+from storage.protocols import ReplicaLag, StorageError
 
 
 class ReplicaReads(Protocol):

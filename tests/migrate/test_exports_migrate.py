@@ -14,6 +14,7 @@ PUBLIC = {
     "Mismatch",
     "Progress",
     "ProgressFactory",
+    "SOURCE_CHUNK_ROWS",
     "Verification",
     "migrate",
     "no_progress",

@@ -14,9 +14,8 @@ import trio
 
 from server.cli import main
 from storage import StorageError
-from storage.migrate import MigrationRefused, MigrationResult, Progress, migrate
-from storage.migrate._source import CHUNK_ROWS
-from storage.postgres._upgrade import migrate as apply_schema
+from storage.migrate import SOURCE_CHUNK_ROWS, MigrationRefused, MigrationResult, Progress, migrate
+from storage.postgres import migrate as apply_schema
 from tests.migrate.conftest import open_source, populate
 
 
@@ -302,10 +301,10 @@ async def test_a_room_whose_seqs_do_not_follow_its_ids_is_verified_in_seq_order(
     sqlite_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with open_source(sqlite_path) as store:
-        await populate(store, rooms=1, messages=CHUNK_ROWS + 2000)
+        await populate(store, rooms=1, messages=SOURCE_CHUNK_ROWS + 2000)
     # Not something hibiki writes, but a verifier must not depend on it: swap two seqs of
     # room0 that verification reads in different chunks.
-    far = CHUNK_ROWS + 1000
+    far = SOURCE_CHUNK_ROWS + 1000
     with sqlite3.connect(sqlite_path) as conn:
         conn.execute("UPDATE messages SET seq = -seq WHERE seq IN (3, ?)", (far,))
         conn.execute("UPDATE messages SET seq = ? WHERE seq = -3", (far,))

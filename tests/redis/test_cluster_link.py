@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from server.config import BusConfig, ConfigError
-from server.redis._cluster_map import ClusterUrl, parse_cluster_url
+from server.redis import ClusterUrl, parse_cluster_url
 from server.redis.bus_link import open_link
 from server.redis.cluster_link import RedisClusterLink
 from server.redis.link import RedisLink, RedisUnavailable

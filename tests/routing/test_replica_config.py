@@ -62,6 +62,10 @@ def test_the_routing_surface_is_pinned() -> None:
     assert set(storage.routing.__all__) == {
         "FALLBACK_REASONS",
         "LOGICAL_SHARDS",
+        "SHARD_LOCK_KEY",
+        "SHARD_MIGRATIONS",
+        "SHARD_VERSION_TABLE",
+        "apply_shard_schema",
         "Directory",
         "MoveFailed",
         "MoveResult",

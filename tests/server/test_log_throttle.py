@@ -10,7 +10,7 @@ import pytest
 
 from server.ops import log_throttle
 from server.ops.log_throttle import LogThrottle
-from server.persist.writer import _OUTAGE
+from server.persist.writer import OUTAGE_WORDING
 
 LOGGER = "test.log_throttle"
 OUTAGE_LOGGER = "test.log_throttle.outage"
@@ -159,7 +159,7 @@ def failures(clock: FakeClock) -> LogThrottle:
         "widgets",
         first_level=logging.ERROR,
         traceback=True,
-        wording=_OUTAGE,
+        wording=OUTAGE_WORDING,
         clock=clock,
     )
 

@@ -11,16 +11,16 @@ import pytest
 import trio
 
 from storage import Appended, NewMessage, StorageError, open_store
-from storage.postgres import PostgresStore
-from storage.postgres._connection import Connection, target_of
-from storage.routing import directory, move
-from storage.routing._shard_jobs import own
-from storage.routing._shard_schema import (
+from storage.postgres import Connection, PostgresStore, target_of
+from storage.routing import (
     SHARD_LOCK_KEY,
     SHARD_MIGRATIONS,
     SHARD_VERSION_TABLE,
-    apply,
+    apply_shard_schema,
+    directory,
+    move,
 )
+from storage.routing._shard_jobs import own
 from storage.routing.sharded import ShardedMessageStore
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
@@ -97,7 +97,7 @@ def _copy_and_fence(
     """What a move does under its hold (src's transaction holds the row lock): copy, fence."""
     rooms = src.execute("SELECT room_id, name, last_seq FROM shard_rooms").fetchall()
     dst.autocommit = True
-    apply(dst, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
+    apply_shard_schema(dst, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
     ranges = {int(r[0]): (0, int(r[2])) for r in rooms}
     move._copy(src, dst, shard, rooms, ranges)
     src.execute("DELETE FROM shard_owned WHERE unit = %s", (unit,))

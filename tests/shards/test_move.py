@@ -13,12 +13,12 @@ import trio
 
 from server.cli import main
 from storage import Appended, NewMessage, Store, User, open_store
-from storage.postgres._connection import target_of
-from storage.routing._shard_schema import (
+from storage.postgres import target_of
+from storage.routing import (
     SHARD_LOCK_KEY,
     SHARD_MIGRATIONS,
     SHARD_VERSION_TABLE,
-    apply,
+    apply_shard_schema,
 )
 from storage.routing.move import move_logical
 from storage.routing.sharded_store import ShardedStore
@@ -164,7 +164,7 @@ async def test_a_move_stopped_past_its_fence_is_finished_by_running_it_again(
             src.execute("DELETE FROM shard_owned WHERE unit = %s", (f"L{shard}",))
         if stopped_after == "own":  # ... the target was given the unit, the switch never ran
             with psycopg.connect(shards[1], autocommit=True) as dst:
-                apply(dst, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
+                apply_shard_schema(dst, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
                 _copy_all(shards[0], dst)
                 dst.execute("INSERT INTO shard_owned (unit) VALUES (%s)", (f"L{shard}",))
         result = await trio.to_thread.run_sync(move_logical, catalog, known, shard, shards[1])

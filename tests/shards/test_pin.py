@@ -11,7 +11,7 @@ import trio
 
 from server.cli import main
 from storage import Appended, NewMessage, Store, User, open_store
-from storage.postgres._connection import target_of
+from storage.postgres import target_of
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
 from tests.postgres import TestDatabases

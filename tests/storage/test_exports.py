@@ -60,10 +60,12 @@ PUBLIC = {
         "IDENTITY_TABLES",
         "MIGRATIONS",
         "MIGRATION_LOCK_KEY",
+        "Connection",
         "PostgresStore",
         "VERSION_TABLE",
         "current_version",
         "migrate",
+        "target_of",
     },
 }
 
