@@ -160,6 +160,9 @@ class LimitsConfig(Section):
     outbound_limit: int = 1 * MiB
     writer_queue: int = 10_000
     writer_max_batch: int = 1000
+    # Requests one connection's reader handles before it lets other tasks run (it also yields
+    # at each wait for the socket): one flooding client cannot hold the event loop longer.
+    admit_per_turn: int = 64
     http_max_batch: int = 1000
     # Per-user token bucket over all requests that fan out (send, typing).
     rate_per_second: float = 20.0
@@ -177,6 +180,7 @@ class LimitsConfig(Section):
             "outbound_limit",
             "writer_queue",
             "writer_max_batch",
+            "admit_per_turn",
             "http_max_batch",
             "max_protocol_errors",
         )
