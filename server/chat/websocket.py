@@ -169,10 +169,11 @@ async def _handle_message(
     """Decode and handle one whole message; False once reading must stop.
 
     A request that finds what it needs in memory (a send with its membership cached: the common
-    case) does not yield, so all that one `recv` gave is admitted in one turn and the writer's
-    next batch holds it. trio runs each runnable task once per scheduling round, so yielding
-    after `admit_per_turn` requests bounds how long one connection holds the loop in a round:
-    a flooding client's other requests wait for the next round, behind everyone else's."""
+    case) does not yield, so what one `recv` gave (up to `admit_per_turn` requests) is admitted
+    in one turn and the writer's next batch holds it. trio runs each runnable task once per
+    scheduling round, so yielding after `admit_per_turn` requests bounds how long one connection
+    holds the loop in a round: a flooding client's other requests wait for the next round,
+    behind everyone else's."""
     try:
         request = decode(payload, max_text=config.limits.max_text)
     except ProtocolError as exc:

@@ -204,6 +204,6 @@ async def test_without_the_bound_one_recv_of_a_flood_is_admitted_before_anyone_e
 def test_admit_per_turn_must_be_at_least_one(tmp_path: Path) -> None:
     from server.config import Config, ConfigError
 
-    assert Config().limits.admit_per_turn == 64
+    assert Config().limits.admit_per_turn == 128
     with pytest.raises(ConfigError, match="admit_per_turn: must be at least 1"):
         Config.from_flat(admit_per_turn=0)
