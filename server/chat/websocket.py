@@ -100,6 +100,7 @@ async def _read_frames(
     while True:
         if not pending_events:
             await trio.lowlevel.wait_readable(sock)
+            session.unyielded = 0
             received = _receive(conn, sock, ws)
             if received is None:
                 continue
@@ -165,7 +166,14 @@ async def _handle_events(
 async def _handle_message(
     conn: ChatConnection, session: ChatSession, config: Config, payload: str | bytes
 ) -> bool:
-    """Decode and handle one whole message; False once reading must stop."""
+    """Decode and handle one whole message; False once reading must stop.
+
+    A request that finds what it needs in memory (a send with its membership cached: the common
+    case) does not yield, so what one `recv` gave (up to `admit_per_turn` requests) is admitted
+    in one turn and the writer's next batch holds it. trio runs each runnable task once per
+    scheduling round, so yielding after `admit_per_turn` requests bounds how long one connection
+    holds the loop in a round: a flooding client's other requests wait for the next round,
+    behind everyone else's."""
     try:
         request = decode(payload, max_text=config.limits.max_text)
     except ProtocolError as exc:
@@ -177,6 +185,10 @@ async def _handle_message(
     if session.protocol_errors >= config.limits.max_protocol_errors:
         conn.close(CloseCode.POLICY, "too many protocol errors")
         return False
+    session.unyielded += 1
+    if session.unyielded >= config.limits.admit_per_turn:
+        session.unyielded = 0
+        await trio.lowlevel.checkpoint()  # cancellable: the drain stops a reader here too
     return True
 
 

@@ -112,8 +112,19 @@ class MessageWriter:
         )
 
     async def submit(self, item: PendingSend) -> None:
-        """Queue a message for the next batch; waits (backpressure) while the queue is full."""
-        await self._send.send(item)
+        """Queue a message for the next batch; waits (backpressure) while the queue is full.
+
+        While the queue has room this does not yield: a reader admits every message one `recv`
+        gave it (up to its `admit_per_turn`, after which it yields) before the writer runs, so a
+        batch holds many senders' messages and a room's frames share one flush. It still raises
+        `Cancelled` in a cancelled scope (the drain stops readers by cancelling them, then closes
+        this input in the same step), and a full queue is a real wait, in arrival order.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            await self._send.send(item)
 
     def queue_depth(self) -> int:
         return self._receive.statistics().current_buffer_used
