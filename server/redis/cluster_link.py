@@ -15,6 +15,11 @@ callbacks run (the bus then treats every partition as not yet in force, and catc
 room up from the store once its subscription is back), and every wanted channel is subscribed
 again. Simpler than mending one shard, and the recovery path is the single-Redis one.
 
+Idle primaries are watched as on one Redis: a PING on each subscriber connection (answered in
+subscribed mode as `pong`) and on each publisher connection every `ping_interval`, and no answer
+within `ping_timeout` ends the session like a loss (counted in `timeouts`): a stopped or hung
+primary keeps its TCP connections open, so only the keepalive can tell.
+
 `client` is a `coredis.RedisCluster` for the shared state (presence, rate limit, caches): their
 multi-key scripts keep their keys under one hash tag. Unlike the single Redis, the cluster must
 answer once at start: the client needs its slot map before any command can be routed, so `run`
@@ -35,6 +40,8 @@ from coredis.exceptions import RedisClusterError
 
 from server.redis._cluster_map import Address, SlotMap, parse_cluster_url
 from server.redis.link import (
+    PING_INTERVAL,
+    PING_TIMEOUT,
     RETRY_FIRST,
     RETRY_MAX,
     MessageHandler,
@@ -46,6 +53,7 @@ from server.redis.resp import RedisReplyError, ReplyReader, command
 from server.redis.slots import key_slot
 
 _log = logging.getLogger(__name__)
+_PING = command(b"PING")
 
 _LINK_ERRORS = (
     OSError,
@@ -72,13 +80,22 @@ class _Shard:
     outgoing: list[bytes] = field(default_factory=list)
     wake: trio.Event = field(default_factory=trio.Event)
     leaving: dict[bytes, int] = field(default_factory=dict)  # our SUNSUBSCRIBEs not yet answered
+    pong: trio.Event = field(default_factory=trio.Event)  # the last PING was answered
 
 
 class RedisClusterLink:
     """`RedisLink`'s interface (key, client, healthy, reconnects, on_reconnect, on_message,
     subscribe, unsubscribe, publish, run) over the primaries of a Redis Cluster."""
 
-    def __init__(self, url: str, *, namespace: str, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        connect_timeout: float = 2.0,
+        ping_interval: float = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
+    ) -> None:
         self.namespace = namespace
         self._url = parse_cluster_url(url)
         self.client: coredis.RedisCluster[bytes] = coredis.RedisCluster(
@@ -88,11 +105,14 @@ class RedisClusterLink:
             ssl=self._url.tls,
             decode_responses=False,
             connect_timeout=connect_timeout,
+            stream_timeout=ping_timeout,
         )
         self._connect_timeout = connect_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         self.healthy = False
         self.reconnects = 0
-        self.timeouts = 0  # no keepalive PINGs here (bus_link.open_link)
+        self.timeouts = 0  # sessions ended because a PING went unanswered
         self.slot_map_reads = 0  # how often the map was (re)read: once per session
         self._connected_once = False
         self._reconnect_callbacks: list[Callable[[], None]] = []
@@ -248,7 +268,7 @@ class RedisClusterLink:
                 self._connected_once = True
                 for channel in sorted(self._wanted):
                     self._to_shard(channel, b"SSUBSCRIBE")
-                await trio.sleep_forever()
+                await self._keep_publishers_alive()
 
     async def _read_slot_map(self) -> SlotMap:
         """`CLUSTER SLOTS` from the first node that answers: the seeds, then the last map's."""
@@ -300,6 +320,7 @@ class RedisClusterLink:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._until_lost, self._write_subscriptions, shard, conn)
+                nursery.start_soon(self._until_lost, self._keep_shard_alive, shard, conn)
                 await self._until_lost(self._read_pushes, shard, conn)
         finally:
             with trio.CancelScope(shield=True):
@@ -318,6 +339,44 @@ class RedisClusterLink:
         except _LINK_ERRORS as exc:
             self._lost(exc)
 
+    async def _keep_shard_alive(self, shard: _Shard, conn: _Connection) -> None:
+        """PING the primary's subscriber connection every interval (its reader sets
+        `shard.pong`); silent past the timeout ends the session."""
+        while True:
+            await trio.sleep(self._ping_interval)
+            shard.pong = pong = trio.Event()
+            shard.outgoing.append(_PING)
+            shard.wake.set()
+            with trio.move_on_after(self._ping_timeout):
+                await pong.wait()
+                continue
+            self._timed_out(shard.address)
+            return
+
+    async def _keep_publishers_alive(self) -> None:
+        """PING every publisher connection every interval, behind any publish in flight (one
+        stuck on its reply counts too); silent past the timeout ends the session."""
+        while True:
+            await trio.sleep(self._ping_interval)
+            with trio.move_on_after(self._ping_timeout):
+                async with self._pub_lock:
+                    try:
+                        for conn in list(self._publishers.values()):
+                            await conn.stream.send_all(_PING)
+                            if isinstance(reply := await conn.replies.read(), RedisReplyError):
+                                raise reply
+                    except _LINK_ERRORS as exc:
+                        self._lost(exc)
+                        return
+                continue
+            self._timed_out(None)
+            return
+
+    def _timed_out(self, address: Address | None) -> None:
+        self.timeouts += 1
+        where = "a primary" if address is None else f"{address[0]}:{address[1]}"
+        self._lost(TimeoutError(f"{where} did not answer PING within {self._ping_timeout} s"))
+
     async def _write_subscriptions(self, shard: _Shard, conn: _Connection) -> None:
         while True:
             await shard.wake.wait()
@@ -331,6 +390,9 @@ class RedisClusterLink:
             reply = await conn.replies.read()
             if isinstance(reply, RedisReplyError):
                 raise reply  # MOVED, CLUSTERDOWN, ...: read the map again
+            if reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+                shard.pong.set()  # (`+PONG` while nothing is subscribed on it)
+                continue
             if not isinstance(reply, list) or len(reply) < 3:
                 continue
             kind, channel, body = reply[0], reply[1], reply[2]
