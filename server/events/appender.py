@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import coredis
 import coredis.exceptions
@@ -120,18 +120,18 @@ class EventAppender:
         return self._unread + self._behind_by if self.leader else 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Elect and append until cancelled; started once the first try for the lease is over
-        (so one process alone is the leader by then)."""
+        """Elect and append until cancelled. Started once the first try for the lease is over
+        and, if it won, the cursors are read (or reading them failed: retried then), so that
+        one process alone has its cursors before its writer commits anything."""
+        started = _Once(task_status.started)
         async with self.client, trio.open_nursery() as nursery:
             try:
                 nursery.start_soon(self._read_lag)
-                elected = await self._try_lease()
-                task_status.started()
                 while True:
-                    if elected:
-                        await self._lead()
+                    if await self._try_lease():
+                        await self._lead(started)
+                    started()
                     await trio.sleep(self._election_interval)
-                    elected = await self._try_lease()
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._lease.release)
@@ -140,7 +140,7 @@ class EventAppender:
     async def _try_lease(self) -> bool:
         return await trio.to_thread.run_sync(self._lease.acquire)
 
-    async def _lead(self) -> None:
+    async def _lead(self, started: Callable[[], None]) -> None:
         """One term: append until the lease is lost (then give it up and follow again)."""
         self.leader = True
         self._recovering = True
@@ -148,7 +148,7 @@ class EventAppender:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_lease, nursery.cancel_scope)
-                await self._append_forever()
+                await self._append_forever(started)
         finally:
             self.leader = False
             self._behind_by = 0
@@ -163,7 +163,7 @@ class EventAppender:
                 term.cancel()
                 return
 
-    async def _append_forever(self) -> None:
+    async def _append_forever(self, started: Callable[[], None]) -> None:
         pause = RETRY_FIRST
         mark: StreamWatermark | None = None
         while True:
@@ -171,9 +171,11 @@ class EventAppender:
             try:
                 if mark is None:
                     mark = await self._start_term()
+                    started()
                 more = await self._round(mark)
             except _FAILURES as exc:
                 self._failed(exc)
+                started()
                 self._recovering = True
                 await trio.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX)
@@ -260,3 +262,15 @@ class EventAppender:
 
 def _flat(fields: dict[bytes, bytes]) -> list[bytes]:
     return [part for pair in fields.items() for part in pair]
+
+
+class _Once:
+    """Calls `fn` the first time it is called, and never again."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
