@@ -14,12 +14,14 @@ import coredis
 import httpx
 import trio
 
+from client import open_websocket
 from server.events import stream_key
 from server.events.appender import ELECTION_INTERVAL, POLL_INTERVAL
 
-from ..conftest import STEP, Account, Peer, create_room
+from ..conftest import STEP, Account, Peer, create_room, register
 from .conftest import Cluster, Node, OwnRedis, http_of, open_cluster, peer_on
 from .test_cluster_faults import _accounts
+from .test_workers import supervised
 
 PARTITIONS = 4
 ROOMS = ("ev-a", "ev-b")
@@ -144,3 +146,30 @@ async def _accounts_in_rooms(cluster: Cluster) -> list[Account]:
     async with httpx.AsyncClient(base_url=cluster.nodes[0].http, timeout=STEP) as http:
         await create_room(http, accounts[0], ROOMS[1])
     return accounts
+
+
+async def test_workers_elect_one_appender_and_each_event_is_appended_once(
+    tmp_path: Path, redis_url: str, namespace: str
+) -> None:
+    env = {
+        "HIBIKI_EVENTS_ENABLED": "true",
+        "HIBIKI_STREAM_PARTITIONS": str(PARTITIONS),
+        "HIBIKI_BUS_NAMESPACE": namespace,
+    }
+    events: coredis.Redis[bytes] = coredis.Redis.from_url(redis_url, decode_responses=False)
+    async with supervised(tmp_path, "--redis", redis_url, env=env) as sup, events:
+        await sup.wait_for(lambda r: r["msg"].startswith("event appender: leading"))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sup.port}", timeout=STEP) as http:
+            account = await register(http)
+            await create_room(http, account, ROOMS[0])
+        acked: dict[tuple[str, int], str] = {}
+        for _ in range(6):  # new connections: the kernel spreads them over the workers
+            async with open_websocket(f"ws://127.0.0.1:{sup.port}/ws") as ws:
+                peer = Peer(ws)
+                await peer.send(type="hello", token=account.token)
+                await peer.expect("welcome")
+                await _send(peer, ROOMS[0], 5, acked)
+        seen = await _read_stream(events, namespace, set(acked))
+        leading = [r for r in sup.records if r["msg"].startswith("event appender: leading")]
+    assert len(seen) == len(set(seen)) == 30 == len(acked)  # once each, all of them
+    assert len(leading) == 1, leading  # one worker of the three appends
