@@ -62,12 +62,24 @@ class ConnectionThread:
         opened.unwrap()
 
     async def run(self, fn: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
-        """Run `fn(conn, *args)` on the thread; return its result or raise its exception."""
-        async with self._slots:  # a checkpoint: a cancelled caller leaves before submitting
+        """Run `fn(conn, *args)` on the thread; return its result or raise its exception.
+
+        A checkpoint: a cancelled caller leaves before submitting, and waiting for the job is
+        the schedule point. With room in the queue nothing else yields (Semaphore.acquire
+        would add a scheduling round to every job)."""
+        slots = self._slots
+        if slots.value > 0:  # then nobody is parked on it: taking a slot now is fair
+            await trio.lowlevel.checkpoint_if_cancelled()
+            slots.acquire_nowait()
+        else:
+            await slots.acquire()
+        try:
             if self._closing or self._thread is None:
                 raise trio.ClosedResourceError(f"{self.name} is not running")
             result: T = await self._submit(fn, args)
             return result
+        finally:
+            slots.release()
 
     async def aclose(self) -> None:
         """Finish the jobs already queued, close the connection, join the thread. Idempotent."""
