@@ -107,3 +107,34 @@ async def test_a_caller_waiting_for_a_slot_can_be_cancelled() -> None:
         gate.set()
     assert scope.cancelled_caught
     assert ran == []
+
+
+async def test_concurrent_callers_each_get_their_own_answer() -> None:
+    # The first job's answer comes back through the thread's socket pair, the others' through
+    # trio's entry queue (a second caller may not wait on the same socket): none is mixed up.
+    gate = threading.Event()
+
+    def job(conn: sqlite3.Connection, n: int) -> int:
+        if n == 0:
+            gate.wait()
+        if n == 2:
+            raise KeyError(n)
+        return n * 10
+
+    results: dict[int, object] = {}
+    async with memory_thread() as thread, trio.open_nursery() as nursery:
+
+        async def caller(n: int) -> None:
+            try:
+                results[n] = await thread.run(job, n)
+            except KeyError as exc:
+                results[n] = exc.args
+
+        for n in range(4):
+            nursery.start_soon(caller, n)
+            await trio.testing.wait_all_tasks_blocked()
+        assert thread.pending == 4
+        gate.set()
+    assert results == {0: 0, 1: 10, 2: (2,), 3: 30}
+    async with memory_thread() as thread:  # and the socket pair's path again, alone
+        assert await thread.run(job, 5) == 50
