@@ -94,6 +94,14 @@ async def _next(ws: WebSocketConnection, kind: str) -> None:
 
 
 async def _one_message(sender: WebSocketConnection, receivers: list[WebSocketConnection]) -> None:
+    """Send one message; return once it is acked and every receiver has it (a loss: timeout)."""
+    with trio.fail_after(120):  # generous: the server may run under callgrind
+        await _one_message_now(sender, receivers)
+
+
+async def _one_message_now(
+    sender: WebSocketConnection, receivers: list[WebSocketConnection]
+) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_next, sender, "ack")
         for ws in receivers:
