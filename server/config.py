@@ -120,7 +120,9 @@ class StorageConfig(Section):
         elif self.shards and not self.db_path.startswith(postgres):
             out.append(("shards", "need a postgresql:// db_path (the catalog)"))
         elif self.shards and self.replicas:
-            out.append(("shards", "cannot be combined with replicas yet"))
+            # `replicas` are the catalog's, which holds no sharded message (docs/operations.md,
+            # "Shards": read replicas)
+            out.append(("shards", "cannot be combined with replicas yet (see Shards in the docs)"))
         return out
 
 

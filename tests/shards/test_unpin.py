@@ -16,13 +16,14 @@ from server.cli import main
 from storage import Appended, Store, open_store
 from storage.postgres import target_of
 from storage.routing.move import MoveFailed, one_at_a_time
-from storage.routing.pin import pin_room
+from storage.routing.pin import pin_room, unpin_room
 from storage.routing.shard_status import Sizes, status
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
 from tests.postgres import TestDatabases
 
 from .conftest import rooms_on
+from .test_move import _copy_all
 from .test_pin import _held, _msg, _neighbour_of, _send_until
 
 
@@ -181,3 +182,30 @@ async def test_unpin_refuses_a_room_that_is_not_pinned_and_a_shard_that_is_busy(
         with pytest.raises(MoveFailed, match="already on"):  # the lock is free again
             urls = {target_of(u): u for u in shards}
             await trio.to_thread.run_sync(pin_room, catalog, urls, room, shards[0])
+
+
+@pytest.mark.parametrize("stopped_after", ["fence", "take"])
+async def test_an_unpin_stopped_past_its_fence_is_finished_by_running_it_again(
+    databases: TestDatabases, stopped_after: str
+) -> None:
+    catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
+    room = rooms_on(2, 1, "resumed")[0][0]
+    urls = {target_of(u): u for u in shards}
+    async with open_store(catalog, scrypt_n=2**10, shards=shards) as store:
+        alice = await store.create_user("alice", "pw")
+        await store.create_room(room, alice.id)
+        first = await store.append_batch([_msg(room, alice, f"m{i}") for i in range(5)])
+        await trio.to_thread.run_sync(pin_room, catalog, urls, room, shards[1])
+        with psycopg.connect(shards[1], autocommit=True) as pinned:  # the fence committed...
+            pinned.execute("DELETE FROM shard_owned WHERE unit = %s", (f"room:{room}",))
+        if stopped_after == "take":  # ... the shard's database took the room, no switch yet
+            with psycopg.connect(shards[0], autocommit=True) as home:
+                _copy_all(shards[1], home)
+                home.execute("UPDATE shard_owned SET away = array_remove(away, %s)", (room,))
+        result = await trio.to_thread.run_sync(unpin_room, catalog, urls, room)
+        assert result.version == 2 and result.target == target_of(shards[0])
+        later = await store.append_batch([_msg(room, alice, "after")])
+        page, _ = await store.history(room, None, 10)
+    assert [a.message.seq for a in first + later] == [1, 2, 3, 4, 5, 6]
+    assert [m.text for m in page] == ["m0", "m1", "m2", "m3", "m4", "after"]
+    assert _held(shards[1]) == {}
