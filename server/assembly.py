@@ -244,6 +244,7 @@ def _http_bridge(
         max_batch=config.limits.http_max_batch,
         publish=writer.publish_stored,
         membership_changed=memberships.changed,
+        room_created=seams.bus.publish_room_created,
         readiness=readiness.reason,
         metrics=metrics.exposition if config.ops.metrics else None,
         auth_failed=metrics.count_auth_failure,

@@ -47,6 +47,7 @@ PUBLIC = {
         "ROOM_PATTERN",
         "Request",
         "Resync",
+        "RoomCreated",
         "Send",
         "Typing",
         "TypingRequest",
