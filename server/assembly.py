@@ -22,7 +22,7 @@ from server.chat.token_index import TokenIndex
 from server.chat.user_connections import LocalUserConnections
 from server.chat.websocket import serve_websocket
 from server.config import Config
-from server.events import EventAppender, build_event_appender
+from server.events import StreamAppender, build_event_appender
 from server.fanout.bus import LocalBus
 from server.fanout.hub import RoomHub
 from server.http.api import HttpServices, create_http_app
@@ -39,7 +39,7 @@ from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
 from storage import EventOutbox, Lifecycle, MembershipCache, Store
-from storage.routing import ReplicaRouter
+from storage.routing import ReplicaRouter, ShardOutboxes
 
 Replicas = ReplicaRouter | None  # with `[storage] replicas`: the read router
 _OnWebsocket = Callable[
@@ -62,7 +62,7 @@ class Parts:
     registry: ConnectionRegistry
     drain: Drain
     cluster: Cluster | None  # with `[bus] redis_url`: the link, bus and shared state in Redis
-    events: EventAppender | None  # with `[events] events_enabled`: the stream's appender
+    events: StreamAppender | None  # with `[events] events_enabled`: the stream's appender
 
     async def shut_down(self, root: trio.CancelScope) -> None:
         """Drain (see server/shutdown.py), then cancel `root`."""
@@ -81,11 +81,12 @@ def build_parts(
     store: Store,
     metrics: Metrics,
     replicas: Replicas,
-    outbox: EventOutbox | None = None,
+    outbox: EventOutbox | ShardOutboxes | None = None,
 ) -> Parts:
     """Construct and wire every part; `store` is `database` as the parts use it (timed),
     `replicas` the router its history and resume reads already go through (shown, measured),
-    and `outbox` the database's event outbox (needed with `[events] events_enabled`)."""
+    and `outbox` the database's event outbox, or each shard database's (needed with
+    `[events] events_enabled`)."""
     drain = Drain(config.timeouts.drain_timeout)
     # The Redis bus's sender takes two rounds from its wake-up to its send (its lock, then the
     # socket): the sweep waits those out (server/transport/flusher.py).
@@ -139,9 +140,9 @@ def _writer(
     store: Store,
     bus: LocalBus | RedisBus,
     metrics: Metrics,
-    outbox: EventOutbox | None,
+    outbox: EventOutbox | ShardOutboxes | None,
     flusher: Flusher,
-) -> tuple[MessageWriter, EventAppender | None]:
+) -> tuple[MessageWriter, StreamAppender | None]:
     """The writer, publishing through `bus` and sweeping small deliveries through `flusher`,
     with its after-commit sinks: the event stream's appender when `[events]` asks for one
     (which needs the database's `outbox`)."""
@@ -243,6 +244,7 @@ def _http_bridge(
         max_batch=config.limits.http_max_batch,
         publish=writer.publish_stored,
         membership_changed=memberships.changed,
+        room_created=seams.bus.publish_room_created,
         readiness=readiness.reason,
         metrics=metrics.exposition if config.ops.metrics else None,
         auth_failed=metrics.count_auth_failure,

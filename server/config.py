@@ -337,9 +337,6 @@ class Config:
         """Checks across sections."""
         if self.events.events_enabled and not self.events_url:
             raise ConfigError([("events_redis_url", "events need it, or the bus's redis_url")])
-        if self.events.events_enabled and self.storage.shards:
-            # The outbox reads one database's messages; a sharded store's are on several.
-            raise ConfigError([("events_enabled", "not yet with [storage] shards")])
         return self
 
     @property

@@ -214,10 +214,19 @@ class StreamRead:
     then `(xmin, xmax)`, the oldest transaction still running before the read, and the first
     transaction id not yet assigned after it. Every id missing from this read was allocated by
     a transaction below `xmax`; once a later read's `xmin` reaches it, that read shows what
-    those transactions committed, and what it still lacks never comes."""
+    those transactions committed, and what it still lacks never comes.
+
+    `positions`, where given, are what the read ordered by and what the horizon speaks of, one
+    per message, in place of its id: a shard database numbers its commits with positions of its
+    own, since the ids come from the catalog (storage/routing/shard_events.py)."""
 
     messages: list[Message]
     horizon: tuple[int, int] | None
+    positions: list[int] | None = None
+
+    def keys(self) -> list[int]:
+        """Each message's position in the read's order: `positions`, else the ids."""
+        return self.positions if self.positions is not None else [m.id for m in self.messages]
 
 
 class AppenderLease(Protocol):

@@ -7,9 +7,9 @@ documented in docs/http.md; errors use `protocol.ErrorCode`, like the WebSocket 
 Rules the handlers follow:
 - authenticate first (401), then the room (404 unknown, 403 not a member), then the body (413/422);
 - a write and the notification that must follow it (`publish`, `membership_changed`,
-  `token_revoked`) run in one shielded scope, so a client that hangs up mid-request cannot leave a
-  committed message unpublished, a membership change unannounced or a revoked token's WebSockets
-  open.
+  `room_created`, `token_revoked`) run in one shielded scope, so a client that hangs up
+  mid-request cannot leave a committed message unpublished, a membership change or a new room
+  unannounced or a revoked token's WebSockets open.
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ class HttpServices:
     membership_changed: Callable[[str, int, bool], Awaitable[None]]
     # None when ready, else the reason (for /readyz).
     readiness: Callable[[], str | None]
+    # Sync, (room, creator's user id) once a room is created: every other connected user is told
+    # (`room_created`, on every node).
+    room_created: Callable[[str, int], None] = lambda room, creator: None
     # The bus for /healthz and /readyz: "local", "redis: ok" or "redis: degraded".
     bus_status: Callable[[], str] = lambda: "local"
     # Read replicas for /readyz, each {name, state, lag_seconds, ...}: shown, never failing it.
@@ -222,6 +225,7 @@ class _Api:
                     409, ErrorCode.NAME_TAKEN, f"room name {body.name!r} is taken"
                 ) from None
             await self._services.membership_changed(room.name, user.id, True)  # the creator
+            self._services.room_created(room.name, user.id)  # everyone else
         return json_response(_room_json(room, True), 201)
 
     async def join(self, room: str) -> Response:
