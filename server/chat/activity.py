@@ -50,7 +50,9 @@ class ActivityRecorder:
         self._sessions: dict[str, int] = {}  # token hash -> ms, waiting for the next write
         self._users: dict[int, int] = {}  # user id -> ms
         # What `seen` recorded within the interval: not recorded again until it runs out.
-        self._recent: TTLCache[str | int, None] = TTLCache(maxsize=100_000, ttl=interval)
+        self._recent: TTLCache[str | int, None] = TTLCache(
+            maxsize=100_000, ttl=interval, timer=trio.current_time
+        )
         self._wake = trio.Event()
         self._failures = LogThrottle(_log, "activity writes", first_level=logging.WARNING)
         self.writes = 0  # store calls made (tests and metrics read it)
