@@ -9,8 +9,10 @@ memory and writes it in one store call (`record_activity`, one transaction):
   `last_seen` is the moment the connection went away, and its session's last use too;
 - once more as the process stops (shielded, bounded by `FINAL_FLUSH_TIMEOUT`).
 So a `last_seen` is at most `interval` old while a user is connected, exact when they leave, and
-one write per node per interval however busy the chat is. A failed write is logged (once per
-episode) and dropped: the next one carries later times (times only ever move forward).
+one write per node per interval however busy the chat is (cut into `CHUNK_ROWS`-row store calls,
+so a node with many connections never holds the database's writer for long). A failed write is
+logged (once per episode) and dropped: the next one carries later times (times only ever move
+forward).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from storage.accounts import wall_clock_ms
 
 ACTIVITY_INTERVAL = 60.0  # seconds: how stale a last use or last_seen may be while active
 FINAL_FLUSH_TIMEOUT = 2.0  # seconds the last write may take as the process stops
+# Rows (sessions + users) per store call: SQLite's one writer also commits the messages, so a
+# flush of 20,000 connections' rows is cut into ~10 ms writes that message batches go between.
+CHUNK_ROWS = 1_000
 _log = logging.getLogger(__name__)
 
 
@@ -93,18 +98,24 @@ class ActivityRecorder:
                 await self.flush()
 
     async def flush(self) -> None:
-        """Write what is waiting, in one store call (nothing if nothing waits)."""
-        sessions, users = self._sessions, self._users
-        if not sessions and not users:
-            return
+        """Write what is waiting, `CHUNK_ROWS` rows per store call (nothing if nothing waits)."""
+        sessions, users = list(self._sessions.items()), list(self._users.items())
         self._sessions, self._users = {}, {}
-        self.writes += 1
-        try:
-            await self._store.record_activity(sessions, users)
-        except StorageError as exc:
-            self._failures.occurred("failed", "recording last use and last_seen failed: %s", exc)
-        else:
-            self._failures.recovered()
+        while sessions or users:
+            part_sessions = dict(sessions[:CHUNK_ROWS])
+            del sessions[:CHUNK_ROWS]
+            room = CHUNK_ROWS - len(part_sessions)
+            part_users = dict(users[:room])
+            del users[:room]
+            self.writes += 1
+            try:
+                await self._store.record_activity(part_sessions, part_users)
+            except StorageError as exc:
+                self._failures.occurred(
+                    "failed", "recording last use and last_seen failed: %s", exc
+                )
+            else:
+                self._failures.recovered()
 
     def _note_open_connections(self) -> None:
         now = self._clock_ms()

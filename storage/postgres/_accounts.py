@@ -119,14 +119,26 @@ def profile_row(conn: Connection, name: str) -> Profile | None:
 
 
 def touch(conn: Connection, sessions: Mapping[str, int], users: Mapping[int, int]) -> None:
-    # GREATEST ignores NULL: a later time already stored (another node's) never moves back.
-    # Sorted keys: two nodes touching the same rows lock them in one order (no deadlock).
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE tokens SET last_used_at = GREATEST(last_used_at, %s) WHERE token_hash = %s",
-            [(sessions[hashed], hashed) for hashed in sorted(sessions)],
-        )
-        cur.executemany(
-            "UPDATE users SET last_seen = GREATEST(last_seen, %s) WHERE id = %s",
-            [(users[user_id], user_id) for user_id in sorted(users)],
-        )
+    # One statement per table over arrays (executemany took ~40 µs a row). GREATEST ignores
+    # NULL: a later time already stored (another node's) never moves back. The rows are locked
+    # in key order first, so two nodes touching the same rows cannot deadlock.
+    hashes = sorted(sessions)
+    ids = sorted(users)
+    with conn.transaction():
+        if hashes:
+            conn.execute(
+                "SELECT 1 FROM tokens WHERE token_hash = ANY(%s) ORDER BY token_hash FOR UPDATE",
+                (hashes,),
+            )
+            conn.execute(
+                "UPDATE tokens AS t SET last_used_at = GREATEST(t.last_used_at, v.at)"
+                " FROM unnest(%s::text[], %s::bigint[]) AS v(hash, at) WHERE t.token_hash = v.hash",
+                (hashes, [sessions[h] for h in hashes]),
+            )
+        if ids:
+            conn.execute("SELECT 1 FROM users WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
+            conn.execute(
+                "UPDATE users AS u SET last_seen = GREATEST(u.last_seen, v.at)"
+                " FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, at) WHERE u.id = v.id",
+                (ids, [users[i] for i in ids]),
+            )

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import trio
 import trio.testing
 
-from server.chat.activity import ActivityRecorder
+from server.chat.activity import CHUNK_ROWS, ActivityRecorder
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.user_connections import LocalUserConnections
 from server.transport.flusher import Flusher
@@ -137,3 +137,17 @@ async def test_what_waits_is_written_as_the_recorder_stops_and_failures_are_drop
         nursery.cancel_scope.cancel()
     assert store.calls == [({"y": 1_000}, {2: 1_000})]
     assert recorder.writes == 2
+
+
+async def test_a_large_flush_is_cut_into_store_calls_of_at_most_chunk_rows() -> None:
+    store, clock = _Calls(), _Clock()
+    recorder = _recorder(store, [], LocalUserConnections(), clock)
+    for user in range(1, 1501):
+        recorder.seen(user, f"h{user}")
+    await recorder.flush()
+    sizes = [len(sessions) + len(users) for sessions, users in store.calls]
+    assert sizes == [CHUNK_ROWS, CHUNK_ROWS, 3000 - 2 * CHUNK_ROWS]
+    assert {h for sessions, _ in store.calls for h in sessions} == {f"h{u}" for u in range(1, 1501)}
+    assert {u for _, users in store.calls for u in users} == set(range(1, 1501))
+    await recorder.flush()  # nothing waits: no call
+    assert len(store.calls) == 3
