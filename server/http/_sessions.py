@@ -8,6 +8,7 @@ on every node, in one shielded scope, so a client that hangs up cannot leave the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -16,12 +17,20 @@ from quart import Response, request
 
 from protocol import ErrorCode
 from server.http._json import HttpError, decode_body, empty_response, json_response
-from server.http._requests import DisplayNameChange, PasswordChange, request_body, revoke_all_param
+from server.http._requests import (
+    USER_PATTERN,
+    DisplayNameChange,
+    PasswordChange,
+    request_body,
+    revoke_all_param,
+)
 from server.http.login_guard import LoginGuard
 from storage import Profile, Store, User
 from storage.passwords import token_hash
 
 Authenticate = Callable[[], Awaitable[tuple[User, str]]]
+_USER = re.compile(USER_PATTERN)
+_SESSION_ID = re.compile(r"^[0-9a-f]{16}\Z")  # what storage.accounts issues
 
 
 class SessionRoutes:
@@ -55,7 +64,7 @@ class SessionRoutes:
 
     async def user(self, name: str) -> Response:
         await self._authenticate()
-        profile = await self._store.profile(name)
+        profile = await self._store.profile(name) if _USER.match(name) else None
         if profile is None:
             raise HttpError(404, ErrorCode.NOT_FOUND, f"no user named {name!r}")
         return json_response(profile_json(profile))
@@ -79,7 +88,9 @@ class SessionRoutes:
     async def revoke_one(self, session_id: str) -> Response:
         user, _ = await self._authenticate()
         with trio.CancelScope(shield=True):
-            revoked = await self._store.revoke_session(user.id, session_id)
+            revoked = None
+            if _SESSION_ID.match(session_id):  # an id we could not have issued names nothing
+                revoked = await self._store.revoke_session(user.id, session_id)
             if revoked is not None:
                 await self._closed_everywhere([revoked])
         if revoked is None:  # unknown, or another user's: the same answer, so ids are not probed

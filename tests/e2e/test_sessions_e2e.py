@@ -127,6 +127,8 @@ async def test_revoking_a_session_closes_its_websockets_and_others_ids_are_not_f
     gone = await http.delete(f"/api/sessions/{bobs_id}", headers=_auth(alice))
     assert (gone.status_code, gone.json()["error"]["code"]) == (404, "not_found")
     assert (await http.get("/api/me", headers=_auth(bob))).status_code == 200
+    for odd in ("not-an-id", "x" * 300, "0" * 16):
+        assert (await http.delete(f"/api/sessions/{odd}", headers=_auth(alice))).status_code == 404
     async with connect(laptop) as socket, connect(alice) as kept:
         revoked = await http.delete(f"/api/sessions/{laptop_id}", headers=_auth(alice))
         assert revoked.status_code == 204
