@@ -126,17 +126,23 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def markdown_cluster(rows: Sequence[Row], header: str, skipped: Sequence[str] = ()) -> str:
+def markdown_cluster(
+    rows: Sequence[Row], header: str, skipped: Sequence[str] = (), *, floor_us: float | None = None
+) -> str:
+    """The table; with `floor_us` (the run's bare send floor) each row's µs per delivery is also
+    given as a multiple of it."""
     lines = [
         header,
         "",
         "µs = CPU per delivery of every server process and redis-server together; same / cross:",
-        "receivers on the senders' process / on another process (only with several).",
+        "receivers on the senders' process / on another process (only with several); ÷ floor:",
+        "µs per delivery over the bare send() floor measured in the same run.",
         "",
-        "| mode | workload | server | processes | deliveries/s | µs/delivery "
+        "| mode | workload | server | processes | deliveries/s | µs/delivery | ÷ floor "
         "| deliveries per CPU-s | redis share | same p50 | same p99 | cross p50 | cross p99 "
         "| notes |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
     ]
     order = {kind: i for i, kind in enumerate(("hibiki", "socketio", "node-socketio"))}
     for r in sorted(
@@ -146,6 +152,7 @@ def markdown_cluster(rows: Sequence[Row], header: str, skipped: Sequence[str] = 
         lines.append(
             f"| {r['mode']} | {r['workload']} | {r['server']} | {r['processes']} "
             f"| {_fmt(r['deliveries_per_s'], 0)} | {_fmt(r['us_per_delivery'], 3)} "
+            f"| {_over_floor(r['us_per_delivery'], floor_us)} "
             f"| {_fmt(r['deliveries_per_cpu_s'], 0)} | {_share(r['redis_share'])} "
             f"| {_fmt(r['same_p50_ms'])} | {_fmt(r['same_p99_ms'])} "
             f"| {_fmt(r['cross_p50_ms'])} | {_fmt(r['cross_p99_ms'])} | {_notes(r)} |"
@@ -177,3 +184,9 @@ def markdown_cluster(rows: Sequence[Row], header: str, skipped: Sequence[str] = 
     if skipped:
         lines += ["", "Not run:", "", *(f"- {s}" for s in skipped)]
     return "\n".join(lines) + "\n"
+
+
+def _over_floor(us: float | None, floor_us: float | None) -> str:
+    if us is None or not floor_us:
+        return "-"
+    return f"{us / floor_us:.2f}x"

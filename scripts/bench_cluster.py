@@ -17,7 +17,12 @@ Modes:
 
 A case is SERVER:PROCESSES. hibiki on several processes needs `hibiki serve --redis`; while the
 flag does not exist that case is skipped with a message (and listed under "Not run").
-Writes bench-results/cluster-<time>/{runs.json,summary.json,cluster.md} and prints the table.
+Before the runs, the bare send floor of this machine (bench_floor.send_floor: CPU per loopback
+`send()` of one frame, on the servers' CPU) is measured, and each row's µs per delivery is also
+given as a multiple of it: at 5 messages/s every delivery is one `send()` for every server, so
+that floor bounds what any of them can reach. `--floor-sweeps 0` skips it.
+Writes bench-results/cluster-<time>/{runs.json,summary.json,floor.json,cluster.md} and prints
+the table.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from _loadplan import Target, Workload, make_plan
 from _loadrun import Phase, SessionOptions, run_load
 from _loadstats import raise_fd_limit
 from _loadworkers import node_binary
-from bench_fanout import RUN_FAILURES, Job, flood_window, pin_cpus
+from bench_fanout import RUN_FAILURES, Job, flood_window, measure_floor, pin_cpus
 
 CASES = "hibiki:1,hibiki:2,socketio:1,socketio:2,node-socketio:1,node-socketio:2"
 MODES = ("latency", "flood")
@@ -118,6 +123,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-cpu", type=int, help="CPU for servers and Redis (first)")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", type=Path, help="directory (default bench-results/cluster-TIME)")
+    parser.add_argument(
+        "--floor-receivers", type=int, default=1000, help="send floor: sockets per sweep"
+    )
+    parser.add_argument("--floor-sweeps", type=int, default=300, help="send floor: 0 = skip it")
     args = parser.parse_args(argv)
     try:
         args.cases = [Case.parse(c) for c in args.servers.split(",") if c]
@@ -145,10 +154,15 @@ def runnable(cases: list[Case]) -> tuple[list[Case], list[str]]:
 
 
 def write_results(
-    out: Path, runs: list[dict[str, Any]], header: str, skipped: list[str], failures: list[str]
+    out: Path,
+    runs: list[dict[str, Any]],
+    header: str,
+    skipped: list[str],
+    failures: list[str],
+    floor_us: float | None = None,
 ) -> str:
     rows = summarise_cluster(runs)
-    text = markdown_cluster(rows, header, skipped)
+    text = markdown_cluster(rows, header, skipped, floor_us=floor_us)
     if failures:
         text += "\nFailed runs:\n\n" + "\n".join(f"- {f}" for f in failures) + "\n"
     (out / "cluster.md").write_text(text)
@@ -167,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     server_cpu = pin_cpus(args)
     out = args.out or ROOT / "bench-results" / time.strftime("cluster-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    floor = measure_floor(args, server_cpu, out)
     runs: list[dict[str, Any]] = []
     failures: list[str] = []
-    started = time.monotonic()
     for job in make_jobs(args):
         for round_ in range(args.rounds):
             for case in cases:
@@ -186,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         f"`{' '.join(['scripts/bench_cluster.py', *(argv or sys.argv[1:])])}` "
         f"({time.monotonic() - started:.0f} s)"
     )
-    text = write_results(out, runs, header, skipped, failures)
+    floor_us = None
+    if floor is not None:
+        floor_us = floor["cpu_us_per_send"]
+        header += (
+            f"; bare send floor {floor_us:.2f} µs per send() on CPU {floor['sender_cpu']} "
+            f"({floor['receivers']:,} sockets x {args.floor_sweeps} sweeps)"
+        )
+    text = write_results(out, runs, header, skipped, failures, floor_us)
     print(text)
     print(f"written: {out / 'cluster.md'}", file=sys.stderr)
     return 1 if failures else 0

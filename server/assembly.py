@@ -23,7 +23,7 @@ from server.chat.token_index import TokenIndex
 from server.chat.user_connections import LocalUserConnections
 from server.chat.websocket import serve_websocket
 from server.config import Config
-from server.events import EventAppender, build_event_appender
+from server.events import StreamAppender, build_event_appender
 from server.fanout.bus import LocalBus
 from server.fanout.hub import RoomHub
 from server.http.api import HttpServices, create_http_app
@@ -40,7 +40,7 @@ from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
 from storage import EventOutbox, Lifecycle, MembershipCache, Store
-from storage.routing import ReplicaRouter
+from storage.routing import ReplicaRouter, ShardOutboxes
 
 Replicas = ReplicaRouter | None  # with `[storage] replicas`: the read router
 _OnWebsocket = Callable[
@@ -63,7 +63,7 @@ class Parts:
     registry: ConnectionRegistry
     drain: Drain
     cluster: Cluster | None  # with `[bus] redis_url`: the link, bus and shared state in Redis
-    events: EventAppender | None  # with `[events] events_enabled`: the stream's appender
+    events: StreamAppender | None  # with `[events] events_enabled`: the stream's appender
     activity: ActivityRecorder  # sessions' last use and users' last_seen, in batches
 
     async def shut_down(self, root: trio.CancelScope) -> None:
@@ -83,11 +83,12 @@ def build_parts(
     store: Store,
     metrics: Metrics,
     replicas: Replicas,
-    outbox: EventOutbox | None = None,
+    outbox: EventOutbox | ShardOutboxes | None = None,
 ) -> Parts:
     """Construct and wire every part; `store` is `database` as the parts use it (timed),
     `replicas` the router its history and resume reads already go through (shown, measured),
-    and `outbox` the database's event outbox (needed with `[events] events_enabled`)."""
+    and `outbox` the database's event outbox, or each shard database's (needed with
+    `[events] events_enabled`)."""
     drain = Drain(config.timeouts.drain_timeout)
     # The Redis bus's sender takes two rounds from its wake-up to its send (its lock, then the
     # socket): the sweep waits those out (server/transport/flusher.py).
@@ -99,11 +100,10 @@ def build_parts(
     bus.attach_hub(hub)
     store = seams.store
     registry = ConnectionRegistry(metrics, drain)
-    writer, events = _writer(config, store, bus, metrics, outbox)
+    writer, events = _writer(config, store, bus, metrics, outbox, flusher)
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
     memberships, activity = _user_parts(store, hub, seams, registry)
-    bus.attach_memberships(memberships)
     services = ChatServices(
         config=config,
         store=store,
@@ -144,10 +144,12 @@ def _writer(
     store: Store,
     bus: LocalBus | RedisBus,
     metrics: Metrics,
-    outbox: EventOutbox | None,
-) -> tuple[MessageWriter, EventAppender | None]:
-    """The writer, publishing through `bus`, with its after-commit sinks: the event stream's
-    appender when `[events]` asks for one (which needs the database's `outbox`)."""
+    outbox: EventOutbox | ShardOutboxes | None,
+    flusher: Flusher,
+) -> tuple[MessageWriter, StreamAppender | None]:
+    """The writer, publishing through `bus` and sweeping small deliveries through `flusher`,
+    with its after-commit sinks: the event stream's appender when `[events]` asks for one
+    (which needs the database's `outbox`)."""
     events = build_event_appender(config, outbox) if outbox is not None else None
     if config.events.events_enabled and events is None:
         raise ValueError("[events] events_enabled needs the database's event outbox")
@@ -160,6 +162,7 @@ def _writer(
         max_batch=config.limits.writer_max_batch,
         metrics=metrics,
         after_commit=(events,) if events is not None else (),
+        sweep=flusher,
     )
     return writer, events
 
@@ -202,12 +205,14 @@ def _readiness(
 def _user_parts(
     store: Store, hub: RoomHub, seams: Seams, registry: ConnectionRegistry
 ) -> tuple[MembershipSync, ActivityRecorder]:
-    """Membership sync and the activity recorder, over one index of each user's connections
-    (the recorder asks it whether a closing connection was the user's last here)."""
+    """Membership sync (attached to the bus) and the activity recorder, over one index of each
+    user's connections (the recorder asks it whether a closing connection was the user's last)."""
     connections = LocalUserConnections()
     activity = ActivityRecorder(store, registry.__iter__, connections)
     registry.on_removed = activity.connection_closed
-    return _membership_sync(store, hub, seams, connections), activity
+    memberships = _membership_sync(store, hub, seams, connections)
+    seams.bus.attach_memberships(memberships)
+    return memberships, activity
 
 
 def _membership_sync(

@@ -105,6 +105,8 @@ PUBLIC = {
         "EventConsumer",
         "MessageCreated",
         "SearchIndex",
+        "ShardedEventAppender",
+        "StreamAppender",
         "StreamEvent",
         "build_event_appender",
         "partition_of",

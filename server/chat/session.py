@@ -84,6 +84,8 @@ class ChatSession:
         self.conn = conn
         self.s = services
         self.protocol_errors = 0  # bad frames so far: the reader closes at the limit
+        # Requests handled since the reader last yielded; it yields at `admit_per_turn`.
+        self.unyielded = 0
 
     async def handle(self, request: Request) -> None:
         """Apply one request; expected refusals become `error` frames, never exceptions."""

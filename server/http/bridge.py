@@ -8,6 +8,7 @@ and stall bounds are enforced here (`server.http.deadline`), not left to hyperco
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -62,7 +63,10 @@ class HttpBridge:
         self._idle_timeout = idle_timeout
         self._read_timeout = read_timeout
         self._config = HypercornConfig()
-        self._config.keep_alive_timeout = idle_timeout
+        # hibiki's deadline bounds idle connections; hypercorn's own timer would start before it
+        # reads the replayed head and could close, unanswered, a connection that was never idle.
+        # It still closes idle connections at once when shutdown begins (`stop_keepalive`).
+        self._config.keep_alive_timeout = math.inf
         self._config.accesslog = None
         # Hypercorn would otherwise attach its own plain-text handler and break JSON log lines.
         self._config.errorlog = logging.getLogger("hypercorn.error")
@@ -91,6 +95,8 @@ class HttpBridge:
 
     async def serve(self, sock: socket.socket, head: bytes) -> None:
         deadline = HttpDeadline(self._idle_timeout, self._read_timeout)
+        if head:  # the listener read a head: not idle, whenever hypercorn gets to reading it
+            deadline.received()
         stream = ReplayStream(
             trio.SocketStream(trio.socket.from_stdlib_socket(sock)), head, deadline.received
         )

@@ -31,6 +31,14 @@ class CommitSink(Protocol):
         """`messages` were just committed (duplicates left out), in commit order."""
 
 
+class DeliverySweep(Protocol):
+    """Sends what a delivery queued (the flusher): told before and after each batch's."""
+
+    def defer_wake(self) -> None: ...
+
+    def end_deferral(self) -> None: ...
+
+
 class AckTarget(Protocol):
     """Where a send's ack or refusal goes (the sending connection)."""
 
@@ -92,8 +100,10 @@ class MessageWriter:
         max_batch: int,
         metrics: Metrics | None = None,
         after_commit: Sequence[CommitSink] = (),
+        sweep: DeliverySweep | None = None,
     ) -> None:
         self._store = store
+        self._sweep = sweep
         self._bus = bus
         self._after_commit = tuple(after_commit)
         self._max_batch = max_batch
@@ -112,8 +122,19 @@ class MessageWriter:
         )
 
     async def submit(self, item: PendingSend) -> None:
-        """Queue a message for the next batch; waits (backpressure) while the queue is full."""
-        await self._send.send(item)
+        """Queue a message for the next batch; waits (backpressure) while the queue is full.
+
+        While the queue has room this does not yield: a reader admits every message one `recv`
+        gave it (up to its `admit_per_turn`, after which it yields) before the writer runs, so a
+        batch holds many senders' messages and a room's frames share one flush. It still raises
+        `Cancelled` in a cancelled scope (the drain stops readers by cancelling them, then closes
+        this input in the same step), and a full queue is a real wait, in arrival order.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            await self._send.send(item)
 
     def queue_depth(self) -> int:
         return self._receive.statistics().current_buffer_used
@@ -202,6 +223,19 @@ class MessageWriter:
             metrics.send_latency_seconds.observe(trio.current_time() - oldest)
 
     def deliver(self, batch: list[PendingSend], results: list[Appended]) -> None:
+        sweep = self._sweep
+        if sweep is None:
+            self._deliver(batch, results)
+            return
+        # The batch's frames and acks are sent right after it is published (when small and the
+        # flusher idle), not one task step later by the flusher.
+        sweep.defer_wake()
+        try:
+            self._deliver(batch, results)
+        finally:
+            sweep.end_deferral()
+
+    def _deliver(self, batch: list[PendingSend], results: list[Appended]) -> None:
         stored = 0
         for item, result in zip(batch, results, strict=True):
             message = result.message

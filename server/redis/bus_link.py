@@ -66,10 +66,16 @@ def open_link(
 ) -> BusLink:
     """The link `url` names: a cluster's for `redis+cluster://`, else one Redis's.
 
-    The keepalive PINGs are the single-Redis link's; the cluster link has none yet (a hung
-    primary is noticed by its publishes, bounded by `connect_timeout`, not while idle)."""
+    Both links PING each of their connections every `ping_interval` and end their session when
+    one is silent for `ping_timeout`."""
     if is_cluster_url(url):
-        return RedisClusterLink(url, namespace=namespace, connect_timeout=connect_timeout)
+        return RedisClusterLink(
+            url,
+            namespace=namespace,
+            connect_timeout=connect_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+        )
     return RedisLink(
         url,
         namespace=namespace,

@@ -15,6 +15,11 @@ callbacks run (the bus then treats every partition as not yet in force, and catc
 room up from the store once its subscription is back), and every wanted channel is subscribed
 again. Simpler than mending one shard, and the recovery path is the single-Redis one.
 
+Idle primaries are watched as on one Redis: a PING on each subscriber connection (answered in
+subscribed mode as `pong`) and on each publisher connection every `ping_interval`, and no answer
+within `ping_timeout` ends the session like a loss (counted in `timeouts`): a stopped or hung
+primary keeps its TCP connections open, so only the keepalive can tell.
+
 `client` is a `coredis.RedisCluster` for the shared state (presence, rate limit, caches): their
 multi-key scripts keep their keys under one hash tag. Unlike the single Redis, the cluster must
 answer once at start: the client needs its slot map before any command can be routed, so `run`
@@ -34,7 +39,10 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.exceptions import RedisClusterError
 
 from server.redis._cluster_map import Address, SlotMap, parse_cluster_url
+from server.redis._cluster_nodes import LINK_ERRORS, NodeConnection, connect_node, read_slot_map
 from server.redis.link import (
+    PING_INTERVAL,
+    PING_TIMEOUT,
     RETRY_FIRST,
     RETRY_MAX,
     MessageHandler,
@@ -42,26 +50,11 @@ from server.redis.link import (
     SubscribedHandler,
     namespaced_key,
 )
-from server.redis.resp import RedisReplyError, ReplyReader, command
+from server.redis.resp import RedisReplyError, command
 from server.redis.slots import key_slot
 
 _log = logging.getLogger(__name__)
-
-_LINK_ERRORS = (
-    OSError,
-    EOFError,
-    ValueError,  # a slot map not understood, or a slot no primary serves
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,  # the session closed it while a publish was using it
-    trio.TooSlowError,
-    RedisReplyError,
-)
-
-
-class _Connection:
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.replies = ReplyReader(stream)
+_PING = command(b"PING")
 
 
 @dataclass
@@ -72,13 +65,22 @@ class _Shard:
     outgoing: list[bytes] = field(default_factory=list)
     wake: trio.Event = field(default_factory=trio.Event)
     leaving: dict[bytes, int] = field(default_factory=dict)  # our SUNSUBSCRIBEs not yet answered
+    pong: trio.Event = field(default_factory=trio.Event)  # the last PING was answered
 
 
 class RedisClusterLink:
     """`RedisLink`'s interface (key, client, healthy, reconnects, on_reconnect, on_message,
     subscribe, unsubscribe, publish, run) over the primaries of a Redis Cluster."""
 
-    def __init__(self, url: str, *, namespace: str, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        connect_timeout: float = 2.0,
+        ping_interval: float = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
+    ) -> None:
         self.namespace = namespace
         self._url = parse_cluster_url(url)
         self.client: coredis.RedisCluster[bytes] = coredis.RedisCluster(
@@ -88,11 +90,14 @@ class RedisClusterLink:
             ssl=self._url.tls,
             decode_responses=False,
             connect_timeout=connect_timeout,
+            stream_timeout=ping_timeout,
         )
         self._connect_timeout = connect_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         self.healthy = False
         self.reconnects = 0
-        self.timeouts = 0  # no keepalive PINGs here (bus_link.open_link)
+        self.timeouts = 0  # sessions ended because a PING went unanswered
         self.slot_map_reads = 0  # how often the map was (re)read: once per session
         self._connected_once = False
         self._reconnect_callbacks: list[Callable[[], None]] = []
@@ -102,7 +107,7 @@ class RedisClusterLink:
         self._known: list[Address] = list(self._url.seeds)  # where to ask for the slot map
         self._map = SlotMap([])
         self._shards: dict[Address, _Shard] = {}
-        self._publishers: dict[Address, _Connection] = {}
+        self._publishers: dict[Address, NodeConnection] = {}
         self._pub_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._session: trio.CancelScope | None = None
@@ -173,11 +178,11 @@ class RedisClusterLink:
                         for _ in cmds:
                             if isinstance(reply := await conn.replies.read(), RedisReplyError):
                                 raise reply
-            except _LINK_ERRORS as exc:
+            except LINK_ERRORS as exc:
                 self._lost(exc)
                 raise RedisUnavailable(str(exc)) from exc
 
-    async def _publisher(self, address: Address) -> _Connection:
+    async def _publisher(self, address: Address) -> NodeConnection:
         conn = self._publishers.get(address)
         if conn is None:
             conn = self._publishers[address] = await self._connect(address)
@@ -199,7 +204,7 @@ class RedisClusterLink:
                 began = trio.current_time()
                 try:
                     await self._serve()
-                except _LINK_ERRORS as exc:
+                except LINK_ERRORS as exc:
                     if self._connected_once and pause == RETRY_FIRST:
                         _log.warning("redis cluster unreachable", extra={"error": str(exc)})
                 finally:
@@ -234,7 +239,9 @@ class RedisClusterLink:
 
     async def _serve(self) -> None:
         """One session: the slot map, then shard connections as channels need them."""
-        self._map = await self._read_slot_map()
+        self._map = await read_slot_map(self._known, self._url, self._connect_timeout)
+        self.slot_map_reads += 1
+        self._known = list(dict.fromkeys([*self._url.seeds, *self._map.primaries]))
         with trio.CancelScope() as session:
             self._session = session
             async with trio.open_nursery() as nursery:
@@ -248,58 +255,22 @@ class RedisClusterLink:
                 self._connected_once = True
                 for channel in sorted(self._wanted):
                     self._to_shard(channel, b"SSUBSCRIBE")
-                await trio.sleep_forever()
+                await self._keep_publishers_alive()
 
-    async def _read_slot_map(self) -> SlotMap:
-        """`CLUSTER SLOTS` from the first node that answers: the seeds, then the last map's."""
-        error: BaseException = OSError("no cluster node to ask")
-        for address in self._known:
-            try:
-                conn = await self._connect(address)
-            except _LINK_ERRORS as exc:
-                error = exc
-                continue
-            try:
-                with trio.fail_after(self._connect_timeout):
-                    await conn.stream.send_all(command(b"CLUSTER", b"SLOTS"))
-                    slot_map = SlotMap.from_reply(await conn.replies.read(), address)
-            except _LINK_ERRORS as exc:
-                error = exc
-                continue
-            finally:
-                with trio.CancelScope(shield=True):
-                    await conn.stream.aclose()
-            self.slot_map_reads += 1
-            self._known = list(dict.fromkeys([*self._url.seeds, *slot_map.primaries]))
-            return slot_map
-        raise error
-
-    async def _connect(self, address: Address) -> _Connection:
-        host, port = address
-        with trio.fail_after(self._connect_timeout):
-            if self._url.tls:
-                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(host, port)
-            else:
-                stream = await trio.open_tcp_stream(host, port)
-            conn = _Connection(stream)
-            if self._url.password is not None:
-                user = [self._url.username] if self._url.username else []
-                await stream.send_all(command(b"AUTH", *user, self._url.password))
-                if isinstance(reply := await conn.replies.read(), RedisReplyError):
-                    await stream.aclose()
-                    raise reply
-        return conn
+    async def _connect(self, address: Address) -> NodeConnection:
+        return await connect_node(address, self._url, self._connect_timeout)
 
     async def _serve_shard(self, shard: _Shard) -> None:
         """One primary's subscriber connection; any failure of it ends the session."""
         try:
             conn = await self._connect(shard.address)
-        except _LINK_ERRORS as exc:
+        except LINK_ERRORS as exc:
             self._lost(exc)
             return
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._until_lost, self._write_subscriptions, shard, conn)
+                nursery.start_soon(self._until_lost, self._keep_shard_alive, shard, conn)
                 await self._until_lost(self._read_pushes, shard, conn)
         finally:
             with trio.CancelScope(shield=True):
@@ -307,18 +278,56 @@ class RedisClusterLink:
 
     async def _until_lost(
         self,
-        part: Callable[[_Shard, _Connection], Awaitable[None]],
+        part: Callable[[_Shard, NodeConnection], Awaitable[None]],
         shard: _Shard,
-        conn: _Connection,
+        conn: NodeConnection,
     ) -> None:
         """Run one side of a shard's connection; a failure cancels the session (`run` starts
         the next one), it never reaches a nursery."""
         try:
             await part(shard, conn)
-        except _LINK_ERRORS as exc:
+        except LINK_ERRORS as exc:
             self._lost(exc)
 
-    async def _write_subscriptions(self, shard: _Shard, conn: _Connection) -> None:
+    async def _keep_shard_alive(self, shard: _Shard, conn: NodeConnection) -> None:
+        """PING the primary's subscriber connection every interval (its reader sets
+        `shard.pong`); silent past the timeout ends the session."""
+        while True:
+            await trio.sleep(self._ping_interval)
+            shard.pong = pong = trio.Event()
+            shard.outgoing.append(_PING)
+            shard.wake.set()
+            with trio.move_on_after(self._ping_timeout):
+                await pong.wait()
+                continue
+            self._timed_out(shard.address)
+            return
+
+    async def _keep_publishers_alive(self) -> None:
+        """PING every publisher connection every interval, behind any publish in flight (one
+        stuck on its reply counts too); silent past the timeout ends the session."""
+        while True:
+            await trio.sleep(self._ping_interval)
+            with trio.move_on_after(self._ping_timeout):
+                async with self._pub_lock:
+                    try:
+                        for conn in list(self._publishers.values()):
+                            await conn.stream.send_all(_PING)
+                            if isinstance(reply := await conn.replies.read(), RedisReplyError):
+                                raise reply
+                    except LINK_ERRORS as exc:
+                        self._lost(exc)
+                        return
+                continue
+            self._timed_out(None)
+            return
+
+    def _timed_out(self, address: Address | None) -> None:
+        self.timeouts += 1
+        where = "a primary" if address is None else f"{address[0]}:{address[1]}"
+        self._lost(TimeoutError(f"{where} did not answer PING within {self._ping_timeout} s"))
+
+    async def _write_subscriptions(self, shard: _Shard, conn: NodeConnection) -> None:
         while True:
             await shard.wake.wait()
             shard.wake = trio.Event()
@@ -326,11 +335,14 @@ class RedisClusterLink:
             if data:
                 await conn.stream.send_all(data)
 
-    async def _read_pushes(self, shard: _Shard, conn: _Connection) -> None:
+    async def _read_pushes(self, shard: _Shard, conn: NodeConnection) -> None:
         while True:
             reply = await conn.replies.read()
             if isinstance(reply, RedisReplyError):
                 raise reply  # MOVED, CLUSTERDOWN, ...: read the map again
+            if reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+                shard.pong.set()  # (`+PONG` while nothing is subscribed on it)
+                continue
             if not isinstance(reply, list) or len(reply) < 3:
                 continue
             kind, channel, body = reply[0], reply[1], reply[2]

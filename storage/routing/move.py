@@ -32,6 +32,7 @@ from storage.routing import _shard_jobs as jobs
 from storage.routing import directory as catalog
 from storage.routing._shard_schema import SHARD_LOCK_KEY, SHARD_MIGRATIONS, SHARD_VERSION_TABLE
 from storage.routing._shard_schema import apply as apply_schema
+from storage.routing.shard_events import carry_stream
 
 # (room_id, name, last_seq) of the unit's rooms; seqs copied and verified: (after, upto]
 _RoomRow = tuple[int, str, int]
@@ -100,6 +101,7 @@ class MoveResult:
     hold_seconds: float
     seconds: float
     version: int
+    carried: int = 0  # copied rows handed to the target's event appender (shard_events.py)
 
 
 def move_logical(
@@ -147,14 +149,14 @@ def run_move(
             return MoveResult(scope.logical, home, target, 0, 0, 0, 0.0, 0.0, version)
         _clear(dst, scope)
         copied = _bulk(src, dst, scope)
-        held, delta, hold, away = _hold_and_finish(src, dst, scope, unit, copied, fence)
+        held, delta, hold, away, carried = _hold_and_finish(src, dst, scope, unit, copied, fence)
         jobs.own(dst, [new_unit], away)
         version = catalog.switch(cat, new_unit, target)
         _clear(src, scope)
     messages = sum(last for _, _, last in held)
     seconds = time.perf_counter() - started
     return MoveResult(
-        scope.logical, home, target, len(held), messages, delta, hold, seconds, version
+        scope.logical, home, target, len(held), messages, delta, hold, seconds, version, carried
     )
 
 
@@ -180,9 +182,10 @@ def _bulk(src: Connection, dst: Connection, scope: Scope) -> dict[int, int]:
 
 def _hold_and_finish(
     src: Connection, dst: Connection, scope: Scope, unit: str, copied: dict[int, int], fence: Fence
-) -> tuple[list[_RoomRow], int, float, list[str]]:
-    """Hold the unit's writers, copy and verify the delta, fence the source; (rooms, delta
-    messages, seconds held, the unit's `away` list for the new home)."""
+) -> tuple[list[_RoomRow], int, float, list[str], int]:
+    """Hold the unit's writers, copy and verify the delta, hand the event stream over, fence
+    the source; (rooms, delta messages, seconds held, the unit's `away` list for the new home,
+    rows handed to the target's event appender)."""
     with src.transaction():
         owned = src.execute(
             "SELECT unit FROM shard_owned WHERE unit = %s FOR UPDATE", (unit,)
@@ -195,9 +198,10 @@ def _hold_and_finish(
         ranges = {room_id: (copied.get(room_id, 0), last) for room_id, _, last in rooms}
         _copy(src, dst, scope.logical, rooms, ranges)
         _verify(src, dst, ranges)
+        carried = carry_stream(src, dst, [room_id for room_id, _, _ in rooms])
         away = fence(src)
     hold = time.perf_counter() - held_at
-    return rooms, sum(upto - after for after, upto in ranges.values()), hold, away
+    return rooms, sum(upto - after for after, upto in ranges.values()), hold, away, carried
 
 
 def _copy(

@@ -18,7 +18,7 @@ import trio
 from server.config import Config
 from server.http.deadline import HttpDeadline
 
-from ..conftest import STEP, RunningServer, make_config
+from ..conftest import STEP, RunningServer, make_config, running_server
 
 IDLE = 0.4  # http_idle_timeout in these tests
 READ = 0.8  # http_read_timeout in these tests
@@ -179,25 +179,42 @@ async def test_request_in_progress_is_not_subject_to_the_idle_bound(
             assert status == 201
 
 
-async def test_many_idle_connections_are_all_closed_and_new_ones_served(
-    server: RunningServer,
-) -> None:
+async def test_many_idle_connections_are_all_closed_and_new_ones_served(tmp_path: Path) -> None:
+    # 200 heads at once on a loaded machine: READ from handoff to the app answering was too short
+    # for some of them (408); the idle bound, not the read bound, is under test here.
+    config = make_config(
+        tmp_path, http_idle_timeout=IDLE, http_read_timeout=STEP, max_pending_per_address=0
+    )
     count = 200
     still_open: list[int] = []
+    async with running_server(config) as server:
 
-    async def one(index: int) -> None:
-        async with raw_http(server) as client:
-            assert await client.get() == 200
-            if await client.seconds_until_closed(IDLE + 2 * SLACK) is None:
-                still_open.append(index)
+        async def one(index: int) -> None:
+            async with raw_http(server) as client:
+                assert await client.get() == 200
+                if await client.seconds_until_closed(IDLE + 2 * SLACK) is None:
+                    still_open.append(index)
 
-    with trio.fail_after(STEP):
-        async with trio.open_nursery() as nursery:
-            for index in range(count):
-                nursery.start_soon(one, index)
-        assert still_open == []
-        async with raw_http(server) as client:
-            assert await client.get() == 200
+        with trio.fail_after(STEP):
+            async with trio.open_nursery() as nursery:
+                for index in range(count):
+                    nursery.start_soon(one, index)
+            assert still_open == []
+            async with raw_http(server) as client:
+                assert await client.get() == 200
+
+
+async def test_head_already_read_is_answered_however_late_hypercorn_reads_it(
+    tmp_path: Path,
+) -> None:
+    # The listener has read the whole head before the bridge starts: the connection is not idle
+    # then, whatever the idle bound and however long hypercorn takes to read the replayed head
+    # (200 connections at once on a loaded machine took longer than IDLE, and got EOF, no answer).
+    config = make_config(tmp_path, http_idle_timeout=1e-9, http_read_timeout=STEP)
+    async with running_server(config) as server:
+        with trio.fail_after(STEP):
+            async with raw_http(server) as client:
+                assert await client.get() == 200
 
 
 # The deadline's rules, on trio's autojump clock (exact times, no waiting) ---------------------

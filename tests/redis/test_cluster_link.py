@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import random
+import signal
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,8 +72,10 @@ class _Listener:
 
 
 @asynccontextmanager
-async def _running(cluster: RedisClusterUnderTest) -> AsyncIterator[RedisClusterLink]:
-    link = RedisClusterLink(cluster.url, namespace="t", connect_timeout=2.0)
+async def _running(
+    cluster: RedisClusterUnderTest, **keepalive: float
+) -> AsyncIterator[RedisClusterLink]:
+    link = RedisClusterLink(cluster.url, namespace="t", connect_timeout=2.0, **keepalive)
     async with trio.open_nursery() as nursery:
         await nursery.start(link.run)
         yield link
@@ -129,6 +132,40 @@ async def test_messages_reach_subscribers_on_every_shard_once(tmp_path: Path) ->
             await a.publish([(CHANNELS[0], b"late"), (CHANNELS[1], b"last")])
             assert await got.messages.receive() == (CHANNELS[1], b"last")
             assert b.reconnects == 0
+
+
+async def test_a_primary_that_stops_answering_is_noticed_within_the_ping_bound(
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP keeps a primary's TCP connections open: only the keepalive can tell. The link
+    is down within interval + timeout (counted), and is back by itself after SIGCONT, every
+    channel subscribed again."""
+    interval, timeout = 0.2, 0.4
+    with trio.fail_after(STEP * 3):
+        async with (
+            open_redis_cluster(tmp_path) as cluster,
+            _running(cluster, ping_interval=interval, ping_timeout=timeout) as link,
+        ):
+            got = _Listener(link)
+            await _subscribe_all(link, got)
+            await trio.sleep(interval * 3)  # PINGs answered: nothing ends the session
+            assert link.healthy and link.timeouts == 0
+            node = cluster.nodes[1]
+            assert node.process is not None
+            node.process.send_signal(signal.SIGSTOP)
+            try:
+                stopped_at = trio.current_time()
+                while link.healthy:  # noqa: ASYNC110 (the link has no event for this)
+                    await trio.sleep(0.02)
+                noticed = trio.current_time() - stopped_at
+            finally:
+                node.process.send_signal(signal.SIGCONT)
+            assert link.timeouts >= 1
+            await got.reconnected.wait()
+            confirmed = {await got.subscribed.receive() for _ in CHANNELS}
+            assert confirmed == set(CHANNELS)
+            assert link.healthy
+    assert noticed <= interval + timeout + 0.5, noticed
 
 
 async def _migrate(cluster: RedisClusterUnderTest, slot: int) -> None:

@@ -169,14 +169,19 @@ def test_bench_cluster_writes_its_table_and_names_what_it_could_not_run(tmp_path
         str(SCRIPTS / "bench_cluster.py"),
         *("--servers", "hibiki:1,socketio:1,hibiki:2", "--modes", "flood", "--senders", "1"),
         *("--receivers", "4", "--duration", "0.5", "--no-pin", "--out", str(tmp_path)),
+        *("--floor-receivers", "10", "--floor-sweeps", "5"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    floor = json.loads((tmp_path / "floor.json").read_text())
+    assert floor["receivers"] == 10
+    assert floor["cpu_us_per_send"] > 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     cases = {row["case"] for row in summary["rows"]}
     assert {"hibiki x1", "socketio x1"} <= cases
     runs = json.loads((tmp_path / "runs.json").read_text())
     assert all(run["missing_deliveries"] == 0 for run in runs)
     table = (tmp_path / "cluster.md").read_text()
+    assert "bare send floor" in table.splitlines()[0]
     assert "| flood | N=4 S=1 | hibiki | 1 |" in table
     assert "| flood | N=4 S=1 | 1 | socketio |" in table  # the hibiki ÷ peer ratio row
     if "hibiki x2" not in cases:  # skipped, and said so, while hibiki has no --redis
@@ -254,4 +259,6 @@ def test_cluster_report_has_peer_and_process_ratios() -> None:
     assert "| flood | N=1000 S=1 | 2 | socketio | 108.3x |" in text
     assert "| flood | N=1000 S=1 | hibiki | 2 | 1.20x | 1.50 | 5.00 |" in text
     assert "- node-socketio x2: not installed" in text
-    assert "| flood | N=1000 S=1 | hibiki | 2 | 833,333 | 1.200 | 833,333 | 10% |" in text
+    assert "| flood | N=1000 S=1 | hibiki | 2 | 833,333 | 1.200 | - | 833,333 | 10% |" in text
+    with_floor = markdown_cluster(rows, "header", floor_us=0.6)
+    assert "| flood | N=1000 S=1 | hibiki | 2 | 833,333 | 1.200 | 2.00x | 833,333 |" in with_floor
