@@ -87,6 +87,7 @@ async def serve(
                 where = f"{config.server.host}:{config.server.port}"
                 raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
             await root.start(parts.reaper.run)
+            await root.start(parts.activity.run)
             _serving(config, port)
             task_status.started(port)
 

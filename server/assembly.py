@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import h11
 import trio
 
+from server.chat.activity import ActivityRecorder
 from server.chat.membership import MembershipSync
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
@@ -63,6 +64,7 @@ class Parts:
     drain: Drain
     cluster: Cluster | None  # with `[bus] redis_url`: the link, bus and shared state in Redis
     events: StreamAppender | None  # with `[events] events_enabled`: the stream's appender
+    activity: ActivityRecorder  # sessions' last use and users' last_seen, in batches
 
     async def shut_down(self, root: trio.CancelScope) -> None:
         """Drain (see server/shutdown.py), then cancel `root`."""
@@ -101,8 +103,7 @@ def build_parts(
     writer, events = _writer(config, store, bus, metrics, outbox, flusher)
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
-    memberships = _membership_sync(store, hub, seams)
-    bus.attach_memberships(memberships)
+    memberships, activity = _user_parts(store, hub, seams, registry)
     services = ChatServices(
         config=config,
         store=store,
@@ -115,7 +116,9 @@ def build_parts(
         limiter=seams.limiter,
         metrics=metrics,
     )
-    http = _http_bridge(config, store, writer, memberships, readiness, seams, metrics, replicas)
+    http = _http_bridge(
+        config, store, writer, memberships, readiness, seams, metrics, replicas, activity
+    )
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
     reaper = Reaper(registry, config)
@@ -132,6 +135,7 @@ def build_parts(
         drain,
         seams.cluster,
         events,
+        activity,
     )
 
 
@@ -198,13 +202,28 @@ def _readiness(
     )
 
 
-def _membership_sync(store: Store, hub: RoomHub, seams: Seams) -> MembershipSync:
+def _user_parts(
+    store: Store, hub: RoomHub, seams: Seams, registry: ConnectionRegistry
+) -> tuple[MembershipSync, ActivityRecorder]:
+    """Membership sync (attached to the bus) and the activity recorder, over one index of each
+    user's connections (the recorder asks it whether a closing connection was the user's last)."""
+    connections = LocalUserConnections()
+    activity = ActivityRecorder(store, registry.__iter__, connections)
+    registry.on_removed = activity.connection_closed
+    memberships = _membership_sync(store, hub, seams, connections)
+    seams.bus.attach_memberships(memberships)
+    return memberships, activity
+
+
+def _membership_sync(
+    store: Store, hub: RoomHub, seams: Seams, connections: LocalUserConnections
+) -> MembershipSync:
     return MembershipSync(
         store,
         hub,
         seams.bus,
         invalidation=seams.invalidation,
-        connections=LocalUserConnections(),
+        connections=connections,
         presence=seams.presence,
     )
 
@@ -235,6 +254,7 @@ def _http_bridge(
     seams: Seams,
     metrics: Metrics,
     replicas: Replicas,
+    activity: ActivityRecorder,
 ) -> HttpBridge:
     services = HttpServices(
         store=store,
@@ -253,6 +273,7 @@ def _http_bridge(
         replicas=replicas.status if replicas is not None else None,
         body_timeout=config.timeouts.http_read_timeout,
         login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
+        seen=activity.seen,
     )
     return HttpBridge(
         create_http_app(services),
