@@ -26,7 +26,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import protocol
-from protocol import ROOM_PATTERN, ErrorCode
+from protocol import ROOM_PATTERN, ErrorCode, Message
 from server.config import Config
 from server.http._json import (
     HttpError,
@@ -275,7 +275,9 @@ class _Api:
                 results = await self._store.append_batch(batch)
             except NotFound:
                 raise _no_such_room(room) from None
-            fresh = [result.message for result in results if not result.duplicate]
+            fresh = [
+                r.message for r in results if not r.duplicate and type(r.message) is Message
+            ]
             if fresh:
                 self._services.publish(fresh)
         return json_response(

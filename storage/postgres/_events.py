@@ -11,7 +11,7 @@ from storage.postgres._connection import Connection
 _SINCE_ID = (
     "SELECT r.name, m.id, m.seq, m.user_name, m.text, m.ts, m.client_id"
     " FROM messages AS m JOIN rooms AS r ON r.id = m.room_id"
-    " WHERE m.id > %s ORDER BY m.id LIMIT %s"
+    " WHERE m.id > %s AND m.kind = 0 ORDER BY m.id LIMIT %s"  # edits: not in the stream yet
 )
 _ADVANCE = (
     "INSERT INTO events_cursor (partition, last_id) VALUES (%s, %s)"

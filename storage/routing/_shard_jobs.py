@@ -15,19 +15,27 @@ from collections.abc import Sequence
 
 import psycopg.errors
 
-from protocol import Message
+from protocol import Message, RoomEntry
+from storage.entries import ENTRY_COLUMNS, entry_from_row, message_from_row
 from storage.postgres._connection import Connection, now_ms
-from storage.postgres._messages import _Numbering, find_client_ids, stored_duplicates
+from storage.postgres._messages import (
+    _Numbering,
+    apply_changes,
+    change_statements,
+    find_client_ids,
+    stored_duplicates,
+)
 from storage.protocols import Appended, NewMessage, StorageError
 
-_COLUMNS = "id, seq, user_name, text, ts, client_id"
 _ROOM_ID = "(SELECT room_id FROM shard_rooms WHERE name = %s)"
 _INSERT = (
-    "INSERT INTO shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id)"
-    " SELECT i, r, s, u, n, t, %s, c FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
-    " %s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(i, r, s, u, n, t, c)"
+    "INSERT INTO shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id,"
+    " kind, target) SELECT i, r, s, u, n, t, %s, c, k, g FROM unnest(%s::bigint[],"
+    " %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[],"
+    " %s::smallint[], %s::bigint[]) AS v(i, r, s, u, n, t, c, k, g)"
 )
 _FIND_CLIENT_IDS = find_client_ids("shard_messages")
+_CHANGES = change_statements("shard_messages")
 
 
 class NotOwned(StorageError):
@@ -97,8 +105,11 @@ def _append_locked(
         n = numbering
         conn.execute(
             _INSERT,
-            (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id),
+            (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id)
+            + (n.kind, n.target),
         )
+        if n.changes:
+            apply_changes(conn, _CHANGES, n)
         changed = {room_ids[m]: numbering.last_seqs[room_ids[m]] for m in names}
         conn.execute(
             "UPDATE shard_rooms SET last_seq = v.s FROM unnest(%s::bigint[], %s::bigint[])"
@@ -113,27 +124,39 @@ def history(
     conn: Connection, target: str, unit: str, room: str, before_seq: int, limit: int
 ) -> tuple[list[Message], bool]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM shard_messages WHERE room_id = {_ROOM_ID} AND seq < %s"
-        " ORDER BY seq DESC LIMIT %s",
+        f"SELECT {ENTRY_COLUMNS} FROM shard_messages WHERE room_id = {_ROOM_ID} AND seq < %s"
+        " AND kind = 0 ORDER BY seq DESC LIMIT %s",
         (room, before_seq, limit + 1),
     ).fetchall()
     _fence(conn, target, [unit], [room], lock=False)
     has_more = len(rows) > limit
     del rows[limit:]
     rows.reverse()
-    return [Message(room, *row) for row in rows], has_more
+    return [message_from_row(room, row) for row in rows], has_more
 
 
 def messages_after(
     conn: Connection, target: str, unit: str, room: str, after_seq: int, limit: int
-) -> list[Message]:
+) -> list[RoomEntry]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM shard_messages WHERE room_id = {_ROOM_ID} AND seq > %s"
+        f"SELECT {ENTRY_COLUMNS} FROM shard_messages WHERE room_id = {_ROOM_ID} AND seq > %s"
         " ORDER BY seq LIMIT %s",
         (room, after_seq, limit),
     ).fetchall()
     _fence(conn, target, [unit], [room], lock=False)
-    return [Message(room, *row) for row in rows]
+    return [entry_from_row(room, row) for row in rows]
+
+
+def message(
+    conn: Connection, target: str, unit: str, room: str, message_id: int
+) -> Message | None:
+    row = conn.execute(
+        f"SELECT {ENTRY_COLUMNS} FROM shard_messages WHERE id = %s AND room_id = {_ROOM_ID}"
+        " AND kind = 0",
+        (message_id, room),
+    ).fetchone()
+    _fence(conn, target, [unit], [room], lock=False)
+    return None if row is None else message_from_row(room, row)
 
 
 def last_seq(conn: Connection, target: str, unit: str, room: str) -> int | None:

@@ -63,6 +63,15 @@ SHARD_MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX shard_messages_by_client_id ON shard_messages(client_id, room_id, user_id)
         WHERE client_id IS NOT NULL;
     """,
+    # 2 (issue #15): edits and deletes, as in the PostgreSQL backend's migration 4.
+    """
+    ALTER TABLE shard_messages
+        ADD COLUMN kind SMALLINT NOT NULL DEFAULT 0,
+        ADD COLUMN target BIGINT,
+        ADD COLUMN edited_at BIGINT,
+        ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX shard_messages_by_target ON shard_messages(target) WHERE target IS NOT NULL;
+    """,
 )
 
 CATALOG_VERSION_TABLE = "hibiki_shard_catalog"

@@ -24,6 +24,9 @@ from storage import (
 
 PUBLIC = {
     storage: {
+        "KIND_DELETE",
+        "KIND_EDIT",
+        "KIND_MESSAGE",
         "AccountRecords",
         "AccountStore",
         "Accounts",
@@ -95,7 +98,8 @@ def test_store_is_its_three_parts_and_a_lifecycle_with_nothing_shared() -> None:
         | {"grant_for_token", "revoke_token"},
         RoomStore: {"create_room", "get_room", "list_rooms", "join_room", "leave_room"}
         | {"is_member", "rooms_of", "members"},
-        MessageStore: {"append_batch", "history", "messages_after", "last_seq", "last_seqs"},
+        MessageStore: {"append_batch", "history", "messages_after", "last_seq", "last_seqs"}
+        | {"message"},
         Lifecycle: {"open", "aclose", "probe"},
     }
     for protocol, calls in parts.items():
