@@ -37,8 +37,8 @@ def entry(
 def entry_from_row(room: str, row: tuple[Any, ...]) -> RoomEntry:
     """A row of `ENTRY_COLUMNS` as resume replays it: a message with its text as it is now
     (edits follow as their own entries), an edit or delete as its event."""
-    id_, seq, user_name, text, ts, client_id, kind, target, edited_at, deleted = row
-    if kind == KIND_EDIT or kind == KIND_DELETE:
+    id_, seq, user_name, text, ts, client_id, kind, target, _edited_at, _deleted = row
+    if kind in (KIND_EDIT, KIND_DELETE):
         return entry(room, id_, seq, user_name, text, ts, client_id, kind, target)
     return message_from_row(room, row)
 

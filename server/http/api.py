@@ -48,6 +48,7 @@ from server.http._requests import (
     request_body,
 )
 from server.http.login_guard import LoginGuard
+from server.http.message_changes import Submit, change_response
 from server.http.web_client import register_web_client
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
 from storage.passwords import token_hash
@@ -93,6 +94,8 @@ class HttpServices:
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
     login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
+    # Queues an edit or delete on the message writer (PATCH/DELETE of a message); None: 503.
+    submit: Submit | None = None
 
 
 def create_http_app(services: HttpServices) -> QuartTrio:
@@ -118,6 +121,8 @@ def create_http_app(services: HttpServices) -> QuartTrio:
         ("/api/rooms/<room>/members", api.members, "GET"),
         ("/api/rooms/<room>/messages", api.history, "GET"),
         ("/api/rooms/<room>/messages:batch", api.import_batch, "POST"),
+        ("/api/rooms/<room>/messages/<int:message_id>", api.change_message, "PATCH"),
+        ("/api/rooms/<room>/messages/<int:message_id>", api.change_message, "DELETE"),
     ]
     if services.metrics is not None:
         routes.append(("/metrics", api.metrics, "GET"))
@@ -275,9 +280,7 @@ class _Api:
                 results = await self._store.append_batch(batch)
             except NotFound:
                 raise _no_such_room(room) from None
-            fresh = [
-                r.message for r in results if not r.duplicate and type(r.message) is Message
-            ]
+            fresh = [r.message for r in results if not r.duplicate and type(r.message) is Message]
             if fresh:
                 self._services.publish(fresh)
         return json_response(
@@ -294,6 +297,17 @@ class _Api:
                 ],
             },
             201,
+        )
+
+    async def change_message(self, room: str, message_id: int) -> Response:
+        """PATCH (edit) or DELETE of a message: server.http.message_changes."""
+        user, _ = await self._authenticate()
+        await self._require_member(room, user)
+        if (submit := self._services.submit) is None:
+            raise HttpError(503, ErrorCode.UNAVAILABLE, "this server does not take edits")
+        target, body = (room, message_id), await request_body()
+        return await change_response(
+            self._store, submit, user, target, body, self._services.max_text
         )
 
     def _checked_text(self, index: int, item: BatchItem) -> str:

@@ -45,7 +45,8 @@ def find_client_ids(table: str) -> str:
     plain join hashed the whole table."""
     return (
         "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts,"
-        " m.kind, m.target FROM unnest(%b::int8[], %b::int8[], %b::text[]) AS k(room_id, user_id, client_id)"
+        " m.kind, m.target FROM unnest(%b::int8[], %b::int8[], %b::text[])"
+        " AS k(room_id, user_id, client_id)"
         f" CROSS JOIN LATERAL (SELECT * FROM {table} WHERE client_id = k.client_id"
         " AND room_id = k.room_id AND user_id = k.user_id) AS m"
     )
@@ -82,8 +83,7 @@ def change_statements(table: str) -> tuple[str, str, str]:
     return (
         f"UPDATE {table} SET text = %s, edited_at = %s WHERE id = %s AND room_id = %s"
         " AND kind = 0 AND NOT deleted",
-        f"UPDATE {table} SET text = '', deleted = true WHERE id = %s AND room_id = %s"
-        " AND kind = 0",
+        f"UPDATE {table} SET text = '', deleted = true WHERE id = %s AND room_id = %s AND kind = 0",
         f"UPDATE {table} SET text = '' WHERE target = %s AND room_id = %s",
     )
 
@@ -148,8 +148,7 @@ def messages_after(conn: Connection, room: str, after_seq: int, limit: int) -> l
 
 def message(conn: Connection, room: str, message_id: int) -> Message | None:
     row = conn.execute(
-        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE id = %s AND room_id = {_ROOM_ID}"
-        " AND kind = 0",
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE id = %s AND room_id = {_ROOM_ID} AND kind = 0",
         (message_id, room),
     ).fetchone()
     return None if row is None else message_from_row(room, row)

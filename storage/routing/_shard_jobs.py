@@ -103,10 +103,10 @@ def _append_locked(
     new_ids = [id_ for id_, new in zip(ids, numbering.new, strict=True) if new]
     if new_ids:
         n = numbering
+        extra = (n.kind, n.target)
         conn.execute(
             _INSERT,
-            (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id)
-            + (n.kind, n.target),
+            (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id, *extra),
         )
         if n.changes:
             apply_changes(conn, _CHANGES, n)
@@ -147,9 +147,7 @@ def messages_after(
     return [entry_from_row(room, row) for row in rows]
 
 
-def message(
-    conn: Connection, target: str, unit: str, room: str, message_id: int
-) -> Message | None:
+def message(conn: Connection, target: str, unit: str, room: str, message_id: int) -> Message | None:
     row = conn.execute(
         f"SELECT {ENTRY_COLUMNS} FROM shard_messages WHERE id = %s AND room_id = {_ROOM_ID}"
         " AND kind = 0",

@@ -58,8 +58,7 @@ def messages_after(
 
 def message(conn: sqlite3.Connection, room: str, message_id: int) -> Message | None:
     row = conn.execute(
-        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE id = ? AND room_id = {_ROOM_ID}"
-        " AND kind = 0",
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE id = ? AND room_id = {_ROOM_ID} AND kind = 0",
         (message_id, room),
     ).fetchone()
     return None if row is None else message_from_row(room, row)
@@ -240,10 +239,8 @@ class _Numbering:
                     continue
             last_id += 1
             seq = last_seqs[room_id] = last_seqs[room_id] + 1
-            rows.append(
-                (last_id, room_id, seq, m.user_id, m.user_name, m.text, ts, client_id)
-                + (m.kind, m.target)
-            )
+            row = (last_id, room_id, seq, m.user_id, m.user_name, m.text, ts, client_id)
+            rows.append((*row, m.kind, m.target))
             self.changes = self.changes or m.kind != 0
             message = entry(m.room, last_id, seq, *_rest(m, ts))
             if client_id is not None:

@@ -190,7 +190,15 @@ def test_events_omit_fields_at_their_default() -> None:
 def test_every_request_type_has_a_distinct_tag() -> None:
     tags = [_tag(cls) for cls in REQUEST_TYPES]
     assert sorted(tags) == [
-        "delete", "edit", "hello", "history", "join", "leave", "ping", "send", "typing"
+        "delete",
+        "edit",
+        "hello",
+        "history",
+        "join",
+        "leave",
+        "ping",
+        "send",
+        "typing",
     ]
 
 
