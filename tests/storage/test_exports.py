@@ -105,7 +105,7 @@ def test_store_is_its_three_parts_and_a_lifecycle_with_nothing_shared() -> None:
     for protocol, calls in parts.items():
         assert _calls(protocol) == calls, protocol.__name__
     assert _calls(Store) == set().union(*parts.values())
-    assert sum(len(calls) for calls in parts.values()) == len(_calls(Store)) == 22
+    assert sum(len(calls) for calls in parts.values()) == len(_calls(Store)) == 23
 
 
 def test_a_backend_stores_account_rows_instead_of_the_account_policy() -> None:
