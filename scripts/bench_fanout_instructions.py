@@ -11,6 +11,13 @@ excluded. Kernel work is not counted (callgrind does not see it): this measures 
 Python, which `hibiki - bare` isolates.
 
     python scripts/bench_fanout_instructions.py            # about a minute
+
+`--light` measures light load through a real server instead (scripts/_lightload.py): one
+message at a time to `--receivers` (10) TCP connections of a `hibiki serve` process, counting
+the instructions per MESSAGE of that whole process (event loop, SQLite writer thread; user
+space) under callgrind, and its CPU per message (user + system, every thread) in a plain run:
+
+    python scripts/bench_fanout_instructions.py --light --receivers 10   # a few minutes
 """
 
 from __future__ import annotations
@@ -30,7 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--receivers", type=int, default=1000)
+    parser.add_argument("--receivers", type=int, help="default 1000, with --light 10")
+    parser.add_argument("--light", action="store_true", help="through a real server (above)")
+    parser.add_argument(
+        "--light-messages", type=int, default=200, help="--light: under callgrind (0: none)"
+    )
+    parser.add_argument("--cpu-messages", type=int, default=3000, help="--light: CPU run (0: none)")
+    parser.add_argument("--light-dump", type=Path, help="--light: keep the callgrind dump here")
     parser.add_argument("--m1", type=int, default=10, help="messages in the shorter run")
     parser.add_argument("--m2", type=int, default=40, help="messages in the longer run")
     parser.add_argument("--run", choices=["hibiki", "bare"], help=argparse.SUPPRESS)
@@ -110,6 +123,23 @@ def instructions(kind: str, receivers: int, messages: int) -> int:
         return int(found.group(1).replace(",", ""))
 
 
+def light(args: argparse.Namespace) -> None:
+    from _lightload import measure
+
+    receivers = args.receivers or 10
+    if args.cpu_messages > 0:
+        warmup = min(300, args.cpu_messages)
+        cpu = measure(receivers, warmup, args.cpu_messages, callgrind=False)
+        print(f"light, N={receivers}: {cpu * 1e3:.3f} ms server CPU per message (no valgrind)")
+    if args.light_messages <= 0:
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    dump = args.light_dump
+    count = measure(receivers, 30, args.light_messages, callgrind=True, keep_dump=dump)
+    print(f"light, N={receivers}: {count:,.0f} instructions per message (whole server process)")
+
+
 def main() -> None:
     args = parse_args()
     if args.run == "hibiki":
@@ -118,6 +148,11 @@ def main() -> None:
     if args.run == "bare":
         run_bare(args.receivers, args.messages)
         return
+    if args.light:
+        light(args)
+        return
+    if args.receivers is None:
+        args.receivers = 1000
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     if args.m2 <= args.m1:

@@ -97,7 +97,7 @@ def build_parts(
     bus.attach_hub(hub)
     store = seams.store
     registry = ConnectionRegistry(metrics, drain)
-    writer, events = _writer(config, store, bus, metrics, outbox)
+    writer, events = _writer(config, store, bus, metrics, outbox, flusher)
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
     memberships = _membership_sync(store, hub, seams)
@@ -140,9 +140,11 @@ def _writer(
     bus: LocalBus | RedisBus,
     metrics: Metrics,
     outbox: EventOutbox | None,
+    flusher: Flusher,
 ) -> tuple[MessageWriter, EventAppender | None]:
-    """The writer, publishing through `bus`, with its after-commit sinks: the event stream's
-    appender when `[events]` asks for one (which needs the database's `outbox`)."""
+    """The writer, publishing through `bus` and sweeping small deliveries through `flusher`,
+    with its after-commit sinks: the event stream's appender when `[events]` asks for one
+    (which needs the database's `outbox`)."""
     events = build_event_appender(config, outbox) if outbox is not None else None
     if config.events.events_enabled and events is None:
         raise ValueError("[events] events_enabled needs the database's event outbox")
@@ -155,6 +157,7 @@ def _writer(
         max_batch=config.limits.writer_max_batch,
         metrics=metrics,
         after_commit=(events,) if events is not None else (),
+        sweep=flusher,
     )
     return writer, events
 

@@ -338,10 +338,6 @@ class Config:
         if self.events.events_enabled and self.storage.shards:
             # The outbox reads one database's messages; a sharded store's are on several.
             raise ConfigError([("events_enabled", "not yet with [storage] shards")])
-        if self.events.events_enabled and self.server.workers > 1:
-            # Each process's cursor could pass what another committed and has not appended yet:
-            # a crash of that one would lose events (docs/events.md, "Limits").
-            raise ConfigError([("events_enabled", "one process per database, not workers > 1")])
         return self
 
     @property

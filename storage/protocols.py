@@ -218,6 +218,48 @@ class EventOutbox(Protocol):
     async def advance_event_cursors(self, cursors: Mapping[int, int]) -> None:
         """Raise each partition's cursor to the id given (a cursor never moves back)."""
 
+    async def messages_for_stream(
+        self, gaps: Sequence[tuple[int, int]], after_id: int, limit: int
+    ) -> StreamRead:
+        """One read of the elected appender (server/events/): the committed messages whose id is
+        in one of the inclusive ranges `gaps` (ids it saw missing before), and up to `limit`
+        with id > after_id, all in id order; with the horizon that tells when a missing id is
+        gone for good (`StreamRead`)."""
+
+    def appender_lease(self) -> AppenderLease:
+        """A new, unheld claim to be the database's one event appender (`AppenderLease`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRead:
+    """What `EventOutbox.messages_for_stream` read.
+
+    `horizon` is None where ids become visible in id order (SQLite: one writer at a time), so an
+    id missing below one read is never committed later. Where writers commit concurrently
+    (PostgreSQL) an id may be allocated before a smaller-or-larger one commits: `horizon` is
+    then `(xmin, xmax)`, the oldest transaction still running before the read, and the first
+    transaction id not yet assigned after it. Every id missing from this read was allocated by
+    a transaction below `xmax`; once a later read's `xmin` reaches it, that read shows what
+    those transactions committed, and what it still lacks never comes."""
+
+    messages: list[Message]
+    horizon: tuple[int, int] | None
+
+
+class AppenderLease(Protocol):
+    """The claim to be the one process per database that appends to the event stream. Its
+    calls block (run them on a worker thread) and never raise for the database being away:
+    that is an answer of False."""
+
+    def acquire(self) -> bool:
+        """Take the lease if no one holds it: True if this object holds it now."""
+
+    def held(self) -> bool:
+        """Whether this object still holds the lease (False also if it cannot tell)."""
+
+    def release(self) -> None:
+        """Give the lease up (idempotent); a dead process's lease is released by the system."""
+
 
 class Lifecycle(Protocol):
     async def open(self) -> None:

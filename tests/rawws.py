@@ -139,3 +139,23 @@ def parse_frames(wire: bytes) -> list[tuple[int, bytes]]:
         frames.append((opcode, bytes(wire[i : i + n])))
         i += n
     return frames
+
+
+def client_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True
+) -> bytes:
+    """One client frame's bytes, masked unless told otherwise, for frames `send_frame` cannot
+    make (fragments, reserved bits, unmasked)."""
+    n = len(payload)
+    first = (0x80 if fin else 0) | rsv << 4 | opcode
+    bit = 0x80 if mask else 0
+    if n < 126:
+        header = bytes((first, bit | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first, bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, bit | 127, n)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))

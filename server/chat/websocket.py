@@ -1,4 +1,5 @@
-"""Serve one upgraded WebSocket: wsproto parses inbound frames; replies go through the flusher."""
+"""Serve one upgraded WebSocket: whole text frames take the inbound fast path, wsproto parses the
+rest (server/transport/inbound.py); replies go through the flusher."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Callable
 
 import h11
 import trio
-from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import RemoteProtocolError
@@ -24,6 +24,7 @@ from server.transport.connection import WsConnection
 from server.transport.flusher import Flusher, shutdown_write
 from server.transport.frames import pong_frame
 from server.transport.handshake import HandshakeError, accept_response
+from server.transport.inbound import InboundConnection
 from server.transport.listener import reject
 
 _log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ async def serve_websocket(
         return
     # Frames a client sent right behind its request (it should wait for the 101, but may not).
     trailing = head.split(b"\r\n\r\n", 1)[1]
-    ws = Connection(ConnectionType.SERVER, trailing_data=trailing)
+    ws = InboundConnection(config.limits.max_frame, trailing_data=trailing)
     link = WsConnection(sock, peer, flusher, config.limits.outbound_limit)
     conn = ChatConnection(link.out, stop_reading=link.stop_reading, on_open=on_open)
     conn.enqueue(response)
@@ -126,7 +127,17 @@ class _Message:
 async def _handle_events(
     conn: ChatConnection, ws: Connection, session: ChatSession, config: Config, message: _Message
 ) -> bool:
-    """Handle what wsproto has parsed; False once reading must stop."""
+    """Handle what the fast path, then wsproto, have parsed; False once reading must stop."""
+    if isinstance(ws, InboundConnection):
+        texts = ws.texts
+        if texts is not None:
+            ws.texts = None
+            for text in texts:
+                if not await _handle_message(conn, session, config, text):
+                    return False
+        if not ws.fed:
+            return True  # wsproto was given nothing: it has no event
+        ws.fed = False
     max_frame = config.limits.max_frame
     try:
         for event in ws.events():

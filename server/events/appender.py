@@ -1,27 +1,31 @@
 """The event-stream sink: appends each committed message to its room's partition stream, at
-least once across crashes.
+least once across crashes, from the one process per database elected to append.
 
-The writer hands every committed batch to `committed` (never awaits); a task of its own appends
-them with one pipelined round of `XADD ... MAXLEN ~ n` and then advances, in the database, each
-partition's cursor (the id of the last message appended to it). The store, not this process's
-memory, is what must reach the stream: on start, after any failed round (Redis away, too slow)
-and when its buffer overflows, the appender forgets what it holds and re-reads the store from
-the lowest cursor (`EventOutbox.messages_since_id`), appending what each partition's cursor has
-not passed. A message committed but not appended when the process dies is appended after it
-restarts; some may be appended twice, so consumers dedupe by (room, seq) (docs/events.md).
+Election: every process with `[events]` on runs an appender; each tries to take the database's
+appender lease (`EventOutbox.appender_lease`: a PostgreSQL advisory lock on a session of its
+own, or an exclusive flock beside a SQLite file), and the one that holds it leads. A follower
+appends nothing and tries again every ELECTION_INTERVAL seconds; the leader checks its lease as
+often and stops appending the moment it is lost (a dead leader's lease is released by the
+database or the kernel, so a follower takes over within about ELECTION_INTERVAL).
 
-One appender per database: with several processes writing one database, their cursors would
-pass each other's unappended messages (docs/events.md, "Limits"). Ids rise in commit order with
-one writer, so "id above the cursor" is exactly "not yet appended"; a room's events are
-appended in seq order.
+The leader appends what the store holds, never what it remembers: other processes commit too.
+A round reads the messages above what it has read (`EventOutbox.messages_for_stream`), XADDs
+them in one pipelined write (`XADD ... MAXLEN ~ n`), and moves the cursor it keeps in the
+database (`events_cursor`: per partition, an id below which everything is appended). Its own
+commits wake it at once (`committed`); other processes' it sees within POLL_INTERVAL. Where ids
+do not commit in id order (several PostgreSQL writers), `StreamWatermark` keeps the cursor
+below any id that may still commit, and such a message is appended when it appears. After a
+failed round (Redis away, too slow, the database away) it reads again from where it was; a new
+leader starts from the stored cursor. So a message committed but not appended when a process
+dies is appended later, by it or another; some may be appended twice (consumers dedupe by
+(room, seq), docs/events.md), and a room's events are appended in seq order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import coredis
 import coredis.exceptions
@@ -29,6 +33,7 @@ import trio
 
 from protocol import Message
 from server.events._connection import StreamConnection
+from server.events._watermark import StreamWatermark
 from server.events.stream import entry_fields, partition_of, stream_keys
 from server.ops.log_throttle import LogThrottle
 from server.redis.resp import RedisReplyError, command
@@ -36,10 +41,12 @@ from storage import EventOutbox, StorageError
 
 _log = logging.getLogger(__name__)
 
-READ_BATCH = 1000  # messages per store read while catching up, and per round of XADDs
+READ_BATCH = 1000  # messages per store read, and per round of XADDs
 RETRY_FIRST = 0.05  # seconds before retrying a failed round; doubled up to RETRY_MAX
 RETRY_MAX = 2.0
 LAG_INTERVAL = 5.0  # seconds between reads of the consumer groups' lag
+ELECTION_INTERVAL = 2.0  # seconds between a follower's tries, and between a leader's checks
+POLL_INTERVAL = 0.1  # seconds: the leader reads the store at least this often
 _FAILURES = (
     coredis.exceptions.RedisError,
     RedisReplyError,
@@ -52,10 +59,12 @@ _FAILURES = (
 
 
 class EventAppender:
-    """`CommitSink` to Redis Streams; `run` appends until cancelled (see the module docstring).
+    """`CommitSink` to Redis Streams; `run` elects and appends until cancelled (see the module
+    docstring). `leader` says whether this process appends now (the
+    `hibiki_events_appender_leader` gauge).
 
-    `buffer_limit` bounds what waits in memory: past it the appender drops it and catches up
-    from the store instead, so a long Redis outage costs no memory and loses nothing."""
+    Memory is bounded by READ_BATCH messages per round and the id gaps it waits on;
+    `buffer_limit` is kept for callers of the earlier, buffering appender and unused."""
 
     def __init__(
         self,
@@ -67,57 +76,118 @@ class EventAppender:
         maxlen: int,
         append_timeout: float,
         buffer_limit: int = 100_000,
+        election_interval: float = ELECTION_INTERVAL,
+        poll_interval: float = POLL_INTERVAL,
     ) -> None:
+        del buffer_limit
         self.client: coredis.Redis[bytes] = coredis.Redis.from_url(
             url, decode_responses=False, connect_timeout=append_timeout
         )  # for the lag figures; appends go through `_redis`
         self._redis = StreamConnection(url)
         self._outbox = outbox
+        self._lease = outbox.appender_lease()
         self._partitions = partitions
         self._keys = stream_keys(namespace, partitions)
         self._maxlen = b"%d" % maxlen
         self._timeout = append_timeout
-        self._buffer_limit = buffer_limit
-        self._pending: deque[Message] = deque()
+        self._election_interval = election_interval
+        self._poll_interval = poll_interval
         self._wake = trio.Event()
-        self._behind = True  # catch up from the store first (at start: what a crash left)
-        self._cursors: dict[int, int] = {}
-        self._behind_by = 0  # catching up: messages read from the store, not yet appended
+        self._cursors: dict[int, int] = {}  # as stored: partition -> id appended up to
+        self._stored = 0  # the lowest stored cursor
+        self._unread = 0  # this process's commits since the last read began
+        self._behind_by = 0  # read from the store, not appended yet
+        self._recovering = True  # catching up: after a start, a new term or a failure
         self._failures = LogThrottle(_log, "event appends")
         # Metrics (read at scrape time).
+        self.leader = False
         self.appended = 0  # entries XADDed, repeats included
         self.committed_seen = 0  # messages handed to `committed`
-        self.recovered = 0  # messages appended from the store rather than from memory
+        self.recovered = 0  # entries appended while catching up, not as they were committed
         self.consumer_lag: dict[str, int] = {}  # consumer group -> entries not yet delivered
 
     def committed(self, messages: Sequence[Message]) -> None:
-        """The writer's after-commit call: `messages` were just committed, in commit order."""
+        """The writer's after-commit call: `messages` were just committed, in commit order.
+        The store has them; this only wakes the leader to read them now."""
         self.committed_seen += len(messages)
-        if len(self._pending) + len(messages) > self._buffer_limit:
-            self._pending.clear()  # the store has them: catch up from there
-            self._behind = True
-        else:
-            self._pending.extend(messages)
+        self._unread += len(messages)
         self._wake.set()
 
     @property
     def outbox_depth(self) -> int:
-        """Messages committed and not yet appended, as far as this process knows: those waiting
-        in memory, or (catching up) since the lowest cursor, counted as they are read."""
-        return len(self._pending) + self._behind_by
+        """Messages committed and not yet appended, as far as this process knows: its own
+        commits not read back yet and what the last read holds unappended. 0 on a follower."""
+        return self._unread + self._behind_by if self.leader else 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with self.client:
+        """Elect and append until cancelled. Started once the first try for the lease is over
+        and, if it won, the cursors are read (or reading them failed: retried then), so that
+        one process alone has its cursors before its writer commits anything."""
+        started = _Once(task_status.started)
+        async with self.client, trio.open_nursery() as nursery:
             try:
-                await self._load_cursors()
-                task_status.started()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._read_lag)
-                    await self._append_forever()
+                nursery.start_soon(self._read_lag)
+                while True:
+                    if await self._try_lease():
+                        await self._lead(started)
+                    started()
+                    await trio.sleep(self._election_interval)
             finally:
-                await self._redis.aclose()
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._lease.release)
+                    await self._redis.aclose()
 
-    async def _load_cursors(self) -> None:
+    async def _try_lease(self) -> bool:
+        return await trio.to_thread.run_sync(self._lease.acquire)
+
+    async def _lead(self, started: Callable[[], None]) -> None:
+        """One term: append until the lease is lost (then give it up and follow again)."""
+        self.leader = True
+        self._recovering = True
+        _log.info("event appender: leading, this process appends the event stream")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_lease, nursery.cancel_scope)
+                await self._append_forever(started)
+        finally:
+            self.leader = False
+            self._behind_by = 0
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._lease.release)
+
+    async def _keep_lease(self, term: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(self._election_interval)
+            if not await trio.to_thread.run_sync(self._lease.held):
+                _log.warning("event appender: lost the lead, following (another may append)")
+                term.cancel()
+                return
+
+    async def _append_forever(self, started: Callable[[], None]) -> None:
+        pause = RETRY_FIRST
+        mark: StreamWatermark | None = None
+        while True:
+            self._wake = trio.Event()  # a commit from here on wakes the next round
+            try:
+                if mark is None:
+                    mark = await self._start_term()
+                    started()
+                more = await self._round(mark)
+            except _FAILURES as exc:
+                self._failed(exc)
+                started()
+                self._recovering = True
+                await trio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX)
+                continue
+            pause = RETRY_FIRST
+            self._failures.recovered()
+            if not more:
+                self._recovering = False
+                with trio.move_on_after(self._poll_interval):
+                    await self._wake.wait()
+
+    async def _start_term(self) -> StreamWatermark:
         """The cursors from the database; a first start begins at the newest message (the stream
         carries what is committed once it is enabled, not the history before)."""
         cursors = await self._outbox.event_cursors()
@@ -127,73 +197,33 @@ class EventAppender:
             await self._outbox.advance_event_cursors(cursors)
         floor = min(cursors.values())  # a partition without a row yet misses nothing from here
         self._cursors = {p: cursors.get(p, floor) for p in range(self._partitions)}
+        self._stored = floor
+        return StreamWatermark(floor)
 
-    async def _append_forever(self) -> None:
-        pause = RETRY_FIRST
-        while True:
-            if self._behind:
-                ok = await self._catch_up()
-            else:
-                await self._wake.wait()
-                self._wake = trio.Event()
-                ok = await self._append_pending()
-            if ok:
-                pause = RETRY_FIRST
-                self._failures.recovered()
-            else:
-                self._behind = True
-                await trio.sleep(pause)
-                pause = min(pause * 2, RETRY_MAX)
-
-    async def _append_pending(self) -> bool:
-        while self._pending and not self._behind:
-            take = min(len(self._pending), READ_BATCH)
-            batch = [self._pending.popleft() for _ in range(take)]
-            if not await self._append(batch):
-                return False
-        return True
-
-    async def _catch_up(self) -> bool:
-        """Append what the store holds above each partition's cursor, oldest first."""
-        self._behind = False
-        self._pending.clear()  # what it held is in the store; newer commits land here again
-        scan = min(self._cursors.values())
-        while True:
-            try:
-                rows = await self._outbox.messages_since_id(scan, READ_BATCH)
-            except StorageError as exc:
-                self._failed(exc)
-                return False
-            self._behind_by = len(rows)
-            if rows and not await self._append(rows, recovering=True):
-                return False
-            self._behind_by = 0
-            if len(rows) < READ_BATCH:
-                return True
-            scan = rows[-1].id
-
-    async def _append(self, messages: Sequence[Message], *, recovering: bool = False) -> bool:
-        """One round: XADD each message its partition's cursor has not passed, then advance
-        the cursors in the database. False (logged) if either fails."""
-        todo = [(partition_of(m.room, self._partitions), m) for m in messages]
+    async def _round(self, mark: StreamWatermark) -> bool:
+        """Read, XADD what no cursor has passed, move the stored cursor: whether more is waiting
+        above what this read returned."""
+        self._unread = 0
+        high = mark.high
+        read = await self._outbox.messages_for_stream(mark.gap_ranges(), high, READ_BATCH)
+        todo = [(partition_of(m.room, self._partitions), m) for m in read.messages]
         todo = [(p, m) for p, m in todo if m.id > self._cursors[p]]
-        if not todo:
-            return True
-        advanced: dict[int, int] = {}
-        try:
+        self._behind_by = len(todo)
+        if todo:
             with trio.fail_after(self._timeout):
                 await self._xadd(todo)
-            for p, m in todo:
-                advanced[p] = m.id
-            await self._outbox.advance_event_cursors(advanced)
-        except _FAILURES as exc:
-            self._failed(exc)
-            return False
-        self._cursors.update(advanced)
-        self.appended += len(todo)
-        if recovering:
-            self.recovered += len(todo)
-        return True
+            self.appended += len(todo)
+            if self._recovering:
+                self.recovered += len(todo)
+        self._behind_by = 0
+        mark.observe([m.id for m in read.messages], read.horizon)
+        if mark.settled > self._stored:
+            await self._outbox.advance_event_cursors(
+                dict.fromkeys(range(self._partitions), mark.settled)
+            )
+            self._stored = mark.settled
+            self._cursors = {p: max(c, mark.settled) for p, c in self._cursors.items()}
+        return sum(1 for m in read.messages if m.id > high) >= READ_BATCH
 
     async def _xadd(self, todo: list[tuple[int, Message]]) -> None:
         keys, maxlen = self._keys, self._maxlen
@@ -232,3 +262,15 @@ class EventAppender:
 
 def _flat(fields: dict[bytes, bytes]) -> list[bytes]:
     return [part for pair in fields.items() for part in pair]
+
+
+class _Once:
+    """Calls `fn` the first time it is called, and never again."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()

@@ -242,6 +242,11 @@ def _event_metrics(events: _Events | None) -> Iterator[Metric]:
         "Messages committed and not yet appended to the stream (as far as this process knows).",
         events.outbox_depth if events is not None else 0,
     )
+    yield _gauge(
+        "hibiki_events_appender_leader",
+        "1 if this process is the database's elected event appender now, else 0.",
+        int(events.leader) if events is not None else 0,
+    )
     lag = GaugeMetricFamily(
         "hibiki_events_consumer_lag",
         "Entries in the streams a consumer group has not been delivered yet (XINFO GROUPS).",

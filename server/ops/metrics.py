@@ -116,6 +116,7 @@ class _Bus(Protocol):
 
 
 class _Events(Protocol):
+    leader: bool
     appended: int
     recovered: int
     consumer_lag: dict[str, int]

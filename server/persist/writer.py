@@ -31,6 +31,14 @@ class CommitSink(Protocol):
         """`messages` were just committed (duplicates left out), in commit order."""
 
 
+class DeliverySweep(Protocol):
+    """Sends what a delivery queued (the flusher): told before and after each batch's."""
+
+    def defer_wake(self) -> None: ...
+
+    def end_deferral(self) -> None: ...
+
+
 class AckTarget(Protocol):
     """Where a send's ack or refusal goes (the sending connection)."""
 
@@ -92,8 +100,10 @@ class MessageWriter:
         max_batch: int,
         metrics: Metrics | None = None,
         after_commit: Sequence[CommitSink] = (),
+        sweep: DeliverySweep | None = None,
     ) -> None:
         self._store = store
+        self._sweep = sweep
         self._bus = bus
         self._after_commit = tuple(after_commit)
         self._max_batch = max_batch
@@ -213,6 +223,19 @@ class MessageWriter:
             metrics.send_latency_seconds.observe(trio.current_time() - oldest)
 
     def deliver(self, batch: list[PendingSend], results: list[Appended]) -> None:
+        sweep = self._sweep
+        if sweep is None:
+            self._deliver(batch, results)
+            return
+        # The batch's frames and acks are sent right after it is published (when small and the
+        # flusher idle), not one task step later by the flusher.
+        sweep.defer_wake()
+        try:
+            self._deliver(batch, results)
+        finally:
+            sweep.end_deferral()
+
+    def _deliver(self, batch: list[PendingSend], results: list[Appended]) -> None:
         stored = 0
         for item, result in zip(batch, results, strict=True):
             message = result.message

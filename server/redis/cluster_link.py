@@ -39,6 +39,7 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.exceptions import RedisClusterError
 
 from server.redis._cluster_map import Address, SlotMap, parse_cluster_url
+from server.redis._cluster_nodes import LINK_ERRORS, NodeConnection, connect_node, read_slot_map
 from server.redis.link import (
     PING_INTERVAL,
     PING_TIMEOUT,
@@ -49,27 +50,11 @@ from server.redis.link import (
     SubscribedHandler,
     namespaced_key,
 )
-from server.redis.resp import RedisReplyError, ReplyReader, command
+from server.redis.resp import RedisReplyError, command
 from server.redis.slots import key_slot
 
 _log = logging.getLogger(__name__)
 _PING = command(b"PING")
-
-_LINK_ERRORS = (
-    OSError,
-    EOFError,
-    ValueError,  # a slot map not understood, or a slot no primary serves
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,  # the session closed it while a publish was using it
-    trio.TooSlowError,
-    RedisReplyError,
-)
-
-
-class _Connection:
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.replies = ReplyReader(stream)
 
 
 @dataclass
@@ -122,7 +107,7 @@ class RedisClusterLink:
         self._known: list[Address] = list(self._url.seeds)  # where to ask for the slot map
         self._map = SlotMap([])
         self._shards: dict[Address, _Shard] = {}
-        self._publishers: dict[Address, _Connection] = {}
+        self._publishers: dict[Address, NodeConnection] = {}
         self._pub_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._session: trio.CancelScope | None = None
@@ -193,11 +178,11 @@ class RedisClusterLink:
                         for _ in cmds:
                             if isinstance(reply := await conn.replies.read(), RedisReplyError):
                                 raise reply
-            except _LINK_ERRORS as exc:
+            except LINK_ERRORS as exc:
                 self._lost(exc)
                 raise RedisUnavailable(str(exc)) from exc
 
-    async def _publisher(self, address: Address) -> _Connection:
+    async def _publisher(self, address: Address) -> NodeConnection:
         conn = self._publishers.get(address)
         if conn is None:
             conn = self._publishers[address] = await self._connect(address)
@@ -219,7 +204,7 @@ class RedisClusterLink:
                 began = trio.current_time()
                 try:
                     await self._serve()
-                except _LINK_ERRORS as exc:
+                except LINK_ERRORS as exc:
                     if self._connected_once and pause == RETRY_FIRST:
                         _log.warning("redis cluster unreachable", extra={"error": str(exc)})
                 finally:
@@ -254,7 +239,9 @@ class RedisClusterLink:
 
     async def _serve(self) -> None:
         """One session: the slot map, then shard connections as channels need them."""
-        self._map = await self._read_slot_map()
+        self._map = await read_slot_map(self._known, self._url, self._connect_timeout)
+        self.slot_map_reads += 1
+        self._known = list(dict.fromkeys([*self._url.seeds, *self._map.primaries]))
         with trio.CancelScope() as session:
             self._session = session
             async with trio.open_nursery() as nursery:
@@ -270,51 +257,14 @@ class RedisClusterLink:
                     self._to_shard(channel, b"SSUBSCRIBE")
                 await self._keep_publishers_alive()
 
-    async def _read_slot_map(self) -> SlotMap:
-        """`CLUSTER SLOTS` from the first node that answers: the seeds, then the last map's."""
-        error: BaseException = OSError("no cluster node to ask")
-        for address in self._known:
-            try:
-                conn = await self._connect(address)
-            except _LINK_ERRORS as exc:
-                error = exc
-                continue
-            try:
-                with trio.fail_after(self._connect_timeout):
-                    await conn.stream.send_all(command(b"CLUSTER", b"SLOTS"))
-                    slot_map = SlotMap.from_reply(await conn.replies.read(), address)
-            except _LINK_ERRORS as exc:
-                error = exc
-                continue
-            finally:
-                with trio.CancelScope(shield=True):
-                    await conn.stream.aclose()
-            self.slot_map_reads += 1
-            self._known = list(dict.fromkeys([*self._url.seeds, *slot_map.primaries]))
-            return slot_map
-        raise error
-
-    async def _connect(self, address: Address) -> _Connection:
-        host, port = address
-        with trio.fail_after(self._connect_timeout):
-            if self._url.tls:
-                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(host, port)
-            else:
-                stream = await trio.open_tcp_stream(host, port)
-            conn = _Connection(stream)
-            if self._url.password is not None:
-                user = [self._url.username] if self._url.username else []
-                await stream.send_all(command(b"AUTH", *user, self._url.password))
-                if isinstance(reply := await conn.replies.read(), RedisReplyError):
-                    await stream.aclose()
-                    raise reply
-        return conn
+    async def _connect(self, address: Address) -> NodeConnection:
+        return await connect_node(address, self._url, self._connect_timeout)
 
     async def _serve_shard(self, shard: _Shard) -> None:
         """One primary's subscriber connection; any failure of it ends the session."""
         try:
             conn = await self._connect(shard.address)
-        except _LINK_ERRORS as exc:
+        except LINK_ERRORS as exc:
             self._lost(exc)
             return
         try:
@@ -328,18 +278,18 @@ class RedisClusterLink:
 
     async def _until_lost(
         self,
-        part: Callable[[_Shard, _Connection], Awaitable[None]],
+        part: Callable[[_Shard, NodeConnection], Awaitable[None]],
         shard: _Shard,
-        conn: _Connection,
+        conn: NodeConnection,
     ) -> None:
         """Run one side of a shard's connection; a failure cancels the session (`run` starts
         the next one), it never reaches a nursery."""
         try:
             await part(shard, conn)
-        except _LINK_ERRORS as exc:
+        except LINK_ERRORS as exc:
             self._lost(exc)
 
-    async def _keep_shard_alive(self, shard: _Shard, conn: _Connection) -> None:
+    async def _keep_shard_alive(self, shard: _Shard, conn: NodeConnection) -> None:
         """PING the primary's subscriber connection every interval (its reader sets
         `shard.pong`); silent past the timeout ends the session."""
         while True:
@@ -365,7 +315,7 @@ class RedisClusterLink:
                             await conn.stream.send_all(_PING)
                             if isinstance(reply := await conn.replies.read(), RedisReplyError):
                                 raise reply
-                    except _LINK_ERRORS as exc:
+                    except LINK_ERRORS as exc:
                         self._lost(exc)
                         return
                 continue
@@ -377,7 +327,7 @@ class RedisClusterLink:
         where = "a primary" if address is None else f"{address[0]}:{address[1]}"
         self._lost(TimeoutError(f"{where} did not answer PING within {self._ping_timeout} s"))
 
-    async def _write_subscriptions(self, shard: _Shard, conn: _Connection) -> None:
+    async def _write_subscriptions(self, shard: _Shard, conn: NodeConnection) -> None:
         while True:
             await shard.wake.wait()
             shard.wake = trio.Event()
@@ -385,7 +335,7 @@ class RedisClusterLink:
             if data:
                 await conn.stream.send_all(data)
 
-    async def _read_pushes(self, shard: _Shard, conn: _Connection) -> None:
+    async def _read_pushes(self, shard: _Shard, conn: NodeConnection) -> None:
         while True:
             reply = await conn.replies.read()
             if isinstance(reply, RedisReplyError):

@@ -2,7 +2,9 @@
 
 Publishing only appends to backlogs (a room's frames as one shared `Segment`) and marks the
 connection dirty; the flusher wakes after the current batch of trio work and empties each dirty
-connection with a single `socket.send`. Only a connection whose kernel buffer is full gets a
+connection with a single `socket.send`. The writer, delivering a small committed batch while
+the flusher is idle, runs that same sweep itself (`defer_wake`/`end_deferral`): one task step
+fewer per message at light load. Only a connection whose kernel buffer is full gets a
 writer task of its own (in the flusher's nursery) that waits for writability, so a slow peer
 never slows a room; its backlog is counted each cycle and bounded (slow-consumer close).
 
@@ -24,6 +26,9 @@ from server.transport.outbound import Outbound, OutboundBuffer
 
 # Buffers per `sendmsg`: under every platform's IOV_MAX that matters (Linux and macOS: 1024).
 _MAX_BUFFERS = 512
+# Dirty connections a publisher may sweep itself at `end_deferral` (one non-blocking send each);
+# more go to the flusher task, so one large sweep is never inside the publisher's turn.
+_INLINE_SWEEP_MAX = 64
 
 
 class Flusher:
@@ -37,29 +42,60 @@ class Flusher:
         self._lead_rounds = lead_rounds
         self.dirty: list[OutboundBuffer] = []
         self._wake = trio.Event()
+        self._deferring = False
         self._nursery: trio.Nursery | None = None
         self.bytes_sent = 0
         self.blocked_writers = 0
+        self.inline_sweeps = 0
 
     def mark_dirty(self, buf: OutboundBuffer) -> None:
         """Queue `buf` for the next flush (the caller has set `buf.dirty`)."""
         self.dirty.append(buf)
-        self._wake.set()
+        if not self._deferring:
+            self._wake.set()
+
+    def defer_wake(self) -> None:
+        """Until `end_deferral`, marking a connection dirty does not wake the flusher task.
+
+        For a publisher that marks connections dirty in one synchronous stretch (the writer,
+        delivering a committed batch): at light load it then sweeps them itself, which saves
+        the flusher's task step per message. With lead rounds (the Redis bus) nothing changes:
+        the sweep must wait for the publish to the other processes, as `__init__` says."""
+        self._deferring = not self._lead_rounds
+
+    def end_deferral(self) -> None:
+        """Sweep what was marked dirty since `defer_wake` now, if the flusher task is idle and
+        the sweep small; else wake the flusher task as `mark_dirty` would have."""
+        self._deferring = False
+        dirty = self.dirty
+        if not dirty or self._wake.is_set():
+            return  # nothing to send, or a sweep is already due and takes these too
+        if self._nursery is None or len(dirty) > _INLINE_SWEEP_MAX:
+            self._wake.set()  # not running (a blocked writer needs its nursery), or large
+            return
+        self.dirty = []
+        self.inline_sweeps += 1
+        self._flush_all(dirty)
 
     def wake(self) -> None:
-        self._wake.set()
+        """After appending to `dirty` directly (the hub's segments): as `mark_dirty` does."""
+        if not self._deferring:
+            self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            while True:
-                await self._wake.wait()
-                for _ in range(self._lead_rounds):
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                self._wake = trio.Event()
-                dirty, self.dirty = self.dirty, []
-                self._flush_all(dirty)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                while True:
+                    await self._wake.wait()
+                    for _ in range(self._lead_rounds):
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    self._wake = trio.Event()
+                    dirty, self.dirty = self.dirty, []
+                    self._flush_all(dirty)
+        finally:
+            self._nursery = None  # closed to new writer tasks: no inline sweeps from here
 
     def _flush_all(self, dirty: list[OutboundBuffer]) -> None:
         """One non-blocking send of each buffer's whole backlog. Kept in one loop with no

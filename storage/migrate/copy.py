@@ -13,6 +13,10 @@ Messages are immutable and their ids grow, so a pass copies only ids above the l
 room's `last_seq` raised to the highest seq in the chunk, and the marker moved on. A pass cut off
 anywhere leaves a target whose `last_seq`s match its messages, and the next pass resumes there.
 A large copy runs in bulk mode (`_bulk`): secondary constraints rebuilt once at the end.
+
+Last, the event stream's cursors (`events_cursor`, docs/events.md): ids are kept, so where the
+source's appender got to is where the target's goes on from, and a migrated database does not
+re-append its history. A cursor is only raised, never moved back.
 """
 
 from __future__ import annotations
@@ -97,6 +101,12 @@ _MERGE = (
         " SELECT token_hash, user_id, expires_at FROM m_tokens ON CONFLICT DO NOTHING",
     ),
 )
+_EVENT_CURSORS = "SELECT partition, last_id FROM events_cursor ORDER BY partition"
+_RAISE_EVENT_CURSOR = (
+    "INSERT INTO events_cursor (partition, last_id) VALUES (%s, %s)"
+    " ON CONFLICT (partition) DO UPDATE SET last_id = excluded.last_id"
+    " WHERE events_cursor.last_id < excluded.last_id"
+)
 _RAISE_LAST_SEQ = (
     "UPDATE rooms AS r SET last_seq = v.seq"
     " FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, seq)"
@@ -138,6 +148,7 @@ def copy_pass(
     if bulk:
         _bulk.restore(conn)
     set_identities(conn)
+    catalog["event cursors raised"] = copy_event_cursors(conn, source)
     return CopyStats(catalog, messages, time.perf_counter() - started, bulk)
 
 
@@ -162,6 +173,16 @@ def copy_catalog(conn: PgConnection, source: SourceSnapshot) -> dict[str, int]:
                     " it holds data from elsewhere, or hibiki was started on it"
                 )
         return {what: conn.execute(sql).rowcount for what, sql in _MERGE}
+
+
+def copy_event_cursors(conn: PgConnection, source: SourceSnapshot) -> int:
+    """Raise the target's event cursors to the source's, in one transaction: how many moved.
+    The snapshot that copied the messages holds them, so no cursor passes an uncopied id."""
+    moved = 0
+    with conn.transaction():
+        for partition, last_id in source.rows(_EVENT_CURSORS):
+            moved += conn.execute(_RAISE_EVENT_CURSOR, (partition, last_id)).rowcount
+    return moved
 
 
 def copy_messages(

@@ -29,7 +29,15 @@ from storage.postgres._connection import Connection, Settings, postgres_errors
 from storage.postgres._probe import probe_write
 from storage.postgres._threads import PoolThreads
 from storage.postgres._upgrade import migrate
-from storage.protocols import Appended, NewMessage, Room, StorageError, User
+from storage.protocols import (
+    Appended,
+    AppenderLease,
+    NewMessage,
+    Room,
+    StorageError,
+    StreamRead,
+    User,
+)
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -191,6 +199,14 @@ class PostgresStore:
 
     async def advance_event_cursors(self, cursors: Mapping[int, int]) -> None:
         await self._write(_pg_events.advance_event_cursors, dict(cursors))
+
+    async def messages_for_stream(
+        self, gaps: Sequence[tuple[int, int]], after_id: int, limit: int
+    ) -> StreamRead:
+        return await self._read(_pg_events.messages_for_stream, list(gaps), after_id, limit)
+
+    def appender_lease(self) -> AppenderLease:
+        return _pg_events.AdvisoryLease(self.settings)
 
     # Plumbing -----------------------------------------------------------------------------
     def _check_open(self) -> None:

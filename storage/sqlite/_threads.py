@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -20,8 +21,11 @@ import trio
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-# (function, its extra arguments, where to deliver the outcome, the task waiting for it)
-_Job = tuple[Callable[..., Any], tuple[Any, ...], trio.lowlevel.TrioToken, trio.lowlevel.Task]
+# (function, its extra arguments, where to deliver the outcome, the task waiting for it); the
+# last two None: the outcome goes in `_answer` and a byte on `_answered` says so.
+_Job = tuple[
+    Callable[..., Any], tuple[Any, ...], trio.lowlevel.TrioToken | None, trio.lowlevel.Task | None
+]
 
 
 class ConnectionThread:
@@ -44,6 +48,12 @@ class ConnectionThread:
         self._closing = False
         self.pending = 0
         """Jobs submitted and not yet answered (trio side only): lets a pool pick the idlest."""
+        # The answer to a job submitted while no other was pending wakes its caller through
+        # this socket pair, which the caller waits on itself: trio's I/O wait reschedules it
+        # directly, where `run_sync_soon` takes a step of trio's entry-queue task first.
+        self._answered: socket.socket  # and `_answer_ready`: made by `start`
+        self._answer_ready: socket.socket
+        self._answer: outcome.Outcome[Any] | None = None
 
     async def start(self) -> None:
         """Start the thread and open its connection; raise the connect error if any."""
@@ -51,6 +61,8 @@ class ConnectionThread:
             raise RuntimeError(f"{self.name} already started")
         token = trio.lowlevel.current_trio_token()
         task = trio.lowlevel.current_task()
+        self._answered, self._answer_ready = socket.socketpair()
+        self._answered.setblocking(False)
         self._thread = threading.Thread(
             target=self._main, args=(token, task), name=self.name, daemon=False
         )
@@ -59,15 +71,29 @@ class ConnectionThread:
         if isinstance(opened, outcome.Error):
             self._closing = True
             await _join(self._thread)
+            self._answered.close()
+            self._answer_ready.close()
         opened.unwrap()
 
     async def run(self, fn: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
-        """Run `fn(conn, *args)` on the thread; return its result or raise its exception."""
-        async with self._slots:  # a checkpoint: a cancelled caller leaves before submitting
+        """Run `fn(conn, *args)` on the thread; return its result or raise its exception.
+
+        A checkpoint: a cancelled caller leaves before submitting, and waiting for the job is
+        the schedule point. With room in the queue nothing else yields (Semaphore.acquire
+        would add a scheduling round to every job)."""
+        slots = self._slots
+        if slots.value > 0:  # then nobody is parked on it: taking a slot now is fair
+            await trio.lowlevel.checkpoint_if_cancelled()
+            slots.acquire_nowait()
+        else:
+            await slots.acquire()
+        try:
             if self._closing or self._thread is None:
                 raise trio.ClosedResourceError(f"{self.name} is not running")
             result: T = await self._submit(fn, args)
             return result
+        finally:
+            slots.release()
 
     async def aclose(self) -> None:
         """Finish the jobs already queued, close the connection, join the thread. Idempotent."""
@@ -78,13 +104,23 @@ class ConnectionThread:
         with trio.CancelScope(shield=True):
             await self._submit(_close_connection, ())
             await _join(self._thread)
+        self._answered.close()
+        self._answer_ready.close()
 
     async def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        job = (fn, args, trio.lowlevel.current_trio_token(), trio.lowlevel.current_task())
         self.pending += 1
         try:
-            self._jobs.put(job)
-            return await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
+            if self.pending > 1:  # another caller may be waiting on `_answered`: trio's way
+                job = (fn, args, trio.lowlevel.current_trio_token(), trio.lowlevel.current_task())
+                self._jobs.put(job)
+                return await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
+            self._jobs.put((fn, args, None, None))
+            with trio.CancelScope(shield=True):  # not abandoned: see the class docstring
+                await trio.lowlevel.wait_readable(self._answered)
+            self._answered.recv(1)
+            answer, self._answer = self._answer, None
+            assert answer is not None
+            return answer.unwrap()
         finally:
             self.pending -= 1
 
@@ -97,9 +133,14 @@ class ConnectionThread:
         conn = opened.unwrap()
         _deliver(token, starter, outcome.Value(outcome.Value(None)))
         while True:
-            fn, args, token, task = self._jobs.get()
+            fn, args, to, task = self._jobs.get()
             # Not swallowed: the outcome (value or exception) is re-raised in the waiting task.
-            _deliver(token, task, outcome.capture(fn, conn, *args))
+            answer = outcome.capture(fn, conn, *args)
+            if to is None or task is None:
+                self._answer = answer
+                self._answer_ready.send(b"\0")
+            else:
+                _deliver(to, task, answer)
             if fn is _close_connection:
                 return
 

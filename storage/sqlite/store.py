@@ -22,7 +22,15 @@ from typing import Self, TypeVar, TypeVarTuple
 import trio
 
 from protocol import Message, RoomEntry
-from storage.protocols import Appended, NewMessage, Room, StorageError, User
+from storage.protocols import (
+    Appended,
+    AppenderLease,
+    NewMessage,
+    Room,
+    StorageError,
+    StreamRead,
+    User,
+)
 from storage.sqlite import _accounts as _sqlite_accounts
 from storage.sqlite import _events as _sqlite_events
 from storage.sqlite import _messages as _sqlite_messages
@@ -210,6 +218,14 @@ class SQLiteStore:
 
     async def advance_event_cursors(self, cursors: Mapping[int, int]) -> None:
         await self._write(_sqlite_events.advance_event_cursors, dict(cursors))
+
+    async def messages_for_stream(
+        self, gaps: Sequence[tuple[int, int]], after_id: int, limit: int
+    ) -> StreamRead:
+        return await self._read(_sqlite_events.messages_for_stream, list(gaps), after_id, limit)
+
+    def appender_lease(self) -> AppenderLease:
+        return _sqlite_events.FileLease(self.path)
 
     # Plumbing -----------------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:

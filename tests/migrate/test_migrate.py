@@ -316,3 +316,21 @@ async def test_a_room_whose_seqs_do_not_follow_its_ids_is_verified_in_seq_order(
     out = capsys.readouterr().out
     assert "MISMATCH room 'room0'" in out
     assert f"first differing seq {far}" in out
+
+
+async def test_the_event_streams_cursors_are_copied_and_only_raised(
+    sqlite_path: Path, pg_url: str
+) -> None:
+    async with open_source(sqlite_path) as store:
+        await populate(store, messages=10)
+        await store.events.advance_event_cursors({0: 40, 1: 55})  # where its appender got to
+        first = await migrate_in_thread(sqlite_path, pg_url)
+        assert first.ok and first.copied is not None
+        assert first.copied.catalog["event cursors raised"] == 2
+        await store.events.advance_event_cursors({1: 60})
+        second = await migrate_in_thread(sqlite_path, pg_url)
+    assert second.copied is not None and second.copied.catalog["event cursors raised"] == 1
+    assert pg(pg_url, "SELECT partition, last_id FROM events_cursor ORDER BY 1") == [
+        (0, 40),
+        (1, 60),
+    ]

@@ -97,6 +97,15 @@ def test_instruction_benchmark_scenarios_run_and_deliver_everything() -> None:
         )
 
 
+def test_instruction_benchmark_light_mode_runs_one_message_at_a_time_through_a_server() -> None:
+    # The CPU run only (callgrind takes minutes): every message is acked and reaches everyone.
+    text = _run(
+        str(SCRIPTS / "bench_fanout_instructions.py"),
+        *("--light", "--receivers", "3", "--cpu-messages", "20", "--light-messages", "0"),
+    )
+    assert "light, N=3: " in text and "ms server CPU per message" in text
+
+
 def test_large_frame_benchmark_sends_whole_messages_with_both_peers() -> None:
     # The reader exits non-zero unless every message arrived whole, and the sender waits for it.
     text = _run(str(SCRIPTS / "bench_large_frames.py"), *("--sizes", "1", "--repeats", "2"))

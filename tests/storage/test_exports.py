@@ -112,6 +112,7 @@ def test_a_backend_stores_account_rows_instead_of_the_account_policy() -> None:
     rows = {"insert_user", "password_hash_of", "insert_token", "token_record", "delete_token"}
     assert _calls(AccountRecords) == rows
     events = {"messages_since_id", "last_message_id", "event_cursors", "advance_event_cursors"}
+    events.add("messages_for_stream")  # and appender_lease, not a coroutine
     assert _calls(EventOutbox) == events
     assert _calls(Backend) == (
         rows | _calls(RoomStore) | _calls(MessageStore) | events | _calls(Lifecycle)
