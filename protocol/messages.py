@@ -195,6 +195,12 @@ class Resync(_Event, tag="resync", frozen=True):
     reason: str
 
 
+class RoomCreated(_Event, tag="room_created", frozen=True):
+    """A public room now exists: told to every connected user but its creator (told `joined`)."""
+
+    room: str
+
+
 class Error(_Event, tag="error", frozen=True):
     code: str
     message: str
@@ -217,6 +223,7 @@ Event = (
     | Presence
     | Typing
     | Resync
+    | RoomCreated
     | Error
     | Pong
 )
@@ -232,6 +239,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     Presence,
     Typing,
     Resync,
+    RoomCreated,
     Error,
     Pong,
 )

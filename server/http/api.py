@@ -7,9 +7,9 @@ documented in docs/http.md; errors use `protocol.ErrorCode`, like the WebSocket 
 Rules the handlers follow:
 - authenticate first (401), then the room (404 unknown, 403 not a member), then the body (413/422);
 - a write and the notification that must follow it (`publish`, `membership_changed`,
-  `token_revoked`) run in one shielded scope, so a client that hangs up mid-request cannot leave a
-  committed message unpublished, a membership change unannounced or a revoked token's WebSockets
-  open.
+  `room_created`, `token_revoked`) run in one shielded scope, so a client that hangs up
+  mid-request cannot leave a committed message unpublished, a membership change or a new room
+  unannounced or a revoked token's WebSockets open.
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ from server.http._requests import DEFAULT_HISTORY_LIMIT as DEFAULT_HISTORY_LIMIT
 from server.http._requests import USER_PATTERN as USER_PATTERN
 from server.http._requests import (
     BatchImport,
-    BatchItem,
     Login,
     NewRoom,
     Registration,
+    checked_batch_text,
+    device_of,
     history_params,
     request_body,
 )
+from server.http._sessions import SessionRoutes
 from server.http.login_guard import LoginGuard
 from server.http.message_changes import Submit, change_response
 from server.http.web_client import register_web_client
@@ -60,6 +62,10 @@ _ROOM = re.compile(ROOM_PATTERN)
 
 
 async def _revoked_nowhere(token_hash: str) -> None:
+    pass
+
+
+def _seen_nowhere(user_id: int, token_hash: str) -> None:
     pass
 
 
@@ -79,6 +85,9 @@ class HttpServices:
     membership_changed: Callable[[str, int, bool], Awaitable[None]]
     # None when ready, else the reason (for /readyz).
     readiness: Callable[[], str | None]
+    # Sync, (room, creator's user id) once a room is created: every other connected user is told
+    # (`room_created`, on every node).
+    room_created: Callable[[str, int], None] = lambda room, creator: None
     # The bus for /healthz and /readyz: "local", "redis: ok" or "redis: degraded".
     bus_status: Callable[[], str] = lambda: "local"
     # Read replicas for /readyz, each {name, state, lag_seconds, ...}: shown, never failing it.
@@ -96,6 +105,9 @@ class HttpServices:
     login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
     # Queues an edit or delete on the message writer (PATCH/DELETE of a message); None: 503.
     submit: Submit | None = None
+    # Sync, told (user id, token hash) of each authenticated request: the session's last use
+    # and the user's last_seen (server/chat/activity.py keeps it from writing per request).
+    seen: Callable[[int, str], None] = _seen_nowhere
 
 
 def create_http_app(services: HttpServices) -> QuartTrio:
@@ -107,13 +119,22 @@ def create_http_app(services: HttpServices) -> QuartTrio:
     )
     app.config["BODY_TIMEOUT"] = services.body_timeout
     api = _Api(services)
+    mine = SessionRoutes(
+        services.store, api.authenticate, services.login_guard, services.token_revoked
+    )
     routes: list[tuple[str, Callable[..., Any], str]] = [
         ("/healthz", api.healthz, "GET"),
         ("/readyz", api.readyz, "GET"),
         ("/api/register", api.register, "POST"),
         ("/api/login", api.login, "POST"),
         ("/api/logout", api.logout, "POST"),
-        ("/api/me", api.me, "GET"),
+        ("/api/me", mine.me, "GET"),
+        ("/api/me", mine.update_me, "PATCH"),
+        ("/api/users/<name>", mine.user, "GET"),
+        ("/api/sessions", mine.sessions, "GET"),
+        ("/api/sessions", mine.revoke_many, "DELETE"),
+        ("/api/sessions/<session_id>", mine.revoke_one, "DELETE"),
+        ("/api/password", mine.change_password, "POST"),
         ("/api/rooms", api.list_rooms, "GET"),
         ("/api/rooms", api.create_room, "POST"),
         ("/api/rooms/<room>/join", api.join, "POST"),
@@ -183,7 +204,7 @@ class _Api:
                 raise HttpError(
                     409, ErrorCode.NAME_TAKEN, f"user name {body.name!r} is taken"
                 ) from None
-        return json_response(await self._session(user), 201)
+        return json_response(await self._session(user, device_of(body.device)), 201)
 
     async def login(self) -> Response:
         body = decode_body(await request_body(), Login)
@@ -195,7 +216,7 @@ class _Api:
             self._services.auth_failed("password")
             raise HttpError(401, ErrorCode.BAD_CREDENTIALS, "wrong name or password")
         self._guard.succeeded(body.name)
-        return json_response(await self._session(user))
+        return json_response(await self._session(user, device_of(body.device)))
 
     async def logout(self) -> Response:
         _, token = await self._authenticate()
@@ -203,11 +224,6 @@ class _Api:
             await self._store.revoke_token(token)
             await self._services.token_revoked(token_hash(token))
         return empty_response(204)
-
-    async def me(self) -> Response:
-        user, _ = await self._authenticate()
-        rooms = await self._store.rooms_of(user.id)
-        return json_response({"user": _user_json(user), "rooms": rooms})
 
     # Rooms ---------------------------------------------------------------------------------
     async def list_rooms(self) -> Response:
@@ -227,6 +243,7 @@ class _Api:
                     409, ErrorCode.NAME_TAKEN, f"room name {body.name!r} is taken"
                 ) from None
             await self._services.membership_changed(room.name, user.id, True)  # the creator
+            self._services.room_created(room.name, user.id)  # everyone else
         return json_response(_room_json(room, True), 201)
 
     async def join(self, room: str) -> Response:
@@ -272,7 +289,13 @@ class _Api:
                 413, ErrorCode.TOO_LARGE, f"{len(body.messages)} messages; at most {max_batch}"
             )
         batch = [
-            NewMessage(room, user.id, user.name, self._checked_text(i, item), item.client_id)
+            NewMessage(
+                room,
+                user.id,
+                user.name,
+                checked_batch_text(i, item, self._services.max_text),
+                item.client_id,
+            )
             for i, item in enumerate(body.messages)
         ]
         with trio.CancelScope(shield=True):
@@ -310,32 +333,12 @@ class _Api:
             self._store, submit, user, target, body, self._services.max_text
         )
 
-    def _checked_text(self, index: int, item: BatchItem) -> str:
-        # The same rules as protocol.decode applies to a `send` frame.
-        if not item.text.strip():
-            raise HttpError(422, ErrorCode.TEXT_EMPTY, f"messages[{index}]: text is empty")
-        if len(item.text) > self._services.max_text:
-            raise HttpError(
-                422,
-                ErrorCode.TEXT_TOO_LONG,
-                f"messages[{index}]: text is over {self._services.max_text} characters",
-            )
-        refused = protocol.refused_character(item.text)
-        if refused is not None:
-            raise HttpError(
-                422, ErrorCode.TEXT_INVALID, f"messages[{index}]: text contains {refused}"
-            )
-        if item.client_id is not None and (refused := protocol.refused_character(item.client_id)):
-            message = f"messages[{index}]: client_id contains {refused}"
-            raise HttpError(422, ErrorCode.BAD_FIELD, message)
-        return item.text
-
     # Shared steps --------------------------------------------------------------------------
-    async def _session(self, user: User) -> dict[str, Any]:
+    async def _session(self, user: User, device: str) -> dict[str, Any]:
         ttl = self._services.token_ttl
         # Taken before the store sets its own expiry, so a client never outlives its token.
         expires_at = time.time_ns() // 1_000_000 + round(ttl * 1000)
-        token = await self._store.create_token(user.id, ttl)
+        token = await self._store.create_token(user.id, ttl, device)
         return {"user": _user_json(user), "token": token, "expires_at": expires_at}
 
     async def _authenticate(self) -> tuple[User, str]:
@@ -355,7 +358,10 @@ class _Api:
         if user is None:
             self._services.auth_failed("token")
             raise _unauthenticated("the token is unknown, revoked or expired", "invalid_token")
+        self._services.seen(user.id, token_hash(token))
         return user, token
+
+    authenticate = _authenticate  # for the routes of other modules (server/http/_sessions.py)
 
     async def _require_room(self, room: str) -> Room:
         _check_room_name(room)

@@ -28,11 +28,18 @@ from storage.postgres._messages import (
 from storage.protocols import Appended, NewMessage, StorageError
 
 _ROOM_ID = "(SELECT room_id FROM shard_rooms WHERE name = %s)"
+# Stream positions rise in batch order (so in seq order per room): the k-th smallest of the
+# positions taken goes to the k-th row. The transaction holds an xid by then (the fence's row
+# lock), which the event appender's watermark relies on (storage/routing/shard_events.py).
 _INSERT = (
-    "INSERT INTO shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id,"
-    " kind, target) SELECT i, r, s, u, n, t, %s, c, k, g FROM unnest(%s::bigint[],"
+    "INSERT INTO shard_messages"
+    " (id, room_id, seq, user_id, user_name, text, ts, client_id, kind, target, stream_pos)"
+    " SELECT v.i, v.r, v.s, v.u, v.n, v.t, %s, v.c, v.k, v.g, p.pos FROM unnest(%s::bigint[],"
     " %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[],"
-    " %s::smallint[], %s::bigint[]) AS v(i, r, s, u, n, t, c, k, g)"
+    " %s::smallint[], %s::bigint[]) WITH ORDINALITY AS v(i, r, s, u, n, t, c, k, g, o)"
+    " JOIN (SELECT pos, row_number() OVER (ORDER BY pos) AS o FROM (SELECT"
+    " nextval('shard_stream_positions') AS pos FROM generate_series(1, %s)) AS q) AS p"
+    " ON p.o = v.o"
 )
 _FIND_CLIENT_IDS = find_client_ids("shard_messages")
 _CHANGES = change_statements("shard_messages")
@@ -103,11 +110,8 @@ def _append_locked(
     new_ids = [id_ for id_, new in zip(ids, numbering.new, strict=True) if new]
     if new_ids:
         n = numbering
-        extra = (n.kind, n.target)
-        conn.execute(
-            _INSERT,
-            (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id, *extra),
-        )
+        columns = (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id)
+        conn.execute(_INSERT, (*columns, n.kind, n.target, len(new_ids)))
         if n.changes:
             apply_changes(conn, _CHANGES, n)
         changed = {room_ids[m]: numbering.last_seqs[room_ids[m]] for m in names}
