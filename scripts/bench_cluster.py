@@ -18,9 +18,11 @@ Modes:
 A case is SERVER:PROCESSES. hibiki on several processes needs `hibiki serve --redis`; while the
 flag does not exist that case is skipped with a message (and listed under "Not run").
 Before the runs, the bare send floor of this machine (bench_floor.send_floor: CPU per loopback
-`send()` of one frame, on the servers' CPU) is measured, and each row's µs per delivery is also
-given as a multiple of it: at 5 messages/s every delivery is one `send()` for every server, so
-that floor bounds what any of them can reach. `--floor-sweeps 0` skips it.
+`send()` of one frame to each of N sockets, on the servers' CPU) is measured at the latency
+mode's own pace (a sweep of N sends every N / 5,000 s: 200 ms at N = 1,000; a send after a pause
+costs more than one in a tight loop), and each row's µs per delivery is also given as a multiple
+of it: at 5 messages/s every delivery is one `send()` for every server, so that floor bounds what
+any of them can reach. `--floor-sweeps 0` skips it; `--floor-gap-ms` sets another pace.
 Writes bench-results/cluster-<time>/{runs.json,summary.json,floor.json,cluster.md} and prints
 the table.
 """
@@ -47,7 +49,8 @@ from _loadplan import Target, Workload, make_plan
 from _loadrun import Phase, SessionOptions, run_load
 from _loadstats import raise_fd_limit
 from _loadworkers import node_binary
-from bench_fanout import RUN_FAILURES, Job, flood_window, measure_floor, pin_cpus
+from bench_fanout import RUN_FAILURES, Job, flood_window, pin_cpus
+from bench_floor import send_floor
 
 CASES = "hibiki:1,hibiki:2,socketio:1,socketio:2,node-socketio:1,node-socketio:2"
 MODES = ("latency", "flood")
@@ -126,7 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--floor-receivers", type=int, default=1000, help="send floor: sockets per sweep"
     )
-    parser.add_argument("--floor-sweeps", type=int, default=300, help="send floor: 0 = skip it")
+    parser.add_argument("--floor-sweeps", type=int, default=50, help="send floor: 0 = skip it")
+    parser.add_argument(
+        "--floor-gap-ms", type=float, help="send floor: ms between sweeps (default: latency pace)"
+    )
     args = parser.parse_args(argv)
     try:
         args.cases = [Case.parse(c) for c in args.servers.split(",") if c]
@@ -138,6 +144,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if name not in MODES:
             parser.error(f"unknown mode {name!r}")
     return args
+
+
+def measure_floor(
+    args: argparse.Namespace, server_cpu: int | None, out: Path
+) -> dict[str, Any] | None:
+    """The bare send floor of this run, at the latency mode's pace unless told otherwise."""
+    if args.floor_sweeps <= 0:
+        return None
+    gap_ms = args.floor_gap_ms
+    if gap_ms is None:
+        gap_ms = 1000.0 * args.floor_receivers / args.latency_deliveries
+    floor = send_floor(args.floor_receivers, args.floor_sweeps, gap_ms, sender_cpu=server_cpu)
+    floor["gap_ms"] = gap_ms
+    (out / "floor.json").write_text(json.dumps(floor, indent=1) + "\n")
+    print(f"bench: send floor {floor['cpu_us_per_send']:.2f} µs per send()", file=sys.stderr)
+    return floor
 
 
 def runnable(cases: list[Case]) -> tuple[list[Case], list[str]]:
@@ -206,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         floor_us = floor["cpu_us_per_send"]
         header += (
             f"; bare send floor {floor_us:.2f} µs per send() on CPU {floor['sender_cpu']} "
-            f"({floor['receivers']:,} sockets x {args.floor_sweeps} sweeps)"
+            f"({floor['receivers']:,} sockets x {args.floor_sweeps} sweeps, "
+            f"{floor['gap_ms']:.0f} ms apart)"
         )
     text = write_results(out, runs, header, skipped, failures, floor_us)
     print(text)

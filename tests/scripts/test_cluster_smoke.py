@@ -174,6 +174,7 @@ def test_bench_cluster_writes_its_table_and_names_what_it_could_not_run(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     floor = json.loads((tmp_path / "floor.json").read_text())
     assert floor["receivers"] == 10
+    assert floor["gap_ms"] == pytest.approx(2.0)  # 10 sockets at 5,000 deliveries/s
     assert floor["cpu_us_per_send"] > 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     cases = {row["case"] for row in summary["rows"]}
