@@ -166,6 +166,9 @@ def _insert_new(
     conn: sqlite3.Connection, room_ids: dict[str, int], batch: tuple[NewMessage, ...]
 ) -> list[Appended]:
     """Number and insert `batch`, every message new: the hot path, kept lean."""
+    if len(batch) == 1:
+        (m,) = batch
+        return [_insert_one(conn, room_ids[m.room], m)]
     counts: dict[int, int] = {}
     for m in batch:
         room_id = room_ids[m.room]
@@ -178,13 +181,8 @@ def _insert_new(
         room_id = room_ids[m.room]
         seq = seqs[room_id] = seqs[room_id] + 1
         add_row((room_id, seq, m.user_id, m.user_name, m.text, ts, m.client_id))
-    if len(rows) == 1:
-        last_id = conn.execute(_INSERT_MESSAGE, rows[0]).lastrowid
-    else:
-        conn.executemany(_INSERT_MESSAGE, rows)
-        last_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-    assert last_id is not None
-    id_ = last_id - len(rows)
+    conn.executemany(_INSERT_MESSAGE, rows)
+    id_ = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows)
     results: list[Appended] = []
     add_result = results.append
     for m, row in zip(batch, rows, strict=True):
@@ -193,6 +191,16 @@ def _insert_new(
             Appended(Message(m.room, id_, row[1], m.user_name, m.text, ts, m.client_id), False)
         )
     return results
+
+
+def _insert_one(conn: sqlite3.Connection, room_id: int, m: NewMessage) -> Appended:
+    """`_insert_new` of one message (every batch at light load): no counting, no loops."""
+    (seq,) = conn.execute(_RESERVE_ONE_ROOM, (1, room_id)).fetchone()
+    ts = now_ms()
+    row = (room_id, seq, m.user_id, m.user_name, m.text, ts, m.client_id)
+    id_ = conn.execute(_INSERT_MESSAGE, row).lastrowid
+    assert id_ is not None
+    return Appended(Message(m.room, id_, seq, m.user_name, m.text, ts, m.client_id), False)
 
 
 def _reserve_seqs(conn: sqlite3.Connection, counts: dict[int, int]) -> dict[int, int]:
