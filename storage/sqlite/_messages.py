@@ -64,7 +64,7 @@ class WriterCursors:
     Room ids and known users only: neither is ever renamed or deleted, so another process's
     writes cannot make them stale. Seqs and ids are never remembered: each batch takes them from
     the file inside its write transaction (`_reserve_seqs`, SQLite's next rowid). Forgotten
-    whenever a transaction rolls back.
+    whenever a batch fails (a client_id conflict, retried, is not a failure).
     """
 
     __slots__ = ("room_ids", "user_ids")
