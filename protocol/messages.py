@@ -145,6 +145,12 @@ class Resync(_Event, tag="resync", frozen=True):
     reason: str
 
 
+class RoomCreated(_Event, tag="room_created", frozen=True):
+    """A public room now exists: told to every connected user but its creator (told `joined`)."""
+
+    room: str
+
+
 class Error(_Event, tag="error", frozen=True):
     code: str
     message: str
@@ -165,6 +171,7 @@ Event = (
     | Presence
     | Typing
     | Resync
+    | RoomCreated
     | Error
     | Pong
 )
@@ -178,6 +185,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     Presence,
     Typing,
     Resync,
+    RoomCreated,
     Error,
     Pong,
 )

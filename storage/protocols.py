@@ -49,6 +49,31 @@ class TokenGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """What others may see of a user. `display_name` is None until the user sets one;
+    `last_seen` (ms since epoch) is None until a connection or request of theirs was recorded."""
+
+    user: User
+    display_name: str | None
+    last_seen: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One login: a bearer token seen from the side of its owner. `id` is opaque and public
+    (never the token nor its hash); `token_hash` stays on the server (to tell the caller's own
+    session, and to revoke it). Times are ms since the epoch; `created_at` and `last_used_at`
+    are None for a token issued before sessions were recorded (schema upgrade)."""
+
+    id: str
+    device: str
+    created_at: int | None
+    last_used_at: int | None
+    expires_at: int
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class Room:
     id: int
     name: str
@@ -110,8 +135,8 @@ class AccountStore(Protocol):
     async def check_password(self, name: str, password: str) -> User | None:
         """The user if the password matches, else None (the same cost for an unknown user)."""
 
-    async def create_token(self, user_id: int, ttl_seconds: float) -> str:
-        """A new random bearer token; only its hash is stored."""
+    async def create_token(self, user_id: int, ttl_seconds: float, device: str = "") -> str:
+        """A new random bearer token, a session labelled `device`; only its hash is stored."""
 
     async def user_for_token(self, token: str) -> User | None:
         """The token's user, or None if unknown or expired."""
@@ -121,6 +146,33 @@ class AccountStore(Protocol):
         the expiry to close itself when the token runs out)."""
 
     async def revoke_token(self, token: str) -> None: ...
+
+    async def sessions(self, user_id: int) -> list[Session]:
+        """The user's unexpired sessions, newest first."""
+
+    async def revoke_session(self, user_id: int, session_id: str) -> str | None:
+        """Delete the user's session `session_id`; its token hash, or None if the user has no
+        such session (another user's id is not found either)."""
+
+    async def revoke_sessions(self, user_id: int, keep_token: str | None) -> list[str]:
+        """Delete every session of the user but `keep_token`'s (all with None); their hashes."""
+
+    async def change_password(
+        self, user: User, old: str, new: str, keep_token: str | None
+    ) -> list[str] | None:
+        """None if `old` is not the user's password (at the KDF's cost); else set `new` and
+        revoke every other session, in one transaction: the revoked token hashes."""
+
+    async def set_display_name(self, user_id: int, display_name: str | None) -> str | None:
+        """Set (None, "": clear) the display name, checked and normalised by
+        `storage.accounts.check_display_name` (`ValueError` if refused); what was stored."""
+
+    async def profile(self, name: str) -> Profile | None:
+        """The user's public profile, or None for an unknown name."""
+
+    async def record_activity(self, sessions: Mapping[str, int], users: Mapping[int, int]) -> None:
+        """Raise each session's (by token hash) last use and each user's `last_seen` to the
+        time given (ms; a time never moves back; unknown ones are skipped)."""
 
 
 class RoomStore(Protocol):
@@ -214,10 +266,19 @@ class StreamRead:
     then `(xmin, xmax)`, the oldest transaction still running before the read, and the first
     transaction id not yet assigned after it. Every id missing from this read was allocated by
     a transaction below `xmax`; once a later read's `xmin` reaches it, that read shows what
-    those transactions committed, and what it still lacks never comes."""
+    those transactions committed, and what it still lacks never comes.
+
+    `positions`, where given, are what the read ordered by and what the horizon speaks of, one
+    per message, in place of its id: a shard database numbers its commits with positions of its
+    own, since the ids come from the catalog (storage/routing/shard_events.py)."""
 
     messages: list[Message]
     horizon: tuple[int, int] | None
+    positions: list[int] | None = None
+
+    def keys(self) -> list[int]:
+        """Each message's position in the read's order: `positions`, else the ids."""
+        return self.positions if self.positions is not None else [m.id for m in self.messages]
 
 
 class AppenderLease(Protocol):
@@ -267,15 +328,44 @@ class AccountRecords(Protocol):
         """The user and the stored password hash, or None for an unknown name."""
 
     async def insert_token(
-        self, user_id: int, token_hash: str, expires_at_ms: int, now_ms: int
+        self,
+        user_id: int,
+        token_hash: str,
+        expires_at_ms: int,
+        now_ms: int,
+        session_id: str,
+        device: str,
     ) -> None:
-        """Store a token hash; `NotFound` for an unknown user. The backend may drop the user's
-        tokens that expired by `now_ms` (they can never be valid again)."""
+        """Store a token hash as session `session_id` (created and last used at `now_ms`);
+        `NotFound` for an unknown user. The backend may drop the user's tokens that expired by
+        `now_ms` (they can never be valid again)."""
 
     async def token_record(self, token_hash: str) -> tuple[User, int] | None:
         """The token's user and its `expires_at_ms`, or None for an unknown hash."""
 
     async def delete_token(self, token_hash: str) -> None: ...
+
+    async def session_rows(self, user_id: int, now_ms: int) -> list[Session]:
+        """The user's tokens with `expires_at > now_ms`, newest first."""
+
+    async def delete_sessions(
+        self, user_id: int, session_id: str | None, keep_hash: str | None
+    ) -> list[str]:
+        """Delete the user's session `session_id` (None: every one but `keep_hash`'s, all of
+        them if that is None too); the deleted token hashes."""
+
+    async def replace_password(
+        self, user_id: int, password_hash: str, keep_hash: str | None
+    ) -> list[str]:
+        """In one transaction: store the new hash, delete every token of the user but
+        `keep_hash`'s; the deleted token hashes."""
+
+    async def update_display_name(self, user_id: int, display_name: str | None) -> None: ...
+
+    async def profile_row(self, name: str) -> Profile | None: ...
+
+    async def touch(self, sessions: Mapping[str, int], users: Mapping[int, int]) -> None:
+        """`AccountStore.record_activity`'s rows, in one transaction."""
 
 
 class Backend(AccountRecords, RoomStore, MessageStore, EventOutbox, Lifecycle, Protocol):

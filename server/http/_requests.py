@@ -27,15 +27,32 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
+Password = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+# A session's label; without one the User-Agent is used. Cleaned and cut to 100 by the store.
+Device = Annotated[str, msgspec.Meta(max_length=256)]
+
+
 class Registration(_Body, frozen=True):
     name: Annotated[str, msgspec.Meta(pattern=USER_PATTERN)]
-    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+    password: Password
+    device: Device | None = None
 
 
 class Login(_Body, frozen=True):
     # Not the registration rules: a name that could never exist is just a failed login.
     name: Annotated[str, msgspec.Meta(max_length=64)]
     password: Annotated[str, msgspec.Meta(max_length=256)]
+    device: Device | None = None
+
+
+class DisplayNameChange(_Body, frozen=True):
+    # Checked by storage.accounts.check_display_name (400); the bound only caps the work.
+    display_name: Annotated[str, msgspec.Meta(max_length=1024)] | None
+
+
+class PasswordChange(_Body, frozen=True):
+    old: Annotated[str, msgspec.Meta(max_length=256)]
+    new: Password
 
 
 class NewRoom(_Body, frozen=True):
@@ -64,6 +81,25 @@ def history_params() -> tuple[int | None, int]:
     before_seq = _int_param("before_seq", 1, MAX_SEQ)
     limit = _int_param("limit", 1, MAX_HISTORY_LIMIT)
     return before_seq, DEFAULT_HISTORY_LIMIT if limit is None else limit
+
+
+def revoke_all_param() -> bool:
+    """`DELETE /api/sessions`'s `?all=true|false` (default false)."""
+    unknown = set(request.args) - {"all"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise HttpError(422, ErrorCode.UNKNOWN_FIELD, f"unknown query parameter `{name}`")
+    raw = request.args.get("all", "false")
+    if raw not in ("true", "false"):
+        raise HttpError(422, ErrorCode.BAD_FIELD, "`all` must be true or false")
+    return raw == "true"
+
+
+def device_of(device: str | None) -> str:
+    """A new session's device label: the body's `device`, else the User-Agent (else empty)."""
+    if device is not None:
+        return device
+    return request.headers.get("User-Agent", "")[:256]
 
 
 def _int_param(name: str, low: int, high: int | None) -> int | None:

@@ -7,9 +7,9 @@ documented in docs/http.md; errors use `protocol.ErrorCode`, like the WebSocket 
 Rules the handlers follow:
 - authenticate first (401), then the room (404 unknown, 403 not a member), then the body (413/422);
 - a write and the notification that must follow it (`publish`, `membership_changed`,
-  `token_revoked`) run in one shielded scope, so a client that hangs up mid-request cannot leave a
-  committed message unpublished, a membership change unannounced or a revoked token's WebSockets
-  open.
+  `room_created`, `token_revoked`) run in one shielded scope, so a client that hangs up
+  mid-request cannot leave a committed message unpublished, a membership change or a new room
+  unannounced or a revoked token's WebSockets open.
 """
 
 from __future__ import annotations
@@ -44,9 +44,11 @@ from server.http._requests import (
     Login,
     NewRoom,
     Registration,
+    device_of,
     history_params,
     request_body,
 )
+from server.http._sessions import SessionRoutes
 from server.http.login_guard import LoginGuard
 from server.http.web_client import register_web_client
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
@@ -59,6 +61,10 @@ _ROOM = re.compile(ROOM_PATTERN)
 
 
 async def _revoked_nowhere(token_hash: str) -> None:
+    pass
+
+
+def _seen_nowhere(user_id: int, token_hash: str) -> None:
     pass
 
 
@@ -78,6 +84,9 @@ class HttpServices:
     membership_changed: Callable[[str, int, bool], Awaitable[None]]
     # None when ready, else the reason (for /readyz).
     readiness: Callable[[], str | None]
+    # Sync, (room, creator's user id) once a room is created: every other connected user is told
+    # (`room_created`, on every node).
+    room_created: Callable[[str, int], None] = lambda room, creator: None
     # The bus for /healthz and /readyz: "local", "redis: ok" or "redis: degraded".
     bus_status: Callable[[], str] = lambda: "local"
     # Read replicas for /readyz, each {name, state, lag_seconds, ...}: shown, never failing it.
@@ -93,6 +102,9 @@ class HttpServices:
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
     login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
+    # Sync, told (user id, token hash) of each authenticated request: the session's last use
+    # and the user's last_seen (server/chat/activity.py keeps it from writing per request).
+    seen: Callable[[int, str], None] = _seen_nowhere
 
 
 def create_http_app(services: HttpServices) -> QuartTrio:
@@ -104,13 +116,22 @@ def create_http_app(services: HttpServices) -> QuartTrio:
     )
     app.config["BODY_TIMEOUT"] = services.body_timeout
     api = _Api(services)
+    mine = SessionRoutes(
+        services.store, api.authenticate, services.login_guard, services.token_revoked
+    )
     routes: list[tuple[str, Callable[..., Any], str]] = [
         ("/healthz", api.healthz, "GET"),
         ("/readyz", api.readyz, "GET"),
         ("/api/register", api.register, "POST"),
         ("/api/login", api.login, "POST"),
         ("/api/logout", api.logout, "POST"),
-        ("/api/me", api.me, "GET"),
+        ("/api/me", mine.me, "GET"),
+        ("/api/me", mine.update_me, "PATCH"),
+        ("/api/users/<name>", mine.user, "GET"),
+        ("/api/sessions", mine.sessions, "GET"),
+        ("/api/sessions", mine.revoke_many, "DELETE"),
+        ("/api/sessions/<session_id>", mine.revoke_one, "DELETE"),
+        ("/api/password", mine.change_password, "POST"),
         ("/api/rooms", api.list_rooms, "GET"),
         ("/api/rooms", api.create_room, "POST"),
         ("/api/rooms/<room>/join", api.join, "POST"),
@@ -178,7 +199,7 @@ class _Api:
                 raise HttpError(
                     409, ErrorCode.NAME_TAKEN, f"user name {body.name!r} is taken"
                 ) from None
-        return json_response(await self._session(user), 201)
+        return json_response(await self._session(user, device_of(body.device)), 201)
 
     async def login(self) -> Response:
         body = decode_body(await request_body(), Login)
@@ -190,7 +211,7 @@ class _Api:
             self._services.auth_failed("password")
             raise HttpError(401, ErrorCode.BAD_CREDENTIALS, "wrong name or password")
         self._guard.succeeded(body.name)
-        return json_response(await self._session(user))
+        return json_response(await self._session(user, device_of(body.device)))
 
     async def logout(self) -> Response:
         _, token = await self._authenticate()
@@ -198,11 +219,6 @@ class _Api:
             await self._store.revoke_token(token)
             await self._services.token_revoked(token_hash(token))
         return empty_response(204)
-
-    async def me(self) -> Response:
-        user, _ = await self._authenticate()
-        rooms = await self._store.rooms_of(user.id)
-        return json_response({"user": _user_json(user), "rooms": rooms})
 
     # Rooms ---------------------------------------------------------------------------------
     async def list_rooms(self) -> Response:
@@ -222,6 +238,7 @@ class _Api:
                     409, ErrorCode.NAME_TAKEN, f"room name {body.name!r} is taken"
                 ) from None
             await self._services.membership_changed(room.name, user.id, True)  # the creator
+            self._services.room_created(room.name, user.id)  # everyone else
         return json_response(_room_json(room, True), 201)
 
     async def join(self, room: str) -> Response:
@@ -315,11 +332,11 @@ class _Api:
         return item.text
 
     # Shared steps --------------------------------------------------------------------------
-    async def _session(self, user: User) -> dict[str, Any]:
+    async def _session(self, user: User, device: str) -> dict[str, Any]:
         ttl = self._services.token_ttl
         # Taken before the store sets its own expiry, so a client never outlives its token.
         expires_at = time.time_ns() // 1_000_000 + round(ttl * 1000)
-        token = await self._store.create_token(user.id, ttl)
+        token = await self._store.create_token(user.id, ttl, device)
         return {"user": _user_json(user), "token": token, "expires_at": expires_at}
 
     async def _authenticate(self) -> tuple[User, str]:
@@ -339,7 +356,10 @@ class _Api:
         if user is None:
             self._services.auth_failed("token")
             raise _unauthenticated("the token is unknown, revoked or expired", "invalid_token")
+        self._services.seen(user.id, token_hash(token))
         return user, token
+
+    authenticate = _authenticate  # for the routes of other modules (server/http/_sessions.py)
 
     async def _require_room(self, room: str) -> Room:
         _check_room_name(room)

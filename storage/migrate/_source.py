@@ -24,10 +24,13 @@ from storage.sqlite._schema import MIGRATIONS as SQLITE_MIGRATIONS
 Row = tuple[Any, ...]
 CHUNK_ROWS = 10_000  # rows fetched at once when streaming
 
-USERS = "SELECT id, name, password_hash, created_at FROM users ORDER BY id"
+USERS = "SELECT id, name, password_hash, created_at, display_name, last_seen FROM users ORDER BY id"
 ROOMS = "SELECT id, name, created_by, created_at, last_seq FROM rooms ORDER BY id"
 MEMBERSHIPS = "SELECT room_id, user_id, joined_at FROM memberships ORDER BY room_id, user_id"
-TOKENS = "SELECT token_hash, user_id, expires_at FROM tokens ORDER BY token_hash"
+TOKENS = (
+    "SELECT token_hash, user_id, expires_at, session_id, device, created_at, last_used_at"
+    " FROM tokens ORDER BY token_hash"
+)
 MESSAGE_COLUMNS = "id, room_id, seq, user_id, user_name, text, ts, client_id"
 # What the verifier hashes, in the order it hashes it: both sides select exactly this. Read in
 # id order (a sequential scan on both sides); a room's rows are hashed in seq order, which is

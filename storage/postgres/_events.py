@@ -101,8 +101,9 @@ class AdvisoryLease:
     process, host or network link releases it once PostgreSQL sees the session end, and a
     lost connection is lost leadership."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, key: int = APPENDER_LOCK_KEY) -> None:
         self._settings = settings
+        self._key = key  # a shard database's appender has its own (storage/routing)
         self._conn: Connection | None = None
 
     def acquire(self) -> bool:
@@ -114,7 +115,7 @@ class AdvisoryLease:
                 return False
             self._conn = conn
         try:
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (APPENDER_LOCK_KEY,))
+            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
             got = row.fetchone()
         except psycopg.Error:
             self.release()

@@ -69,6 +69,19 @@ MIGRATIONS: tuple[str, ...] = (
         last_id   BIGINT NOT NULL
     );
     """,
+    # 4: profiles and sessions (issue #15), as SQLite's migration 3: a user's display name and
+    # last_seen; each token a session with an opaque id, a device, created_at and last use (NULL
+    # for tokens older than this migration, whose ids are made here).
+    """
+    ALTER TABLE users ADD COLUMN display_name TEXT, ADD COLUMN last_seen BIGINT;
+    ALTER TABLE tokens
+        ADD COLUMN session_id TEXT NOT NULL DEFAULT '',
+        ADD COLUMN device TEXT NOT NULL DEFAULT '',
+        ADD COLUMN created_at BIGINT,
+        ADD COLUMN last_used_at BIGINT;
+    UPDATE tokens SET session_id = substr(md5(random()::text || token_hash), 1, 16);
+    CREATE UNIQUE INDEX tokens_by_session ON tokens(session_id);
+    """,
 )
 
 # The version table; created (if missing) before migrations run.

@@ -22,10 +22,17 @@ from storage.protocols import Appended, NewMessage, StorageError
 
 _COLUMNS = "id, seq, user_name, text, ts, client_id"
 _ROOM_ID = "(SELECT room_id FROM shard_rooms WHERE name = %s)"
+# Stream positions rise in batch order (so in seq order per room): the k-th smallest of the
+# positions taken goes to the k-th row. The transaction holds an xid by then (the fence's row
+# lock), which the event appender's watermark relies on (storage/routing/shard_events.py).
 _INSERT = (
-    "INSERT INTO shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id)"
-    " SELECT i, r, s, u, n, t, %s, c FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
-    " %s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(i, r, s, u, n, t, c)"
+    "INSERT INTO shard_messages"
+    " (id, room_id, seq, user_id, user_name, text, ts, client_id, stream_pos)"
+    " SELECT v.i, v.r, v.s, v.u, v.n, v.t, %s, v.c, p.pos FROM unnest(%s::bigint[],"
+    " %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[])"
+    " WITH ORDINALITY AS v(i, r, s, u, n, t, c, k) JOIN (SELECT pos, row_number() OVER"
+    " (ORDER BY pos) AS k FROM (SELECT nextval('shard_stream_positions') AS pos"
+    " FROM generate_series(1, %s)) AS q) AS p ON p.k = v.k"
 )
 _FIND_CLIENT_IDS = find_client_ids("shard_messages")
 
@@ -95,10 +102,8 @@ def _append_locked(
     new_ids = [id_ for id_, new in zip(ids, numbering.new, strict=True) if new]
     if new_ids:
         n = numbering
-        conn.execute(
-            _INSERT,
-            (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id),
-        )
+        columns = (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id)
+        conn.execute(_INSERT, (*columns, len(new_ids)))
         changed = {room_ids[m]: numbering.last_seqs[room_ids[m]] for m in names}
         conn.execute(
             "UPDATE shard_rooms SET last_seq = v.s FROM unnest(%s::bigint[], %s::bigint[])"

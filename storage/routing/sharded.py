@@ -40,6 +40,7 @@ from storage.routing._shard_schema import (
     SHARD_VERSION_TABLE,
     apply,
 )
+from storage.routing.shard_events import ShardOutbox, ShardOutboxes
 from storage.routing.sharded_parts import GatheredParts, PartListener
 from storage.routing.shards import logical_shard
 
@@ -90,6 +91,12 @@ class ShardedMessageStore:
     @property
     def directory(self) -> catalog.Directory:
         return self._directory
+
+    def event_outboxes(self) -> ShardOutboxes:
+        """Each shard database's event outbox (storage/routing/shard_events.py), for one
+        appender per shard database; usable once the store is open."""
+        outboxes = {target: ShardOutbox(threads) for target, threads in self._shards.items()}
+        return ShardOutboxes(outboxes, lambda room: self._directory.place(room).target)
 
     async def open(self) -> None:
         opened: list[PoolThreads] = []

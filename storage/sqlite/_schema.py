@@ -72,6 +72,20 @@ MIGRATIONS: tuple[str, ...] = (
         last_id   INTEGER NOT NULL
     );
     """,
+    # 3: profiles and sessions (issue #15). A user's display name (NULL: none set) and when a
+    # connection or request of theirs was last recorded; each token is a session with an opaque
+    # id, a device label, when it was created and last used (NULL for tokens older than this
+    # migration, whose ids are made here).
+    """
+    ALTER TABLE users ADD COLUMN display_name TEXT;
+    ALTER TABLE users ADD COLUMN last_seen INTEGER;
+    ALTER TABLE tokens ADD COLUMN session_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tokens ADD COLUMN device TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tokens ADD COLUMN created_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+    UPDATE tokens SET session_id = lower(hex(randomblob(8)));
+    CREATE UNIQUE INDEX tokens_by_session ON tokens(session_id);
+    """,
 )
 
 

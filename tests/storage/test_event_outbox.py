@@ -11,8 +11,8 @@ from storage import CompositeStore, Store, User
 
 from .test_storage import alice, database_url, make_store, msg, opened, store  # noqa: F401
 
-# Not on the sharded backend: its messages are on several databases and the outbox reads one
-# (the config refuses the stream with shards; docs/events.md, "Limits").
+# One outbox per database: the sharded backend has one per shard database instead
+# (storage.routing.ShardOutboxes; tests/shards/test_event_stream.py).
 ONE_DATABASE = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 
