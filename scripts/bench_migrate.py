@@ -97,7 +97,7 @@ def generate(path: Path, messages: int, rooms: int, users: int) -> None:
             ),
         )
         conn.executemany(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             _messages(messages, rooms, users, now),
         )
         conn.execute(

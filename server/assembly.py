@@ -273,6 +273,7 @@ def _http_bridge(
         replicas=replicas.status if replicas is not None else None,
         body_timeout=config.timeouts.http_read_timeout,
         login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
+        submit=writer.submit,
         seen=activity.seen,
     )
     return HttpBridge(

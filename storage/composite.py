@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from types import TracebackType
 from typing import Self
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage import passwords
 from storage.accounts import Accounts
 from storage.protocols import (
@@ -153,8 +153,11 @@ class CompositeStore:
     ) -> tuple[list[Message], bool]:
         return await self.messages.history(room, before_seq, _check_limit(limit))
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
         return await self.messages.messages_after(room, after_seq, _check_limit(limit))
+
+    async def message(self, room: str, message_id: int) -> Message | None:
+        return await self.messages.message(room, message_id)
 
     async def last_seq(self, room: str) -> int:
         return await self.messages.last_seq(room)

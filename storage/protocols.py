@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocol import ChatError, Message
+from protocol import ChatError, Message, RoomEntry
 
 
 class StorageError(ChatError):
@@ -81,26 +81,42 @@ class Room:
     last_seq: int
 
 
+# What a stored room entry is (the `kind` column): a message, or a change to one of the room's
+# earlier messages (`target`), which takes its own seq like a message.
+KIND_MESSAGE = 0
+KIND_EDIT = 1  # `text` is the target's new text
+KIND_DELETE = 2  # `text` is ""
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message accepted by the server and not yet stored: the store assigns id, seq and ts."""
+    """A room entry accepted by the server and not yet stored: the store assigns id, seq and ts.
+
+    An edit or delete (`kind`) names the message it changes (`target`, an id in the same room);
+    the store applies it to that message in the same transaction, and stores it as an entry of
+    its own. The server checked before queueing it that the target is the user's own message
+    and not deleted; the store does not check again (an edit that lost a race with the
+    message's delete changes nothing, and the delete erases its text too)."""
 
     room: str
     user_id: int
     user_name: str
     text: str
     client_id: str | None
+    kind: int = KIND_MESSAGE
+    target: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """The outcome of storing one `NewMessage`.
+    """The outcome of storing one `NewMessage`: a `Message`, or for an edit or delete the
+    `Edited`/`Deleted` event it is.
 
     `duplicate` is True when (room, user, client_id) was already stored: `message` is then the
     original, and nothing new was written.
     """
 
-    message: Message
+    message: RoomEntry
     duplicate: bool
 
 
@@ -215,10 +231,20 @@ class MessageStore(Protocol):
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]:
         """Up to `limit` messages with seq < before_seq (newest page if None), oldest first,
-        and whether older ones exist. Keyset pagination on (room, seq); never OFFSET."""
+        and whether older ones exist. Keyset pagination on (room, seq); never OFFSET.
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
-        """Messages with seq > after_seq, oldest first, at most `limit` (used by resume)."""
+        Each message with its current text (`edited_at` set once edited); a deleted one as a
+        tombstone (`deleted`, text ""). Edit and delete entries are not listed: their seqs are
+        the gaps between the messages' seqs."""
+
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
+        """Entries with seq > after_seq, oldest first, at most `limit` (used by resume): messages
+        as they were sent, and each later edit or delete as its `Edited`/`Deleted` event."""
+
+    async def message(self, room: str, message_id: int) -> Message | None:
+        """The room's message `message_id` as history shows it now (current text, or a
+        tombstone), or None if the room has no message with that id (an edit or delete entry's
+        id is not a message's)."""
 
     async def last_seq(self, room: str) -> int:
         """The room's latest seq (0 when empty); `NotFound` for an unknown room."""

@@ -11,6 +11,7 @@ from typing import Annotated
 import msgspec
 from quart import request
 
+import protocol
 from protocol import MAX_HISTORY_LIMIT, ErrorCode
 from protocol.messages import MAX_SEQ, ClientId, RoomName
 from server.http._json import HttpError
@@ -71,6 +72,26 @@ class BatchImport(_Body, frozen=True):
 async def request_body() -> bytes:
     """The whole body; werkzeug's 413 (as JSON) if it is over MAX_CONTENT_LENGTH."""
     return await request.get_data(cache=False, as_text=False, parse_form_data=False)
+
+
+def checked_batch_text(index: int, item: BatchItem, max_text: int) -> str:
+    """`item`'s text, checked by the rules `protocol.decode` applies to a `send` frame; else
+    `HttpError` 422 naming `messages[index]`."""
+    if not item.text.strip():
+        raise HttpError(422, ErrorCode.TEXT_EMPTY, f"messages[{index}]: text is empty")
+    if len(item.text) > max_text:
+        raise HttpError(
+            422,
+            ErrorCode.TEXT_TOO_LONG,
+            f"messages[{index}]: text is over {max_text} characters",
+        )
+    refused = protocol.refused_character(item.text)
+    if refused is not None:
+        raise HttpError(422, ErrorCode.TEXT_INVALID, f"messages[{index}]: text contains {refused}")
+    if item.client_id is not None and (refused := protocol.refused_character(item.client_id)):
+        message = f"messages[{index}]: client_id contains {refused}"
+        raise HttpError(422, ErrorCode.BAD_FIELD, message)
+    return item.text
 
 
 def history_params() -> tuple[int | None, int]:

@@ -26,7 +26,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import protocol
-from protocol import ROOM_PATTERN, ErrorCode
+from protocol import ROOM_PATTERN, ErrorCode, Message
 from server.config import Config
 from server.http._json import (
     HttpError,
@@ -40,16 +40,17 @@ from server.http._requests import DEFAULT_HISTORY_LIMIT as DEFAULT_HISTORY_LIMIT
 from server.http._requests import USER_PATTERN as USER_PATTERN
 from server.http._requests import (
     BatchImport,
-    BatchItem,
     Login,
     NewRoom,
     Registration,
+    checked_batch_text,
     device_of,
     history_params,
     request_body,
 )
 from server.http._sessions import SessionRoutes
 from server.http.login_guard import LoginGuard
+from server.http.message_changes import Submit, change_response
 from server.http.web_client import register_web_client
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
 from storage.passwords import token_hash
@@ -102,6 +103,8 @@ class HttpServices:
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
     login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
+    # Queues an edit or delete on the message writer (PATCH/DELETE of a message); None: 503.
+    submit: Submit | None = None
     # Sync, told (user id, token hash) of each authenticated request: the session's last use
     # and the user's last_seen (server/chat/activity.py keeps it from writing per request).
     seen: Callable[[int, str], None] = _seen_nowhere
@@ -139,6 +142,8 @@ def create_http_app(services: HttpServices) -> QuartTrio:
         ("/api/rooms/<room>/members", api.members, "GET"),
         ("/api/rooms/<room>/messages", api.history, "GET"),
         ("/api/rooms/<room>/messages:batch", api.import_batch, "POST"),
+        ("/api/rooms/<room>/messages/<int:message_id>", api.change_message, "PATCH"),
+        ("/api/rooms/<room>/messages/<int:message_id>", api.change_message, "DELETE"),
     ]
     if services.metrics is not None:
         routes.append(("/metrics", api.metrics, "GET"))
@@ -284,7 +289,13 @@ class _Api:
                 413, ErrorCode.TOO_LARGE, f"{len(body.messages)} messages; at most {max_batch}"
             )
         batch = [
-            NewMessage(room, user.id, user.name, self._checked_text(i, item), item.client_id)
+            NewMessage(
+                room,
+                user.id,
+                user.name,
+                checked_batch_text(i, item, self._services.max_text),
+                item.client_id,
+            )
             for i, item in enumerate(body.messages)
         ]
         with trio.CancelScope(shield=True):
@@ -292,7 +303,7 @@ class _Api:
                 results = await self._store.append_batch(batch)
             except NotFound:
                 raise _no_such_room(room) from None
-            fresh = [result.message for result in results if not result.duplicate]
+            fresh = [r.message for r in results if not r.duplicate and type(r.message) is Message]
             if fresh:
                 self._services.publish(fresh)
         return json_response(
@@ -311,25 +322,16 @@ class _Api:
             201,
         )
 
-    def _checked_text(self, index: int, item: BatchItem) -> str:
-        # The same rules as protocol.decode applies to a `send` frame.
-        if not item.text.strip():
-            raise HttpError(422, ErrorCode.TEXT_EMPTY, f"messages[{index}]: text is empty")
-        if len(item.text) > self._services.max_text:
-            raise HttpError(
-                422,
-                ErrorCode.TEXT_TOO_LONG,
-                f"messages[{index}]: text is over {self._services.max_text} characters",
-            )
-        refused = protocol.refused_character(item.text)
-        if refused is not None:
-            raise HttpError(
-                422, ErrorCode.TEXT_INVALID, f"messages[{index}]: text contains {refused}"
-            )
-        if item.client_id is not None and (refused := protocol.refused_character(item.client_id)):
-            message = f"messages[{index}]: client_id contains {refused}"
-            raise HttpError(422, ErrorCode.BAD_FIELD, message)
-        return item.text
+    async def change_message(self, room: str, message_id: int) -> Response:
+        """PATCH (edit) or DELETE of a message: server.http.message_changes."""
+        user, _ = await self._authenticate()
+        await self._require_member(room, user)
+        if (submit := self._services.submit) is None:
+            raise HttpError(503, ErrorCode.UNAVAILABLE, "this server does not take edits")
+        target, body = (room, message_id), await request_body()
+        return await change_response(
+            self._store, submit, user, target, body, self._services.max_text
+        )
 
     # Shared steps --------------------------------------------------------------------------
     async def _session(self, user: User, device: str) -> dict[str, Any]:

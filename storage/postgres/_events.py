@@ -27,7 +27,7 @@ _log = logging.getLogger(__name__)
 _COLUMNS = "r.name, m.id, m.seq, m.user_name, m.text, m.ts, m.client_id"
 _SINCE_ID = (
     f"SELECT {_COLUMNS} FROM messages AS m JOIN rooms AS r ON r.id = m.room_id"
-    " WHERE m.id > %s ORDER BY m.id LIMIT %s"
+    " WHERE m.id > %s AND m.kind = 0 ORDER BY m.id LIMIT %s"  # edits: not in the stream yet
 )
 _ADVANCE = (
     "INSERT INTO events_cursor (partition, last_id) VALUES (%s, %s)"
@@ -43,6 +43,7 @@ def messages_since_id(conn: Connection, after_id: int, limit: int) -> list[Messa
 _IN_GAPS = (
     f"SELECT {_COLUMNS} FROM unnest(%s::int8[], %s::int8[]) AS g(lo, hi)"
     " JOIN messages AS m ON m.id BETWEEN g.lo AND g.hi JOIN rooms AS r ON r.id = m.room_id"
+    " WHERE m.kind = 0"  # an edit's or delete's id is a hole to the stream, like a resend's
 )
 _XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 _XMAX = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"

@@ -82,6 +82,17 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE tokens SET session_id = substr(md5(random()::text || token_hash), 1, 16);
     CREATE UNIQUE INDEX tokens_by_session ON tokens(session_id);
     """,
+    # 5 (issue #15): edits and deletes are room entries of their own (kind 1 and 2, with the
+    # message they change as `target`); the message row holds its current text, when it was last
+    # edited, and whether it was deleted (then its text, and its edits' texts, are '').
+    """
+    ALTER TABLE messages
+        ADD COLUMN kind SMALLINT NOT NULL DEFAULT 0,
+        ADD COLUMN target BIGINT,
+        ADD COLUMN edited_at BIGINT,
+        ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX messages_by_target ON messages(target) WHERE target IS NOT NULL;
+    """,
 )
 
 # The version table; created (if missing) before migrations run.

@@ -20,7 +20,7 @@ from typing import Self, TypeVar, TypeVarTuple
 
 import trio
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage.postgres import _accounts as _pg_accounts
 from storage.postgres import _events as _pg_events
 from storage.postgres import _messages as _pg_messages
@@ -211,8 +211,11 @@ class PostgresStore:
         before = _MAX_SEQ if before_seq is None else before_seq
         return await self._read(_pg_messages.history, room, before, limit)
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
         return await self._read(_pg_messages.messages_after, room, after_seq, limit)
+
+    async def message(self, room: str, message_id: int) -> Message | None:
+        return await self._read(_pg_messages.message, room, message_id)
 
     async def last_seq(self, room: str) -> int:
         return await self._read(_pg_rooms.last_seq, room)

@@ -79,6 +79,15 @@ SHARD_MIGRATIONS: tuple[str, ...] = (
         last_pos  BIGINT NOT NULL
     );
     """,
+    # 3 (issue #15): edits and deletes, as in the PostgreSQL backend's migration 5.
+    """
+    ALTER TABLE shard_messages
+        ADD COLUMN kind SMALLINT NOT NULL DEFAULT 0,
+        ADD COLUMN target BIGINT,
+        ADD COLUMN edited_at BIGINT,
+        ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX shard_messages_by_target ON shard_messages(target) WHERE target IS NOT NULL;
+    """,
 )
 
 CATALOG_VERSION_TABLE = "hibiki_shard_catalog"

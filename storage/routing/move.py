@@ -41,16 +41,19 @@ _RoomRow = tuple[int, str, int]
 _PINNED_HERE = "'room:' || name IN (SELECT unit FROM shard_owned)"
 _RANGE = "unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS w(room_id, after, upto)"
 _COPY_OUT = (
-    "COPY (SELECT m.id, m.room_id, m.seq, m.user_id, m.user_name, m.text, m.ts, m.client_id"
+    "COPY (SELECT m.id, m.room_id, m.seq, m.user_id, m.user_name, m.text, m.ts, m.client_id,"
+    " m.kind, m.target, m.edited_at, m.deleted"
     f" FROM shard_messages AS m JOIN {_RANGE} USING (room_id)"
     " WHERE m.seq > w.after AND m.seq <= w.upto) TO STDOUT"
 )
 _COPY_IN = (
-    "COPY shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id) FROM STDIN"
+    "COPY shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id, kind,"
+    " target, edited_at, deleted) FROM STDIN"
 )
 _SUMMARY = (
     "SELECT w.room_id, count(m.seq), min(m.seq), max(m.seq), md5(coalesce(string_agg("
-    "json_build_array(m.id, m.seq, m.user_id, m.user_name, m.text, m.client_id, m.ts)::text,"
+    "json_build_array(m.id, m.seq, m.user_id, m.user_name, m.text, m.client_id, m.ts, m.kind,"
+    " m.target, m.edited_at, m.deleted)::text,"
     f" E'\\n' ORDER BY m.seq), '')) FROM {_RANGE}"
     " LEFT JOIN shard_messages AS m ON m.room_id = w.room_id AND m.seq > w.after"
     " AND m.seq <= w.upto GROUP BY w.room_id ORDER BY w.room_id"

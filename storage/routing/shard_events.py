@@ -37,12 +37,13 @@ SHARD_APPENDER_LOCK_KEY = 0x68696269_6B690015
 _COLUMNS = "r.name, m.id, m.seq, m.user_name, m.text, m.ts, m.client_id, m.stream_pos"
 _SINCE = (
     f"SELECT {_COLUMNS} FROM shard_messages AS m JOIN shard_rooms AS r USING (room_id)"
-    " WHERE m.stream_pos > %s ORDER BY m.stream_pos LIMIT %s"
+    " WHERE m.stream_pos > %s AND m.kind = 0 ORDER BY m.stream_pos LIMIT %s"  # edits: not yet
 )
 _IN_GAPS = (
     f"SELECT {_COLUMNS} FROM unnest(%s::int8[], %s::int8[]) AS g(lo, hi)"
     " JOIN shard_messages AS m ON m.stream_pos BETWEEN g.lo AND g.hi"
     " JOIN shard_rooms AS r USING (room_id)"
+    " WHERE m.kind = 0"  # an edit's or delete's position is a hole to the stream, like a resend's
 )
 _ADVANCE = (
     "INSERT INTO shard_events_cursor (partition, last_pos) VALUES (%s, %s)"

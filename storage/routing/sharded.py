@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import trio
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage.postgres._connection import Settings, postgres_errors
 from storage.postgres._threads import PoolThreads
 from storage.protocols import Appended, NewMessage, NotFound, Room, StorageError
@@ -278,9 +278,14 @@ class ShardedMessageStore:
             room, lambda s, t, u: s.read(jobs.history, t, u, room, before, limit)
         )
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
         return await self._routed(
             room, lambda s, t, u: s.read(jobs.messages_after, t, u, room, after_seq, limit)
+        )
+
+    async def message(self, room: str, message_id: int) -> Message | None:
+        return await self._routed(
+            room, lambda s, t, u: s.read(jobs.message, t, u, room, message_id)
         )
 
     async def last_seq(self, room: str) -> int:

@@ -6,7 +6,8 @@ its `BEGIN IMMEDIATE` transaction, which holds the file's write lock, so two wri
 the same seq or id. Nothing about them is remembered between batches, so there is nothing to
 re-read: one `UPDATE rooms ... RETURNING` per batch raises each room's counter and says where it
 stood, and SQLite numbers the rows (the largest id + 1). A one-message batch is four statements:
-BEGIN IMMEDIATE, that UPDATE, the INSERT, COMMIT.
+BEGIN IMMEDIATE, that UPDATE, the INSERT, COMMIT. An edit or delete is a row too, with its own
+seq and id; the same transaction then applies it to its target (`_apply_changes`).
 
 The append runs with foreign keys OFF (the writer connection's default, see `connect`): the
 checks cost two B-tree lookups per row, ~10% of the append (measured). Both references are
@@ -18,16 +19,16 @@ deletes users or rooms, so a known id stays valid.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
-from protocol import Message
-from storage.protocols import Appended, NewMessage, NotFound, StorageError
+from protocol import Message, RoomEntry
+from storage.entries import ENTRY_COLUMNS, entry, entry_from_row, message_from_row
+from storage.protocols import KIND_DELETE, KIND_EDIT, Appended, NewMessage, NotFound, StorageError
 from storage.sqlite._connection import now_ms, transaction
 
-# Message columns in `Message` field order after `room`, so `Message(room, *row)` builds one.
-_MESSAGE_COLUMNS = "id, seq, user_name, text, ts, client_id"
 _ROOM_ID = "(SELECT id FROM rooms WHERE name = ?)"
 # Bounds the writer's memory of user ids known to exist (~60 bytes each); past it, it restarts.
 KNOWN_USERS_LIMIT = 100_000
@@ -37,25 +38,33 @@ def history(
     conn: sqlite3.Connection, room: str, before_seq: int, limit: int
 ) -> tuple[list[Message], bool]:
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq < ?"
-        " ORDER BY seq DESC LIMIT ?",
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq < ?"
+        " AND kind = 0 ORDER BY seq DESC LIMIT ?",
         (room, before_seq, limit + 1),  # one more than asked: tells whether older ones exist
     ).fetchall()
     has_more = len(rows) > limit
     del rows[limit:]
     rows.reverse()
-    return [Message(room, *row) for row in rows], has_more
+    return [message_from_row(room, row) for row in rows], has_more
 
 
 def messages_after(
     conn: sqlite3.Connection, room: str, after_seq: int, limit: int
-) -> list[Message]:
+) -> list[RoomEntry]:
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq > ?"
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq > ?"
         " ORDER BY seq LIMIT ?",
         (room, after_seq, limit),
     )
-    return [Message(room, *row) for row in rows]
+    return [entry_from_row(room, row) for row in rows]
+
+
+def message(conn: sqlite3.Connection, room: str, message_id: int) -> Message | None:
+    row = conn.execute(
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE id = ? AND room_id = {_ROOM_ID} AND kind = 0",
+        (message_id, room),
+    ).fetchone()
+    return None if row is None else message_from_row(room, row)
 
 
 class WriterCursors:
@@ -108,8 +117,8 @@ class WriterCursors:
 # The id is left to SQLite: the largest rowid + 1, and under the write lock nobody else
 # inserts, so a batch's rows get consecutive ids, in order, ending at the last insert's rowid.
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (room_id, seq, user_id, user_name, text, ts, client_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (room_id, seq, user_id, user_name, text, ts, client_id, kind, target)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # A room's counter raised by the batch's count; what it returns, less that count, is the last
 # seq before the batch, as committed by whichever writer wrote last (any process).
@@ -121,8 +130,8 @@ _RESERVE_ROOMS = (
 # One statement finds every stored duplicate of the batch: the keys go in as a JSON array of
 # [room_id, user_id, client_id] and each probes the partial unique index.
 _FIND_CLIENT_IDS = (
-    "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts"
-    " FROM json_each(?) AS k CROSS JOIN messages AS m"
+    "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts, m.kind,"
+    " m.target FROM json_each(?) AS k CROSS JOIN messages AS m"
     " WHERE m.client_id = k.value ->> 2 AND m.room_id = k.value ->> 0"
     " AND m.user_id = k.value ->> 1"
 )
@@ -177,29 +186,41 @@ def _insert_new(
     ts = now_ms()
     rows: list[tuple[Any, ...]] = []
     add_row = rows.append
+    changes = False  # whether the batch holds an edit or delete
     for m in batch:
         room_id = room_ids[m.room]
         seq = seqs[room_id] = seqs[room_id] + 1
-        add_row((room_id, seq, m.user_id, m.user_name, m.text, ts, m.client_id))
+        kind = m.kind
+        changes = changes or kind != 0
+        add_row((room_id, seq, m.user_id, m.user_name, m.text, ts, m.client_id, kind, m.target))
     conn.executemany(_INSERT_MESSAGE, rows)
     id_ = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows)
+    if changes:
+        _apply_changes(conn, rows)
     results: list[Appended] = []
     add_result = results.append
     for m, row in zip(batch, rows, strict=True):
         id_ += 1
-        add_result(
-            Appended(Message(m.room, id_, row[1], m.user_name, m.text, ts, m.client_id), False)
-        )
+        if m.kind:
+            add_result(Appended(entry(m.room, id_, row[1], *_rest(m, ts)), False))
+        else:
+            message = Message(m.room, id_, row[1], m.user_name, m.text, ts, m.client_id)
+            add_result(Appended(message, False))
     return results
 
 
 def _insert_one(conn: sqlite3.Connection, room_id: int, m: NewMessage) -> Appended:
-    """`_insert_new` of one message (every batch at light load): no counting, no loops."""
+    """`_insert_new` of one message (every batch at light load): no counting, no loops.
+    An edit or delete is inserted the same way, then applied to its target."""
     (seq,) = conn.execute(_RESERVE_ONE_ROOM, (1, room_id)).fetchone()
     ts = now_ms()
-    row = (room_id, seq, m.user_id, m.user_name, m.text, ts, m.client_id)
+    kind = m.kind
+    row = (room_id, seq, m.user_id, m.user_name, m.text, ts, m.client_id, kind, m.target)
     id_ = conn.execute(_INSERT_MESSAGE, row).lastrowid
     assert id_ is not None
+    if kind:
+        _apply_changes(conn, (row,))
+        return Appended(entry(m.room, id_, seq, *_rest(m, ts)), False)
     return Appended(Message(m.room, id_, seq, m.user_name, m.text, ts, m.client_id), False)
 
 
@@ -227,7 +248,7 @@ def _append_resolving_duplicates(
     seen = _stored_duplicates(conn, batch, room_ids)
     fresh: list[NewMessage] = []
     firsts: dict[_ClientKey, int] = {}  # client key -> its index in `fresh`
-    plan: list[Message | int] = []  # per message: the original it repeats, or its `fresh` index
+    plan: list[RoomEntry | int] = []  # per entry: the original it repeats, or its `fresh` index
     for m in batch:
         key = None if m.client_id is None else (room_ids[m.room], m.user_id, m.client_id)
         if key is not None and key in seen:
@@ -241,24 +262,46 @@ def _append_resolving_duplicates(
             fresh.append(m)
     inserted = _insert_new(conn, room_ids, tuple(fresh)) if fresh else []
     return [
-        Appended(step, True)
-        if isinstance(step, Message)
-        else (inserted[step] if step >= 0 else Appended(inserted[-1 - step].message, True))
+        (inserted[step] if step >= 0 else Appended(inserted[-1 - step].message, True))
+        if isinstance(step, int)
+        else Appended(step, True)
         for step in plan
     ]
 
 
+def _rest(m: NewMessage, ts: int) -> tuple[str, str, int, str | None, int, int | None]:
+    return m.user_name, m.text, ts, m.client_id, m.kind, m.target
+
+
+_EDIT = (
+    "UPDATE messages SET text = ?, edited_at = ? WHERE id = ? AND room_id = ? AND kind = 0"
+    " AND deleted = 0"
+)
+_DELETE = "UPDATE messages SET text = '', deleted = 1 WHERE id = ? AND room_id = ? AND kind = 0"
+_ERASE_EDITS = "UPDATE messages SET text = '' WHERE target = ? AND room_id = ?"
+
+
+def _apply_changes(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Apply the batch's edits and deletes to their messages, in seq order (rows are)."""
+    for room_id, _seq, _user, _name, text, ts, _cid, kind, target in rows:
+        if kind == KIND_EDIT:
+            conn.execute(_EDIT, (text, ts, target, room_id))
+        elif kind == KIND_DELETE:
+            conn.execute(_DELETE, (target, room_id))
+            conn.execute(_ERASE_EDITS, (target, room_id))
+
+
 def _stored_duplicates(
     conn: sqlite3.Connection, batch: tuple[NewMessage, ...], room_ids: dict[str, int]
-) -> dict[_ClientKey, Message]:
+) -> dict[_ClientKey, RoomEntry]:
     keys = [(room_ids[m.room], m.user_id, m.client_id) for m in batch if m.client_id is not None]
     if not keys:
         return {}
     names = {room_id: name for name, room_id in room_ids.items()}
     rows = conn.execute(_FIND_CLIENT_IDS, (msgspec.json.encode(keys).decode(),))
     return {
-        (room_id, user_id, client_id): Message(
-            names[room_id], id_, seq, user_name, text, ts, client_id
+        (room_id, user_id, client_id): entry(
+            names[room_id], id_, seq, user_name, text, ts, client_id, kind, target
         )
-        for room_id, user_id, client_id, id_, seq, user_name, text, ts in rows
+        for room_id, user_id, client_id, id_, seq, user_name, text, ts, kind, target in rows
     }

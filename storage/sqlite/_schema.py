@@ -86,6 +86,16 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE tokens SET session_id = lower(hex(randomblob(8)));
     CREATE UNIQUE INDEX tokens_by_session ON tokens(session_id);
     """,
+    # 4 (issue #15): edits and deletes are room entries of their own (kind 1 and 2, with the
+    # message they change as `target`); the message row holds its current text, when it was last
+    # edited, and whether it was deleted (then its text, and its edits' texts, are "").
+    """
+    ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN target INTEGER;
+    ALTER TABLE messages ADD COLUMN edited_at INTEGER;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_by_target ON messages(target) WHERE target IS NOT NULL;
+    """,
 )
 
 
