@@ -9,7 +9,7 @@ the server, which sees only `Store`, does not change.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -17,11 +17,9 @@ from protocol import Message, RoomEntry
 from storage import passwords
 from storage.accounts import Accounts
 from storage.protocols import (
-    Appended,
     Backend,
     EventOutbox,
     MessageStore,
-    NewMessage,
     NotFound,
     Profile,
     Room,
@@ -41,7 +39,7 @@ class CompositeStore:
         self.backend = backend
         self.accounts = Accounts(backend, scrypt_n=scrypt_n)
         self.rooms: RoomStore = backend
-        self.messages: MessageStore = backend
+        self.messages = backend
         self.events: EventOutbox = backend  # the event stream's outbox (server/events/)
 
     async def __aenter__(self) -> Self:
@@ -55,6 +53,17 @@ class CompositeStore:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @property
+    def messages(self) -> MessageStore:
+        """The part that owns messages: the backend, or a router put in front of it."""
+        return self._messages
+
+    @messages.setter
+    def messages(self, part: MessageStore) -> None:
+        self._messages = part
+        # The writer's one call per batch goes straight to the part: no coroutine frame here.
+        self.append_batch = part.append_batch
 
     # Lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -139,9 +148,6 @@ class CompositeStore:
         return await self.rooms.members(room)
 
     # Messages -----------------------------------------------------------------------------
-    async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
-        return await self.messages.append_batch(batch)
-
     async def history(
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]:

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from types import TracebackType
 from typing import TypeVar, TypeVarTuple
 
 from storage.protocols import Conflict, NotFound, StorageError
@@ -86,12 +87,27 @@ def enforcing_foreign_keys(
     return run
 
 
-@contextlib.contextmanager
-def sqlite_errors() -> Iterator[None]:
-    """sqlite3 errors reaching the caller are ours (bugs, disk, corruption): say so by type."""
-    try:
-        yield
-    except sqlite3.Error as exc:
+def sqlite_errors() -> _SQLiteErrors:
+    """sqlite3 errors reaching the caller are ours (bugs, disk, corruption): say so by type.
+
+    A class, not a generator: every store call enters it, on the trio thread."""
+    return _SQLITE_ERRORS
+
+
+class _SQLiteErrors:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, sqlite3.Error):
+            return
         if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
             # Another process (a `--workers` sibling, a backup) held the write lock too long.
             raise StorageError(
@@ -99,6 +115,9 @@ def sqlite_errors() -> Iterator[None]:
                 f" the busy timeout ({BUSY_TIMEOUT_MS} ms)"
             ) from exc
         raise StorageError(f"{type(exc).__name__}: {exc}") from exc
+
+
+_SQLITE_ERRORS = _SQLiteErrors()
 
 
 @contextlib.contextmanager
@@ -134,16 +153,38 @@ def _why_not_opened(path: str, exc: sqlite3.Error) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
+def transaction(conn: sqlite3.Connection) -> _Transaction:
+    """`with transaction(conn):` BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception
+    (a failed COMMIT included). A class, not a generator: it runs on every batch."""
+    return _Transaction(conn)
+
+
+class _Transaction:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn = self._conn
+        if exc_type is None:
+            try:
+                conn.execute("COMMIT")
+                return
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise
 
 
 def now_ms() -> int:

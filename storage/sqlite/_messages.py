@@ -1,10 +1,13 @@
 """Blocking jobs for messages: the writer's group-commit append, and the readers' pages.
 
 Every write of this store goes through its writer thread, but other processes may write the same
-file (`hibiki serve --workers N`): each batch therefore reads its rooms' `last_seq` and the last
-message id inside its `BEGIN IMMEDIATE` transaction, which holds the file's write lock, so two
-writers never give out the same seq or id. That read is one indexed lookup per room of the batch
-and one for max(id), not per message (measured: within noise of trusting in-memory counters).
+file (`hibiki serve --workers N`): each batch therefore takes its seqs and ids from the file inside
+its `BEGIN IMMEDIATE` transaction, which holds the file's write lock, so two writers never give out
+the same seq or id. Nothing about them is remembered between batches, so there is nothing to
+re-read: one `UPDATE rooms ... RETURNING` per batch raises each room's counter and says where it
+stood, and SQLite numbers the rows (the largest id + 1). A one-message batch is four statements:
+BEGIN IMMEDIATE, that UPDATE, the INSERT, COMMIT. An edit or delete is a row too, with its own
+seq and id; the same transaction then applies it to its target (`_apply_changes`).
 
 The append runs with foreign keys OFF (the writer connection's default, see `connect`): the
 checks cost two B-tree lookups per row, ~10% of the append (measured). Both references are
@@ -65,46 +68,32 @@ def message(conn: sqlite3.Connection, room: str, message_id: int) -> Message | N
 
 
 class WriterCursors:
-    """What the writer thread knows of the database; only jobs running on that thread touch it.
+    """What the writer thread remembers of the database; only jobs on that thread touch it.
 
-    Room ids and known users are cached (never renamed or deleted); `last_seqs` and `last_id`
-    are re-read inside each batch's transaction (`reload`), since another process may have
-    written since. All of it is forgotten whenever a transaction rolls back.
+    Room ids and known users only: neither is ever renamed or deleted, so another process's
+    writes cannot make them stale. Seqs and ids are never remembered: each batch takes them from
+    the file inside its write transaction (`_reserve_seqs`, SQLite's next rowid). Forgotten
+    whenever a batch fails (a client_id conflict, retried, is not a failure).
     """
 
-    __slots__ = ("last_id", "last_seqs", "room_ids", "user_ids")
+    __slots__ = ("room_ids", "user_ids")
 
     def __init__(self) -> None:
         self.room_ids: dict[str, int] = {}  # room name -> id; rooms are never renamed
-        self.last_seqs: dict[int, int] = {}  # room id -> last seq assigned
-        self.last_id: int | None = None
         self.user_ids: set[int] = set()  # users known to exist (none is ever deleted)
 
     def forget(self) -> None:
         self.room_ids.clear()
-        self.last_seqs.clear()
-        self.last_id = None
         self.user_ids.clear()
 
     def room_id(self, conn: sqlite3.Connection, name: str) -> int:
         room_id = self.room_ids.get(name)
         if room_id is None:
-            row = conn.execute("SELECT id, last_seq FROM rooms WHERE name = ?", (name,)).fetchone()
+            row = conn.execute("SELECT id FROM rooms WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no room named {name!r}")
             room_id = self.room_ids[name] = row[0]
-            self.last_seqs[room_id] = row[1]
         return room_id
-
-    def reload(self, conn: sqlite3.Connection, room_ids: Iterable[int]) -> None:
-        """The rooms' last seqs and the last message id as committed: call inside the batch's
-        write transaction, which no other writer can interleave with."""
-        rows = conn.execute(
-            "SELECT id, last_seq FROM rooms WHERE id IN (SELECT value FROM json_each(?))",
-            (msgspec.json.encode(sorted(room_ids)).decode(),),
-        )
-        self.last_seqs.update(rows)
-        self.last_id = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
 
     def check_users(self, conn: sqlite3.Connection, user_ids: set[int]) -> None:
         """Raise `StorageError` unless every id is a stored user: what the foreign key did."""
@@ -125,9 +114,18 @@ class WriterCursors:
         self.user_ids |= found
 
 
+# The id is left to SQLite: the largest rowid + 1, and under the write lock nobody else
+# inserts, so a batch's rows get consecutive ids, in order, ending at the last insert's rowid.
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (id, room_id, seq, user_id, user_name, text, ts, client_id, kind,"
-    " target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (room_id, seq, user_id, user_name, text, ts, client_id, kind, target)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# A room's counter raised by the batch's count; what it returns, less that count, is the last
+# seq before the batch, as committed by whichever writer wrote last (any process).
+_RESERVE_ONE_ROOM = "UPDATE rooms SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq"
+_RESERVE_ROOMS = (
+    "UPDATE rooms SET last_seq = last_seq + c.value ->> 1 FROM json_each(?) AS c"
+    " WHERE rooms.id = c.value ->> 0 RETURNING rooms.id, rooms.last_seq"
 )
 # One statement finds every stored duplicate of the batch: the keys go in as a JSON array of
 # [room_id, user_id, client_id] and each probes the partial unique index.
@@ -143,111 +141,132 @@ _ClientKey = tuple[int, int, str]
 def append_batch(
     conn: sqlite3.Connection, cursors: WriterCursors, batch: tuple[NewMessage, ...]
 ) -> list[Appended]:
-    """The `Store.append_batch` job: one transaction, results in the batch's order."""
+    """The `Store.append_batch` job: one transaction, results in the batch's order.
+
+    Optimistic: every message is taken as new. The client_id index is probed by the insert
+    anyway, so a separate lookup would double that work for the rare re-sent message; a
+    conflict (with a stored message or within the batch) rolls the transaction back, and a
+    second one resolves the duplicates first."""
     try:
+        try:
+            with transaction(conn):
+                return _insert_new(conn, _room_ids(conn, cursors, batch), batch)
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorname != "SQLITE_CONSTRAINT_UNIQUE":
+                raise
         with transaction(conn):
-            return _append_in_transaction(conn, cursors, batch)
+            return _append_resolving_duplicates(conn, cursors, batch)
     except BaseException:
-        cursors.forget()  # rolled back: what was assigned in memory never happened
+        cursors.forget()  # rolled back: forget what this transaction may have read
         raise
 
 
-def _append_in_transaction(
+def _room_ids(
     conn: sqlite3.Connection, cursors: WriterCursors, batch: tuple[NewMessage, ...]
-) -> list[Appended]:
-    room_ids = {name: cursors.room_id(conn, name) for name in {m.room for m in batch}}
+) -> dict[str, int]:
+    """The batch's room ids by name, its users checked: what the foreign keys did."""
+    room_id = cursors.room_id
+    room_ids = {name: room_id(conn, name) for name in {m.room for m in batch}}
     cursors.check_users(conn, {m.user_id for m in batch})
-    cursors.reload(conn, room_ids.values())
-    numbering = _Numbering(cursors, room_ids, now_ms())
-    # Optimistic: every message is new. The client_id index is probed by the insert anyway, so
-    # a separate lookup would double that work for the rare re-sent message; a conflict (with
-    # a stored message or within the batch) undoes the inserts and the batch is numbered again,
-    # duplicates first resolved.
-    rows, results = numbering.number_all(batch)
-    conn.execute("SAVEPOINT optimistic")
-    try:
-        conn.executemany(_INSERT_MESSAGE, rows)
-    except sqlite3.IntegrityError:
-        conn.execute("ROLLBACK TO optimistic")
-        numbering = _Numbering(cursors, room_ids, numbering.ts)
-        rows, results = numbering.number(batch, _stored_duplicates(conn, batch, room_ids))
-        conn.executemany(_INSERT_MESSAGE, rows)  # a second conflict is a bug: it propagates
-    conn.execute("RELEASE optimistic")
-    if numbering.changes:
+    return room_ids
+
+
+def _insert_new(
+    conn: sqlite3.Connection, room_ids: dict[str, int], batch: tuple[NewMessage, ...]
+) -> list[Appended]:
+    """Number and insert `batch`, every message new: the hot path, kept lean."""
+    if len(batch) == 1:
+        (m,) = batch
+        return [_insert_one(conn, room_ids[m.room], m)]
+    counts: dict[int, int] = {}
+    for m in batch:
+        room_id = room_ids[m.room]
+        counts[room_id] = counts.get(room_id, 0) + 1
+    seqs = _reserve_seqs(conn, counts)
+    ts = now_ms()
+    rows: list[tuple[Any, ...]] = []
+    add_row = rows.append
+    changes = False  # whether the batch holds an edit or delete
+    for m in batch:
+        room_id = room_ids[m.room]
+        seq = seqs[room_id] = seqs[room_id] + 1
+        kind = m.kind
+        changes = changes or kind != 0
+        add_row((room_id, seq, m.user_id, m.user_name, m.text, ts, m.client_id, kind, m.target))
+    conn.executemany(_INSERT_MESSAGE, rows)
+    id_ = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows)
+    if changes:
         _apply_changes(conn, rows)
-    conn.executemany(
-        "UPDATE rooms SET last_seq = ? WHERE id = ?",
-        [(seq, room_id) for room_id, seq in numbering.last_seqs.items()],
-    )
-    cursors.last_seqs.update(numbering.last_seqs)
-    cursors.last_id = numbering.last_id
+    results: list[Appended] = []
+    add_result = results.append
+    for m, row in zip(batch, rows, strict=True):
+        id_ += 1
+        if m.kind:
+            add_result(Appended(entry(m.room, id_, row[1], *_rest(m, ts)), False))
+        else:
+            message = Message(m.room, id_, row[1], m.user_name, m.text, ts, m.client_id)
+            add_result(Appended(message, False))
     return results
 
 
-class _Numbering:
-    """Assigns ids and seqs to one batch, from the writer's counters, without touching them."""
+def _insert_one(conn: sqlite3.Connection, room_id: int, m: NewMessage) -> Appended:
+    """`_insert_new` of one message (every batch at light load): no counting, no loops.
+    An edit or delete is inserted the same way, then applied to its target."""
+    (seq,) = conn.execute(_RESERVE_ONE_ROOM, (1, room_id)).fetchone()
+    ts = now_ms()
+    kind = m.kind
+    row = (room_id, seq, m.user_id, m.user_name, m.text, ts, m.client_id, kind, m.target)
+    id_ = conn.execute(_INSERT_MESSAGE, row).lastrowid
+    assert id_ is not None
+    if kind:
+        _apply_changes(conn, (row,))
+        return Appended(entry(m.room, id_, seq, *_rest(m, ts)), False)
+    return Appended(Message(m.room, id_, seq, m.user_name, m.text, ts, m.client_id), False)
 
-    def __init__(self, cursors: WriterCursors, room_ids: dict[str, int], ts: int) -> None:
-        assert cursors.last_id is not None
-        self.room_ids = room_ids
-        self.last_seqs = {room_id: cursors.last_seqs[room_id] for room_id in room_ids.values()}
-        self.last_id = cursors.last_id
-        self.ts = ts
-        self.changes = False  # whether an edit or delete was numbered
 
-    def number_all(
-        self, batch: tuple[NewMessage, ...]
-    ) -> tuple[list[tuple[Any, ...]], list[Appended]]:
-        """Rows and results as if no message were a duplicate: the hot path, kept lean."""
-        room_ids, last_seqs, ts = self.room_ids, self.last_seqs, self.ts
-        id_ = self.last_id
-        rows: list[tuple[Any, ...]] = []
-        results: list[Appended] = []
-        add_row, add_result = rows.append, results.append
-        for m in batch:
-            room = m.room
-            room_id = room_ids[room]
-            seq = last_seqs[room_id] + 1
-            last_seqs[room_id] = seq
-            id_ += 1
-            user_name, text, client_id, kind = m.user_name, m.text, m.client_id, m.kind
-            add_row((id_, room_id, seq, m.user_id, user_name, text, ts, client_id, kind, m.target))
-            if kind:
-                self.changes = True
-                add_result(Appended(entry(room, id_, seq, *_rest(m, ts)), False))
-            else:
-                add_result(Appended(Message(room, id_, seq, user_name, text, ts, client_id), False))
-        self.last_id = id_
-        return rows, results
+def _reserve_seqs(conn: sqlite3.Connection, counts: dict[int, int]) -> dict[int, int]:
+    """Raise each room's `last_seq` by its count; return each room's last seq before that."""
+    if len(counts) == 1:
+        ((room_id, count),) = counts.items()
+        (last_seq,) = conn.execute(_RESERVE_ONE_ROOM, (count, room_id)).fetchone()
+        return {room_id: last_seq - count}
+    keys = msgspec.json.encode(list(counts.items())).decode()
+    reserved = {
+        room_id: last - counts[room_id] for room_id, last in conn.execute(_RESERVE_ROOMS, (keys,))
+    }
+    if len(reserved) != len(counts):  # a cached room id always exists: rooms are never deleted
+        raise StorageError("a room of the batch vanished")
+    return reserved
 
-    def number(
-        self, batch: tuple[NewMessage, ...], seen: dict[_ClientKey, RoomEntry]
-    ) -> tuple[list[tuple[Any, ...]], list[Appended]]:
-        """Rows to insert and the results; `seen` maps client keys to messages already stored."""
-        room_ids, last_seqs, ts = self.room_ids, self.last_seqs, self.ts
-        last_id = self.last_id
-        rows: list[tuple[Any, ...]] = []
-        results: list[Appended] = []
-        for m in batch:
-            room_id = room_ids[m.room]
-            client_id = m.client_id
-            if client_id is not None:
-                key = (room_id, m.user_id, client_id)
-                original = seen.get(key)
-                if original is not None:
-                    results.append(Appended(original, True))
-                    continue
-            last_id += 1
-            seq = last_seqs[room_id] = last_seqs[room_id] + 1
-            row = (last_id, room_id, seq, m.user_id, m.user_name, m.text, ts, client_id)
-            rows.append((*row, m.kind, m.target))
-            self.changes = self.changes or m.kind != 0
-            message = entry(m.room, last_id, seq, *_rest(m, ts))
-            if client_id is not None:
-                seen[key] = message
-            results.append(Appended(message, False))
-        self.last_id = last_id
-        return rows, results
+
+def _append_resolving_duplicates(
+    conn: sqlite3.Connection, cursors: WriterCursors, batch: tuple[NewMessage, ...]
+) -> list[Appended]:
+    """`batch` with each re-sent client_id (stored, or earlier in the batch) answered by the
+    message it first made, the rest inserted."""
+    room_ids = _room_ids(conn, cursors, batch)
+    seen = _stored_duplicates(conn, batch, room_ids)
+    fresh: list[NewMessage] = []
+    firsts: dict[_ClientKey, int] = {}  # client key -> its index in `fresh`
+    plan: list[RoomEntry | int] = []  # per entry: the original it repeats, or its `fresh` index
+    for m in batch:
+        key = None if m.client_id is None else (room_ids[m.room], m.user_id, m.client_id)
+        if key is not None and key in seen:
+            plan.append(seen[key])
+        elif key is not None and key in firsts:
+            plan.append(-1 - firsts[key])  # negative: a duplicate of a message of this batch
+        else:
+            if key is not None:
+                firsts[key] = len(fresh)
+            plan.append(len(fresh))
+            fresh.append(m)
+    inserted = _insert_new(conn, room_ids, tuple(fresh)) if fresh else []
+    return [
+        (inserted[step] if step >= 0 else Appended(inserted[-1 - step].message, True))
+        if isinstance(step, int)
+        else Appended(step, True)
+        for step in plan
+    ]
 
 
 def _rest(m: NewMessage, ts: int) -> tuple[str, str, int, str | None, int, int | None]:
@@ -262,9 +281,9 @@ _DELETE = "UPDATE messages SET text = '', deleted = 1 WHERE id = ? AND room_id =
 _ERASE_EDITS = "UPDATE messages SET text = '' WHERE target = ? AND room_id = ?"
 
 
-def _apply_changes(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+def _apply_changes(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """Apply the batch's edits and deletes to their messages, in seq order (rows are)."""
-    for _id, room_id, _seq, _user, _name, text, ts, _cid, kind, target in rows:
+    for room_id, _seq, _user, _name, text, ts, _cid, kind, target in rows:
         if kind == KIND_EDIT:
             conn.execute(_EDIT, (text, ts, target, room_id))
         elif kind == KIND_DELETE:

@@ -221,10 +221,17 @@ class SQLiteStore:
         if not batch:
             await trio.lowlevel.checkpoint()
             return []
-        # The one write without foreign-key enforcement: it checks its references itself.
-        return await self._call(
-            self._writer, _sqlite_messages.append_batch, self._cursors, tuple(batch)
-        )
+        if self._state is not _State.OPEN or self._writer is None:
+            raise StorageError(f"the store is {self._state.value}, not open")
+        # `_call` inlined (one coroutine frame fewer on the hot path). The one write without
+        # foreign-key enforcement: it checks its references itself.
+        try:
+            with sqlite_errors():
+                return await self._writer.run(
+                    _sqlite_messages.append_batch, self._cursors, tuple(batch)
+                )
+        except trio.ClosedResourceError as exc:
+            raise StorageError("the store was closed") from exc
 
     async def history(
         self, room: str, before_seq: int | None, limit: int

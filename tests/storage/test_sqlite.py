@@ -59,11 +59,10 @@ async def test_failed_commit_forgets_numbering_so_no_gap_follows(tmp_path: Path)
         alice = await s.create_user("alice", "pw")
         await s.create_room("lobby", alice.id)
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        # Fails the batch's last statement before COMMIT, after it was numbered and inserted.
+        # Fails the batch's last insert: after its seqs were reserved and a first row inserted.
         conn.executescript(
             """
-            CREATE TRIGGER poisoned BEFORE UPDATE OF last_seq ON rooms
-            WHEN EXISTS (SELECT 1 FROM messages WHERE room_id = NEW.id AND text = 'poison')
+            CREATE TRIGGER poisoned BEFORE INSERT ON messages WHEN NEW.text = 'poison'
             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;
             """
         )

@@ -173,3 +173,41 @@ async def test_another_process_writing_the_same_file_keeps_numbering_gap_free(
     ours = {f"q{n}.{j}" for n in range(i) for j in range(4)}
     theirs = {f"p{n}.{j}" for n in range(100) for j in range(4)}
     _assert_numbering(path, results, ours | theirs, acked=ours)
+
+
+async def test_stores_taking_turns_on_one_file_each_number_from_the_others_last_write(
+    tmp_path: Path,
+) -> None:
+    """Strict turns, so each batch follows one the other store committed: a store numbering
+    from what it remembers of its own last batch would repeat a seq or an id here."""
+    path = tmp_path / "hibiki.db"
+    alice = await _setup(path)
+    results: list[Appended] = []
+    with trio.fail_after(STEP * 2):
+        async with (
+            open_store(path, scrypt_n=SCRYPT_N) as one,
+            open_store(path, scrypt_n=SCRYPT_N) as two,
+        ):
+            for turn in range(6):
+                store = (one, two)[turn % 2]
+                single = await store.append_batch([_msg("a", alice, f"s{turn}")])
+                assert [(r.message.id, r.message.seq) for r in single] == [
+                    (3 * turn + 1, 2 * turn + 1)
+                ]
+                both = await store.append_batch(
+                    [_msg("b", alice, f"b{turn}"), _msg("a", alice, f"a{turn}")]
+                )
+                assert [(r.message.id, r.message.room, r.message.seq) for r in both] == [
+                    (3 * turn + 2, "b", turn + 1),
+                    (3 * turn + 3, "a", 2 * turn + 2),
+                ]
+                results += single + both
+            again = await two.append_batch(
+                [_msg("a", alice, "new", "c1"), _msg("a", alice, "new", "c1")]
+            )
+            resent = await one.append_batch([_msg("a", alice, "new", "c1")])
+    assert [r.duplicate for r in again + resent] == [False, True, True]
+    assert again[0].message == again[1].message == resent[0].message
+    assert (again[0].message.id, again[0].message.seq) == (19, 13)
+    texts = {f"{k}{t}" for k in "sab" for t in range(6)} | {"new"}
+    _assert_numbering(path, [*results, again[0]], texts)
