@@ -21,6 +21,10 @@ from typing import Protocol
 
 from protocol import ChatError, Message
 
+UNREAD_WINDOW = 1000
+"""Unread counts look at most this many seqs past a read cursor, so a count is at most this
+(a client shows "999+") and costs one bounded index range however far behind a reader is."""
+
 
 class StorageError(ChatError):
     """The store failed (our side's fault, not the peer's)."""
@@ -147,6 +151,14 @@ class RoomStore(Protocol):
     async def members(self, room: str) -> list[str]:
         """User names of the room's members."""
 
+    async def mark_read(self, room: str, user_id: int, seq: int) -> int:
+        """Raise the user's read cursor in `room` to `seq`, never lower it; returns the cursor
+        now stored. Raise `NotFound` for an unknown room. The caller bounds `seq` by the room's
+        last seq (the catalog does not hold it once messages are sharded)."""
+
+    async def read_cursors(self, user_id: int) -> dict[str, int]:
+        """The user's read cursors, room name -> last seq read; rooms never marked are absent."""
+
 
 class MessageStore(Protocol):
     """Each room's messages and its seq counter: what a shard holds for its rooms."""
@@ -174,6 +186,11 @@ class MessageStore(Protocol):
     async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
         """Each room's latest seq, in one read however many rooms (a node's periodic check of
         its live rooms); unknown rooms are left out, not an error."""
+
+    async def unread_count(self, room: str, read_seq: int, user_id: int) -> int:
+        """How many of the room's messages with seq in (read_seq, read_seq + UNREAD_WINDOW]
+        were sent by users other than `user_id` (one bounded index range; 0 for an unknown
+        room)."""
 
 
 class EventOutbox(Protocol):

@@ -69,6 +69,16 @@ MIGRATIONS: tuple[str, ...] = (
         last_id   BIGINT NOT NULL
     );
     """,
+    # 4: read state: per user and room, the last seq the user has read (issue #15). On the
+    # catalog: a cursor is the user's, not the shard's, so it never moves with a room's shard.
+    """
+    CREATE TABLE read_cursors (
+        user_id BIGINT NOT NULL REFERENCES users(id),
+        room_id BIGINT NOT NULL REFERENCES rooms(id),
+        seq     BIGINT NOT NULL,
+        PRIMARY KEY (user_id, room_id)
+    );
+    """,
 )
 
 # The version table; created (if missing) before migrations run.

@@ -18,7 +18,7 @@ import psycopg.errors
 from protocol import Message
 from storage.postgres._connection import Connection, now_ms
 from storage.postgres._messages import _Numbering, find_client_ids, stored_duplicates
-from storage.protocols import Appended, NewMessage, StorageError
+from storage.protocols import UNREAD_WINDOW, Appended, NewMessage, StorageError
 
 _COLUMNS = "id, seq, user_name, text, ts, client_id"
 _ROOM_ID = "(SELECT room_id FROM shard_rooms WHERE name = %s)"
@@ -134,6 +134,20 @@ def messages_after(
     ).fetchall()
     _fence(conn, target, [unit], [room], lock=False)
     return [Message(room, *row) for row in rows]
+
+
+def unread_count(
+    conn: Connection, target: str, unit: str, room: str, read_seq: int, user_id: int
+) -> int:
+    """Messages of others in the window after `read_seq` (storage.protocols.UNREAD_WINDOW)."""
+    row = conn.execute(
+        f"SELECT count(*) FROM shard_messages WHERE room_id = {_ROOM_ID}"
+        " AND seq > %s AND seq <= %s AND user_id <> %s",
+        (room, read_seq, min(read_seq + UNREAD_WINDOW, 2**63 - 1), user_id),
+    ).fetchone()
+    _fence(conn, target, [unit], [room], lock=False)
+    assert row is not None
+    return int(row[0])
 
 
 def last_seq(conn: Connection, target: str, unit: str, room: str) -> int | None:

@@ -276,6 +276,12 @@ class ShardedMessageStore:
             room, lambda s, t, u: s.read(jobs.messages_after, t, u, room, after_seq, limit)
         )
 
+    async def unread_count(self, room: str, read_seq: int, user_id: int) -> int:
+        count = await self._routed(
+            room, lambda s, t, u: s.read(jobs.unread_count, t, u, room, read_seq, user_id)
+        )
+        return count
+
     async def last_seq(self, room: str) -> int:
         last = await self._routed(room, lambda s, t, u: s.read(jobs.last_seq, t, u, room))
         if last is not None:

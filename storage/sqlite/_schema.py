@@ -72,6 +72,16 @@ MIGRATIONS: tuple[str, ...] = (
         last_id   INTEGER NOT NULL
     );
     """,
+    # 3: read state: per user and room, the last seq the user has read (issue #15). On the
+    # catalog: a cursor is the user's, not the shard's, so it never moves with a room's shard.
+    """
+    CREATE TABLE read_cursors (
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        room_id INTEGER NOT NULL REFERENCES rooms(id),
+        seq     INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
