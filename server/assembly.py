@@ -15,6 +15,7 @@ import h11
 import trio
 
 from server.chat.membership import MembershipSync
+from server.chat.read_state import ReadState
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices
@@ -102,6 +103,7 @@ def build_parts(
     readiness = _readiness(config, database, writer, drain)
     memberships = _membership_sync(store, hub, seams)
     bus.attach_memberships(memberships)
+    reads = ReadState(store, bus)
     services = ChatServices(
         config=config,
         store=store,
@@ -113,8 +115,11 @@ def build_parts(
         tokens=tokens,
         limiter=seams.limiter,
         metrics=metrics,
+        reads=reads,
     )
-    http = _http_bridge(config, store, writer, memberships, readiness, seams, metrics, replicas)
+    http = _http_bridge(
+        config, store, writer, memberships, readiness, seams, metrics, replicas, reads
+    )
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
     reaper = Reaper(registry, config)
@@ -234,6 +239,7 @@ def _http_bridge(
     seams: Seams,
     metrics: Metrics,
     replicas: Replicas,
+    reads: ReadState,
 ) -> HttpBridge:
     services = HttpServices(
         store=store,
@@ -243,6 +249,8 @@ def _http_bridge(
         max_batch=config.limits.http_max_batch,
         publish=writer.publish_stored,
         membership_changed=memberships.changed,
+        mark_read=reads.mark,
+        read_state=reads.of_rooms,
         readiness=readiness.reason,
         metrics=metrics.exposition if config.ops.metrics else None,
         auth_failed=metrics.count_auth_failure,

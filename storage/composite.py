@@ -139,8 +139,8 @@ class CompositeStore:
     async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
         return await self.messages.last_seqs(rooms)
 
-    async def unread_count(self, room: str, read_seq: int, user_id: int) -> int:
-        return await self.messages.unread_count(room, max(read_seq, 0), user_id)
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
+        return await self.messages.unread_count(room, max(read_seq, 0), last_seq, user_id)
 
 
 async def last_seqs_one_by_one(messages: MessageStore, rooms: Collection[str]) -> dict[str, int]:

@@ -187,10 +187,10 @@ class MessageStore(Protocol):
         """Each room's latest seq, in one read however many rooms (a node's periodic check of
         its live rooms); unknown rooms are left out, not an error."""
 
-    async def unread_count(self, room: str, read_seq: int, user_id: int) -> int:
-        """How many of the room's messages with seq in (read_seq, read_seq + UNREAD_WINDOW]
-        were sent by users other than `user_id` (one bounded index range; 0 for an unknown
-        room)."""
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
+        """How many of the room's messages with seq in (read_seq, min(last_seq, read_seq +
+        UNREAD_WINDOW)] were sent by users other than `user_id` (one bounded index range; 0
+        for an unknown room). `last_seq` is what the caller read: the count covers no more."""
 
 
 class EventOutbox(Protocol):

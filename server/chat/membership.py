@@ -26,6 +26,7 @@ from server.chat.user_connections import UserConnections
 from server.fanout.bus import NO_CONN, ConnId, RoomBus
 from server.fanout.hub import RoomHub
 from server.fanout.presence import OnlineUsers
+from server.transport.frames import text_frame
 from storage import MessageStore, StorageError
 
 _log = logging.getLogger(__name__)
@@ -99,6 +100,17 @@ class MembershipSync:
                 conn.send_event(Left(room=room))
         if joining and self._nursery is not None:
             self._nursery.start_soon(self._send_joined, room, joining)
+
+    def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        """From the bus: `payload` (an encoded event) to this process's connections of the
+        user but `origin`, framed once for all of them."""
+        frame: bytes | None = None
+        for conn in self._connections.of_user(user_id):
+            if conn.conn_id == origin or conn.state is not ConnState.OPEN:
+                continue
+            if frame is None:
+                frame = text_frame(payload)
+            conn.enqueue(frame)
 
     async def _send_joined(self, room: str, conns: list[ChatConnection]) -> None:
         try:

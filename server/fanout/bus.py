@@ -43,6 +43,10 @@ class MembershipEvents(Protocol):
     def membership_changed(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
         """`user_id` joined or left `room` (on connection `origin`, which already knows)."""
 
+    def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        """`payload` (an encoded event, such as `unread`) is for every connection of `user_id`
+        but `origin` (which was answered)."""
+
 
 class RoomBus(MessageSink, Protocol):
     """Every room event goes through here; no method awaits but `covered`."""
@@ -55,6 +59,10 @@ class RoomBus(MessageSink, Protocol):
 
     def publish_membership(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
         """The store now says `user_id` is (not) a member of `room`: tell their connections."""
+
+    def publish_user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        """An encoded event for every connection of `user_id`, on every process, but `origin`
+        (read state: their read cursor moved). Never on a room's path: no hub sees it."""
 
     def follow(self, room: str) -> None:
         """This process has a subscriber of `room` now (a bus that routes by room subscribes)."""
@@ -78,6 +86,9 @@ class _Nobody:
         pass
 
     def membership_changed(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
+        pass
+
+    def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         pass
 
 
@@ -110,6 +121,9 @@ class LocalBus:
 
     def publish_membership(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
         self._memberships.membership_changed(user_id, room, member, origin)
+
+    def publish_user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        self._memberships.user_event(user_id, payload, origin)
 
     def follow(self, room: str) -> None:
         pass  # every event reaches this process anyway

@@ -42,6 +42,10 @@ class NewRoom(_Body, frozen=True):
     name: RoomName
 
 
+class ReadCursor(_Body, frozen=True):
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+
+
 class BatchItem(_Body, frozen=True):
     text: str
     client_id: ClientId | None = None

@@ -43,6 +43,7 @@ from server.http._requests import (
     BatchItem,
     Login,
     NewRoom,
+    ReadCursor,
     Registration,
     history_params,
     request_body,
@@ -93,6 +94,13 @@ class HttpServices:
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
     login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
+    # Read state (issue #15): (room, user_id, seq) moves the user's cursor (forward only,
+    # clamped) and tells all their WebSockets, on every node; the state of a user's rooms.
+    # None: no read state (GET /api/rooms without it, PUT .../read answers 503).
+    mark_read: Callable[[str, int, int], Awaitable[protocol.RoomUnread]] | None = None
+    read_state: Callable[[int, Sequence[str]], Awaitable[dict[str, protocol.RoomUnread]]] | None = (
+        None
+    )
 
 
 def create_http_app(services: HttpServices) -> QuartTrio:
@@ -116,6 +124,7 @@ def create_http_app(services: HttpServices) -> QuartTrio:
         ("/api/rooms/<room>/join", api.join, "POST"),
         ("/api/rooms/<room>/leave", api.leave, "POST"),
         ("/api/rooms/<room>/members", api.members, "GET"),
+        ("/api/rooms/<room>/read", api.mark_read, "PUT"),
         ("/api/rooms/<room>/messages", api.history, "GET"),
         ("/api/rooms/<room>/messages:batch", api.import_batch, "POST"),
     ]
@@ -208,8 +217,11 @@ class _Api:
     async def list_rooms(self) -> Response:
         user, _ = await self._authenticate()
         rooms = await self._store.list_rooms()
-        mine = set(await self._store.rooms_of(user.id))
-        return json_response({"rooms": [_room_json(room, room.name in mine) for room in rooms]})
+        mine = await self._store.rooms_of(user.id)
+        reads = self._services.read_state
+        states = {} if reads is None else await reads(user.id, mine)
+        listed = [_room_json(room, room.name in set(mine), states.get(room.name)) for room in rooms]
+        return json_response({"rooms": listed})
 
     async def create_room(self) -> Response:
         user, _ = await self._authenticate()
@@ -247,6 +259,19 @@ class _Api:
         user, _ = await self._authenticate()
         await self._require_member(room, user)
         return json_response({"room": room, "members": await self._store.members(room)})
+
+    async def mark_read(self, room: str) -> Response:
+        user, _ = await self._authenticate()
+        await self._require_member(room, user)
+        body = decode_body(await request_body(), ReadCursor)
+        if self._services.mark_read is None:
+            raise HttpError(503, ErrorCode.UNAVAILABLE, "read state is not served here")
+        with trio.CancelScope(shield=True):  # the cursor moved: its connections must hear it
+            try:
+                state = await self._services.mark_read(room, user.id, body.seq)
+            except NotFound:
+                raise _no_such_room(room) from None
+        return json_response({"room": room, **_unread_json(state)})
 
     # Messages ------------------------------------------------------------------------------
     async def history(self, room: str) -> Response:
@@ -373,5 +398,16 @@ def _user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "name": user.name}
 
 
-def _room_json(room: Room, member: bool) -> dict[str, Any]:
-    return {"name": room.name, "last_seq": room.last_seq, "member": member}
+def _room_json(
+    room: Room, member: bool, state: protocol.RoomUnread | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": room.name, "last_seq": room.last_seq, "member": member}
+    if (
+        state is not None
+    ):  # read after the room: its last seq is the newer one, which the count covers
+        out.update(last_seq=state.last_seq, read_seq=state.read_seq, unread=state.count)
+    return out
+
+
+def _unread_json(state: protocol.RoomUnread) -> dict[str, Any]:
+    return {"read_seq": state.read_seq, "last_seq": state.last_seq, "count": state.count}

@@ -13,8 +13,6 @@ import psycopg.errors
 from storage.postgres._connection import Connection, constraint_error
 from storage.protocols import UNREAD_WINDOW, NotFound
 
-_MAX_SEQ = 2**63 - 1
-
 
 def mark_read(conn: Connection, room: str, user_id: int, seq: int) -> int:
     row = conn.execute("SELECT id FROM rooms WHERE name = %s", (room,)).fetchone()
@@ -42,11 +40,11 @@ def read_cursors(conn: Connection, user_id: int) -> dict[str, int]:
     return {str(name): int(seq) for name, seq in rows}
 
 
-def unread_count(conn: Connection, room: str, read_seq: int, user_id: int) -> int:
+def unread_count(conn: Connection, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
     row = conn.execute(
         "SELECT count(*) FROM messages WHERE room_id = (SELECT id FROM rooms WHERE name = %s)"
         " AND seq > %s AND seq <= %s AND user_id <> %s",
-        (room, read_seq, min(read_seq + UNREAD_WINDOW, _MAX_SEQ), user_id),
+        (room, read_seq, min(read_seq + UNREAD_WINDOW, last_seq), user_id),
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -191,8 +191,8 @@ class PostgresStore:
             return {}
         return await self._read(_pg_rooms.last_seqs, list(rooms))
 
-    async def unread_count(self, room: str, read_seq: int, user_id: int) -> int:
-        return await self._read(_pg_reads.unread_count, room, read_seq, user_id)
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
+        return await self._read(_pg_reads.unread_count, room, read_seq, last_seq, user_id)
 
     # The event stream's outbox -------------------------------------------------------------
     async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:

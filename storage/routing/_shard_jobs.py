@@ -137,13 +137,13 @@ def messages_after(
 
 
 def unread_count(
-    conn: Connection, target: str, unit: str, room: str, read_seq: int, user_id: int
+    conn: Connection, target: str, unit: str, room: str, read_seq: int, last_seq: int, user_id: int
 ) -> int:
     """Messages of others in the window after `read_seq` (storage.protocols.UNREAD_WINDOW)."""
     row = conn.execute(
         f"SELECT count(*) FROM shard_messages WHERE room_id = {_ROOM_ID}"
         " AND seq > %s AND seq <= %s AND user_id <> %s",
-        (room, read_seq, min(read_seq + UNREAD_WINDOW, 2**63 - 1), user_id),
+        (room, read_seq, min(read_seq + UNREAD_WINDOW, last_seq), user_id),
     ).fetchone()
     _fence(conn, target, [unit], [room], lock=False)
     assert row is not None

@@ -276,9 +276,9 @@ class ShardedMessageStore:
             room, lambda s, t, u: s.read(jobs.messages_after, t, u, room, after_seq, limit)
         )
 
-    async def unread_count(self, room: str, read_seq: int, user_id: int) -> int:
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
         count = await self._routed(
-            room, lambda s, t, u: s.read(jobs.unread_count, t, u, room, read_seq, user_id)
+            room, lambda s, t, u: s.read(jobs.unread_count, t, u, room, read_seq, last_seq, user_id)
         )
         return count
 

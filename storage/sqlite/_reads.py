@@ -12,8 +12,6 @@ import sqlite3
 from storage.protocols import UNREAD_WINDOW, NotFound
 from storage.sqlite._connection import constraint_error
 
-_MAX_SEQ = 2**63 - 1
-
 
 def mark_read(conn: sqlite3.Connection, room: str, user_id: int, seq: int) -> int:
     row = conn.execute("SELECT id FROM rooms WHERE name = ?", (room,)).fetchone()
@@ -41,11 +39,13 @@ def read_cursors(conn: sqlite3.Connection, user_id: int) -> dict[str, int]:
     return {str(name): int(seq) for name, seq in rows}
 
 
-def unread_count(conn: sqlite3.Connection, room: str, read_seq: int, user_id: int) -> int:
+def unread_count(
+    conn: sqlite3.Connection, room: str, read_seq: int, last_seq: int, user_id: int
+) -> int:
     row = conn.execute(
         "SELECT count(*) FROM messages WHERE room_id = (SELECT id FROM rooms WHERE name = ?)"
         " AND seq > ? AND seq <= ? AND user_id <> ?",
-        (room, read_seq, min(read_seq + UNREAD_WINDOW, _MAX_SEQ), user_id),
+        (room, read_seq, min(read_seq + UNREAD_WINDOW, last_seq), user_id),
     ).fetchone()
     count: int = row[0]
     return count
