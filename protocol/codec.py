@@ -8,7 +8,7 @@ import msgspec
 
 from ._characters import refused_character
 from .errors import ErrorCode, ProtocolError
-from .messages import Event, Request, Send
+from .messages import Edit, Event, Request, Send
 
 DEFAULT_MAX_TEXT = 4000
 
@@ -41,7 +41,7 @@ def decode(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Request:
         raise ProtocolError(ErrorCode.BAD_ENCODING, "frame is not valid UTF-8") from None
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
-    if type(request) is Send:
+    if type(request) is Send or type(request) is Edit:
         if len(request.text) > max_text:
             raise ProtocolError(
                 ErrorCode.TEXT_TOO_LONG, f"text is over {max_text} characters", request.ref
@@ -54,7 +54,7 @@ def decode(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Request:
     return request
 
 
-def _check_storable(request: Send) -> None:
+def _check_storable(request: Send | Edit) -> None:
     # Only what is stored: `ref` is echoed, `token` only looked up, room names are pattern-bound.
     refused = refused_character(request.text)
     if refused is not None:

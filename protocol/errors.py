@@ -29,6 +29,9 @@ class ErrorCode(enum.StrEnum):
     NO_SUCH_ROOM = "no_such_room"
     NOT_MEMBER = "not_member"
     RATE_LIMITED = "rate_limited"
+    NO_SUCH_MESSAGE = "no_such_message"  # edit/delete: no message with that id in the room
+    NOT_AUTHOR = "not_author"  # edit/delete of someone else's message
+    MESSAGE_DELETED = "message_deleted"  # edit/delete of a message already deleted
     # HTTP-only codes.
     BAD_CREDENTIALS = "bad_credentials"
     NAME_TAKEN = "name_taken"

@@ -47,6 +47,25 @@ class Send(_Request, tag="send", frozen=True):
     ref: Ref | None = None
 
 
+class Edit(_Request, tag="edit", frozen=True):
+    """Replace the text of the sender's own message `id` (validated like `send`'s text)."""
+
+    room: RoomName
+    id: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+    text: str
+    client_id: ClientId | None = None
+    ref: Ref | None = None
+
+
+class Delete(_Request, tag="delete", frozen=True):
+    """Delete the sender's own message `id`: it stays in history as a tombstone."""
+
+    room: RoomName
+    id: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+    client_id: ClientId | None = None
+    ref: Ref | None = None
+
+
 class HistoryRequest(_Request, tag="history", frozen=True):
     room: RoomName
     before_seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)] | None = None
@@ -71,12 +90,16 @@ class ReadRequest(_Request, tag="read", frozen=True):
     ref: Ref | None = None
 
 
-Request = Hello | Join | Leave | Send | HistoryRequest | TypingRequest | Ping | ReadRequest
+Request = (
+    Hello | Join | Leave | Send | Edit | Delete | HistoryRequest | TypingRequest | Ping
+) | ReadRequest
 REQUEST_TYPES: tuple[type[_Request], ...] = (
     Hello,
     Join,
     Leave,
     Send,
+    Edit,
+    Delete,
     HistoryRequest,
     TypingRequest,
     Ping,
@@ -126,6 +149,35 @@ class Message(_Event, tag="message", frozen=True):
     text: str
     ts: int  # milliseconds since the Unix epoch, server clock
     client_id: str | None = None
+    # Set only in history pages: when the text was last edited (ms), and a deleted message's
+    # tombstone (its text is then "").
+    edited_at: int | None = None
+    deleted: bool = False
+
+
+class Edited(_Event, tag="edited", frozen=True):
+    """Message `id` of `room` now reads `text`: a room entry with its own `seq`."""
+
+    room: str
+    seq: int
+    id: int  # the message edited
+    text: str
+    edited_at: int  # ms since the Unix epoch, server clock
+    client_id: str | None = None
+
+
+class Deleted(_Event, tag="deleted", frozen=True):
+    """Message `id` of `room` was deleted: a room entry with its own `seq`."""
+
+    room: str
+    seq: int
+    id: int  # the message deleted
+    client_id: str | None = None
+
+
+# What a room's seq numbers: a message, or a change to an earlier one. Resume and backfill
+# deliver all three in seq order.
+RoomEntry = Message | Edited | Deleted
 
 
 class Ack(_Event, tag="ack", frozen=True):
@@ -163,6 +215,12 @@ class Resync(_Event, tag="resync", frozen=True):
     reason: str
 
 
+class RoomCreated(_Event, tag="room_created", frozen=True):
+    """A public room now exists: told to every connected user but its creator (told `joined`)."""
+
+    room: str
+
+
 class Error(_Event, tag="error", frozen=True):
     code: str
     message: str
@@ -189,11 +247,14 @@ Event = (
     | Joined
     | Left
     | Message
+    | Edited
+    | Deleted
     | Ack
     | HistoryPage
     | Presence
     | Typing
     | Resync
+    | RoomCreated
     | Error
     | Pong
     | Unread
@@ -203,11 +264,14 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     Joined,
     Left,
     Message,
+    Edited,
+    Deleted,
     Ack,
     HistoryPage,
     Presence,
     Typing,
     Resync,
+    RoomCreated,
     Error,
     Pong,
     Unread,

@@ -73,15 +73,15 @@ def generate(path: Path, messages: int, rooms: int, users: int) -> None:
         conn.execute("BEGIN")
         now = 1_750_000_000_000
         conn.executemany(
-            "INSERT INTO users VALUES (?, ?, ?, ?)",
+            "INSERT INTO users (id, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
             (
                 (u, f"user{u}", f"scrypt$1024$8$1$salt{u}$hash{u}", now + u)
                 for u in range(1, users + 1)
             ),
         )
         conn.executemany(
-            "INSERT INTO tokens VALUES (?, ?, ?)",
-            ((uuid.uuid4().hex * 2, u, now + 86_400_000) for u in range(1, users + 1)),
+            "INSERT INTO tokens (token_hash, user_id, expires_at, session_id) VALUES (?, ?, ?, ?)",
+            ((uuid.uuid4().hex * 2, u, now + 86_400_000, f"{u:016x}") for u in range(1, users + 1)),
         )
         conn.executemany(
             "INSERT INTO rooms VALUES (?, ?, ?, ?, 0)",
@@ -97,7 +97,7 @@ def generate(path: Path, messages: int, rooms: int, users: int) -> None:
             ),
         )
         conn.executemany(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             _messages(messages, rooms, users, now),
         )
         conn.execute(

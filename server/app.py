@@ -36,7 +36,7 @@ from server.config import Config
 from server.ops import sdnotify
 from server.ops.metrics import Metrics, timed_store
 from storage import CompositeStore, StorageError, open_store
-from storage.routing import ProbePolicy, ReplicaRouter, attach_replicas
+from storage.routing import ProbePolicy, ReplicaRouter, ShardedStore, attach_replicas
 
 _log = logging.getLogger(__name__)
 
@@ -62,7 +62,12 @@ async def serve(
     database, replicas = await _open_database(config)
     try:
         store = timed_store(database, metrics)
-        parts = build_parts(config, database, store, metrics, replicas, database.events)
+        outbox = (  # with shards, each shard database is an outbox of its own
+            database.sharded.event_outboxes()
+            if isinstance(database, ShardedStore)
+            else database.events
+        )
+        parts = build_parts(config, database, store, metrics, replicas, outbox)
         async with trio.open_nursery() as root:
             await root.start(parts.flusher.run)
             if replicas is not None:  # lag probes; reads go to the primary until one is up
@@ -82,6 +87,7 @@ async def serve(
                 where = f"{config.server.host}:{config.server.port}"
                 raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
             await root.start(parts.reaper.run)
+            await root.start(parts.activity.run)
             _serving(config, port)
             task_status.started(port)
 

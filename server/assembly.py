@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import h11
 import trio
 
+from server.chat.activity import ActivityRecorder
 from server.chat.membership import MembershipSync
 from server.chat.read_state import ReadState
 from server.chat.reaper import Reaper
@@ -23,7 +24,7 @@ from server.chat.token_index import TokenIndex
 from server.chat.user_connections import LocalUserConnections
 from server.chat.websocket import serve_websocket
 from server.config import Config
-from server.events import EventAppender, build_event_appender
+from server.events import StreamAppender, build_event_appender
 from server.fanout.bus import LocalBus
 from server.fanout.hub import RoomHub
 from server.http.api import HttpServices, create_http_app
@@ -40,7 +41,7 @@ from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
 from storage import EventOutbox, Lifecycle, MembershipCache, Store
-from storage.routing import ReplicaRouter
+from storage.routing import ReplicaRouter, ShardOutboxes
 
 Replicas = ReplicaRouter | None  # with `[storage] replicas`: the read router
 _OnWebsocket = Callable[
@@ -63,7 +64,8 @@ class Parts:
     registry: ConnectionRegistry
     drain: Drain
     cluster: Cluster | None  # with `[bus] redis_url`: the link, bus and shared state in Redis
-    events: EventAppender | None  # with `[events] events_enabled`: the stream's appender
+    events: StreamAppender | None  # with `[events] events_enabled`: the stream's appender
+    activity: ActivityRecorder  # sessions' last use and users' last_seen, in batches
 
     async def shut_down(self, root: trio.CancelScope) -> None:
         """Drain (see server/shutdown.py), then cancel `root`."""
@@ -82,11 +84,12 @@ def build_parts(
     store: Store,
     metrics: Metrics,
     replicas: Replicas,
-    outbox: EventOutbox | None = None,
+    outbox: EventOutbox | ShardOutboxes | None = None,
 ) -> Parts:
     """Construct and wire every part; `store` is `database` as the parts use it (timed),
     `replicas` the router its history and resume reads already go through (shown, measured),
-    and `outbox` the database's event outbox (needed with `[events] events_enabled`)."""
+    and `outbox` the database's event outbox, or each shard database's (needed with
+    `[events] events_enabled`)."""
     drain = Drain(config.timeouts.drain_timeout)
     # The Redis bus's sender takes two rounds from its wake-up to its send (its lock, then the
     # socket): the sweep waits those out (server/transport/flusher.py).
@@ -101,24 +104,13 @@ def build_parts(
     writer, events = _writer(config, store, bus, metrics, outbox, flusher)
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
-    memberships = _membership_sync(store, hub, seams)
-    bus.attach_memberships(memberships)
+    memberships, activity = _user_parts(store, hub, seams, registry)
     reads = ReadState(store, bus)
-    services = ChatServices(
-        config=config,
-        store=store,
-        hub=hub,
-        bus=bus,
-        writer=writer,
-        membership=membership,
-        memberships=memberships,
-        tokens=tokens,
-        limiter=seams.limiter,
-        metrics=metrics,
-        reads=reads,
+    services = _chat_services(
+        config, store, seams, hub, writer, memberships, tokens, metrics, reads
     )
     http = _http_bridge(
-        config, store, writer, memberships, readiness, seams, metrics, replicas, reads
+        config, store, writer, memberships, readiness, seams, metrics, replicas, activity, reads
     )
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
@@ -136,6 +128,34 @@ def build_parts(
         drain,
         seams.cluster,
         events,
+        activity,
+    )
+
+
+def _chat_services(
+    config: Config,
+    store: Store,
+    seams: Seams,
+    hub: RoomHub,
+    writer: MessageWriter,
+    memberships: MembershipSync,
+    tokens: TokenIndex,
+    metrics: Metrics,
+    reads: ReadState,
+) -> ChatServices:
+    """What each WebSocket session is given (server/chat/session.py)."""
+    return ChatServices(
+        config=config,
+        store=store,
+        hub=hub,
+        bus=seams.bus,
+        writer=writer,
+        membership=seams.membership,
+        memberships=memberships,
+        tokens=tokens,
+        limiter=seams.limiter,
+        metrics=metrics,
+        reads=reads,
     )
 
 
@@ -144,9 +164,9 @@ def _writer(
     store: Store,
     bus: LocalBus | RedisBus,
     metrics: Metrics,
-    outbox: EventOutbox | None,
+    outbox: EventOutbox | ShardOutboxes | None,
     flusher: Flusher,
-) -> tuple[MessageWriter, EventAppender | None]:
+) -> tuple[MessageWriter, StreamAppender | None]:
     """The writer, publishing through `bus` and sweeping small deliveries through `flusher`,
     with its after-commit sinks: the event stream's appender when `[events]` asks for one
     (which needs the database's `outbox`)."""
@@ -202,13 +222,28 @@ def _readiness(
     )
 
 
-def _membership_sync(store: Store, hub: RoomHub, seams: Seams) -> MembershipSync:
+def _user_parts(
+    store: Store, hub: RoomHub, seams: Seams, registry: ConnectionRegistry
+) -> tuple[MembershipSync, ActivityRecorder]:
+    """Membership sync (attached to the bus) and the activity recorder, over one index of each
+    user's connections (the recorder asks it whether a closing connection was the user's last)."""
+    connections = LocalUserConnections()
+    activity = ActivityRecorder(store, registry.__iter__, connections)
+    registry.on_removed = activity.connection_closed
+    memberships = _membership_sync(store, hub, seams, connections)
+    seams.bus.attach_memberships(memberships)
+    return memberships, activity
+
+
+def _membership_sync(
+    store: Store, hub: RoomHub, seams: Seams, connections: LocalUserConnections
+) -> MembershipSync:
     return MembershipSync(
         store,
         hub,
         seams.bus,
         invalidation=seams.invalidation,
-        connections=LocalUserConnections(),
+        connections=connections,
         presence=seams.presence,
     )
 
@@ -239,6 +274,7 @@ def _http_bridge(
     seams: Seams,
     metrics: Metrics,
     replicas: Replicas,
+    activity: ActivityRecorder,
     reads: ReadState,
 ) -> HttpBridge:
     services = HttpServices(
@@ -251,6 +287,7 @@ def _http_bridge(
         membership_changed=memberships.changed,
         mark_read=reads.mark,
         read_state=reads.of_rooms,
+        room_created=seams.bus.publish_room_created,
         readiness=readiness.reason,
         metrics=metrics.exposition if config.ops.metrics else None,
         auth_failed=metrics.count_auth_failure,
@@ -259,6 +296,8 @@ def _http_bridge(
         replicas=replicas.status if replicas is not None else None,
         body_timeout=config.timeouts.http_read_timeout,
         login_guard=LoginGuard.from_config(config, metrics.count_login_throttled),
+        submit=writer.submit,
+        seen=activity.seen,
     )
     return HttpBridge(
         create_http_app(services),

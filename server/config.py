@@ -120,7 +120,9 @@ class StorageConfig(Section):
         elif self.shards and not self.db_path.startswith(postgres):
             out.append(("shards", "need a postgresql:// db_path (the catalog)"))
         elif self.shards and self.replicas:
-            out.append(("shards", "cannot be combined with replicas yet"))
+            # `replicas` are the catalog's, which holds no sharded message (docs/operations.md,
+            # "Shards": read replicas)
+            out.append(("shards", "cannot be combined with replicas yet (see Shards in the docs)"))
         return out
 
 
@@ -335,9 +337,6 @@ class Config:
         """Checks across sections."""
         if self.events.events_enabled and not self.events_url:
             raise ConfigError([("events_redis_url", "events need it, or the bus's redis_url")])
-        if self.events.events_enabled and self.storage.shards:
-            # The outbox reads one database's messages; a sharded store's are on several.
-            raise ConfigError([("events_enabled", "not yet with [storage] shards")])
         return self
 
     @property

@@ -1,9 +1,10 @@
-"""`hibiki shards status`, `move L --to URL` and `pin ROOM --to URL` (docs/operations.md,
-"Shards").
+"""`hibiki shards status`, `move L --to URL`, `pin ROOM --to URL` and `unpin ROOM`
+(docs/operations.md, "Shards").
 
 Each reads the same settings as `serve` (`--config`, `--db` the catalog, `--db-shard` each
 shard database), so the tool knows the URLs the directory's targets stand for. `move` and `pin`
-refuse a target that is not among the shard databases: every node must list it first.
+refuse a target that is not among the shard databases: every node must list it first. `unpin`
+takes the room back to the database the directory places its logical shard on.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def add_parser(
     )
     pin.add_argument("room", help="the room's name")
     pin.add_argument("--to", dest="to_url", required=True, metavar="postgresql://...")
+    unpin = actions.add_parser(
+        "unpin", parents=[settings], help="move a pinned room back to its logical shard, online"
+    )
+    unpin.add_argument("room", help="the room's name")
 
 
 def run(parsed: argparse.Namespace, config: Config) -> int:
@@ -48,6 +53,8 @@ def run(parsed: argparse.Namespace, config: Config) -> int:
     try:
         if parsed.shards_command == "status":
             return _status(storage.db_path, urls)
+        if parsed.shards_command == "unpin":
+            return _unpin(storage.db_path, urls, parsed.room)
         if target_of(parsed.to_url) not in urls:
             print(
                 f"hibiki shards: {target_of(parsed.to_url)} is not a shard database: add it to"
@@ -64,18 +71,28 @@ def run(parsed: argparse.Namespace, config: Config) -> int:
 
 
 def _status(catalog: str, urls: dict[str, str]) -> int:
-    from storage.routing.move import status
+    from storage.routing.shard_status import status
 
-    version, shards = status(catalog, urls)
-    print(f"directory version {version}")
+    found = status(catalog, urls)
+    print(f"directory version {found.version}")
     print(
-        f"{'database':<40} {'logical':>7} {'owned':>5} {'rooms':>7} {'messages':>10} {'bytes':>12}"
+        f"{'database':<40} {'logical':>7} {'pinned':>6} {'owned':>5} {'rooms':>7}"
+        f" {'messages':>10} {'bytes':>12}"
     )
-    for s in shards:
+    for d in found.databases:
         print(
-            f"{s.target:<40} {s.logical:>7} {s.owned:>5} {s.rooms:>7} {s.messages:>10}"
-            f" {s.bytes:>12}"
+            f"{d.target:<40} {d.logical:>7} {d.pinned:>6} {d.owned:>5} {d.rooms:>7}"
+            f" {d.messages:>10} {d.bytes:>12}"
         )
+    print(f"pinned rooms: {len(found.pins)}")
+    if found.pins:
+        print(f"{'room':<32} {'logical':>7} {'database':<40} {'messages':>10}")
+    for p in found.pins:
+        print(f"{p.room:<32} {p.logical:>7} {p.target:<40} {p.messages:>10}")
+    print("logical shards (rooms and messages on the database the directory names):")
+    print(f"{'logical':>7} {'database':<40} {'rooms':>7} {'messages':>10}")
+    for shard, (target, sizes) in found.logical.items():
+        print(f"{shard:>7} {target:<40} {sizes.rooms:>7} {sizes.messages:>10}")
     return 0
 
 
@@ -103,6 +120,19 @@ def _pin(catalog: str, urls: dict[str, str], room: str, to_url: str) -> int:
     result = pin_room(catalog, urls, room, to_url)
     print(
         f"pinned room {room!r} (logical shard {result.logical}) from {result.source} to"
+        f" {result.target}: {result.messages} messages ({result.delta} of them since the bulk"
+        f" copy) in {result.seconds:.2f} s, writers held {result.hold_seconds * 1000:.1f} ms;"
+        f" directory version {result.version}"
+    )
+    return 0
+
+
+def _unpin(catalog: str, urls: dict[str, str], room: str) -> int:
+    from storage.routing.pin import unpin_room
+
+    result = unpin_room(catalog, urls, room)
+    print(
+        f"unpinned room {room!r} (logical shard {result.logical}) from {result.source} back to"
         f" {result.target}: {result.messages} messages ({result.delta} of them since the bulk"
         f" copy) in {result.seconds:.2f} s, writers held {result.hold_seconds * 1000:.1f} ms;"
         f" directory version {result.version}"

@@ -10,6 +10,9 @@ from storage.backends import backup, open_store
 from storage.cache import MembershipCache
 from storage.composite import CompositeStore
 from storage.protocols import (
+    KIND_DELETE,
+    KIND_EDIT,
+    KIND_MESSAGE,
     AccountRecords,
     AccountStore,
     Appended,
@@ -22,8 +25,10 @@ from storage.protocols import (
     MessageStore,
     NewMessage,
     NotFound,
+    Profile,
     Room,
     RoomStore,
+    Session,
     StorageError,
     Store,
     TokenGrant,
@@ -31,6 +36,9 @@ from storage.protocols import (
 )
 
 __all__ = [
+    "KIND_DELETE",
+    "KIND_EDIT",
+    "KIND_MESSAGE",
     "AccountRecords",
     "AccountStore",
     "Accounts",
@@ -46,8 +54,10 @@ __all__ = [
     "MessageStore",
     "NewMessage",
     "NotFound",
+    "Profile",
     "Room",
     "RoomStore",
+    "Session",
     "StorageError",
     "Store",
     "TokenGrant",

@@ -9,11 +9,11 @@ the server, which sees only `Store`, does not change.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage import passwords
 from storage.accounts import Accounts
 from storage.protocols import (
@@ -23,8 +23,10 @@ from storage.protocols import (
     MessageStore,
     NewMessage,
     NotFound,
+    Profile,
     Room,
     RoomStore,
+    Session,
     TokenGrant,
     User,
 )
@@ -76,8 +78,8 @@ class CompositeStore:
     async def check_password(self, name: str, password: str) -> User | None:
         return await self.accounts.check_password(name, password)
 
-    async def create_token(self, user_id: int, ttl_seconds: float) -> str:
-        return await self.accounts.create_token(user_id, ttl_seconds)
+    async def create_token(self, user_id: int, ttl_seconds: float, device: str = "") -> str:
+        return await self.accounts.create_token(user_id, ttl_seconds, device)
 
     async def user_for_token(self, token: str) -> User | None:
         return await self.accounts.user_for_token(token)
@@ -87,6 +89,29 @@ class CompositeStore:
 
     async def revoke_token(self, token: str) -> None:
         await self.accounts.revoke_token(token)
+
+    async def sessions(self, user_id: int) -> list[Session]:
+        return await self.accounts.sessions(user_id)
+
+    async def revoke_session(self, user_id: int, session_id: str) -> str | None:
+        return await self.accounts.revoke_session(user_id, session_id)
+
+    async def revoke_sessions(self, user_id: int, keep_token: str | None) -> list[str]:
+        return await self.accounts.revoke_sessions(user_id, keep_token)
+
+    async def change_password(
+        self, user: User, old: str, new: str, keep_token: str | None
+    ) -> list[str] | None:
+        return await self.accounts.change_password(user, old, new, keep_token)
+
+    async def set_display_name(self, user_id: int, display_name: str | None) -> str | None:
+        return await self.accounts.set_display_name(user_id, display_name)
+
+    async def profile(self, name: str) -> Profile | None:
+        return await self.accounts.profile(name)
+
+    async def record_activity(self, sessions: Mapping[str, int], users: Mapping[int, int]) -> None:
+        await self.accounts.record_activity(sessions, users)
 
     # Rooms and membership -----------------------------------------------------------------
     async def create_room(self, name: str, created_by: int) -> Room:
@@ -130,8 +155,11 @@ class CompositeStore:
     ) -> tuple[list[Message], bool]:
         return await self.messages.history(room, before_seq, _check_limit(limit))
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
         return await self.messages.messages_after(room, after_seq, _check_limit(limit))
+
+    async def message(self, room: str, message_id: int) -> Message | None:
+        return await self.messages.message(room, message_id)
 
     async def last_seq(self, room: str) -> int:
         return await self.messages.last_seq(room)

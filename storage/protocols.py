@@ -19,11 +19,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocol import ChatError, Message
-
-UNREAD_WINDOW = 1000
-"""Unread counts look at most this many seqs past a read cursor, so a count is at most this
-(a client shows "999+") and costs one bounded index range however far behind a reader is."""
+from protocol import ChatError, Message, RoomEntry
+from storage.read_state import ReadCursors, UnreadCounts
 
 
 class StorageError(ChatError):
@@ -53,6 +50,31 @@ class TokenGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """What others may see of a user. `display_name` is None until the user sets one;
+    `last_seen` (ms since epoch) is None until a connection or request of theirs was recorded."""
+
+    user: User
+    display_name: str | None
+    last_seen: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One login: a bearer token seen from the side of its owner. `id` is opaque and public
+    (never the token nor its hash); `token_hash` stays on the server (to tell the caller's own
+    session, and to revoke it). Times are ms since the epoch; `created_at` and `last_used_at`
+    are None for a token issued before sessions were recorded (schema upgrade)."""
+
+    id: str
+    device: str
+    created_at: int | None
+    last_used_at: int | None
+    expires_at: int
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class Room:
     id: int
     name: str
@@ -60,26 +82,41 @@ class Room:
     last_seq: int
 
 
+# What a stored room entry is (the `kind` column): a message, or a change to one of the room's
+# earlier messages (`target`), which takes its own seq like a message.
+KIND_MESSAGE = 0
+KIND_EDIT = 1  # `text` is the target's new text
+KIND_DELETE = 2  # `text` is ""
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message accepted by the server and not yet stored: the store assigns id, seq and ts."""
+    """A room entry accepted by the server and not yet stored: the store assigns id, seq and ts.
+
+    An edit or delete (`kind`) names the message it changes (`target`, an id in the same room);
+    the store applies it to that message in the same transaction, and stores it as an entry of
+    its own. The server checked before queueing it that the target is the user's own message
+    and not deleted; the store does not check again (an edit that lost a race with the
+    message's delete changes nothing, and the delete erases its text too)."""
 
     room: str
     user_id: int
     user_name: str
     text: str
     client_id: str | None
+    kind: int = KIND_MESSAGE
+    target: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """The outcome of storing one `NewMessage`.
+    """The outcome of storing one `NewMessage`: a `Message`, or for an edit or delete the
+    `Edited`/`Deleted` event it is.
 
     `duplicate` is True when (room, user, client_id) was already stored: `message` is then the
-    original, and nothing new was written.
-    """
+    original, and nothing new was written."""
 
-    message: Message
+    message: RoomEntry
     duplicate: bool
 
 
@@ -114,8 +151,8 @@ class AccountStore(Protocol):
     async def check_password(self, name: str, password: str) -> User | None:
         """The user if the password matches, else None (the same cost for an unknown user)."""
 
-    async def create_token(self, user_id: int, ttl_seconds: float) -> str:
-        """A new random bearer token; only its hash is stored."""
+    async def create_token(self, user_id: int, ttl_seconds: float, device: str = "") -> str:
+        """A new random bearer token, a session labelled `device`; only its hash is stored."""
 
     async def user_for_token(self, token: str) -> User | None:
         """The token's user, or None if unknown or expired."""
@@ -126,8 +163,35 @@ class AccountStore(Protocol):
 
     async def revoke_token(self, token: str) -> None: ...
 
+    async def sessions(self, user_id: int) -> list[Session]:
+        """The user's unexpired sessions, newest first."""
 
-class RoomStore(Protocol):
+    async def revoke_session(self, user_id: int, session_id: str) -> str | None:
+        """Delete the user's session `session_id`; its token hash, or None if the user has no
+        such session (another user's id is not found either)."""
+
+    async def revoke_sessions(self, user_id: int, keep_token: str | None) -> list[str]:
+        """Delete every session of the user but `keep_token`'s (all with None); their hashes."""
+
+    async def change_password(
+        self, user: User, old: str, new: str, keep_token: str | None
+    ) -> list[str] | None:
+        """None if `old` is not the user's password (at the KDF's cost); else set `new` and
+        revoke every other session, in one transaction: the revoked token hashes."""
+
+    async def set_display_name(self, user_id: int, display_name: str | None) -> str | None:
+        """Set (None, "": clear) the display name, checked and normalised by
+        `storage.accounts.check_display_name` (`ValueError` if refused); what was stored."""
+
+    async def profile(self, name: str) -> Profile | None:
+        """The user's public profile, or None for an unknown name."""
+
+    async def record_activity(self, sessions: Mapping[str, int], users: Mapping[int, int]) -> None:
+        """Raise each session's (by token hash) last use and each user's `last_seen` to the
+        time given (ms; a time never moves back; unknown ones are skipped)."""
+
+
+class RoomStore(ReadCursors, Protocol):
     """The catalog: rooms and who is a member."""
 
     async def create_room(self, name: str, created_by: int) -> Room:
@@ -151,16 +215,8 @@ class RoomStore(Protocol):
     async def members(self, room: str) -> list[str]:
         """User names of the room's members."""
 
-    async def mark_read(self, room: str, user_id: int, seq: int) -> int:
-        """Raise the user's read cursor in `room` to `seq`, never lower it; returns the cursor
-        now stored. Raise `NotFound` for an unknown room. The caller bounds `seq` by the room's
-        last seq (the catalog does not hold it once messages are sharded)."""
 
-    async def read_cursors(self, user_id: int) -> dict[str, int]:
-        """The user's read cursors, room name -> last seq read; rooms never marked are absent."""
-
-
-class MessageStore(Protocol):
+class MessageStore(UnreadCounts, Protocol):
     """Each room's messages and its seq counter: what a shard holds for its rooms."""
 
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
@@ -175,10 +231,20 @@ class MessageStore(Protocol):
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]:
         """Up to `limit` messages with seq < before_seq (newest page if None), oldest first,
-        and whether older ones exist. Keyset pagination on (room, seq); never OFFSET."""
+        and whether older ones exist. Keyset pagination on (room, seq); never OFFSET.
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
-        """Messages with seq > after_seq, oldest first, at most `limit` (used by resume)."""
+        Each message with its current text (`edited_at` set once edited); a deleted one as a
+        tombstone (`deleted`, text ""). Edit and delete entries are not listed: their seqs are
+        the gaps between the messages' seqs."""
+
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
+        """Entries with seq > after_seq, oldest first, at most `limit` (used by resume): messages
+        as they were sent, and each later edit or delete as its `Edited`/`Deleted` event."""
+
+    async def message(self, room: str, message_id: int) -> Message | None:
+        """The room's message `message_id` as history shows it now (current text, or a
+        tombstone), or None if the room has no message with that id (an edit or delete entry's
+        id is not a message's)."""
 
     async def last_seq(self, room: str) -> int:
         """The room's latest seq (0 when empty); `NotFound` for an unknown room."""
@@ -186,11 +252,6 @@ class MessageStore(Protocol):
     async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
         """Each room's latest seq, in one read however many rooms (a node's periodic check of
         its live rooms); unknown rooms are left out, not an error."""
-
-    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
-        """How many of the room's messages with seq in (read_seq, min(last_seq, read_seq +
-        UNREAD_WINDOW)] were sent by users other than `user_id` (one bounded index range; 0
-        for an unknown room). `last_seq` is what the caller read: the count covers no more."""
 
 
 class EventOutbox(Protocol):
@@ -231,10 +292,19 @@ class StreamRead:
     then `(xmin, xmax)`, the oldest transaction still running before the read, and the first
     transaction id not yet assigned after it. Every id missing from this read was allocated by
     a transaction below `xmax`; once a later read's `xmin` reaches it, that read shows what
-    those transactions committed, and what it still lacks never comes."""
+    those transactions committed, and what it still lacks never comes.
+
+    `positions`, where given, are what the read ordered by and what the horizon speaks of, one
+    per message, in place of its id: a shard database numbers its commits with positions of its
+    own, since the ids come from the catalog (storage/routing/shard_events.py)."""
 
     messages: list[Message]
     horizon: tuple[int, int] | None
+    positions: list[int] | None = None
+
+    def keys(self) -> list[int]:
+        """Each message's position in the read's order: `positions`, else the ids."""
+        return self.positions if self.positions is not None else [m.id for m in self.messages]
 
 
 class AppenderLease(Protocol):
@@ -284,15 +354,44 @@ class AccountRecords(Protocol):
         """The user and the stored password hash, or None for an unknown name."""
 
     async def insert_token(
-        self, user_id: int, token_hash: str, expires_at_ms: int, now_ms: int
+        self,
+        user_id: int,
+        token_hash: str,
+        expires_at_ms: int,
+        now_ms: int,
+        session_id: str,
+        device: str,
     ) -> None:
-        """Store a token hash; `NotFound` for an unknown user. The backend may drop the user's
-        tokens that expired by `now_ms` (they can never be valid again)."""
+        """Store a token hash as session `session_id` (created and last used at `now_ms`);
+        `NotFound` for an unknown user. The backend may drop the user's tokens that expired by
+        `now_ms` (they can never be valid again)."""
 
     async def token_record(self, token_hash: str) -> tuple[User, int] | None:
         """The token's user and its `expires_at_ms`, or None for an unknown hash."""
 
     async def delete_token(self, token_hash: str) -> None: ...
+
+    async def session_rows(self, user_id: int, now_ms: int) -> list[Session]:
+        """The user's tokens with `expires_at > now_ms`, newest first."""
+
+    async def delete_sessions(
+        self, user_id: int, session_id: str | None, keep_hash: str | None
+    ) -> list[str]:
+        """Delete the user's session `session_id` (None: every one but `keep_hash`'s, all of
+        them if that is None too); the deleted token hashes."""
+
+    async def replace_password(
+        self, user_id: int, password_hash: str, keep_hash: str | None
+    ) -> list[str]:
+        """In one transaction: store the new hash, delete every token of the user but
+        `keep_hash`'s; the deleted token hashes."""
+
+    async def update_display_name(self, user_id: int, display_name: str | None) -> None: ...
+
+    async def profile_row(self, name: str) -> Profile | None: ...
+
+    async def touch(self, sessions: Mapping[str, int], users: Mapping[int, int]) -> None:
+        """`AccountStore.record_activity`'s rows, in one transaction."""
 
 
 class Backend(AccountRecords, RoomStore, MessageStore, EventOutbox, Lifecycle, Protocol):

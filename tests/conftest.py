@@ -27,6 +27,11 @@ __all__ = ["postgres_url"]  # a fresh PostgreSQL database per test (tests/postgr
 
 STEP = 10.0  # generous bound for one step of a test on a loaded 2-core machine
 
+# The servers these tests start on PostgreSQL (subprocesses inherit the environment) open three
+# pool connections each instead of the default ten: two test workers running multi-node and
+# sharded tests at once then stay well inside the server's max_connections (100).
+os.environ.setdefault("HIBIKI_POOL_SIZE", "3")
+
 
 @dataclass
 class RunningServer:

@@ -11,6 +11,9 @@ A change travels as a bus event (`RoomBus.publish_membership`), so it reaches th
 connections on every process; each process's `MembershipSync` applies it to its own. Applying is
 synchronous (subscribe held, or unsubscribe and `left`); the `joined` that needs the room's
 last seq is sent by a task of `run`.
+
+A new public room is told the same way to every tracked connection but its creator's (theirs
+get `joined`): one `room_created` frame, encoded and framed once, so room lists stay live.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 
 import trio
 
-from protocol import CloseCode, Joined, Left
+from protocol import CloseCode, Joined, Left, RoomCreated, encode
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership_invalidation import MembershipInvalidation
 from server.chat.user_connections import UserConnections
@@ -100,6 +103,13 @@ class MembershipSync:
                 conn.send_event(Left(room=room))
         if joining and self._nursery is not None:
             self._nursery.start_soon(self._send_joined, room, joining)
+
+    def room_created(self, room: str, creator: int) -> None:
+        """From the bus: tell this process's open connections of every user but `creator`."""
+        frame = text_frame(encode(RoomCreated(room=room)))
+        for conn in self._connections.everyone():
+            if conn.user_id != creator and conn.state is ConnState.OPEN:
+                conn.enqueue(frame)
 
     def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         """From the bus: `payload` (an encoded event) to this process's connections of the

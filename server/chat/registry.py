@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from server.chat.connection import ChatConnection
 from server.ops.metrics import Metrics, close_label
@@ -15,6 +15,8 @@ class ConnectionRegistry:
         self._closing: dict[ChatConnection, None] = {}  # removed, close handshake still running
         self._metrics = Metrics() if metrics is None else metrics
         self._drain = Drain(0.0) if drain is None else drain  # closes while draining: shutdown
+        # Told of each connection `remove`d (server/chat/activity.py: a user's last_seen).
+        self.on_removed: Callable[[ChatConnection], None] = lambda conn: None
 
     def add(self, conn: ChatConnection) -> None:
         self._all[conn] = None
@@ -28,6 +30,7 @@ class ConnectionRegistry:
         self._closing[conn] = None
         reason = close_label(conn.close_code, self._drain.draining, by_peer=conn.closed_by_peer)
         self._metrics.connections_closed[reason] += 1
+        self.on_removed(conn)
 
     def closed(self, conn: ChatConnection) -> None:
         """`conn`'s close handshake is over and its socket closed."""

@@ -10,6 +10,8 @@ import trio
 from protocol import (
     PROTOCOL_VERSION,
     CloseCode,
+    Delete,
+    Edit,
     Error,
     ErrorCode,
     Hello,
@@ -18,6 +20,7 @@ from protocol import (
     Join,
     Leave,
     Left,
+    Message,
     Ping,
     Pong,
     ProtocolError,
@@ -42,7 +45,7 @@ from server.fanout.hub import RoomHub
 from server.ops.metrics import Metrics
 from server.persist.writer import MessageWriter, PendingSend
 from server.transport.frames import text_frame
-from storage import NewMessage, NotFound, Store
+from storage import KIND_DELETE, KIND_EDIT, NewMessage, NotFound, Store
 from storage.cache import MembershipCache
 from storage.passwords import token_hash
 
@@ -121,6 +124,10 @@ class ChatSession:
         match request:
             case Send():
                 await self._send(request)
+            case Edit():
+                await self._change(request, KIND_EDIT, request.text)
+            case Delete():
+                await self._change(request, KIND_DELETE, "")
             case Join():
                 await self._join(request)
             case Leave():
@@ -256,6 +263,19 @@ class ChatSession:
         )
         await s.writer.submit(PendingSend(message, conn, send.ref, now))
 
+    async def _change(self, request: Edit | Delete, kind: int, text: str) -> None:
+        """An edit or delete: checked against the message as committed, then queued like a send
+        (its own seq, durable before delivered, acked, deduplicated by client_id)."""
+        conn, s = self.conn, self.s
+        await self._member(request.room, request.ref)
+        target = await s.store.message(request.room, request.id)
+        check_change(target, conn.user_name, kind, request.id, request.ref)
+        now = self._spend_rate(request.ref)
+        entry = NewMessage(
+            request.room, conn.user_id, conn.user_name, text, request.client_id, kind, request.id
+        )
+        await s.writer.submit(PendingSend(entry, conn, request.ref, now))
+
     async def _join(self, join: Join) -> None:
         conn, s = self.conn, self.s
         try:
@@ -318,3 +338,18 @@ class ChatSession:
         self.s.hub.unsubscribe_all(self.conn)
         self.s.memberships.untrack(self.conn)
         self.s.tokens.untrack(self.conn)
+
+
+def check_change(
+    target: Message | None, user: str, kind: int, message_id: int, ref: str | None
+) -> None:
+    """Refuse an edit or delete (`kind`) of `target` by `user`, or return. Only the author may
+    change a message today; room roles (issue #15, later) add that an admin may delete: that
+    rule goes here, for WebSocket and HTTP alike."""
+    if target is None:
+        raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE, f"no message {message_id} here", ref)
+    if target.user != user:
+        what = "edit" if kind == KIND_EDIT else "delete"
+        raise ProtocolError(ErrorCode.NOT_AUTHOR, f"only its author may {what} a message", ref)
+    if target.deleted:
+        raise ProtocolError(ErrorCode.MESSAGE_DELETED, f"message {message_id} was deleted", ref)

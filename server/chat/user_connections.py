@@ -22,6 +22,9 @@ class UserConnections(Protocol):
     def of_user(self, user_id: int) -> list[ChatConnection]:
         """The user's connections on this process, in the order they were added (a copy)."""
 
+    def everyone(self) -> list[ChatConnection]:
+        """Every user's connections on this process (a copy): a new room is told to all."""
+
 
 class LocalUserConnections:
     def __init__(self) -> None:
@@ -40,3 +43,6 @@ class LocalUserConnections:
 
     def of_user(self, user_id: int) -> list[ChatConnection]:
         return list(self._by_user.get(user_id, ()))
+
+    def everyone(self) -> list[ChatConnection]:
+        return [conn for conns in self._by_user.values() for conn in conns]

@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
+import functools
+
 from server.config import Config
 from server.events.appender import EventAppender
 from server.events.consumer import EventConsumer
 from server.events.search_index import SearchIndex
+from server.events.sharded import ShardedEventAppender
 from server.events.stream import (
     MESSAGE_CREATED,
     Deduper,
@@ -20,6 +23,7 @@ from server.events.stream import (
     stream_key,
 )
 from storage import EventOutbox
+from storage.routing import ShardOutboxes
 
 __all__ = [
     "MESSAGE_CREATED",
@@ -28,6 +32,8 @@ __all__ = [
     "EventConsumer",
     "MessageCreated",
     "SearchIndex",
+    "ShardedEventAppender",
+    "StreamAppender",
     "StreamEvent",
     "build_event_appender",
     "partition_of",
@@ -35,15 +41,24 @@ __all__ = [
 ]
 
 
-def build_event_appender(config: Config, outbox: EventOutbox) -> EventAppender | None:
-    """The appender `[events]` asks for, or None when the stream is off."""
+StreamAppender = EventAppender | ShardedEventAppender
+
+
+def build_event_appender(
+    config: Config, outbox: EventOutbox | ShardOutboxes
+) -> StreamAppender | None:
+    """The appender `[events]` asks for, or None when the stream is off: over a sharded store's
+    outboxes, one elected appender per shard database (server/events/sharded.py)."""
     if not config.events.events_enabled:
         return None
-    return EventAppender(
+    make = functools.partial(
+        EventAppender,
         config.events_url,
-        outbox,
         namespace=config.bus.bus_namespace,
         partitions=config.events.stream_partitions,
         maxlen=config.events.stream_maxlen,
         append_timeout=config.events.events_append_timeout,
     )
+    if isinstance(outbox, ShardOutboxes):
+        return ShardedEventAppender(outbox, make)
+    return make(outbox)

@@ -78,8 +78,10 @@ class EventAppender:
         buffer_limit: int = 100_000,
         election_interval: float = ELECTION_INTERVAL,
         poll_interval: float = POLL_INTERVAL,
+        read_lag: bool = True,
     ) -> None:
         del buffer_limit
+        self._reads_lag = read_lag  # one appender per process reads it (several with shards)
         self.client: coredis.Redis[bytes] = coredis.Redis.from_url(
             url, decode_responses=False, connect_timeout=append_timeout
         )  # for the lag figures; appends go through `_redis`
@@ -126,7 +128,8 @@ class EventAppender:
         started = _Once(task_status.started)
         async with self.client, trio.open_nursery() as nursery:
             try:
-                nursery.start_soon(self._read_lag)
+                if self._reads_lag:
+                    nursery.start_soon(self._read_lag)
                 while True:
                     if await self._try_lease():
                         await self._lead(started)
@@ -206,8 +209,12 @@ class EventAppender:
         self._unread = 0
         high = mark.high
         read = await self._outbox.messages_for_stream(mark.gap_ranges(), high, READ_BATCH)
-        todo = [(partition_of(m.room, self._partitions), m) for m in read.messages]
-        todo = [(p, m) for p, m in todo if m.id > self._cursors[p]]
+        keys = read.keys()  # ids, or a shard database's own positions (StreamRead)
+        todo = [
+            (p, m)
+            for m, key in zip(read.messages, keys, strict=True)
+            if key > self._cursors[p := partition_of(m.room, self._partitions)]
+        ]
         self._behind_by = len(todo)
         if todo:
             with trio.fail_after(self._timeout):
@@ -216,14 +223,14 @@ class EventAppender:
             if self._recovering:
                 self.recovered += len(todo)
         self._behind_by = 0
-        mark.observe([m.id for m in read.messages], read.horizon)
+        mark.observe(keys, read.horizon)
         if mark.settled > self._stored:
             await self._outbox.advance_event_cursors(
                 dict.fromkeys(range(self._partitions), mark.settled)
             )
             self._stored = mark.settled
             self._cursors = {p: max(c, mark.settled) for p, c in self._cursors.items()}
-        return sum(1 for m in read.messages if m.id > high) >= READ_BATCH
+        return sum(1 for key in keys if key > high) >= READ_BATCH
 
     async def _xadd(self, todo: list[tuple[int, Message]]) -> None:
         keys, maxlen = self._keys, self._maxlen

@@ -1,10 +1,11 @@
 """The room-event bus: the one path from every producer of a room event to every process's hub.
 
 Producers publish here and nowhere else: the writer (each committed message, and the HTTP batch
-import's), a session (`typing`), presence (`online`/`offline`) and membership changes (for the
-user's connections, wherever they are). This process's hub, and membership sync, are fed by the
-bus alone. `LocalBus` is one process: it hands each event straight to them. A bus between
-processes (Redis pub/sub, Phase 2) implements the same protocol.
+import's), a session (`typing`), presence (`online`/`offline`), membership changes (for the
+user's connections, wherever they are) and a new room (for every connected user). This
+process's hub, and membership sync, are fed by the bus alone. `LocalBus` is one process: it
+hands each event straight to them. A bus between processes (Redis pub/sub, Phase 2) implements
+the same protocol.
 
 What travels is what a remote process can use: a message as the JSON bytes of its `message`
 event (encoded once, framed by each receiving hub once for all its subscribers) with its room and
@@ -43,6 +44,9 @@ class MembershipEvents(Protocol):
     def membership_changed(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
         """`user_id` joined or left `room` (on connection `origin`, which already knows)."""
 
+    def room_created(self, room: str, creator: int) -> None:
+        """`room` was created by `creator`: every other user's connections here are told."""
+
     def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         """`payload` (an encoded event, such as `unread`) is for every connection of `user_id`
         but `origin` (which was answered)."""
@@ -59,6 +63,10 @@ class RoomBus(MessageSink, Protocol):
 
     def publish_membership(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
         """The store now says `user_id` is (not) a member of `room`: tell their connections."""
+
+    def publish_room_created(self, room: str, creator: int) -> None:
+        """The store now holds public room `room`, made by user `creator`: tell every process
+        (at most once, like every event here; a client that missed it lists the rooms)."""
 
     def publish_user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         """An encoded event for every connection of `user_id`, on every process, but `origin`
@@ -86,6 +94,9 @@ class _Nobody:
         pass
 
     def membership_changed(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
+        pass
+
+    def room_created(self, room: str, creator: int) -> None:
         pass
 
     def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
@@ -121,6 +132,9 @@ class LocalBus:
 
     def publish_membership(self, user_id: int, room: str, member: bool, origin: ConnId) -> None:
         self._memberships.membership_changed(user_id, room, member, origin)
+
+    def publish_room_created(self, room: str, creator: int) -> None:
+        self._memberships.room_created(room, creator)
 
     def publish_user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         self._memberships.user_event(user_id, payload, origin)

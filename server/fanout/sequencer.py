@@ -31,7 +31,7 @@ from typing import Protocol
 
 import trio
 
-from protocol import Message, encode
+from protocol import RoomEntry, encode
 from storage import StorageError
 
 _log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ Deliver = Callable[[str, int, bytes], None]  # (room, seq, encoded message event
 class MessageSource(Protocol):
     """Where a gap is filled from: the part of the message store the sequencer reads."""
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]: ...
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
+        """Every entry of the room's seq (messages, edits, deletes), as `MessageStore` does."""
 
 
 class _Room:
@@ -196,7 +197,7 @@ class Sequencer:
         """One store read towards the lowest held seq; skip the hole if it brings nothing."""
         upto = min(state.held) if state.held else state.target + 1
         missing = upto - state.delivered - 1
-        page: list[Message] = []
+        page: list[RoomEntry] = []
         if self._source is not None:
             try:
                 page = await self._source.messages_after(

@@ -7,14 +7,13 @@ documented in docs/http.md; errors use `protocol.ErrorCode`, like the WebSocket 
 Rules the handlers follow:
 - authenticate first (401), then the room (404 unknown, 403 not a member), then the body (413/422);
 - a write and the notification that must follow it (`publish`, `membership_changed`,
-  `token_revoked`) run in one shielded scope, so a client that hangs up mid-request cannot leave a
-  committed message unpublished, a membership change unannounced or a revoked token's WebSockets
-  open.
+  `room_created`, `token_revoked`) run in one shielded scope, so a client that hangs up
+  mid-request cannot leave a committed message unpublished, a membership change or a new room
+  unannounced or a revoked token's WebSockets open.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +25,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import protocol
-from protocol import ROOM_PATTERN, ErrorCode
+from protocol import ErrorCode, Message
 from server.config import Config
+from server.http import read_state as reads
 from server.http._json import (
     HttpError,
     decode_body,
@@ -40,15 +40,19 @@ from server.http._requests import DEFAULT_HISTORY_LIMIT as DEFAULT_HISTORY_LIMIT
 from server.http._requests import USER_PATTERN as USER_PATTERN
 from server.http._requests import (
     BatchImport,
-    BatchItem,
     Login,
     NewRoom,
-    ReadCursor,
     Registration,
+    check_room_name,
+    checked_batch_text,
+    device_of,
     history_params,
+    no_such_room,
     request_body,
 )
+from server.http._sessions import SessionRoutes
 from server.http.login_guard import LoginGuard
+from server.http.message_changes import Submit, change_response
 from server.http.web_client import register_web_client
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
 from storage.passwords import token_hash
@@ -56,10 +60,13 @@ from storage.passwords import token_hash
 MiB = 1024 * 1024
 MAX_BODY = 1 * MiB
 MAX_TOKEN_LENGTH = 256  # longer than any token we issue; refused before a store lookup
-_ROOM = re.compile(ROOM_PATTERN)
 
 
 async def _revoked_nowhere(token_hash: str) -> None:
+    pass
+
+
+def _seen_nowhere(user_id: int, token_hash: str) -> None:
     pass
 
 
@@ -79,6 +86,9 @@ class HttpServices:
     membership_changed: Callable[[str, int, bool], Awaitable[None]]
     # None when ready, else the reason (for /readyz).
     readiness: Callable[[], str | None]
+    # Sync, (room, creator's user id) once a room is created: every other connected user is told
+    # (`room_created`, on every node).
+    room_created: Callable[[str, int], None] = lambda room, creator: None
     # The bus for /healthz and /readyz: "local", "redis: ok" or "redis: degraded".
     bus_status: Callable[[], str] = lambda: "local"
     # Read replicas for /readyz, each {name, state, lag_seconds, ...}: shown, never failing it.
@@ -94,13 +104,14 @@ class HttpServices:
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
     login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
-    # Read state (issue #15): (room, user_id, seq) moves the user's cursor (forward only,
-    # clamped) and tells all their WebSockets, on every node; the state of a user's rooms.
-    # None: no read state (GET /api/rooms without it, PUT .../read answers 503).
-    mark_read: Callable[[str, int, int], Awaitable[protocol.RoomUnread]] | None = None
-    read_state: Callable[[int, Sequence[str]], Awaitable[dict[str, protocol.RoomUnread]]] | None = (
-        None
-    )
+    # Read state (server/http/read_state.py); None: GET /api/rooms without it, PUT .../read 503.
+    mark_read: reads.MarkRead | None = None
+    read_state: reads.ReadStates | None = None
+    # Queues an edit or delete on the message writer (PATCH/DELETE of a message); None: 503.
+    submit: Submit | None = None
+    # Sync, told (user id, token hash) of each authenticated request: the session's last use
+    # and the user's last_seen (server/chat/activity.py keeps it from writing per request).
+    seen: Callable[[int, str], None] = _seen_nowhere
 
 
 def create_http_app(services: HttpServices) -> QuartTrio:
@@ -112,13 +123,22 @@ def create_http_app(services: HttpServices) -> QuartTrio:
     )
     app.config["BODY_TIMEOUT"] = services.body_timeout
     api = _Api(services)
+    mine = SessionRoutes(
+        services.store, api.authenticate, services.login_guard, services.token_revoked
+    )
     routes: list[tuple[str, Callable[..., Any], str]] = [
         ("/healthz", api.healthz, "GET"),
         ("/readyz", api.readyz, "GET"),
         ("/api/register", api.register, "POST"),
         ("/api/login", api.login, "POST"),
         ("/api/logout", api.logout, "POST"),
-        ("/api/me", api.me, "GET"),
+        ("/api/me", mine.me, "GET"),
+        ("/api/me", mine.update_me, "PATCH"),
+        ("/api/users/<name>", mine.user, "GET"),
+        ("/api/sessions", mine.sessions, "GET"),
+        ("/api/sessions", mine.revoke_many, "DELETE"),
+        ("/api/sessions/<session_id>", mine.revoke_one, "DELETE"),
+        ("/api/password", mine.change_password, "POST"),
         ("/api/rooms", api.list_rooms, "GET"),
         ("/api/rooms", api.create_room, "POST"),
         ("/api/rooms/<room>/join", api.join, "POST"),
@@ -127,6 +147,8 @@ def create_http_app(services: HttpServices) -> QuartTrio:
         ("/api/rooms/<room>/read", api.mark_read, "PUT"),
         ("/api/rooms/<room>/messages", api.history, "GET"),
         ("/api/rooms/<room>/messages:batch", api.import_batch, "POST"),
+        ("/api/rooms/<room>/messages/<int:message_id>", api.change_message, "PATCH"),
+        ("/api/rooms/<room>/messages/<int:message_id>", api.change_message, "DELETE"),
     ]
     if services.metrics is not None:
         routes.append(("/metrics", api.metrics, "GET"))
@@ -187,7 +209,7 @@ class _Api:
                 raise HttpError(
                     409, ErrorCode.NAME_TAKEN, f"user name {body.name!r} is taken"
                 ) from None
-        return json_response(await self._session(user), 201)
+        return json_response(await self._session(user, device_of(body.device)), 201)
 
     async def login(self) -> Response:
         body = decode_body(await request_body(), Login)
@@ -199,7 +221,7 @@ class _Api:
             self._services.auth_failed("password")
             raise HttpError(401, ErrorCode.BAD_CREDENTIALS, "wrong name or password")
         self._guard.succeeded(body.name)
-        return json_response(await self._session(user))
+        return json_response(await self._session(user, device_of(body.device)))
 
     async def logout(self) -> Response:
         _, token = await self._authenticate()
@@ -208,20 +230,10 @@ class _Api:
             await self._services.token_revoked(token_hash(token))
         return empty_response(204)
 
-    async def me(self) -> Response:
-        user, _ = await self._authenticate()
-        rooms = await self._store.rooms_of(user.id)
-        return json_response({"user": _user_json(user), "rooms": rooms})
-
     # Rooms ---------------------------------------------------------------------------------
     async def list_rooms(self) -> Response:
         user, _ = await self._authenticate()
-        rooms = await self._store.list_rooms()
-        mine = await self._store.rooms_of(user.id)
-        reads = self._services.read_state
-        states = {} if reads is None else await reads(user.id, mine)
-        listed = [_room_json(room, room.name in set(mine), states.get(room.name)) for room in rooms]
-        return json_response({"rooms": listed})
+        return await reads.rooms_response(self._store, self._services.read_state, user.id)
 
     async def create_room(self) -> Response:
         user, _ = await self._authenticate()
@@ -234,16 +246,17 @@ class _Api:
                     409, ErrorCode.NAME_TAKEN, f"room name {body.name!r} is taken"
                 ) from None
             await self._services.membership_changed(room.name, user.id, True)  # the creator
-        return json_response(_room_json(room, True), 201)
+            self._services.room_created(room.name, user.id)  # everyone else
+        return json_response(reads.room_json(room, True), 201)
 
     async def join(self, room: str) -> Response:
         user, _ = await self._authenticate()
-        _check_room_name(room)
+        check_room_name(room)
         with trio.CancelScope(shield=True):
             try:
                 await self._store.join_room(room, user.id)
             except NotFound:
-                raise _no_such_room(room) from None
+                raise no_such_room(room) from None
             await self._services.membership_changed(room, user.id, True)
         return json_response({"room": room, "member": True})
 
@@ -263,15 +276,8 @@ class _Api:
     async def mark_read(self, room: str) -> Response:
         user, _ = await self._authenticate()
         await self._require_member(room, user)
-        body = decode_body(await request_body(), ReadCursor)
-        if self._services.mark_read is None:
-            raise HttpError(503, ErrorCode.UNAVAILABLE, "read state is not served here")
-        with trio.CancelScope(shield=True):  # the cursor moved: its connections must hear it
-            try:
-                state = await self._services.mark_read(room, user.id, body.seq)
-            except NotFound:
-                raise _no_such_room(room) from None
-        return json_response({"room": room, **_unread_json(state)})
+        body = await request_body()
+        return await reads.mark_read_response(self._services.mark_read, room, user.id, body)
 
     # Messages ------------------------------------------------------------------------------
     async def history(self, room: str) -> Response:
@@ -292,15 +298,21 @@ class _Api:
                 413, ErrorCode.TOO_LARGE, f"{len(body.messages)} messages; at most {max_batch}"
             )
         batch = [
-            NewMessage(room, user.id, user.name, self._checked_text(i, item), item.client_id)
+            NewMessage(
+                room,
+                user.id,
+                user.name,
+                checked_batch_text(i, item, self._services.max_text),
+                item.client_id,
+            )
             for i, item in enumerate(body.messages)
         ]
         with trio.CancelScope(shield=True):
             try:
                 results = await self._store.append_batch(batch)
             except NotFound:
-                raise _no_such_room(room) from None
-            fresh = [result.message for result in results if not result.duplicate]
+                raise no_such_room(room) from None
+            fresh = [r.message for r in results if not r.duplicate and type(r.message) is Message]
             if fresh:
                 self._services.publish(fresh)
         return json_response(
@@ -319,32 +331,23 @@ class _Api:
             201,
         )
 
-    def _checked_text(self, index: int, item: BatchItem) -> str:
-        # The same rules as protocol.decode applies to a `send` frame.
-        if not item.text.strip():
-            raise HttpError(422, ErrorCode.TEXT_EMPTY, f"messages[{index}]: text is empty")
-        if len(item.text) > self._services.max_text:
-            raise HttpError(
-                422,
-                ErrorCode.TEXT_TOO_LONG,
-                f"messages[{index}]: text is over {self._services.max_text} characters",
-            )
-        refused = protocol.refused_character(item.text)
-        if refused is not None:
-            raise HttpError(
-                422, ErrorCode.TEXT_INVALID, f"messages[{index}]: text contains {refused}"
-            )
-        if item.client_id is not None and (refused := protocol.refused_character(item.client_id)):
-            message = f"messages[{index}]: client_id contains {refused}"
-            raise HttpError(422, ErrorCode.BAD_FIELD, message)
-        return item.text
+    async def change_message(self, room: str, message_id: int) -> Response:
+        """PATCH (edit) or DELETE of a message: server.http.message_changes."""
+        user, _ = await self._authenticate()
+        await self._require_member(room, user)
+        if (submit := self._services.submit) is None:
+            raise HttpError(503, ErrorCode.UNAVAILABLE, "this server does not take edits")
+        target, body = (room, message_id), await request_body()
+        return await change_response(
+            self._store, submit, user, target, body, self._services.max_text
+        )
 
     # Shared steps --------------------------------------------------------------------------
-    async def _session(self, user: User) -> dict[str, Any]:
+    async def _session(self, user: User, device: str) -> dict[str, Any]:
         ttl = self._services.token_ttl
         # Taken before the store sets its own expiry, so a client never outlives its token.
         expires_at = time.time_ns() // 1_000_000 + round(ttl * 1000)
-        token = await self._store.create_token(user.id, ttl)
+        token = await self._store.create_token(user.id, ttl, device)
         return {"user": _user_json(user), "token": token, "expires_at": expires_at}
 
     async def _authenticate(self) -> tuple[User, str]:
@@ -364,28 +367,22 @@ class _Api:
         if user is None:
             self._services.auth_failed("token")
             raise _unauthenticated("the token is unknown, revoked or expired", "invalid_token")
+        self._services.seen(user.id, token_hash(token))
         return user, token
 
+    authenticate = _authenticate  # for the routes of other modules (server/http/_sessions.py)
+
     async def _require_room(self, room: str) -> Room:
-        _check_room_name(room)
+        check_room_name(room)
         found = await self._store.get_room(room)
         if found is None:
-            raise _no_such_room(room)
+            raise no_such_room(room)
         return found
 
     async def _require_member(self, room: str, user: User) -> None:
         await self._require_room(room)
         if not await self._store.is_member(room, user.id):
             raise HttpError(403, ErrorCode.NOT_MEMBER, f"not a member of {room!r}")
-
-
-def _check_room_name(room: str) -> None:
-    if _ROOM.match(room) is None:
-        raise _no_such_room(room)  # a name that cannot exist names no room
-
-
-def _no_such_room(room: str) -> HttpError:
-    return HttpError(404, ErrorCode.NO_SUCH_ROOM, f"no room named {room!r}")
 
 
 def _unauthenticated(message: str, oauth_error: str | None) -> HttpError:
@@ -396,18 +393,3 @@ def _unauthenticated(message: str, oauth_error: str | None) -> HttpError:
 
 def _user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "name": user.name}
-
-
-def _room_json(
-    room: Room, member: bool, state: protocol.RoomUnread | None = None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": room.name, "last_seq": room.last_seq, "member": member}
-    if (
-        state is not None
-    ):  # read after the room: its last seq is the newer one, which the count covers
-        out.update(last_seq=state.last_seq, read_seq=state.read_seq, unread=state.count)
-    return out
-
-
-def _unread_json(state: protocol.RoomUnread) -> dict[str, Any]:
-    return {"read_seq": state.read_seq, "last_seq": state.last_seq, "count": state.count}

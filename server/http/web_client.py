@@ -3,7 +3,8 @@
 The files are read once, when the app is built, and served from memory: a fixed set of names,
 so no request path can reach any other file. Every page and file carries a strict Content
 Security Policy (scripts and styles only from this origin, never inline; WebSockets only to this
-host), `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
+host), `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`. `/favicon.ico`, which
+browsers ask for whatever the page says, redirects to the page's own icon, `static/favicon.svg`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+FAVICON = "favicon.svg"
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -79,7 +81,13 @@ def register_web_client(app: QuartTrio, directory: Path = STATIC_DIR) -> None:
     async def static_file(filename: str) -> Response:
         return respond(filename)
 
+    async def favicon() -> Response:
+        if FAVICON not in files:
+            raise NotFound()
+        return Response("", status=301, headers={"Location": f"/static/{FAVICON}"})
+
     app.add_url_rule("/", "web_client_index", index, methods=["GET"])
+    app.add_url_rule("/favicon.ico", "web_client_favicon", favicon, methods=["GET"])
     # Quart registers `/static/<path:filename>` itself when the static folder exists: take it
     # over, so the security headers and the fixed file set apply there too.
     if "static" in app.view_functions:

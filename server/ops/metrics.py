@@ -116,11 +116,14 @@ class _Bus(Protocol):
 
 
 class _Events(Protocol):
-    leader: bool
-    appended: int
-    recovered: int
-    consumer_lag: dict[str, int]
-
+    @property
+    def leader(self) -> bool: ...
+    @property
+    def appended(self) -> int: ...
+    @property
+    def recovered(self) -> int: ...
+    @property
+    def consumer_lag(self) -> dict[str, int]: ...
     @property
     def outbox_depth(self) -> int: ...
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import trio
 
-from protocol import Ack, Error, ErrorCode, Event, Message, encode
+from protocol import Ack, Error, ErrorCode, Event, Message, RoomEntry, encode
 from server.fanout.bus import MessageSink
 from server.ops.log_throttle import Line, LogThrottle, Wording
 from server.ops.metrics import Metrics
@@ -246,8 +246,10 @@ class MessageWriter:
             if sender is not None:
                 sender.send_event(_ack(message, result.duplicate, item.ref))
         self._metrics.messages += stored
-        if self._after_commit:
-            self._run_sinks([result.message for result in results if not result.duplicate])
+        if self._after_commit:  # edits and deletes are not given to the sinks (yet)
+            self._run_sinks(
+                [r.message for r in results if not r.duplicate and type(r.message) is Message]
+            )
 
     def publish_stored(self, messages: Sequence[Message]) -> None:
         """Deliver messages stored by someone else (the HTTP batch import) like our own."""
@@ -261,12 +263,13 @@ class MessageWriter:
         for sink in self._after_commit:
             sink.committed(messages)
 
-    def _publish(self, message: Message) -> None:
+    def _publish(self, message: RoomEntry) -> None:
         # Encoded once, here; every process's hub frames it once for all its subscribers.
         self._bus.publish_message(message.room, message.seq, encode(message))
 
 
-def _ack(message: Message, duplicate: bool, ref: str | None) -> Ack:
+def _ack(message: RoomEntry, duplicate: bool, ref: str | None) -> Ack:
+    # An edit or delete is acked with the id of the message it changed and its own seq.
     return Ack(
         room=message.room,
         id=message.id,

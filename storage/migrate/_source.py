@@ -24,15 +24,24 @@ from storage.sqlite._schema import MIGRATIONS as SQLITE_MIGRATIONS
 Row = tuple[Any, ...]
 CHUNK_ROWS = 10_000  # rows fetched at once when streaming
 
-USERS = "SELECT id, name, password_hash, created_at FROM users ORDER BY id"
+USERS = "SELECT id, name, password_hash, created_at, display_name, last_seen FROM users ORDER BY id"
 ROOMS = "SELECT id, name, created_by, created_at, last_seq FROM rooms ORDER BY id"
 MEMBERSHIPS = "SELECT room_id, user_id, joined_at FROM memberships ORDER BY room_id, user_id"
-TOKENS = "SELECT token_hash, user_id, expires_at FROM tokens ORDER BY token_hash"
-MESSAGE_COLUMNS = "id, room_id, seq, user_id, user_name, text, ts, client_id"
+TOKENS = (
+    "SELECT token_hash, user_id, expires_at, session_id, device, created_at, last_used_at"
+    " FROM tokens ORDER BY token_hash"
+)
+MESSAGE_COLUMNS = (
+    "id, room_id, seq, user_id, user_name, text, ts, client_id, kind, target, edited_at, deleted"
+)
 # What the verifier hashes, in the order it hashes it: both sides select exactly this. Read in
 # id order (a sequential scan on both sides); a room's rows are hashed in seq order, which is
 # id order in every room hibiki wrote (verify.py falls back to `ROOM_MESSAGES` where not).
-_MESSAGE_ROW = "SELECT room_id, seq, id, user_id, user_name, text, client_id, ts FROM messages"
+# `deleted` is 0/1 in SQLite and a boolean in PostgreSQL: both hash as the integer.
+_MESSAGE_ROW = (
+    "SELECT room_id, seq, id, user_id, user_name, text, client_id, ts, kind, target, edited_at,"
+    " CAST(deleted AS INTEGER) FROM messages"
+)
 MESSAGES_BY_ID = f"{_MESSAGE_ROW} ORDER BY id"
 ROOM_MESSAGES = f"{_MESSAGE_ROW} WHERE room_id = ? ORDER BY seq"
 

@@ -2,8 +2,9 @@
 
 The catalog is small and mutable, so each pass stages all of it with COPY into temporary
 tables and merges it in one transaction: users and rooms are inserted when missing (a user's
-password hash is updated; names and creation times never change), memberships and tokens are
-made equal to the source's, deletions included: a token revoked (logout) or expired-and-pruned
+password hash, display name and last_seen are updated; names and creation times never change),
+memberships and tokens are made equal to the source's (a session's id, device, creation and last
+use updated in place), deletions included: a token revoked (logout) or expired-and-pruned
 in the source must not work again on the target, and a member who left must stay gone.
 A target user or room the source lacks, or holds under other values, is not this source's data:
 the pass is refused and rolled back.
@@ -46,10 +47,13 @@ DEFAULT_CHUNK_ROWS = 20_000
 
 # table -> (columns staged, the source query giving them)
 _STAGED: dict[str, tuple[str, str]] = {
-    "users": ("id, name, password_hash, created_at", USERS),
+    "users": ("id, name, password_hash, created_at, display_name, last_seen", USERS),
     "rooms": ("id, name, created_by, created_at, last_seq", ROOMS),
     "memberships": ("room_id, user_id, joined_at", MEMBERSHIPS),
-    "tokens": ("token_hash, user_id, expires_at", TOKENS),
+    "tokens": (
+        "token_hash, user_id, expires_at, session_id, device, created_at, last_used_at",
+        TOKENS,
+    ),
 }
 # Target rows that are not the source's: (table, query listing a few).
 _FOREIGN = (
@@ -70,13 +74,16 @@ _FOREIGN = (
 _MERGE = (
     (
         "users added",
-        "INSERT INTO users (id, name, password_hash, created_at)"
-        " SELECT id, name, password_hash, created_at FROM m_users ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO users (id, name, password_hash, created_at, display_name, last_seen)"
+        " SELECT id, name, password_hash, created_at, display_name, last_seen FROM m_users"
+        " ON CONFLICT (id) DO NOTHING",
     ),
     (
         "users updated",
-        "UPDATE users AS t SET password_hash = s.password_hash FROM m_users AS s"
-        " WHERE s.id = t.id AND s.password_hash <> t.password_hash",
+        "UPDATE users AS t SET password_hash = s.password_hash, display_name = s.display_name,"
+        " last_seen = s.last_seen FROM m_users AS s WHERE s.id = t.id"
+        " AND (s.password_hash, s.display_name, s.last_seen)"
+        " IS DISTINCT FROM (t.password_hash, t.display_name, t.last_seen)",
     ),
     (
         "rooms added",
@@ -100,9 +107,18 @@ _MERGE = (
         " AND s.expires_at = t.expires_at)",
     ),
     (
+        "tokens updated",
+        "UPDATE tokens AS t SET session_id = s.session_id, device = s.device,"
+        " created_at = s.created_at, last_used_at = s.last_used_at FROM m_tokens AS s"
+        " WHERE s.token_hash = t.token_hash"
+        " AND (s.session_id, s.device, s.created_at, s.last_used_at)"
+        " IS DISTINCT FROM (t.session_id, t.device, t.created_at, t.last_used_at)",
+    ),
+    (
         "tokens added",
-        "INSERT INTO tokens (token_hash, user_id, expires_at)"
-        " SELECT token_hash, user_id, expires_at FROM m_tokens ON CONFLICT DO NOTHING",
+        "INSERT INTO tokens (token_hash, user_id, expires_at, session_id, device, created_at,"
+        " last_used_at) SELECT token_hash, user_id, expires_at, session_id, device, created_at,"
+        " last_used_at FROM m_tokens ON CONFLICT DO NOTHING",
     ),
 )
 _EVENT_CURSORS = "SELECT partition, last_id FROM events_cursor ORDER BY partition"

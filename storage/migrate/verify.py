@@ -4,9 +4,9 @@ Both sides run the same queries (`_source`'s, in the same order) through the sam
 so a difference in a summary is a difference in the data, never in how it was summed. Per room:
 its row, message count, first and last seq, whether the seqs run 1, 2, 3, ... with no gap, an
 ordered sha256 over its messages streamed in seq order, each the JSON array [room_id, seq, id,
-user_id, user_name, text, client_id, ts], and the same over its memberships. Accounts (users)
-and tokens are summed as whole tables. The source side reads the pass's own snapshot; the target
-side reads one REPEATABLE READ snapshot.
+user_id, user_name, text, client_id, ts, kind, target, edited_at, deleted], and the same over its
+memberships. Accounts (users) and tokens are summed as whole tables. The source side reads the
+pass's own snapshot; the target side reads one REPEATABLE READ snapshot.
 
 Messages are read in id order (sequential on both sides; in (room, seq) order each row is an
 index lookup, measured ~2.5x slower on 1M messages in SQLite); each chunk is sorted by (room,

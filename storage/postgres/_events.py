@@ -27,7 +27,7 @@ _log = logging.getLogger(__name__)
 _COLUMNS = "r.name, m.id, m.seq, m.user_name, m.text, m.ts, m.client_id"
 _SINCE_ID = (
     f"SELECT {_COLUMNS} FROM messages AS m JOIN rooms AS r ON r.id = m.room_id"
-    " WHERE m.id > %s ORDER BY m.id LIMIT %s"
+    " WHERE m.id > %s AND m.kind = 0 ORDER BY m.id LIMIT %s"  # edits: not in the stream yet
 )
 _ADVANCE = (
     "INSERT INTO events_cursor (partition, last_id) VALUES (%s, %s)"
@@ -43,6 +43,7 @@ def messages_since_id(conn: Connection, after_id: int, limit: int) -> list[Messa
 _IN_GAPS = (
     f"SELECT {_COLUMNS} FROM unnest(%s::int8[], %s::int8[]) AS g(lo, hi)"
     " JOIN messages AS m ON m.id BETWEEN g.lo AND g.hi JOIN rooms AS r ON r.id = m.room_id"
+    " WHERE m.kind = 0"  # an edit's or delete's id is a hole to the stream, like a resend's
 )
 _XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 _XMAX = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
@@ -101,8 +102,9 @@ class AdvisoryLease:
     process, host or network link releases it once PostgreSQL sees the session end, and a
     lost connection is lost leadership."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, key: int = APPENDER_LOCK_KEY) -> None:
         self._settings = settings
+        self._key = key  # a shard database's appender has its own (storage/routing)
         self._conn: Connection | None = None
 
     def acquire(self) -> bool:
@@ -114,7 +116,7 @@ class AdvisoryLease:
                 return False
             self._conn = conn
         try:
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (APPENDER_LOCK_KEY,))
+            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
             got = row.fetchone()
         except psycopg.Error:
             self.release()

@@ -26,16 +26,15 @@ from dataclasses import dataclass, field
 
 import psycopg.errors
 
-from protocol import Message
+from protocol import Message, RoomEntry
+from storage.entries import ENTRY_COLUMNS, entry, entry_from_row, message_from_row
 from storage.postgres._connection import Connection, now_ms
-from storage.protocols import Appended, NewMessage, NotFound, StorageError
+from storage.protocols import KIND_DELETE, KIND_EDIT, Appended, NewMessage, NotFound, StorageError
 
 _ClientKey = tuple[int, int, str]
 # Bounds the memory of user ids known to exist (~60 bytes each); past it, it starts again.
 KNOWN_USERS_LIMIT = 100_000
 
-# Message columns in `Message` field order after `room`, so `Message(room, *row)` builds one.
-_MESSAGE_COLUMNS = "id, seq, user_name, text, ts, client_id"
 _ROOM_ID = "(SELECT id FROM rooms WHERE name = %s)"
 _LOCK_ROOMS = "SELECT id, name, last_seq FROM rooms WHERE name = ANY(%s) ORDER BY id FOR UPDATE"
 
@@ -45,8 +44,9 @@ def find_client_ids(table: str) -> str:
     """Stored (room, user, client_id) rows of `table`, one index probe per key (LATERAL): a
     plain join hashed the whole table."""
     return (
-        "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts"
-        " FROM unnest(%b::int8[], %b::int8[], %b::text[]) AS k(room_id, user_id, client_id)"
+        "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts,"
+        " m.kind, m.target FROM unnest(%b::int8[], %b::int8[], %b::text[])"
+        " AS k(room_id, user_id, client_id)"
         f" CROSS JOIN LATERAL (SELECT * FROM {table} WHERE client_id = k.client_id"
         " AND room_id = k.room_id AND user_id = k.user_id) AS m"
     )
@@ -65,6 +65,41 @@ _INSERT_MESSAGES = (
     " WHERE rooms.id = v.id)"
     " SELECT id, room_id, seq FROM new"
 )
+# The same for a batch holding edits or deletes (rare: the hot path keeps its seven arrays).
+_INSERT_ENTRIES = (
+    "WITH new AS (INSERT INTO messages (room_id, seq, user_id, user_name, text, ts, client_id,"
+    " kind, target) SELECT r, s, u, n, t, %b, c, k, g FROM unnest(%b::int8[], %b::int8[],"
+    " %b::int8[], %b::text[], %b::text[], %b::text[], %b::int2[], %b::int8[])"
+    " WITH ORDINALITY AS v(r, s, u, n, t, c, k, g, o) ORDER BY o RETURNING id, room_id, seq),"
+    " moved AS (UPDATE rooms SET last_seq = v.s FROM unnest(%b::int8[], %b::int8[]) AS v(id, s)"
+    " WHERE rooms.id = v.id)"
+    " SELECT id, room_id, seq FROM new"
+)
+
+
+def change_statements(table: str) -> tuple[str, str, str]:
+    """What applies an edit, a delete, and a delete's erasure of its message's edits, to the
+    rows of `table` (`messages`, or a shard's `shard_messages`)."""
+    return (
+        f"UPDATE {table} SET text = %s, edited_at = %s WHERE id = %s AND room_id = %s"
+        " AND kind = 0 AND NOT deleted",
+        f"UPDATE {table} SET text = '', deleted = true WHERE id = %s AND room_id = %s AND kind = 0",
+        f"UPDATE {table} SET text = '' WHERE target = %s AND room_id = %s",
+    )
+
+
+_CHANGES = change_statements("messages")
+
+
+def apply_changes(conn: Connection, statements: tuple[str, str, str], n: _Numbering) -> None:
+    """Apply the numbered edits and deletes to their messages, in seq order."""
+    edit, delete, erase = statements
+    for room_id, kind, target, text in zip(n.room, n.kind, n.target, n.text, strict=True):
+        if kind == KIND_EDIT:
+            conn.execute(edit, (text, n.ts, target, room_id))
+        elif kind == KIND_DELETE:
+            conn.execute(delete, (target, room_id))
+            conn.execute(erase, (target, room_id))
 
 
 class KnownUsers:
@@ -92,23 +127,31 @@ class KnownUsers:
 
 def history(conn: Connection, room: str, before_seq: int, limit: int) -> tuple[list[Message], bool]:
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq < %s"
-        " ORDER BY seq DESC LIMIT %s",
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq < %s"
+        " AND kind = 0 ORDER BY seq DESC LIMIT %s",
         (room, before_seq, limit + 1),  # one more than asked: tells whether older ones exist
     ).fetchall()
     has_more = len(rows) > limit
     del rows[limit:]
     rows.reverse()
-    return [Message(room, *row) for row in rows], has_more
+    return [message_from_row(room, row) for row in rows], has_more
 
 
-def messages_after(conn: Connection, room: str, after_seq: int, limit: int) -> list[Message]:
+def messages_after(conn: Connection, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq > %s"
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq > %s"
         " ORDER BY seq LIMIT %s",
         (room, after_seq, limit),
     )
-    return [Message(room, *row) for row in rows]
+    return [entry_from_row(room, row) for row in rows]
+
+
+def message(conn: Connection, room: str, message_id: int) -> Message | None:
+    row = conn.execute(
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE id = %s AND room_id = {_ROOM_ID} AND kind = 0",
+        (message_id, room),
+    ).fetchone()
+    return None if row is None else message_from_row(room, row)
 
 
 def append_batch(
@@ -131,6 +174,8 @@ def append_batch(
             numbering = _Numbering(room_ids, dict(last_seqs), numbering.ts)
             numbering.number(batch, stored_duplicates(conn, _FIND_CLIENT_IDS, batch, room_ids))
             ids = _insert(conn, numbering)  # a second conflict is a bug: it propagates
+        if numbering.changes:
+            apply_changes(conn, _CHANGES, numbering)
         return numbering.results(batch, ids)
 
 
@@ -151,8 +196,12 @@ def _insert(conn: Connection, n: _Numbering) -> dict[tuple[int, int], int]:
         return {}
     rooms = sorted(set(n.room))
     last_seqs = [n.last_seqs[room_id] for room_id in rooms]
-    params = (n.ts, n.room, n.seq, n.user, n.user_name, n.text, n.client_id, rooms, last_seqs)
-    rows = conn.execute(_INSERT_MESSAGES, params)
+    if n.changes:
+        columns = (n.room, n.seq, n.user, n.user_name, n.text, n.client_id, n.kind, n.target)
+        rows = conn.execute(_INSERT_ENTRIES, (n.ts, *columns, rooms, last_seqs))
+    else:
+        params = (n.ts, n.room, n.seq, n.user, n.user_name, n.text, n.client_id, rooms, last_seqs)
+        rows = conn.execute(_INSERT_MESSAGES, params)
     return {(room_id, seq): id_ for id_, room_id, seq in rows}
 
 
@@ -169,11 +218,14 @@ class _Numbering:
     user_name: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     client_id: list[str | None] = field(default_factory=list)
+    kind: list[int] = field(default_factory=list)
+    target: list[int | None] = field(default_factory=list)
+    changes: bool = False  # whether an edit or delete was numbered
     # Per message of the batch: (room id, seq) of the row it is or repeats, or the stored original.
-    outcome: list[tuple[int, int] | Message] = field(default_factory=list)
+    outcome: list[tuple[int, int] | RoomEntry] = field(default_factory=list)
     new: list[bool] = field(default_factory=list)
 
-    def number(self, batch: Sequence[NewMessage], stored: dict[_ClientKey, Message]) -> None:
+    def number(self, batch: Sequence[NewMessage], stored: dict[_ClientKey, RoomEntry]) -> None:
         first: dict[_ClientKey, tuple[int, int]] = {}  # client key -> its new row in this batch
         for m in batch:
             room_id = self.room_ids[m.room]
@@ -189,6 +241,9 @@ class _Numbering:
             self.user_name.append(m.user_name)
             self.text.append(m.text)
             self.client_id.append(m.client_id)
+            self.kind.append(m.kind)
+            self.target.append(m.target)
+            self.changes = self.changes or m.kind != 0
             self.outcome.append((room_id, seq))
             self.new.append(True)
             if key is not None:
@@ -197,16 +252,19 @@ class _Numbering:
     def results(
         self, batch: Sequence[NewMessage], ids: dict[tuple[int, int], int]
     ) -> list[Appended]:
-        built: dict[tuple[int, int], Message] = {}  # a repeat within the batch follows its row
+        built: dict[tuple[int, int], RoomEntry] = {}  # a repeat within the batch follows its row
         out: list[Appended] = []
         for m, outcome, new in zip(batch, self.outcome, self.new, strict=True):
-            if isinstance(outcome, Message):
+            if not isinstance(outcome, tuple):
                 out.append(Appended(outcome, True))
                 continue
             message = built.get(outcome)
             if message is None:
-                message = built[outcome] = Message(
-                    m.room, ids[outcome], outcome[1], m.user_name, m.text, self.ts, m.client_id
+                id_, seq, ts = ids[outcome], outcome[1], self.ts
+                message = built[outcome] = (
+                    entry(m.room, id_, seq, m.user_name, m.text, ts, m.client_id, m.kind, m.target)
+                    if m.kind
+                    else Message(m.room, id_, seq, m.user_name, m.text, ts, m.client_id)
                 )
             out.append(Appended(message, not new))
         return out
@@ -214,7 +272,7 @@ class _Numbering:
 
 def stored_duplicates(
     conn: Connection, query: str, batch: Sequence[NewMessage], room_ids: dict[str, int]
-) -> dict[_ClientKey, Message]:
+) -> dict[_ClientKey, RoomEntry]:
     """The batch's keyed messages already stored (resends), by (room id, user, client_id);
     `query` is `find_client_ids` of the table they are in."""
     keyed = [m for m in batch if m.client_id is not None]
@@ -230,8 +288,8 @@ def stored_duplicates(
         ),
     )
     return {
-        (room_id, user_id, client_id): Message(
-            names[room_id], id_, seq, user_name, text, ts, client_id
+        (room_id, user_id, client_id): entry(
+            names[room_id], id_, seq, user_name, text, ts, client_id, kind, target
         )
-        for room_id, user_id, client_id, id_, seq, user_name, text, ts in rows
+        for room_id, user_id, client_id, id_, seq, user_name, text, ts, kind, target in rows
     }

@@ -11,7 +11,8 @@ from __future__ import annotations
 import psycopg.errors
 
 from storage.postgres._connection import Connection, constraint_error
-from storage.protocols import UNREAD_WINDOW, NotFound
+from storage.protocols import NotFound
+from storage.read_state import UNREAD_WINDOW
 
 
 def mark_read(conn: Connection, room: str, user_id: int, seq: int) -> int:
@@ -43,7 +44,7 @@ def read_cursors(conn: Connection, user_id: int) -> dict[str, int]:
 def unread_count(conn: Connection, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
     row = conn.execute(
         "SELECT count(*) FROM messages WHERE room_id = (SELECT id FROM rooms WHERE name = %s)"
-        " AND seq > %s AND seq <= %s AND user_id <> %s",
+        " AND seq > %s AND seq <= %s AND user_id <> %s AND kind = 0 AND NOT deleted",
         (room, read_seq, min(read_seq + UNREAD_WINDOW, last_seq), user_id),
     ).fetchone()
     assert row is not None

@@ -69,7 +69,31 @@ MIGRATIONS: tuple[str, ...] = (
         last_id   BIGINT NOT NULL
     );
     """,
-    # 4: read state: per user and room, the last seq the user has read (issue #15). On the
+    # 4: profiles and sessions (issue #15), as SQLite's migration 3: a user's display name and
+    # last_seen; each token a session with an opaque id, a device, created_at and last use (NULL
+    # for tokens older than this migration, whose ids are made here).
+    """
+    ALTER TABLE users ADD COLUMN display_name TEXT, ADD COLUMN last_seen BIGINT;
+    ALTER TABLE tokens
+        ADD COLUMN session_id TEXT NOT NULL DEFAULT '',
+        ADD COLUMN device TEXT NOT NULL DEFAULT '',
+        ADD COLUMN created_at BIGINT,
+        ADD COLUMN last_used_at BIGINT;
+    UPDATE tokens SET session_id = substr(md5(random()::text || token_hash), 1, 16);
+    CREATE UNIQUE INDEX tokens_by_session ON tokens(session_id);
+    """,
+    # 5 (issue #15): edits and deletes are room entries of their own (kind 1 and 2, with the
+    # message they change as `target`); the message row holds its current text, when it was last
+    # edited, and whether it was deleted (then its text, and its edits' texts, are '').
+    """
+    ALTER TABLE messages
+        ADD COLUMN kind SMALLINT NOT NULL DEFAULT 0,
+        ADD COLUMN target BIGINT,
+        ADD COLUMN edited_at BIGINT,
+        ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX messages_by_target ON messages(target) WHERE target IS NOT NULL;
+    """,
+    # 6: read state: per user and room, the last seq the user has read (issue #15). On the
     # catalog: a cursor is the user's, not the shard's, so it never moves with a room's shard.
     """
     CREATE TABLE read_cursors (

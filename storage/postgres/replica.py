@@ -16,7 +16,7 @@ import psycopg
 import psycopg_pool
 import trio
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage.postgres import _messages as _pg_messages
 from storage.postgres import _rooms as _pg_rooms
 from storage.postgres._connection import Settings, postgres_errors
@@ -75,7 +75,7 @@ class PostgresReplica:
 
     async def messages_after_and_last_seq(
         self, room: str, after_seq: int, limit: int
-    ) -> tuple[int, list[Message]]:
+    ) -> tuple[int, list[RoomEntry]]:
         return await self._read(_with_last_seq, _pg_messages.messages_after, room, after_seq, limit)
 
     async def replica_lag(self) -> ReplicaLag:

@@ -13,6 +13,7 @@ from storage.routing.directory import Directory
 from storage.routing.move import MoveFailed, MoveResult, move_logical
 from storage.routing.pin import pin_room
 from storage.routing.replicas import FALLBACK_REASONS, ReplicaRouter, RouterCounts
+from storage.routing.shard_events import ShardOutbox, ShardOutboxes
 from storage.routing.sharded import ShardedMessageStore
 from storage.routing.sharded_parts import PartListener
 from storage.routing.sharded_store import ShardedStore
@@ -33,6 +34,8 @@ __all__ = [
     "ReplicaReads",
     "ReplicaRouter",
     "RouterCounts",
+    "ShardOutbox",
+    "ShardOutboxes",
     "ShardedMessageStore",
     "ShardedStore",
     "State",

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import trio
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage.protocols import ReplicaLag, StorageError
 
 
@@ -36,7 +36,7 @@ class ReplicaReads(Protocol):
 
     async def messages_after_and_last_seq(
         self, room: str, after_seq: int, limit: int
-    ) -> tuple[int, list[Message]]:
+    ) -> tuple[int, list[RoomEntry]]:
         """The room's last_seq there, then `MessageStore.messages_after`, likewise."""
 
     async def replica_lag(self) -> ReplicaLag:

@@ -15,19 +15,35 @@ from collections.abc import Sequence
 
 import psycopg.errors
 
-from protocol import Message
+from protocol import Message, RoomEntry
+from storage.entries import ENTRY_COLUMNS, entry_from_row, message_from_row
 from storage.postgres._connection import Connection, now_ms
-from storage.postgres._messages import _Numbering, find_client_ids, stored_duplicates
-from storage.protocols import UNREAD_WINDOW, Appended, NewMessage, StorageError
+from storage.postgres._messages import (
+    _Numbering,
+    apply_changes,
+    change_statements,
+    find_client_ids,
+    stored_duplicates,
+)
+from storage.protocols import Appended, NewMessage, StorageError
+from storage.read_state import UNREAD_WINDOW
 
-_COLUMNS = "id, seq, user_name, text, ts, client_id"
 _ROOM_ID = "(SELECT room_id FROM shard_rooms WHERE name = %s)"
+# Stream positions rise in batch order (so in seq order per room): the k-th smallest of the
+# positions taken goes to the k-th row. The transaction holds an xid by then (the fence's row
+# lock), which the event appender's watermark relies on (storage/routing/shard_events.py).
 _INSERT = (
-    "INSERT INTO shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id)"
-    " SELECT i, r, s, u, n, t, %s, c FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
-    " %s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(i, r, s, u, n, t, c)"
+    "INSERT INTO shard_messages"
+    " (id, room_id, seq, user_id, user_name, text, ts, client_id, kind, target, stream_pos)"
+    " SELECT v.i, v.r, v.s, v.u, v.n, v.t, %s, v.c, v.k, v.g, p.pos FROM unnest(%s::bigint[],"
+    " %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[],"
+    " %s::smallint[], %s::bigint[]) WITH ORDINALITY AS v(i, r, s, u, n, t, c, k, g, o)"
+    " JOIN (SELECT pos, row_number() OVER (ORDER BY pos) AS o FROM (SELECT"
+    " nextval('shard_stream_positions') AS pos FROM generate_series(1, %s)) AS q) AS p"
+    " ON p.o = v.o"
 )
 _FIND_CLIENT_IDS = find_client_ids("shard_messages")
+_CHANGES = change_statements("shard_messages")
 
 
 class NotOwned(StorageError):
@@ -95,10 +111,10 @@ def _append_locked(
     new_ids = [id_ for id_, new in zip(ids, numbering.new, strict=True) if new]
     if new_ids:
         n = numbering
-        conn.execute(
-            _INSERT,
-            (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id),
-        )
+        columns = (n.ts, new_ids, n.room, n.seq, n.user, n.user_name, n.text, n.client_id)
+        conn.execute(_INSERT, (*columns, n.kind, n.target, len(new_ids)))
+        if n.changes:
+            apply_changes(conn, _CHANGES, n)
         changed = {room_ids[m]: numbering.last_seqs[room_ids[m]] for m in names}
         conn.execute(
             "UPDATE shard_rooms SET last_seq = v.s FROM unnest(%s::bigint[], %s::bigint[])"
@@ -113,27 +129,37 @@ def history(
     conn: Connection, target: str, unit: str, room: str, before_seq: int, limit: int
 ) -> tuple[list[Message], bool]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM shard_messages WHERE room_id = {_ROOM_ID} AND seq < %s"
-        " ORDER BY seq DESC LIMIT %s",
+        f"SELECT {ENTRY_COLUMNS} FROM shard_messages WHERE room_id = {_ROOM_ID} AND seq < %s"
+        " AND kind = 0 ORDER BY seq DESC LIMIT %s",
         (room, before_seq, limit + 1),
     ).fetchall()
     _fence(conn, target, [unit], [room], lock=False)
     has_more = len(rows) > limit
     del rows[limit:]
     rows.reverse()
-    return [Message(room, *row) for row in rows], has_more
+    return [message_from_row(room, row) for row in rows], has_more
 
 
 def messages_after(
     conn: Connection, target: str, unit: str, room: str, after_seq: int, limit: int
-) -> list[Message]:
+) -> list[RoomEntry]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM shard_messages WHERE room_id = {_ROOM_ID} AND seq > %s"
+        f"SELECT {ENTRY_COLUMNS} FROM shard_messages WHERE room_id = {_ROOM_ID} AND seq > %s"
         " ORDER BY seq LIMIT %s",
         (room, after_seq, limit),
     ).fetchall()
     _fence(conn, target, [unit], [room], lock=False)
-    return [Message(room, *row) for row in rows]
+    return [entry_from_row(room, row) for row in rows]
+
+
+def message(conn: Connection, target: str, unit: str, room: str, message_id: int) -> Message | None:
+    row = conn.execute(
+        f"SELECT {ENTRY_COLUMNS} FROM shard_messages WHERE id = %s AND room_id = {_ROOM_ID}"
+        " AND kind = 0",
+        (message_id, room),
+    ).fetchone()
+    _fence(conn, target, [unit], [room], lock=False)
+    return None if row is None else message_from_row(room, row)
 
 
 def unread_count(
@@ -142,7 +168,7 @@ def unread_count(
     """Messages of others in the window after `read_seq` (storage.protocols.UNREAD_WINDOW)."""
     row = conn.execute(
         f"SELECT count(*) FROM shard_messages WHERE room_id = {_ROOM_ID}"
-        " AND seq > %s AND seq <= %s AND user_id <> %s",
+        " AND seq > %s AND seq <= %s AND user_id <> %s AND kind = 0 AND NOT deleted",
         (room, read_seq, min(read_seq + UNREAD_WINDOW, last_seq), user_id),
     ).fetchone()
     _fence(conn, target, [unit], [room], lock=False)

@@ -63,6 +63,31 @@ SHARD_MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX shard_messages_by_client_id ON shard_messages(client_id, room_id, user_id)
         WHERE client_id IS NOT NULL;
     """,
+    # 2: the event stream's outbox on each shard (storage/routing/shard_events.py). Positions
+    # come from this database's own sequence, taken inside the batch's transaction after it
+    # holds a transaction id, so the appender's watermark holds here as on one database; the
+    # catalog's ids do not (taken in another database, before this transaction began). Rows
+    # from before this version, and rows a move copied in that the source had appended, have
+    # no position: they are not this database's to append.
+    """
+    CREATE SEQUENCE shard_stream_positions;
+    ALTER TABLE shard_messages ADD COLUMN stream_pos BIGINT;
+    CREATE UNIQUE INDEX shard_messages_by_stream_pos ON shard_messages(stream_pos)
+        WHERE stream_pos IS NOT NULL;
+    CREATE TABLE shard_events_cursor (
+        partition INTEGER PRIMARY KEY,
+        last_pos  BIGINT NOT NULL
+    );
+    """,
+    # 3 (issue #15): edits and deletes, as in the PostgreSQL backend's migration 5.
+    """
+    ALTER TABLE shard_messages
+        ADD COLUMN kind SMALLINT NOT NULL DEFAULT 0,
+        ADD COLUMN target BIGINT,
+        ADD COLUMN edited_at BIGINT,
+        ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX shard_messages_by_target ON shard_messages(target) WHERE target IS NOT NULL;
+    """,
 )
 
 CATALOG_VERSION_TABLE = "hibiki_shard_catalog"

@@ -99,9 +99,22 @@ def switch(conn: Connection, unit: str, target: str) -> int:
                 "UPDATE shard_directory SET target = %s WHERE logical = %s",
                 (target, int(unit.removeprefix("L"))),
             )
-        row = conn.execute(
-            "UPDATE shard_directory_version SET version = version + 1 RETURNING version"
-        ).fetchone()
+        return _bump(conn)
+
+
+def unpin(conn: Connection, room: str) -> int:
+    """Drop `room`'s pin (it is placed by its logical shard again) and bump the version; the
+    new version."""
+    with conn.transaction():
+        lock_directory(conn)
+        conn.execute("DELETE FROM shard_pins WHERE room = %s", (room,))
+        return _bump(conn)
+
+
+def _bump(conn: Connection) -> int:
+    row = conn.execute(
+        "UPDATE shard_directory_version SET version = version + 1 RETURNING version"
+    ).fetchone()
     assert row is not None
     return int(row[0])
 

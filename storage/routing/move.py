@@ -8,7 +8,8 @@
    wait (on every node; nothing is refused). The delta (seqs past the snapshot's, and rooms
    new since) is copied and verified the same way, and the row is deleted: committing releases
    the waiters, who find the unit gone (`NotOwned`).
-3. Switch: the target is given the unit, then the directory points at it (version + 1). A
+3. Switch: the target is given the unit, then the directory points at it (version + 1); a pin
+   and an unpin (storage/routing/pin.py) give the target its part their own way (`Arrival`). A
    writer that was turned away re-reads the directory and retries there; until the switch it
    retries with a short backoff (still waiting, not refused).
 4. Only then the source's copy is deleted.
@@ -22,9 +23,10 @@ and writers wait: run the same move again, which finds the unit unowned and fini
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from storage.postgres._connection import Connection, Settings, postgres_errors, target_of
 from storage.protocols import StorageError
@@ -32,22 +34,26 @@ from storage.routing import _shard_jobs as jobs
 from storage.routing import directory as catalog
 from storage.routing._shard_schema import SHARD_LOCK_KEY, SHARD_MIGRATIONS, SHARD_VERSION_TABLE
 from storage.routing._shard_schema import apply as apply_schema
+from storage.routing.shard_events import carry_stream
 
 # (room_id, name, last_seq) of the unit's rooms; seqs copied and verified: (after, upto]
 _RoomRow = tuple[int, str, int]
 _PINNED_HERE = "'room:' || name IN (SELECT unit FROM shard_owned)"
 _RANGE = "unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS w(room_id, after, upto)"
 _COPY_OUT = (
-    "COPY (SELECT m.id, m.room_id, m.seq, m.user_id, m.user_name, m.text, m.ts, m.client_id"
+    "COPY (SELECT m.id, m.room_id, m.seq, m.user_id, m.user_name, m.text, m.ts, m.client_id,"
+    " m.kind, m.target, m.edited_at, m.deleted"
     f" FROM shard_messages AS m JOIN {_RANGE} USING (room_id)"
     " WHERE m.seq > w.after AND m.seq <= w.upto) TO STDOUT"
 )
 _COPY_IN = (
-    "COPY shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id) FROM STDIN"
+    "COPY shard_messages (id, room_id, seq, user_id, user_name, text, ts, client_id, kind,"
+    " target, edited_at, deleted) FROM STDIN"
 )
 _SUMMARY = (
     "SELECT w.room_id, count(m.seq), min(m.seq), max(m.seq), md5(coalesce(string_agg("
-    "json_build_array(m.id, m.seq, m.user_id, m.user_name, m.text, m.client_id, m.ts)::text,"
+    "json_build_array(m.id, m.seq, m.user_id, m.user_name, m.text, m.client_id, m.ts, m.kind,"
+    " m.target, m.edited_at, m.deleted)::text,"
     f" E'\\n' ORDER BY m.seq), '')) FROM {_RANGE}"
     " LEFT JOIN shard_messages AS m ON m.room_id = w.room_id AND m.seq > w.after"
     " AND m.seq <= w.upto GROUP BY w.room_id ORDER BY w.room_id"
@@ -85,8 +91,58 @@ class Scope:
 Fence = Callable[[Connection], list[str]]
 
 
+class Arrival(Protocol):
+    """How the new home comes to serve a move's scope, and how the directory then names it."""
+
+    def served(self, dst: Connection) -> bool:
+        """Whether `dst` serves the scope already (a rerun of a move that stopped after it)."""
+        ...
+
+    def take(self, dst: Connection, away: list[str]) -> None:
+        """Make `dst` serve the scope (after the fence committed on the old home)."""
+        ...
+
+    def switch(self, cat: Connection, target: str) -> int:
+        """Point the directory at `target` for the scope; the new directory version."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UnitArrival:
+    """The new home serves the scope by a unit of its own (`L17` for a move, `room:NAME` for a
+    pin), and the directory's entry of that unit names it."""
+
+    unit: str
+
+    def served(self, dst: Connection) -> bool:
+        return _owns(dst, self.unit)
+
+    def take(self, dst: Connection, away: list[str]) -> None:
+        jobs.own(dst, [self.unit], away)
+
+    def switch(self, cat: Connection, target: str) -> int:
+        return catalog.switch(cat, self.unit, target)
+
+
 class MoveFailed(StorageError):
     """The move stopped; the message says where, and what a rerun does."""
+
+
+_OPERATION_LOCK = 0x68626B73  # the first key of `one_at_a_time`'s advisory locks; the second: L
+
+
+@contextmanager
+def one_at_a_time(cat: Connection, logical: int) -> Iterator[None]:
+    """Hold the catalog's advisory lock of logical shard `logical` for a move, pin or unpin of
+    it or one of its rooms (MoveFailed if another tool holds it): two such operations at once
+    would each copy from a source the other is changing. Other logical shards move meanwhile."""
+    row = cat.execute("SELECT pg_try_advisory_lock(%s, %s)", (_OPERATION_LOCK, logical)).fetchone()
+    if row is None or not row[0]:
+        raise MoveFailed(f"another `hibiki shards` operation on logical shard {logical} is running")
+    try:
+        yield
+    finally:
+        cat.execute("SELECT pg_advisory_unlock(%s, %s)", (_OPERATION_LOCK, logical))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +156,7 @@ class MoveResult:
     hold_seconds: float
     seconds: float
     version: int
+    carried: int = 0  # copied rows handed to the target's event appender (shard_events.py)
 
 
 def move_logical(
@@ -108,7 +165,7 @@ def move_logical(
     """Move logical shard `logical` to the database at `to_url` (blocking). `shard_urls`:
     target (host:port/db) -> URL of every shard database the directory may name."""
     unit = catalog.unit_of_logical(logical)
-    with postgres_errors(catalog_url), _connect(catalog_url) as cat:
+    with postgres_errors(catalog_url), _connect(catalog_url) as cat, one_at_a_time(cat, logical):
         source = catalog.read_directory(cat).logical[logical]
 
         def fence(src: Connection) -> list[str]:
@@ -117,7 +174,8 @@ def move_logical(
             ).fetchone()
             return [] if row is None else list(row[0])
 
-        return run_move(cat, shard_urls, Scope(logical), (source, unit), (to_url, unit), fence)
+        arrival = UnitArrival(unit)
+        return run_move(cat, shard_urls, Scope(logical), (source, unit), to_url, arrival, fence)
 
 
 def run_move(
@@ -125,13 +183,14 @@ def run_move(
     shard_urls: Mapping[str, str],
     scope: Scope,
     source: tuple[str, str],
-    dest: tuple[str, str],
+    to_url: str,
+    arrival: Arrival,
     fence: Fence,
 ) -> MoveResult:
-    """Move `scope` from `source` (target, the unit it serves it by) to `dest` (URL, the unit
-    it will serve it by), then switch the directory's entry for the dest unit."""
+    """Move `scope` from `source` (target, the unit it serves it by) to the database at
+    `to_url`, which `arrival` makes serve it, then switch the directory (`arrival.switch`)."""
     started = time.perf_counter()
-    (home, unit), (to_url, new_unit) = source, dest
+    home, unit = source
     target = target_of(to_url)
     if home == target:
         raise MoveFailed(f"{scope.room or f'logical shard {scope.logical}'} is already on {target}")
@@ -139,22 +198,22 @@ def run_move(
         raise MoveFailed(f"{home} (the current home of {unit}) is not in [storage] shards")
     with _connect(shard_urls[home]) as src, _connect(to_url) as dst:
         apply_schema(dst, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
-        if _owns(dst, new_unit):
+        if arrival.served(dst):
             if scope.room is None and _owns(src, unit):
                 raise MoveFailed(f"{home} and {target} both serve {unit}: fix by hand")
-            version = catalog.switch(cat, new_unit, target)  # a move that stopped before this
+            version = arrival.switch(cat, target)  # a move that stopped before this
             _clear(src, scope)
             return MoveResult(scope.logical, home, target, 0, 0, 0, 0.0, 0.0, version)
         _clear(dst, scope)
         copied = _bulk(src, dst, scope)
-        held, delta, hold, away = _hold_and_finish(src, dst, scope, unit, copied, fence)
-        jobs.own(dst, [new_unit], away)
-        version = catalog.switch(cat, new_unit, target)
+        held, delta, hold, away, carried = _hold_and_finish(src, dst, scope, unit, copied, fence)
+        arrival.take(dst, away)
+        version = arrival.switch(cat, target)
         _clear(src, scope)
     messages = sum(last for _, _, last in held)
     seconds = time.perf_counter() - started
     return MoveResult(
-        scope.logical, home, target, len(held), messages, delta, hold, seconds, version
+        scope.logical, home, target, len(held), messages, delta, hold, seconds, version, carried
     )
 
 
@@ -180,24 +239,27 @@ def _bulk(src: Connection, dst: Connection, scope: Scope) -> dict[int, int]:
 
 def _hold_and_finish(
     src: Connection, dst: Connection, scope: Scope, unit: str, copied: dict[int, int], fence: Fence
-) -> tuple[list[_RoomRow], int, float, list[str]]:
-    """Hold the unit's writers, copy and verify the delta, fence the source; (rooms, delta
-    messages, seconds held, the unit's `away` list for the new home)."""
+) -> tuple[list[_RoomRow], int, float, list[str], int]:
+    """Hold the unit's writers, copy and verify the delta, hand the event stream over, fence
+    the source; (rooms, delta messages, seconds held, the unit's `away` list for the new home,
+    rows handed to the target's event appender)."""
     with src.transaction():
         owned = src.execute(
             "SELECT unit FROM shard_owned WHERE unit = %s FOR UPDATE", (unit,)
         ).fetchone()
         held_at = time.perf_counter()  # every writer of the unit waits from here
-        if owned is None and scope.room is not None:
+        if owned is None and unit != f"room:{scope.room}" and scope.room is not None:
             raise MoveFailed(f"the source does not serve {unit}")
-        # owned is None for a logical shard: a rerun after a move stopped past its fence
+        # owned is None for a unit the fence deletes (a logical shard's, a pinned room's): a
+        # rerun after a move stopped past its fence; nobody has written there since
         rooms = scope.rooms(src)
         ranges = {room_id: (copied.get(room_id, 0), last) for room_id, _, last in rooms}
         _copy(src, dst, scope.logical, rooms, ranges)
         _verify(src, dst, ranges)
+        carried = carry_stream(src, dst, [room_id for room_id, _, _ in rooms])
         away = fence(src)
     hold = time.perf_counter() - held_at
-    return rooms, sum(upto - after for after, upto in ranges.values()), hold, away
+    return rooms, sum(upto - after for after, upto in ranges.values()), hold, away, carried
 
 
 def _copy(
@@ -250,32 +312,3 @@ def _clear(conn: Connection, scope: Scope) -> None:
             scope.params,
         )
         conn.execute(f"DELETE FROM shard_rooms WHERE {scope.where}", scope.params)
-
-
-@dataclass(frozen=True, slots=True)
-class ShardStatus:
-    target: str
-    logical: int  # logical shards the directory places here
-    owned: int  # units this database serves (shard_owned)
-    rooms: int
-    messages: int
-    bytes: int
-
-
-def status(catalog_url: str, shard_urls: Mapping[str, str]) -> tuple[int, list[ShardStatus]]:
-    """(directory version, each database's share and sizes), for `hibiki shards status`."""
-    with postgres_errors(catalog_url), _connect(catalog_url) as cat:
-        directory = catalog.read_directory(cat)
-    out: list[ShardStatus] = []
-    for target, url in sorted(shard_urls.items()):
-        with _connect(url) as conn:
-            apply_schema(conn, SHARD_VERSION_TABLE, SHARD_MIGRATIONS, SHARD_LOCK_KEY)
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM shard_owned), (SELECT count(*) FROM shard_rooms),"
-                " (SELECT count(*) FROM shard_messages),"
-                " pg_total_relation_size('shard_messages') + pg_total_relation_size('shard_rooms')"
-            ).fetchone()
-        assert row is not None
-        placed = sum(1 for t in directory.logical.values() if t == target)
-        out.append(ShardStatus(target, placed, *(int(v) for v in row)))
-    return directory.version, out

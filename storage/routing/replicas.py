@@ -33,7 +33,7 @@ from typing import TypeVar
 
 import trio
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage.protocols import Appended, MessageStore, NewMessage, NotFound, StorageError
 from storage.routing._health import ProbePolicy, ReplicaHealth, ReplicaReads, describe
 
@@ -118,11 +118,15 @@ class ReplicaRouter:
         enough = None if before_seq is None else before_seq - 1
         return await self._route(room, enough, on_replica, on_primary)
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
-        async def on_replica(reads: ReplicaReads) -> tuple[int, list[Message]]:
+    async def message(self, room: str, message_id: int) -> Message | None:
+        """From the primary: an edit or delete is checked against what is committed."""
+        return await self.primary.message(room, message_id)
+
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
+        async def on_replica(reads: ReplicaReads) -> tuple[int, list[RoomEntry]]:
             return await reads.messages_after_and_last_seq(room, after_seq, limit)
 
-        async def on_primary() -> list[Message]:
+        async def on_primary() -> list[RoomEntry]:
             return await self.primary.messages_after(room, after_seq, limit)
 
         return await self._route(room, after_seq + limit, on_replica, on_primary)

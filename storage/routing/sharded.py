@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import trio
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage.postgres._connection import Settings, postgres_errors
 from storage.postgres._threads import PoolThreads
 from storage.protocols import Appended, NewMessage, NotFound, Room, StorageError
@@ -40,6 +40,7 @@ from storage.routing._shard_schema import (
     SHARD_VERSION_TABLE,
     apply,
 )
+from storage.routing.shard_events import ShardOutbox, ShardOutboxes
 from storage.routing.sharded_parts import GatheredParts, PartListener
 from storage.routing.shards import logical_shard
 
@@ -90,6 +91,12 @@ class ShardedMessageStore:
     @property
     def directory(self) -> catalog.Directory:
         return self._directory
+
+    def event_outboxes(self) -> ShardOutboxes:
+        """Each shard database's event outbox (storage/routing/shard_events.py), for one
+        appender per shard database; usable once the store is open."""
+        outboxes = {target: ShardOutbox(threads) for target, threads in self._shards.items()}
+        return ShardOutboxes(outboxes, lambda room: self._directory.place(room).target)
 
     async def open(self) -> None:
         opened: list[PoolThreads] = []
@@ -271,9 +278,14 @@ class ShardedMessageStore:
             room, lambda s, t, u: s.read(jobs.history, t, u, room, before, limit)
         )
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
         return await self._routed(
             room, lambda s, t, u: s.read(jobs.messages_after, t, u, room, after_seq, limit)
+        )
+
+    async def message(self, room: str, message_id: int) -> Message | None:
+        return await self._routed(
+            room, lambda s, t, u: s.read(jobs.message, t, u, room, message_id)
         )
 
     async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:

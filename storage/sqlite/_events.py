@@ -22,7 +22,7 @@ from storage.sqlite._connection import transaction
 _SINCE_ID = (
     "SELECT r.name, m.id, m.seq, m.user_name, m.text, m.ts, m.client_id"
     " FROM messages AS m JOIN rooms AS r ON r.id = m.room_id"
-    " WHERE m.id > ? ORDER BY m.id LIMIT ?"
+    " WHERE m.id > ? AND m.kind = 0 ORDER BY m.id LIMIT ?"  # edits: not in the stream yet
 )
 _ADVANCE = (
     "INSERT INTO events_cursor (partition, last_id) VALUES (?, ?)"

@@ -21,12 +21,11 @@ from typing import Any
 
 import msgspec
 
-from protocol import Message
-from storage.protocols import Appended, NewMessage, NotFound, StorageError
+from protocol import Message, RoomEntry
+from storage.entries import ENTRY_COLUMNS, entry, entry_from_row, message_from_row
+from storage.protocols import KIND_DELETE, KIND_EDIT, Appended, NewMessage, NotFound, StorageError
 from storage.sqlite._connection import now_ms, transaction
 
-# Message columns in `Message` field order after `room`, so `Message(room, *row)` builds one.
-_MESSAGE_COLUMNS = "id, seq, user_name, text, ts, client_id"
 _ROOM_ID = "(SELECT id FROM rooms WHERE name = ?)"
 # Bounds the writer's memory of user ids known to exist (~60 bytes each); past it, it restarts.
 KNOWN_USERS_LIMIT = 100_000
@@ -36,25 +35,33 @@ def history(
     conn: sqlite3.Connection, room: str, before_seq: int, limit: int
 ) -> tuple[list[Message], bool]:
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq < ?"
-        " ORDER BY seq DESC LIMIT ?",
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq < ?"
+        " AND kind = 0 ORDER BY seq DESC LIMIT ?",
         (room, before_seq, limit + 1),  # one more than asked: tells whether older ones exist
     ).fetchall()
     has_more = len(rows) > limit
     del rows[limit:]
     rows.reverse()
-    return [Message(room, *row) for row in rows], has_more
+    return [message_from_row(room, row) for row in rows], has_more
 
 
 def messages_after(
     conn: sqlite3.Connection, room: str, after_seq: int, limit: int
-) -> list[Message]:
+) -> list[RoomEntry]:
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq > ?"
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE room_id = {_ROOM_ID} AND seq > ?"
         " ORDER BY seq LIMIT ?",
         (room, after_seq, limit),
     )
-    return [Message(room, *row) for row in rows]
+    return [entry_from_row(room, row) for row in rows]
+
+
+def message(conn: sqlite3.Connection, room: str, message_id: int) -> Message | None:
+    row = conn.execute(
+        f"SELECT {ENTRY_COLUMNS} FROM messages WHERE id = ? AND room_id = {_ROOM_ID} AND kind = 0",
+        (message_id, room),
+    ).fetchone()
+    return None if row is None else message_from_row(room, row)
 
 
 class WriterCursors:
@@ -119,14 +126,14 @@ class WriterCursors:
 
 
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (id, room_id, seq, user_id, user_name, text, ts, client_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (id, room_id, seq, user_id, user_name, text, ts, client_id, kind,"
+    " target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # One statement finds every stored duplicate of the batch: the keys go in as a JSON array of
 # [room_id, user_id, client_id] and each probes the partial unique index.
 _FIND_CLIENT_IDS = (
-    "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts"
-    " FROM json_each(?) AS k CROSS JOIN messages AS m"
+    "SELECT m.room_id, m.user_id, m.client_id, m.id, m.seq, m.user_name, m.text, m.ts, m.kind,"
+    " m.target FROM json_each(?) AS k CROSS JOIN messages AS m"
     " WHERE m.client_id = k.value ->> 2 AND m.room_id = k.value ->> 0"
     " AND m.user_id = k.value ->> 1"
 )
@@ -166,6 +173,8 @@ def _append_in_transaction(
         rows, results = numbering.number(batch, _stored_duplicates(conn, batch, room_ids))
         conn.executemany(_INSERT_MESSAGE, rows)  # a second conflict is a bug: it propagates
     conn.execute("RELEASE optimistic")
+    if numbering.changes:
+        _apply_changes(conn, rows)
     conn.executemany(
         "UPDATE rooms SET last_seq = ? WHERE id = ?",
         [(seq, room_id) for room_id, seq in numbering.last_seqs.items()],
@@ -184,6 +193,7 @@ class _Numbering:
         self.last_seqs = {room_id: cursors.last_seqs[room_id] for room_id in room_ids.values()}
         self.last_id = cursors.last_id
         self.ts = ts
+        self.changes = False  # whether an edit or delete was numbered
 
     def number_all(
         self, batch: tuple[NewMessage, ...]
@@ -200,14 +210,18 @@ class _Numbering:
             seq = last_seqs[room_id] + 1
             last_seqs[room_id] = seq
             id_ += 1
-            user_name, text, client_id = m.user_name, m.text, m.client_id
-            add_row((id_, room_id, seq, m.user_id, user_name, text, ts, client_id))
-            add_result(Appended(Message(room, id_, seq, user_name, text, ts, client_id), False))
+            user_name, text, client_id, kind = m.user_name, m.text, m.client_id, m.kind
+            add_row((id_, room_id, seq, m.user_id, user_name, text, ts, client_id, kind, m.target))
+            if kind:
+                self.changes = True
+                add_result(Appended(entry(room, id_, seq, *_rest(m, ts)), False))
+            else:
+                add_result(Appended(Message(room, id_, seq, user_name, text, ts, client_id), False))
         self.last_id = id_
         return rows, results
 
     def number(
-        self, batch: tuple[NewMessage, ...], seen: dict[_ClientKey, Message]
+        self, batch: tuple[NewMessage, ...], seen: dict[_ClientKey, RoomEntry]
     ) -> tuple[list[tuple[Any, ...]], list[Appended]]:
         """Rows to insert and the results; `seen` maps client keys to messages already stored."""
         room_ids, last_seqs, ts = self.room_ids, self.last_seqs, self.ts
@@ -225,8 +239,10 @@ class _Numbering:
                     continue
             last_id += 1
             seq = last_seqs[room_id] = last_seqs[room_id] + 1
-            rows.append((last_id, room_id, seq, m.user_id, m.user_name, m.text, ts, client_id))
-            message = Message(m.room, last_id, seq, m.user_name, m.text, ts, client_id)
+            row = (last_id, room_id, seq, m.user_id, m.user_name, m.text, ts, client_id)
+            rows.append((*row, m.kind, m.target))
+            self.changes = self.changes or m.kind != 0
+            message = entry(m.room, last_id, seq, *_rest(m, ts))
             if client_id is not None:
                 seen[key] = message
             results.append(Appended(message, False))
@@ -234,17 +250,39 @@ class _Numbering:
         return rows, results
 
 
+def _rest(m: NewMessage, ts: int) -> tuple[str, str, int, str | None, int, int | None]:
+    return m.user_name, m.text, ts, m.client_id, m.kind, m.target
+
+
+_EDIT = (
+    "UPDATE messages SET text = ?, edited_at = ? WHERE id = ? AND room_id = ? AND kind = 0"
+    " AND deleted = 0"
+)
+_DELETE = "UPDATE messages SET text = '', deleted = 1 WHERE id = ? AND room_id = ? AND kind = 0"
+_ERASE_EDITS = "UPDATE messages SET text = '' WHERE target = ? AND room_id = ?"
+
+
+def _apply_changes(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Apply the batch's edits and deletes to their messages, in seq order (rows are)."""
+    for _id, room_id, _seq, _user, _name, text, ts, _cid, kind, target in rows:
+        if kind == KIND_EDIT:
+            conn.execute(_EDIT, (text, ts, target, room_id))
+        elif kind == KIND_DELETE:
+            conn.execute(_DELETE, (target, room_id))
+            conn.execute(_ERASE_EDITS, (target, room_id))
+
+
 def _stored_duplicates(
     conn: sqlite3.Connection, batch: tuple[NewMessage, ...], room_ids: dict[str, int]
-) -> dict[_ClientKey, Message]:
+) -> dict[_ClientKey, RoomEntry]:
     keys = [(room_ids[m.room], m.user_id, m.client_id) for m in batch if m.client_id is not None]
     if not keys:
         return {}
     names = {room_id: name for name, room_id in room_ids.items()}
     rows = conn.execute(_FIND_CLIENT_IDS, (msgspec.json.encode(keys).decode(),))
     return {
-        (room_id, user_id, client_id): Message(
-            names[room_id], id_, seq, user_name, text, ts, client_id
+        (room_id, user_id, client_id): entry(
+            names[room_id], id_, seq, user_name, text, ts, client_id, kind, target
         )
-        for room_id, user_id, client_id, id_, seq, user_name, text, ts in rows
+        for room_id, user_id, client_id, id_, seq, user_name, text, ts, kind, target in rows
     }

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from storage.protocols import UNREAD_WINDOW, NotFound
+from storage.protocols import NotFound
+from storage.read_state import UNREAD_WINDOW
 from storage.sqlite._connection import constraint_error
 
 
@@ -44,7 +45,7 @@ def unread_count(
 ) -> int:
     row = conn.execute(
         "SELECT count(*) FROM messages WHERE room_id = (SELECT id FROM rooms WHERE name = ?)"
-        " AND seq > ? AND seq <= ? AND user_id <> ?",
+        " AND seq > ? AND seq <= ? AND user_id <> ? AND kind = 0 AND NOT deleted",
         (room, read_seq, min(read_seq + UNREAD_WINDOW, last_seq), user_id),
     ).fetchone()
     count: int = row[0]

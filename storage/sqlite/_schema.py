@@ -72,7 +72,31 @@ MIGRATIONS: tuple[str, ...] = (
         last_id   INTEGER NOT NULL
     );
     """,
-    # 3: read state: per user and room, the last seq the user has read (issue #15). On the
+    # 3: profiles and sessions (issue #15). A user's display name (NULL: none set) and when a
+    # connection or request of theirs was last recorded; each token is a session with an opaque
+    # id, a device label, when it was created and last used (NULL for tokens older than this
+    # migration, whose ids are made here).
+    """
+    ALTER TABLE users ADD COLUMN display_name TEXT;
+    ALTER TABLE users ADD COLUMN last_seen INTEGER;
+    ALTER TABLE tokens ADD COLUMN session_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tokens ADD COLUMN device TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tokens ADD COLUMN created_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+    UPDATE tokens SET session_id = lower(hex(randomblob(8)));
+    CREATE UNIQUE INDEX tokens_by_session ON tokens(session_id);
+    """,
+    # 4 (issue #15): edits and deletes are room entries of their own (kind 1 and 2, with the
+    # message they change as `target`); the message row holds its current text, when it was last
+    # edited, and whether it was deleted (then its text, and its edits' texts, are "").
+    """
+    ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN target INTEGER;
+    ALTER TABLE messages ADD COLUMN edited_at INTEGER;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_by_target ON messages(target) WHERE target IS NOT NULL;
+    """,
+    # 5: read state: per user and room, the last seq the user has read (issue #15). On the
     # catalog: a cursor is the user's, not the shard's, so it never moves with a room's shard.
     """
     CREATE TABLE read_cursors (

@@ -21,12 +21,14 @@ from typing import Self, TypeVar, TypeVarTuple
 
 import trio
 
-from protocol import Message
+from protocol import Message, RoomEntry
 from storage.protocols import (
     Appended,
     AppenderLease,
     NewMessage,
+    Profile,
     Room,
+    Session,
     StorageError,
     StreamRead,
     User,
@@ -142,15 +144,53 @@ class SQLiteStore:
         return await self._read(_sqlite_accounts.password_hash_of, name)
 
     async def insert_token(
-        self, user_id: int, token_hash: str, expires_at_ms: int, now_ms: int
+        self,
+        user_id: int,
+        token_hash: str,
+        expires_at_ms: int,
+        now_ms: int,
+        session_id: str,
+        device: str,
     ) -> None:
-        await self._write(_sqlite_accounts.insert_token, user_id, token_hash, expires_at_ms, now_ms)
+        await self._write(
+            _sqlite_accounts.insert_token,
+            user_id,
+            token_hash,
+            expires_at_ms,
+            now_ms,
+            session_id,
+            device,
+        )
 
     async def token_record(self, token_hash: str) -> tuple[User, int] | None:
         return await self._read(_sqlite_accounts.token_record, token_hash)
 
     async def delete_token(self, token_hash: str) -> None:
         await self._write(_sqlite_accounts.delete_token, token_hash)
+
+    async def session_rows(self, user_id: int, now_ms: int) -> list[Session]:
+        return await self._read(_sqlite_accounts.session_rows, user_id, now_ms)
+
+    async def delete_sessions(
+        self, user_id: int, session_id: str | None, keep_hash: str | None
+    ) -> list[str]:
+        return await self._write(_sqlite_accounts.delete_sessions, user_id, session_id, keep_hash)
+
+    async def replace_password(
+        self, user_id: int, password_hash: str, keep_hash: str | None
+    ) -> list[str]:
+        return await self._write(
+            _sqlite_accounts.replace_password, user_id, password_hash, keep_hash
+        )
+
+    async def update_display_name(self, user_id: int, display_name: str | None) -> None:
+        await self._write(_sqlite_accounts.update_display_name, user_id, display_name)
+
+    async def profile_row(self, name: str) -> Profile | None:
+        return await self._read(_sqlite_accounts.profile_row, name)
+
+    async def touch(self, sessions: Mapping[str, int], users: Mapping[int, int]) -> None:
+        await self._write(_sqlite_accounts.touch, dict(sessions), dict(users))
 
     # Rooms and membership -----------------------------------------------------------------
     async def create_room(self, name: str, created_by: int) -> Room:
@@ -199,8 +239,11 @@ class SQLiteStore:
         before = _MAX_SEQ if before_seq is None else before_seq
         return await self._read(_sqlite_messages.history, room, before, limit)
 
-    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+    async def messages_after(self, room: str, after_seq: int, limit: int) -> list[RoomEntry]:
         return await self._read(_sqlite_messages.messages_after, room, after_seq, limit)
+
+    async def message(self, room: str, message_id: int) -> Message | None:
+        return await self._read(_sqlite_messages.message, room, message_id)
 
     async def last_seq(self, room: str) -> int:
         return await self._read(_sqlite_rooms.last_seq, room)

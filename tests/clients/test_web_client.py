@@ -89,6 +89,10 @@ class ServerThread:
         self.proxy: TcpProxy | None = None
 
     @property
+    def db_path(self) -> str:
+        return self._config.storage.db_path
+
+    @property
     def direct(self) -> str:
         assert self.server is not None
         return self.server.http
@@ -223,10 +227,11 @@ def test_two_browsers_chat_and_a_dropped_one_gets_exactly_what_it_missed(
     expect(bob_texts.last).to_have_text(XSS)
     expect(bob.locator("#message-list img")).to_have_count(0)
 
-    # Errors are shown with their code; a refused message is given back for editing.
+    # Errors are shown as sentences (their code kept aside); a refused message is given back.
     say(bob, "x" * 4001)
     expect(bob.locator("#error-bar")).to_be_visible()
-    expect(bob.locator("#error-text")).to_contain_text("text_too_long")
+    expect(bob.locator("#error-bar")).to_have_attribute("data-code", "text_too_long")
+    expect(bob.locator("#error-text")).to_contain_text("too long")
     expect(bob.locator("#composer-input")).to_have_value("x" * 4001)
     bob.fill("#composer-input", "")
 
@@ -283,7 +288,7 @@ def test_history_loads_older_pages_on_scroll(browser: Browser, live: ServerThrea
     page.context.close()
 
 
-def test_refusals_are_shown_with_their_code(browser: Browser, tmp_path: Path) -> None:
+def test_refusals_are_shown_as_sentences(browser: Browser, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     with ServerThread(tmp_path, rate_burst=3, rate_per_second=0.001) as live:
@@ -295,8 +300,10 @@ def test_refusals_are_shown_with_their_code(browser: Browser, tmp_path: Path) ->
         for i in range(5):  # a burst of 3 is allowed, then rate_limited
             say(page, f"burst {i}")
         failed = page.locator("#pending-list li.failed")
-        expect(failed.first).to_contain_text("rate_limited")  # kept, to retry with a click
-        expect(page.locator("#error-text")).to_contain_text("rate_limited")
+        expect(failed.first).to_have_attribute("data-code", "rate_limited")  # kept, to retry
+        expect(failed.first).to_contain_text("click to retry")
+        expect(page.locator("#error-bar")).to_have_attribute("data-code", "rate_limited")
+        expect(page.locator("#error-text")).to_contain_text("sending too fast")
         # Every message ends stored or refused (typing notices spend the same budget).
         expect(page.locator("#pending-list li:not(.failed)")).to_have_count(0)
         stored = page.locator("#message-list .msg").count()
@@ -312,7 +319,8 @@ def test_refusals_are_shown_with_their_code(browser: Browser, tmp_path: Path) ->
         response = httpx.post(live.direct + "/api/rooms/lobby/leave", headers=auth)
         assert response.status_code == 200
         page.context.set_offline(False)
-        expect(page.locator("#error-text")).to_contain_text("not_member")
+        expect(page.locator("#error-bar")).to_have_attribute("data-code", "not_member")
+        expect(page.locator("#error-text")).to_contain_text("not a member")
         expect(page.locator("#pending-list li")).to_have_count(failed.count())  # not retried
 
         # Online, the page follows a leave and a join made elsewhere as they happen.

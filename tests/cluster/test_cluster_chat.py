@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from ..conftest import STEP, Account, Peer, create_room, join_room, register
-from .conftest import Cluster, http_of, open_cluster, peer_on
+from .conftest import SQLITE_ONLY, Cluster, http_of, open_cluster, peer_on
 
 SKIP = ("presence", "typing", "ack")
 
@@ -132,3 +132,22 @@ async def test_leave_on_one_node_stops_delivery_on_all(
                 assert (await a.expect("message", skip=SKIP))["text"] == "after"
                 for peer in (b0, b1):
                     assert [e for e in await _sync(peer) if e["type"] == "message"] == []
+
+
+@SQLITE_ONLY  # the announcement goes through Redis alone, whichever the store
+async def test_a_new_room_is_announced_on_every_node(
+    cluster_db: str, redis_url: str, namespace: str
+) -> None:
+    with trio.fail_after(STEP * 4):
+        async with open_cluster(cluster_db, redis_url, namespace, 2) as cluster:
+            alice, bob = await _accounts(cluster, "lobby", 2)
+            n0, n1 = cluster.nodes
+            async with peer_on(n0, alice) as a, peer_on(n1, bob) as b:
+                await _sync(b)
+                async with http_of(n0) as http:
+                    await create_room(http, alice, "random")
+                told = await b.expect("room_created", skip=("presence",))
+                assert told == {"type": "room_created", "room": "random"}
+                assert (await a.expect("joined", skip=("presence",)))["room"] == "random"
+                assert "room_created" not in [e["type"] for e in await _sync(a)]  # the creator
+                assert await _sync(b) == []  # once

@@ -1,8 +1,17 @@
-"""`hibiki serve` that cannot start says why in one line and exits 1, with no traceback."""
+"""`hibiki serve` that cannot start says why in one line and exits 1, with no traceback.
+
+Root's capabilities let it write read-only files and directories, and CI runs as root. So as root
+`hibiki serve` runs under `setpriv` with no capabilities at all (uid 0 still, but the kernel then
+checks file modes as for any owner). Dropping them keeps the interpreter reachable wherever it is:
+a pyenv Python under /root (0700) cannot be run as `nobody`. The in-process store test cannot drop
+them, so it skips those two cases as root; the serve test covers them.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -47,21 +56,35 @@ def _from_a_newer_version(tmp_path: Path) -> tuple[Path, str]:
 
 def _a_read_only_file(tmp_path: Path) -> tuple[Path, str]:
     (tmp_path / "ro.db").touch(mode=0o444)
-    if os.access(tmp_path / "ro.db", os.W_OK):
-        pytest.skip("root writes read-only files")
     return tmp_path / "ro.db", "the file is not readable and writable"
 
 
 def _in_a_read_only_directory(tmp_path: Path) -> tuple[Path, str]:
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories")
     (tmp_path / "ro").mkdir(mode=0o555)
     return tmp_path / "ro" / "hibiki.db", f"directory {tmp_path / 'ro'} is not writable"
 
 
-def _hibiki_serve(*args: str) -> subprocess.CompletedProcess[str]:
+_READ_ONLY = {_a_read_only_file, _in_a_read_only_directory}
+_CAP_SETPCAP = 8  # bit in /proc/self/status CapEff: may shrink the capability bounding set
+
+
+def _without_capabilities() -> list[str]:
+    """The command prefix that runs a program without root's power over file modes: none when
+    not root, else `setpriv` clearing every capability (skips, saying why, where it cannot)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("as root the read-only cases need setpriv (util-linux) to drop capabilities")
+    effective = re.search(r"^CapEff:\s*([0-9a-f]+)$", Path("/proc/self/status").read_text(), re.M)
+    if effective is None or not int(effective[1], 16) >> _CAP_SETPCAP & 1:
+        pytest.skip("as root the read-only cases need CAP_SETPCAP to drop capabilities")
+    return [setpriv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
+
+
+def _hibiki_serve(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", *args],
+        [*prefix, sys.executable, "-m", "server.cli", "serve", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -71,31 +94,36 @@ def _hibiki_serve(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-BAD_PATHS = pytest.mark.parametrize(
-    "bad_path",
-    [
-        _under_a_file,
-        _in_a_missing_directory,
-        _a_directory,
-        _not_a_database,
-        _from_a_newer_version,
-        _a_read_only_file,
-        _in_a_read_only_directory,
-    ],
+_BAD_PATHS = [
+    _under_a_file,
+    _in_a_missing_directory,
+    _a_directory,
+    _not_a_database,
+    _from_a_newer_version,
+    _a_read_only_file,
+    _in_a_read_only_directory,
+]
+_ROOT_WRITES_THEM = pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root writes read-only files and directories (the serve test drops that power)",
 )
 
 
-@BAD_PATHS
+@pytest.mark.parametrize("bad_path", _BAD_PATHS)
 def test_serve_with_a_database_it_cannot_open_exits_1_with_one_line(
     tmp_path: Path, bad_path: Callable[[Path], tuple[Path, str]]
 ) -> None:
+    prefix = _without_capabilities() if bad_path in _READ_ONLY else []
     db, reason = bad_path(tmp_path)
-    result = _hibiki_serve("--port", "0", "--db", str(db))
+    result = _hibiki_serve("--port", "0", "--db", str(db), prefix=tuple(prefix))
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines() == [f"hibiki: cannot open database {db}: {reason}"]
 
 
-@BAD_PATHS
+@pytest.mark.parametrize(
+    "bad_path",
+    [pytest.param(p, marks=_ROOT_WRITES_THEM) if p in _READ_ONLY else p for p in _BAD_PATHS],
+)
 async def test_opening_the_store_raises_a_storage_error_saying_why(
     tmp_path: Path, bad_path: Callable[[Path], tuple[Path, str]]
 ) -> None:

@@ -51,13 +51,14 @@ def test_events_need_a_redis_url_of_their_own_or_the_buses() -> None:
     assert on_bus.events_url == "redis://127.0.0.1:6379/0"
     own = Config.from_flat(redis_url="redis://a:1/0", events_redis_url="redis://b:2/0")
     assert own.events_url == "redis://b:2/0"
-    with pytest.raises(ConfigError, match="shards"):
-        Config.from_flat(
-            events_enabled=True,
-            redis_url="redis://a:1/0",
-            shards=("postgresql://h/a",),
-            db_path="postgresql://h/c",
-        )
+    # With shards: one appender per shard database (tests/shards/test_event_stream.py).
+    sharded = Config.from_flat(
+        events_enabled=True,
+        redis_url="redis://a:1/0",
+        shards=("postgresql://h/a",),
+        db_path="postgresql://h/c",
+    )
+    assert sharded.events.events_enabled and sharded.storage.shards
     # Several workers each run an appender; one, elected per database, appends.
     workers = Config.from_flat(events_enabled=True, redis_url="redis://a:1/0", workers=3)
     assert workers.server.workers == 3 and workers.events.events_enabled

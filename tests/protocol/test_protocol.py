@@ -22,6 +22,10 @@ from protocol import (
     REQUEST_TYPES,
     Ack,
     CloseCode,
+    Delete,
+    Deleted,
+    Edit,
+    Edited,
     Error,
     ErrorCode,
     Hello,
@@ -38,6 +42,7 @@ from protocol import (
     ProtocolError,
     ReadRequest,
     Resync,
+    RoomCreated,
     RoomUnread,
     Send,
     Typing,
@@ -97,6 +102,10 @@ REQUEST_EXAMPLES: list[Any] = [
     Leave(room="0-x_y.z", ref=""),
     Send(room="general", text="hello"),
     Send(room="general", text="日本語 ✓", client_id="c" * 64, ref="r" * 64),
+    Edit(room="general", id=7, text="hello, fixed"),
+    Edit(room="general", id=MAX_SEQ, text="x", client_id="e1", ref="e"),
+    Delete(room="general", id=7),
+    Delete(room="general", id=1, client_id="d1", ref="d"),
     HistoryRequest(room="general"),
     HistoryRequest(room="general", before_seq=1, limit=1, ref="p2"),
     HistoryRequest(room="general", before_seq=MAX_SEQ, limit=MAX_HISTORY_LIMIT),
@@ -119,6 +128,12 @@ EVENT_EXAMPLES: list[Any] = [
     Left(room="general", ref="l1"),
     _MSG,
     Message(room="general", id=8, seq=4, user="bob", text="yo", ts=1, client_id="c1"),
+    Message(room="general", id=7, seq=3, user="ann", text="hi!", ts=1, edited_at=2),
+    Message(room="general", id=7, seq=3, user="ann", text="", ts=1, deleted=True),
+    Edited(room="general", seq=9, id=7, text="hi!", edited_at=2),
+    Edited(room="general", seq=9, id=7, text="hi!", edited_at=2, client_id="e1"),
+    Deleted(room="general", seq=10, id=7),
+    Deleted(room="general", seq=10, id=7, client_id="d1"),
     Ack(room="general", id=7, seq=3),
     Ack(room="general", id=7, seq=3, client_id="c1", duplicate=True, ref="r1"),
     HistoryPage(room="general", messages=[], has_more=False),
@@ -127,6 +142,7 @@ EVENT_EXAMPLES: list[Any] = [
     Presence(room="general", user="bob", status="offline"),
     Typing(room="general", user="bob"),
     Resync(room="general", last_seq=5000, reason="gap_too_large"),
+    RoomCreated(room="random"),
     Error(code="not_member", message="you are not a member of `general`"),
     Error(code="rate_limited", message="slow down", ref="r1"),
     Pong(),
@@ -190,6 +206,8 @@ def test_events_omit_fields_at_their_default() -> None:
 def test_every_request_type_has_a_distinct_tag() -> None:
     tags = [_tag(cls) for cls in REQUEST_TYPES]
     assert sorted(tags) == [
+        "delete",
+        "edit",
         "hello",
         "history",
         "join",
@@ -369,7 +387,7 @@ def test_malformed_frame_is_rejected_with_its_code(
 
 
 def _minimal(cls: type[Any]) -> dict[str, Any]:
-    values = {"room": "general", "text": "hi", "token": "tok", "seq": 1}
+    values = {"room": "general", "text": "hi", "token": "tok", "seq": 1, "id": 1}
     required = [f.name for f in msgspec.structs.fields(cls) if f.required]
     return {"type": _tag(cls), **{name: values[name] for name in required}}
 
@@ -586,6 +604,21 @@ _valid_requests = st.one_of(
         ref=_refs,
     ),
     st.builds(
+        Edit,
+        room=_rooms,
+        id=st.integers(min_value=1, max_value=MAX_SEQ),
+        text=_texts,
+        client_id=st.none() | st.text(_storable, min_size=1, max_size=64),
+        ref=_refs,
+    ),
+    st.builds(
+        Delete,
+        room=_rooms,
+        id=st.integers(min_value=1, max_value=MAX_SEQ),
+        client_id=st.none() | st.text(_storable, min_size=1, max_size=64),
+        ref=_refs,
+    ),
+    st.builds(
         HistoryRequest,
         room=_rooms,
         before_seq=st.none() | st.integers(min_value=1, max_value=MAX_SEQ),
@@ -623,9 +656,21 @@ _messages = st.builds(
     text=_texts,
     ts=_ids,
     client_id=st.none() | st.text(min_size=1, max_size=64),
+    edited_at=st.none() | _ids,
+    deleted=st.booleans(),
 )
 _valid_events = st.one_of(
     _messages,
+    st.builds(
+        Edited,
+        room=_rooms,
+        seq=_ids,
+        id=_ids,
+        text=_texts,
+        edited_at=_ids,
+        client_id=st.none() | st.text(min_size=1, max_size=64),
+    ),
+    st.builds(Deleted, room=_rooms, seq=_ids, id=_ids, client_id=st.none() | st.text(max_size=64)),
     st.builds(Ack, room=_rooms, id=_ids, seq=_ids, client_id=st.none() | st.text(max_size=64)),
     st.builds(HistoryPage, room=_rooms, messages=st.lists(_messages, max_size=3)),
     st.builds(Joined, room=_rooms, last_seq=_seqs, online=st.lists(st.text(max_size=8))),
@@ -750,3 +795,26 @@ def test_a_refused_control_that_strip_removes_is_invalid_not_empty(bad: str) -> 
     with pytest.raises(ProtocolError) as info:
         decode(_frame(type="send", room="g", text=" " + bad, ref="s"))
     assert info.value.code == ErrorCode.TEXT_INVALID
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param({"text": " \n"}, ErrorCode.TEXT_EMPTY, id="empty"),
+        pytest.param({"text": "a\x00b"}, ErrorCode.TEXT_INVALID, id="nul"),
+        pytest.param({"text": "x" * (DEFAULT_MAX_TEXT + 1)}, ErrorCode.TEXT_TOO_LONG, id="long"),
+        pytest.param({"text": "ok", "id": 0}, ErrorCode.BAD_FIELD, id="id-zero"),
+        pytest.param({"text": "ok", "client_id": "c\x00"}, ErrorCode.BAD_FIELD, id="client-id"),
+    ],
+)
+def test_edit_text_is_validated_like_send_text(frame: dict[str, Any], code: ErrorCode) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode(_frame(**{"type": "edit", "room": "g", "id": 1, "ref": "e", **frame}))
+    assert info.value.code == code
+    assert info.value.ref == "e"
+
+
+def test_delete_has_no_text_field() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode(_frame(type="delete", room="g", id=1, text="x"))
+    assert info.value.code == ErrorCode.UNKNOWN_FIELD

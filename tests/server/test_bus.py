@@ -249,6 +249,38 @@ async def test_a_membership_change_reaches_the_users_other_connections_through_t
         await store.aclose()
 
 
+async def test_a_new_room_is_told_to_every_open_connection_but_its_creators(
+    node: Node, peers: list[Peer], tmp_path: Path
+) -> None:
+    store = open_store(tmp_path / "bus.db", scrypt_n=2**10)
+    users = LocalUserConnections()
+    memberships = MembershipSync(
+        store,
+        node.hub,
+        node.bus,
+        invalidation=LocalMembershipInvalidation(MembershipCache(store, 100, 60)),
+        connections=users,
+        presence=LocalOnlineUsers(node.bus),
+    )
+    node.bus.attach_memberships(memberships)
+    owner, bob_phone, bob_laptop, carol = (
+        _peer(node, peers, "owner", 1),
+        _peer(node, peers, "bob", 2),
+        _peer(node, peers, "bob", 2),
+        _peer(node, peers, "carol", 3),
+    )
+    for peer in (owner, bob_phone, bob_laptop, carol):
+        memberships.track(peer.conn)
+    carol.conn.close(CloseCode.NORMAL, "")  # closing: nothing more is queued for it
+    node.bus.publish_room_created("random", 1)
+    for peer in (bob_phone, bob_laptop):
+        assert await peer.events() == [{"type": "room_created", "room": "random"}]
+    assert await owner.events() == []  # the creator's connections are told `joined` instead
+    await trio.testing.wait_all_tasks_blocked()
+    assert b"room_created" not in carol.theirs.recv(1 << 16)  # its close frame alone
+    assert not any("random" in peer.conn.rooms for peer in peers)  # told, not subscribed
+
+
 async def test_a_store_failure_while_telling_another_connection_of_a_join_closes_only_it(
     node: Node, peers: list[Peer], tmp_path: Path
 ) -> None:

@@ -86,9 +86,9 @@ async def test_moving_a_logical_shard_while_two_nodes_send_loses_and_reuses_noth
     assert await trio.to_thread.run_sync(partial(main, status)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "directory version 1"
-    rows = {line.split()[0]: line.split()[1:5] for line in lines[2:]}
-    assert rows[target_of(shards[0])] == ["127", "127", "1", str(len(after[other]))]
-    assert rows[target_of(shards[1])] == ["129", "129", "1", str(len(after[hot]))]
+    rows = {line.split()[0]: line.split()[1:6] for line in lines[2:4]}  # logical pinned owned
+    assert rows[target_of(shards[0])] == ["127", "0", "127", "1", str(len(after[other]))]
+    assert rows[target_of(shards[1])] == ["129", "0", "129", "1", str(len(after[hot]))]
 
 
 async def _send(

@@ -38,7 +38,13 @@ class _Rows:
         return self.users.get(name)
 
     async def insert_token(
-        self, user_id: int, token_hash: str, expires_at_ms: int, now_ms: int
+        self,
+        user_id: int,
+        token_hash: str,
+        expires_at_ms: int,
+        now_ms: int,
+        session_id: str = "",
+        device: str = "",
     ) -> None:
         await trio.lowlevel.checkpoint()
         self.token_calls.append((user_id, token_hash, expires_at_ms, now_ms))

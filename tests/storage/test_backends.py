@@ -127,6 +127,7 @@ def test_config_show_masks_the_password_of_a_postgresql_url(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HIBIKI_STATEMENT_TIMEOUT", "2.5")
+    monkeypatch.delenv("HIBIKI_POOL_SIZE", raising=False)  # tests/conftest.py sets it
     code = main(["config", "show", "--db", "postgresql://hibiki:s3cret@db.example/chat"])
     assert code == 0
     out = capsys.readouterr().out

@@ -24,6 +24,9 @@ from storage import (
 
 PUBLIC = {
     storage: {
+        "KIND_DELETE",
+        "KIND_EDIT",
+        "KIND_MESSAGE",
         "AccountRecords",
         "AccountStore",
         "Accounts",
@@ -39,8 +42,10 @@ PUBLIC = {
         "MessageStore",
         "NewMessage",
         "NotFound",
+        "Profile",
         "Room",
         "RoomStore",
+        "Session",
         "StorageError",
         "Store",
         "TokenGrant",
@@ -92,21 +97,30 @@ def _calls(protocol: type) -> set[str]:
 def test_store_is_its_three_parts_and_a_lifecycle_with_nothing_shared() -> None:
     parts = {
         AccountStore: {"create_user", "check_password", "create_token", "user_for_token"}
-        | {"grant_for_token", "revoke_token"},
+        | {"grant_for_token", "revoke_token"}
+        | {"sessions", "revoke_session", "revoke_sessions", "change_password"}
+        | {"set_display_name", "profile", "record_activity"},
         RoomStore: {"create_room", "get_room", "list_rooms", "join_room", "leave_room"}
         | {"is_member", "rooms_of", "members", "mark_read", "read_cursors"},
         MessageStore: {"append_batch", "history", "messages_after", "last_seq", "last_seqs"}
-        | {"unread_count"},
+        | {"message", "unread_count"},
         Lifecycle: {"open", "aclose", "probe"},
     }
     for protocol, calls in parts.items():
         assert _calls(protocol) == calls, protocol.__name__
     assert _calls(Store) == set().union(*parts.values())
-    assert sum(len(calls) for calls in parts.values()) == len(_calls(Store)) == 25
+    assert sum(len(calls) for calls in parts.values()) == len(_calls(Store)) == 33
 
 
 def test_a_backend_stores_account_rows_instead_of_the_account_policy() -> None:
-    rows = {"insert_user", "password_hash_of", "insert_token", "token_record", "delete_token"}
+    rows = {"insert_user", "password_hash_of", "insert_token", "token_record", "delete_token"} | {
+        "session_rows",
+        "delete_sessions",
+        "replace_password",
+        "update_display_name",
+        "profile_row",
+        "touch",
+    }
     assert _calls(AccountRecords) == rows
     events = {"messages_since_id", "last_message_id", "event_cursors", "advance_event_cursors"}
     events.add("messages_for_stream")  # and appender_lease, not a coroutine

@@ -27,7 +27,7 @@ from storage import (
     open_store,
 )
 from storage.composite import last_seqs_one_by_one
-from storage.protocols import UNREAD_WINDOW
+from storage.read_state import UNREAD_WINDOW
 
 from ..postgres import TestDatabases
 

@@ -21,16 +21,38 @@
   const TYPING_SHOWN_MS = 4000;
   const PING_EVERY_MS = 15000;
   const RETRYABLE = new Set(["rate_limited", "unavailable"]);
+  const GROUP_WITHIN_MS = 5 * 60 * 1000; // one author's messages closer than this form a group
+  // What people read for each error code: every code of protocol.ErrorCode (docs/protocol.md),
+  // then this client's own. Codes are never shown; an unknown one reads like `internal`.
   const ERROR_TEXT = {
-    rate_limited: "you are sending too fast; the message was not sent (click it to retry)",
-    text_too_long: "that message is too long (at most 4000 characters); it was not sent",
-    text_empty: "an empty message is not sent",
-    text_invalid: "that message holds a control character that cannot be sent; it was not sent",
-    not_member: "you are not a member of that room",
-    no_such_room: "there is no such room",
-    name_taken: "that name is taken",
-    bad_credentials: "wrong name or password",
-    unavailable: "the server could not store the message (click it to retry)",
+    bad_encoding: "The server could not read what this page sent. Reload the page.",
+    bad_json: "The server could not read what this page sent. Reload the page.",
+    not_an_object: "The server could not read what this page sent. Reload the page.",
+    unknown_type: "The server does not know that request. Reload the page.",
+    missing_field: "Something this page sent was incomplete. Reload the page.",
+    unknown_field: "Something this page sent was not understood. Reload the page.",
+    bad_field: "One of the values is not accepted: names are 1 to 32 letters, digits, _ . or -; room names are lowercase; passwords have at least 8 characters.",
+    text_empty: "An empty message is not sent.",
+    text_too_long: "That message is too long (at most 4000 characters): it was not sent, and is back in the box to shorten.",
+    text_invalid: "That message holds a character that cannot be sent (a control character): it was not sent.",
+    not_authenticated: "You are not logged in yet: log in again.",
+    already_authenticated: "This page tried to log in twice. Reload the page.",
+    bad_token: "Your session has expired: log in again.",
+    no_such_room: "There is no room by that name.",
+    not_member: "You are not a member of that room (any more): join it to write there.",
+    rate_limited: "You are sending too fast: the message was not sent yet. Click it to try again.",
+    bad_credentials: "Wrong name or password.",
+    name_taken: "That name is taken: pick another one.",
+    not_found: "That does not exist (any more).",
+    method_not_allowed: "The server refused that request. Reload the page.",
+    too_large: "That is too large for the server to take.",
+    timeout: "The server waited too long for this page. Try again.",
+    too_many_attempts: "Too many attempts: wait a minute, then try again.",
+    unavailable: "The server could not store that right now. Click the message to try again.",
+    internal: "Something went wrong on the server. Try again in a moment.",
+    // This client's own codes.
+    no_room: "Pick a room (or create one) first: nothing was sent, your text is still in the box.",
+    offline: "The server cannot be reached. Check your connection and try again.",
   };
 
   const state = {
@@ -38,6 +60,8 @@
     user: null,
     ws: null, // the current WebSocket; events from any older one are ignored
     connected: false, // welcome received on `ws`
+    welcomed: false, // a welcome came before, on an earlier connection
+    stuck: true, // the message list is scrolled to its end: keep it there
     attempt: 0,
     reconnectTimer: 0,
     rooms: new Map(), // name -> {name, member, unread}
@@ -69,9 +93,17 @@
     status.textContent = text;
   }
 
-  function showError(code, message) {
-    $("error-text").textContent = `${code}: ${ERROR_TEXT[code] || message || "error"}`;
+  // A sentence for people; the code stays in a data attribute (for bug reports and tests).
+  function describeError(code) {
+    return ERROR_TEXT[code] || ERROR_TEXT.internal;
+  }
+
+  function showError(code) {
+    const stick = atBottom();
+    $("error-text").textContent = describeError(code);
+    $("error-bar").dataset.code = code;
     $("error-bar").hidden = false;
+    if (stick) scrollToBottom(); // the bar takes room from the list: keep the newest in view
   }
 
   function clearError() {
@@ -84,13 +116,20 @@
     const headers = {};
     if (state.token) headers.Authorization = "Bearer " + state.token;
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: "no-store",
-      credentials: "omit",
-    });
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch {
+      const error = new Error("network");
+      error.code = "offline";
+      throw error;
+    }
     const data = response.status === 204 ? null : await response.json().catch(() => null);
     if (!response.ok) {
       const detail = (data && data.error) || {};
@@ -120,7 +159,8 @@
       $("login-password").value = "";
       await enterChat();
     } catch (error) {
-      $("login-error").textContent = `${error.code}: ${ERROR_TEXT[error.code] || error.message}`;
+      $("login-error").textContent = describeError(error.code);
+      $("login-error").dataset.code = error.code;
     }
   }
 
@@ -132,7 +172,7 @@
       await refreshRooms(true);
     } catch (error) {
       if (error.status === 401) return logOut("your session has expired: log in again");
-      showError(error.code, error.message);
+      showError(error.code);
     }
     connect();
   }
@@ -167,6 +207,8 @@
       state[key].clear();
     }
     state.current = null;
+    state.welcomed = false;
+    setDrawer(false);
     $("chat-view").hidden = true;
     $("login-view").hidden = false;
     $("login-error").textContent = reason || "";
@@ -267,6 +309,9 @@
         return onTyping(event);
       case "resync":
         return onResync(event);
+      case "room_created": // someone else made a public room: list it (joining is a click)
+        roomEntry(event.room);
+        return renderRooms();
       case "error":
         return onError(event);
       case "pong":
@@ -293,6 +338,8 @@
     for (const { frame } of state.replies.values()) send(frame);
     for (const pending of state.pending.values()) if (!pending.error) transmit(pending);
     keepAlive();
+    if (state.welcomed) refreshRooms(false).catch(() => null); // rooms made while away
+    state.welcomed = true;
     if (state.current && rooms.has(state.current)) {
       joinRoom(state.current, false);
     } else {
@@ -356,7 +403,7 @@
       answer(error);
       return;
     }
-    showError(error.code, error.message);
+    showError(error.code);
   }
 
   function onPresence(presence) {
@@ -409,14 +456,14 @@
 
   function joinRoom(name, select) {
     request({ type: "join", room: name }, (event) => {
-      if (event.type === "error") return showError(event.code, event.message);
+      if (event.type === "error") return showError(event.code);
       joinedRoom(event, select);
     });
   }
 
   function leaveRoom(name) {
     request({ type: "leave", room: name }, (event) => {
-      if (event.type === "error") return showError(event.code, event.message);
+      if (event.type === "error") return showError(event.code);
       leftRoom(name);
     });
   }
@@ -447,14 +494,16 @@
     try {
       await api("POST", "/api/rooms", { name });
       joinRoom(name, true); // subscribes this connection too
+      leaveDrawer();
       $("new-room-name").value = "";
     } catch (error) {
-      showError(error.code, error.message);
+      showError(error.code);
     }
   }
 
   function selectRoom(name) {
     state.current = name;
+    state.stuck = true;
     if (name) roomEntry(name).unread = 0;
     $("room-title").textContent = name || "No room selected";
     $("leave-button").hidden = !name;
@@ -477,25 +526,77 @@
     while (index > 0 && store.order[index - 1] > message.seq) index -= 1;
     store.order.splice(index, 0, message.seq);
     if (message.room === state.current) {
-      const box = $("messages");
-      const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-      const next = state.shown.get(store.order[index + 1]) || null;
-      const item = messageElement(message);
+      const stick = atBottom();
+      const nextSeq = store.order[index + 1];
+      const next = state.shown.get(nextSeq) || null;
+      const item = messageElement(message, store.bySeq.get(store.order[index - 1]));
       state.shown.set(message.seq, item);
       $("message-list").insertBefore(item, next);
-      if (atBottom && !next) box.scrollTop = box.scrollHeight;
+      // The next message may now continue this one's group, or no longer start a day.
+      if (next) next.replaceWith(shownElement(store, nextSeq, message));
+      if (stick && !next) scrollToBottom();
+      if (store.order.length === 1) renderHistoryStatus(); // "no messages yet" is over
     }
     return true;
   }
 
-  function messageElement(message) {
-    const item = el("li", message.user === state.user ? "msg mine" : "msg");
-    item.dataset.seq = String(message.seq);
+  function shownElement(store, seq, previous) {
+    const item = messageElement(store.bySeq.get(seq), previous);
+    state.shown.set(seq, item);
+    return item;
+  }
+
+  function dayLabel(when) {
+    const today = new Date();
+    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (when.toDateString() === today.toDateString()) return "Today";
+    if (when.toDateString() === yesterday.toDateString()) return "Yesterday";
+    const options = { weekday: "long", year: "numeric", month: "long", day: "numeric" };
+    return when.toLocaleDateString([], options);
+  }
+
+  // One message as a list item: a day separator when it is the first of its (local) day, the
+  // author's name when it starts a group, then its text (as text: line breaks kept by CSS) and
+  // its time. `previous` is the message before it in the room, if any.
+  function messageElement(message, previous) {
     const when = new Date(message.ts);
+    const before = previous ? new Date(previous.ts) : null;
+    const newDay = !before || before.toDateString() !== when.toDateString();
+    const grouped =
+      !newDay && previous.user === message.user && message.ts - previous.ts < GROUP_WITHIN_MS;
+    const item = el("li", "msg" + (message.user === state.user ? " mine" : "") + (grouped ? " cont" : ""));
+    item.dataset.seq = String(message.seq);
+    if (newDay) {
+      const day = el("p", "day", dayLabel(when));
+      day.setAttribute("role", "separator");
+      item.append(day);
+    }
+    item.append(bubble(grouped ? null : message.user, message.text, timeElement(when)));
+    return item;
+  }
+
+  function timeElement(when) {
     const time = el("time", "time", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
     time.dateTime = when.toISOString();
-    item.append(time, el("span", "user", message.user), el("span", "text", message.text));
-    return item;
+    time.title = when.toLocaleString();
+    return time;
+  }
+
+  function bubble(user, text, aside) {
+    const box = el("div", "bubble");
+    if (user !== null) box.append(el("span", "user", user));
+    box.append(el("span", "text", text), aside);
+    return box;
+  }
+
+  function atBottom() {
+    const box = $("messages");
+    return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  }
+
+  function scrollToBottom() {
+    const box = $("messages");
+    box.scrollTop = box.scrollHeight;
   }
 
   function loadHistory(room) {
@@ -507,7 +608,7 @@
     if (store.order.length) frame.before_seq = store.order[0];
     request(frame, (event) => {
       store.loading = false;
-      if (event.type === "error") return showError(event.code, event.message);
+      if (event.type === "error") return showError(event.code);
       const box = $("messages");
       const fromBottom = box.scrollHeight - box.scrollTop;
       const first = store.hasMore === null;
@@ -524,7 +625,7 @@
   function renderHistoryStatus() {
     const store = state.current ? storeOf(state.current) : null;
     let text = "";
-    if (store && store.hasMore === false) text = "start of the room";
+    if (store && store.hasMore === false) text = store.order.length ? "start of the room" : "no messages yet";
     else if (store && store.hasMore) text = "scroll up for older messages";
     $("history-status").textContent = text;
   }
@@ -533,14 +634,15 @@
     state.shown.clear();
     const list = $("message-list");
     list.replaceChildren();
+    renderHistoryStatus(); // no room, or a room not loaded yet: no stale "start of the room"
     if (!state.current) return;
     const store = storeOf(state.current);
+    let previous;
     for (const seq of store.order) {
-      const item = messageElement(store.bySeq.get(seq));
-      state.shown.set(seq, item);
-      list.append(item);
+      const message = store.bySeq.get(seq);
+      list.append(shownElement(store, seq, previous));
+      previous = message;
     }
-    renderHistoryStatus();
     $("messages").scrollTop = $("messages").scrollHeight;
   }
 
@@ -554,14 +656,19 @@
     return Date.now().toString(16).padStart(12, "0") + random;
   }
 
+  // True if `text` was taken (queued to send); else it stays in the box, and the bar says why.
   function sendMessage(text) {
-    if (!text.trim()) return;
-    if (!state.current) return showError("no_room", "pick or create a room first");
+    if (!text.trim()) return false;
+    if (!state.current) {
+      showError("no_room");
+      return false;
+    }
     clearError();
     const pending = { room: state.current, text, clientId: newClientId(), error: null };
     state.pending.set(pending.clientId, pending);
     renderPending();
     transmit(pending);
+    return true;
   }
 
   function transmit(pending) {
@@ -582,13 +689,15 @@
       if (pending.room !== state.current) continue;
       const item = el("li", pending.error ? "msg pending failed" : "msg pending");
       item.dataset.clientId = pending.clientId;
-      const note = pending.error ? `not sent (${pending.error}): click to retry` : "sending…";
-      item.append(
-        el("span", "user", state.user),
-        el("span", "text", pending.text),
-        el("span", "note", note),
-      );
+      item.dataset.code = pending.error || "";
+      const note = pending.error ? "not sent: click to retry" : "sending…";
+      item.append(bubble(state.user, pending.text, el("span", "note", note)));
       if (pending.error) {
+        item.tabIndex = 0;
+        item.setAttribute("role", "button");
+        item.addEventListener("keydown", (event) => {
+          if (event.key === "Enter" || event.key === " ") item.click();
+        });
         item.addEventListener("click", () => {
           pending.error = null;
           renderPending();
@@ -610,7 +719,10 @@
       const name = el("button", "room-name", room.name);
       name.type = "button";
       name.disabled = !room.member;
-      name.addEventListener("click", () => selectRoom(room.name));
+      name.addEventListener("click", () => {
+        selectRoom(room.name);
+        leaveDrawer();
+      });
       item.append(name);
       if (room.member) {
         const unread = el("span", "unread", String(room.unread));
@@ -619,7 +731,10 @@
       } else {
         const join = el("button", "join", "Join");
         join.type = "button";
-        join.addEventListener("click", () => joinRoom(room.name, true));
+        join.addEventListener("click", () => {
+          joinRoom(room.name, true);
+          leaveDrawer();
+        });
         item.append(join);
       }
       list.append(item);
@@ -639,6 +754,23 @@
     $("typing").textContent = users.length ? `${users.join(", ")} ${verb} typing…` : "";
   }
 
+  // The sidebar is a drawer on a narrow screen (app.css); the toggle is hidden on a wide one.
+  function drawerOpen() {
+    return $("chat-view").classList.contains("drawer-open");
+  }
+
+  function setDrawer(open) {
+    $("chat-view").classList.toggle("drawer-open", open);
+    $("rooms-toggle").setAttribute("aria-expanded", String(open));
+    if (open) ($("room-list").querySelector("button:not(:disabled)") || $("new-room-name")).focus();
+  }
+
+  function leaveDrawer() {
+    if (!drawerOpen()) return;
+    setDrawer(false);
+    $("composer-input").focus();
+  }
+
   // Wiring -----------------------------------------------------------------------------------
   function start() {
     $("login-form").addEventListener("submit", (event) => {
@@ -648,7 +780,7 @@
     $("register-button").addEventListener("click", () => logIn(true));
     $("logout-button").addEventListener("click", () => logOut(""));
     $("refresh-rooms").addEventListener("click", () =>
-      refreshRooms(false).catch((error) => showError(error.code, error.message)),
+      refreshRooms(false).catch((error) => showError(error.code)),
     );
     $("create-room-form").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -659,9 +791,14 @@
     $("composer").addEventListener("submit", (event) => {
       event.preventDefault();
       const input = $("composer-input");
-      const text = input.value;
-      input.value = "";
-      sendMessage(text);
+      if (sendMessage(input.value)) input.value = "";
+    });
+    $("composer-input").addEventListener("keydown", (event) => {
+      // Enter sends, Shift+Enter is a new line; never while an input method is composing.
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        $("composer").requestSubmit();
+      }
     });
     $("composer-input").addEventListener("input", () => {
       const now = Date.now();
@@ -671,7 +808,21 @@
       }
     });
     $("messages").addEventListener("scroll", () => {
+      state.stuck = atBottom();
       if (state.current && $("messages").scrollTop < 60) loadHistory(state.current);
+    });
+    // The list loses height to the error bar, the typing line, a growing composer or a phone's
+    // keyboard: whoever was reading the newest message keeps it in view.
+    new ResizeObserver(() => state.stuck && scrollToBottom()).observe($("messages"));
+    $("rooms-toggle").addEventListener("click", () => setDrawer(!drawerOpen()));
+    $("chat-view").addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      if (drawerOpen()) {
+        setDrawer(false);
+        $("rooms-toggle").focus();
+      } else if (!$("error-bar").hidden) {
+        clearError();
+      }
     });
     window.addEventListener("online", () => {
       if (!state.connected && state.token) {
