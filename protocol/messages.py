@@ -82,7 +82,17 @@ class Ping(_Request, tag="ping", frozen=True):
     ref: Ref | None = None
 
 
-Request = Hello | Join | Leave | Send | Edit | Delete | HistoryRequest | TypingRequest | Ping
+class ReadRequest(_Request, tag="read", frozen=True):
+    """Move the user's read cursor in `room` to `seq` (forward only; clamped to the last seq)."""
+
+    room: RoomName
+    seq: Seq
+    ref: Ref | None = None
+
+
+Request = (
+    Hello | Join | Leave | Send | Edit | Delete | HistoryRequest | TypingRequest | Ping
+) | ReadRequest
 REQUEST_TYPES: tuple[type[_Request], ...] = (
     Hello,
     Join,
@@ -93,11 +103,20 @@ REQUEST_TYPES: tuple[type[_Request], ...] = (
     HistoryRequest,
     TypingRequest,
     Ping,
+    ReadRequest,
 )
 
 
 class _Event(msgspec.Struct, tag_field="type", omit_defaults=True, frozen=True):
     pass
+
+
+class RoomUnread(msgspec.Struct, frozen=True):
+    """One room's read state in `welcome`: `count` messages by others in (read_seq, last_seq]."""
+
+    read_seq: int
+    last_seq: int
+    count: int
 
 
 class Welcome(_Event, tag="welcome", frozen=True):
@@ -107,6 +126,7 @@ class Welcome(_Event, tag="welcome", frozen=True):
     rooms: list[str] = []
     heartbeat: float = 0.0
     ref: str | None = None
+    unread: dict[str, RoomUnread] = {}
 
 
 class Joined(_Event, tag="joined", frozen=True):
@@ -211,6 +231,17 @@ class Pong(_Event, tag="pong", frozen=True):
     ref: str | None = None
 
 
+class Unread(_Event, tag="unread", frozen=True):
+    """The user's read cursor in `room` is `read_seq`: `count` messages by others in
+    (read_seq, last_seq] are unread. Sent to each of the user's connections when it moves."""
+
+    room: str
+    read_seq: int
+    last_seq: int
+    count: int
+    ref: str | None = None
+
+
 Event = (
     Welcome
     | Joined
@@ -226,6 +257,7 @@ Event = (
     | RoomCreated
     | Error
     | Pong
+    | Unread
 )
 EVENT_TYPES: tuple[type[_Event], ...] = (
     Welcome,
@@ -242,4 +274,5 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     RoomCreated,
     Error,
     Pong,
+    Unread,
 )

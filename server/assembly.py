@@ -16,6 +16,7 @@ import trio
 
 from server.chat.activity import ActivityRecorder
 from server.chat.membership import MembershipSync
+from server.chat.read_state import ReadState
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
 from server.chat.session import ChatServices
@@ -104,20 +105,12 @@ def build_parts(
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
     memberships, activity = _user_parts(store, hub, seams, registry)
-    services = ChatServices(
-        config=config,
-        store=store,
-        hub=hub,
-        bus=bus,
-        writer=writer,
-        membership=membership,
-        memberships=memberships,
-        tokens=tokens,
-        limiter=seams.limiter,
-        metrics=metrics,
+    reads = ReadState(store, bus)
+    services = _chat_services(
+        config, store, seams, hub, writer, memberships, tokens, metrics, reads
     )
     http = _http_bridge(
-        config, store, writer, memberships, readiness, seams, metrics, replicas, activity
+        config, store, writer, memberships, readiness, seams, metrics, replicas, activity, reads
     )
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
@@ -136,6 +129,33 @@ def build_parts(
         seams.cluster,
         events,
         activity,
+    )
+
+
+def _chat_services(
+    config: Config,
+    store: Store,
+    seams: Seams,
+    hub: RoomHub,
+    writer: MessageWriter,
+    memberships: MembershipSync,
+    tokens: TokenIndex,
+    metrics: Metrics,
+    reads: ReadState,
+) -> ChatServices:
+    """What each WebSocket session is given (server/chat/session.py)."""
+    return ChatServices(
+        config=config,
+        store=store,
+        hub=hub,
+        bus=seams.bus,
+        writer=writer,
+        membership=seams.membership,
+        memberships=memberships,
+        tokens=tokens,
+        limiter=seams.limiter,
+        metrics=metrics,
+        reads=reads,
     )
 
 
@@ -255,6 +275,7 @@ def _http_bridge(
     metrics: Metrics,
     replicas: Replicas,
     activity: ActivityRecorder,
+    reads: ReadState,
 ) -> HttpBridge:
     services = HttpServices(
         store=store,
@@ -264,6 +285,8 @@ def _http_bridge(
         max_batch=config.limits.http_max_batch,
         publish=writer.publish_stored,
         membership_changed=memberships.changed,
+        mark_read=reads.mark,
+        read_state=reads.of_rooms,
         room_created=seams.bus.publish_room_created,
         readiness=readiness.reason,
         metrics=metrics.exposition if config.ops.metrics else None,

@@ -147,6 +147,14 @@ class CompositeStore:
     async def members(self, room: str) -> list[str]:
         return await self.rooms.members(room)
 
+    async def mark_read(self, room: str, user_id: int, seq: int) -> int:
+        if seq < 0:
+            raise ValueError(f"seq must be >= 0, not {seq}")
+        return await self.rooms.mark_read(room, user_id, seq)
+
+    async def read_cursors(self, user_id: int) -> dict[str, int]:
+        return await self.rooms.read_cursors(user_id)
+
     # Messages -----------------------------------------------------------------------------
     async def history(
         self, room: str, before_seq: int | None, limit: int
@@ -164,6 +172,9 @@ class CompositeStore:
 
     async def last_seqs(self, rooms: Collection[str]) -> dict[str, int]:
         return await self.messages.last_seqs(rooms)
+
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
+        return await self.messages.unread_count(room, max(read_seq, 0), last_seq, user_id)
 
 
 async def last_seqs_one_by_one(messages: MessageStore, rooms: Collection[str]) -> dict[str, int]:

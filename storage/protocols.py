@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from protocol import ChatError, Message, RoomEntry
+from storage.read_state import ReadCursors, UnreadCounts
 
 
 class StorageError(ChatError):
@@ -113,8 +114,7 @@ class Appended:
     `Edited`/`Deleted` event it is.
 
     `duplicate` is True when (room, user, client_id) was already stored: `message` is then the
-    original, and nothing new was written.
-    """
+    original, and nothing new was written."""
 
     message: RoomEntry
     duplicate: bool
@@ -191,7 +191,7 @@ class AccountStore(Protocol):
         time given (ms; a time never moves back; unknown ones are skipped)."""
 
 
-class RoomStore(Protocol):
+class RoomStore(ReadCursors, Protocol):
     """The catalog: rooms and who is a member."""
 
     async def create_room(self, name: str, created_by: int) -> Room:
@@ -216,7 +216,7 @@ class RoomStore(Protocol):
         """User names of the room's members."""
 
 
-class MessageStore(Protocol):
+class MessageStore(UnreadCounts, Protocol):
     """Each room's messages and its seq counter: what a shard holds for its rooms."""
 
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:

@@ -111,6 +111,17 @@ class MembershipSync:
             if conn.user_id != creator and conn.state is ConnState.OPEN:
                 conn.enqueue(frame)
 
+    def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        """From the bus: `payload` (an encoded event) to this process's connections of the
+        user but `origin`, framed once for all of them."""
+        frame: bytes | None = None
+        for conn in self._connections.of_user(user_id):
+            if conn.conn_id == origin or conn.state is not ConnState.OPEN:
+                continue
+            if frame is None:
+                frame = text_frame(payload)
+            conn.enqueue(frame)
+
     async def _send_joined(self, room: str, conns: list[ChatConnection]) -> None:
         try:
             try:

@@ -24,17 +24,20 @@ from protocol import (
     Ping,
     Pong,
     ProtocolError,
+    ReadRequest,
     Request,
     Resync,
     Send,
     Typing,
     TypingRequest,
+    Unread,
     Welcome,
     encode,
 )
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership import MembershipSync
 from server.chat.ratelimit import RateLimiter
+from server.chat.read_state import ReadState
 from server.chat.token_index import TokenIndex
 from server.config import Config
 from server.fanout.bus import RoomBus
@@ -61,6 +64,7 @@ class ChatServices:
     tokens: TokenIndex
     limiter: RateLimiter
     metrics: Metrics
+    reads: ReadState | None = None  # read state (issue #15); None only in unit tests' fakes
 
 
 # The refusals that mean the client sent a bad frame (docs/protocol.md, error codes: "the first
@@ -132,6 +136,8 @@ class ChatSession:
                 await self._history(request)
             case TypingRequest():
                 await self._typing(request)
+            case ReadRequest():
+                await self._read(request)
             case Hello():
                 raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "hello was already accepted")
 
@@ -156,6 +162,7 @@ class ChatSession:
         rooms = await s.store.rooms_of(user.id)
         for room in rooms:
             s.membership.set(room, user.id, True)
+        unread = {} if s.reads is None else await s.reads.of_rooms(user.id, rooms)
         conn.send_event(
             Welcome(
                 user=user.name,
@@ -164,6 +171,7 @@ class ChatSession:
                 rooms=rooms,
                 heartbeat=s.config.timeouts.heartbeat_interval,
                 ref=hello.ref,
+                unread=unread,
             )
         )
         resume = hello.resume or {}
@@ -300,6 +308,30 @@ class ChatSession:
         self._spend_rate(request.ref)
         payload = encode(Typing(room=request.room, user=conn.user_name))
         s.bus.publish_typing(request.room, payload, conn.conn_id)
+
+    async def _read(self, request: ReadRequest) -> None:
+        """Move the read cursor; the answer is `unread` with the cursor as stored, and the
+        user's other connections, on every process, get the same event without `ref`."""
+        conn, s = self.conn, self.s
+        await self._member(request.room, request.ref)
+        self._spend_rate(request.ref)  # each moves a database row: bounded like send
+        if s.reads is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "read state is not served here", request.ref)
+        try:
+            state = await s.reads.mark(request.room, conn.user_id, request.seq, origin=conn.conn_id)
+        except NotFound:
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_ROOM, f"no room {request.room}", request.ref
+            ) from None
+        conn.send_event(
+            Unread(
+                room=request.room,
+                read_seq=state.read_seq,
+                last_seq=state.last_seq,
+                count=state.count,
+                ref=request.ref,
+            )
+        )
 
     def closed(self) -> None:
         """Release everything the session holds in shared structures."""

@@ -47,6 +47,10 @@ class MembershipEvents(Protocol):
     def room_created(self, room: str, creator: int) -> None:
         """`room` was created by `creator`: every other user's connections here are told."""
 
+    def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        """`payload` (an encoded event, such as `unread`) is for every connection of `user_id`
+        but `origin` (which was answered)."""
+
 
 class RoomBus(MessageSink, Protocol):
     """Every room event goes through here; no method awaits but `covered`."""
@@ -63,6 +67,10 @@ class RoomBus(MessageSink, Protocol):
     def publish_room_created(self, room: str, creator: int) -> None:
         """The store now holds public room `room`, made by user `creator`: tell every process
         (at most once, like every event here; a client that missed it lists the rooms)."""
+
+    def publish_user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        """An encoded event for every connection of `user_id`, on every process, but `origin`
+        (read state: their read cursor moved). Never on a room's path: no hub sees it."""
 
     def follow(self, room: str) -> None:
         """This process has a subscriber of `room` now (a bus that routes by room subscribes)."""
@@ -89,6 +97,9 @@ class _Nobody:
         pass
 
     def room_created(self, room: str, creator: int) -> None:
+        pass
+
+    def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         pass
 
 
@@ -124,6 +135,9 @@ class LocalBus:
 
     def publish_room_created(self, room: str, creator: int) -> None:
         self._memberships.room_created(room, creator)
+
+    def publish_user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        self._memberships.user_event(user_id, payload, origin)
 
     def follow(self, room: str) -> None:
         pass  # every event reaches this process anyway

@@ -6,19 +6,21 @@ from quart's `request`. Every refusal is an `HttpError` (docs/http.md).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
 from quart import request
 
 import protocol
-from protocol import MAX_HISTORY_LIMIT, ErrorCode
+from protocol import MAX_HISTORY_LIMIT, ROOM_PATTERN, ErrorCode
 from protocol.messages import MAX_SEQ, ClientId, RoomName
 from server.http._json import HttpError
 
 DEFAULT_HISTORY_LIMIT = 50
 USER_PATTERN = r"^[A-Za-z0-9_.-]{1,32}\Z"  # \Z: `$` would accept a trailing newline
 _HISTORY_PARAMS = frozenset({"before_seq", "limit"})
+_ROOM = re.compile(ROOM_PATTERN)
 
 
 # Request bodies: unknown fields are refused so a typo fails loudly. ---------------------------
@@ -58,6 +60,10 @@ class PasswordChange(_Body, frozen=True):
 
 class NewRoom(_Body, frozen=True):
     name: RoomName
+
+
+class ReadCursor(_Body, frozen=True):
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 
 
 class BatchItem(_Body, frozen=True):
@@ -135,3 +141,12 @@ def _int_param(name: str, low: int, high: int | None) -> int | None:
         bounds = f">= {low}" if high is None else f"in {low}..{high}"
         raise HttpError(422, ErrorCode.BAD_FIELD, f"`{name}` must be an integer {bounds}")
     return value
+
+
+def check_room_name(room: str) -> None:
+    if _ROOM.match(room) is None:
+        raise no_such_room(room)  # a name that cannot exist names no room
+
+
+def no_such_room(room: str) -> HttpError:
+    return HttpError(404, ErrorCode.NO_SUCH_ROOM, f"no room named {room!r}")

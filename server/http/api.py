@@ -14,7 +14,6 @@ Rules the handlers follow:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +25,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import protocol
-from protocol import ROOM_PATTERN, ErrorCode, Message
+from protocol import ErrorCode, Message
 from server.config import Config
+from server.http import read_state as reads
 from server.http._json import (
     HttpError,
     decode_body,
@@ -43,9 +43,11 @@ from server.http._requests import (
     Login,
     NewRoom,
     Registration,
+    check_room_name,
     checked_batch_text,
     device_of,
     history_params,
+    no_such_room,
     request_body,
 )
 from server.http._sessions import SessionRoutes
@@ -58,7 +60,6 @@ from storage.passwords import token_hash
 MiB = 1024 * 1024
 MAX_BODY = 1 * MiB
 MAX_TOKEN_LENGTH = 256  # longer than any token we issue; refused before a store lookup
-_ROOM = re.compile(ROOM_PATTERN)
 
 
 async def _revoked_nowhere(token_hash: str) -> None:
@@ -103,6 +104,9 @@ class HttpServices:
     body_timeout: float = 60.0
     # The brute-force throttle and fair KDF slots of login and register.
     login_guard: LoginGuard = field(default_factory=lambda: LoginGuard.from_config(Config()))
+    # Read state (server/http/read_state.py); None: GET /api/rooms without it, PUT .../read 503.
+    mark_read: reads.MarkRead | None = None
+    read_state: reads.ReadStates | None = None
     # Queues an edit or delete on the message writer (PATCH/DELETE of a message); None: 503.
     submit: Submit | None = None
     # Sync, told (user id, token hash) of each authenticated request: the session's last use
@@ -140,6 +144,7 @@ def create_http_app(services: HttpServices) -> QuartTrio:
         ("/api/rooms/<room>/join", api.join, "POST"),
         ("/api/rooms/<room>/leave", api.leave, "POST"),
         ("/api/rooms/<room>/members", api.members, "GET"),
+        ("/api/rooms/<room>/read", api.mark_read, "PUT"),
         ("/api/rooms/<room>/messages", api.history, "GET"),
         ("/api/rooms/<room>/messages:batch", api.import_batch, "POST"),
         ("/api/rooms/<room>/messages/<int:message_id>", api.change_message, "PATCH"),
@@ -228,9 +233,7 @@ class _Api:
     # Rooms ---------------------------------------------------------------------------------
     async def list_rooms(self) -> Response:
         user, _ = await self._authenticate()
-        rooms = await self._store.list_rooms()
-        mine = set(await self._store.rooms_of(user.id))
-        return json_response({"rooms": [_room_json(room, room.name in mine) for room in rooms]})
+        return await reads.rooms_response(self._store, self._services.read_state, user.id)
 
     async def create_room(self) -> Response:
         user, _ = await self._authenticate()
@@ -244,16 +247,16 @@ class _Api:
                 ) from None
             await self._services.membership_changed(room.name, user.id, True)  # the creator
             self._services.room_created(room.name, user.id)  # everyone else
-        return json_response(_room_json(room, True), 201)
+        return json_response(reads.room_json(room, True), 201)
 
     async def join(self, room: str) -> Response:
         user, _ = await self._authenticate()
-        _check_room_name(room)
+        check_room_name(room)
         with trio.CancelScope(shield=True):
             try:
                 await self._store.join_room(room, user.id)
             except NotFound:
-                raise _no_such_room(room) from None
+                raise no_such_room(room) from None
             await self._services.membership_changed(room, user.id, True)
         return json_response({"room": room, "member": True})
 
@@ -269,6 +272,12 @@ class _Api:
         user, _ = await self._authenticate()
         await self._require_member(room, user)
         return json_response({"room": room, "members": await self._store.members(room)})
+
+    async def mark_read(self, room: str) -> Response:
+        user, _ = await self._authenticate()
+        await self._require_member(room, user)
+        body = await request_body()
+        return await reads.mark_read_response(self._services.mark_read, room, user.id, body)
 
     # Messages ------------------------------------------------------------------------------
     async def history(self, room: str) -> Response:
@@ -302,7 +311,7 @@ class _Api:
             try:
                 results = await self._store.append_batch(batch)
             except NotFound:
-                raise _no_such_room(room) from None
+                raise no_such_room(room) from None
             fresh = [r.message for r in results if not r.duplicate and type(r.message) is Message]
             if fresh:
                 self._services.publish(fresh)
@@ -364,25 +373,16 @@ class _Api:
     authenticate = _authenticate  # for the routes of other modules (server/http/_sessions.py)
 
     async def _require_room(self, room: str) -> Room:
-        _check_room_name(room)
+        check_room_name(room)
         found = await self._store.get_room(room)
         if found is None:
-            raise _no_such_room(room)
+            raise no_such_room(room)
         return found
 
     async def _require_member(self, room: str, user: User) -> None:
         await self._require_room(room)
         if not await self._store.is_member(room, user.id):
             raise HttpError(403, ErrorCode.NOT_MEMBER, f"not a member of {room!r}")
-
-
-def _check_room_name(room: str) -> None:
-    if _ROOM.match(room) is None:
-        raise _no_such_room(room)  # a name that cannot exist names no room
-
-
-def _no_such_room(room: str) -> HttpError:
-    return HttpError(404, ErrorCode.NO_SUCH_ROOM, f"no room named {room!r}")
 
 
 def _unauthenticated(message: str, oauth_error: str | None) -> HttpError:
@@ -393,7 +393,3 @@ def _unauthenticated(message: str, oauth_error: str | None) -> HttpError:
 
 def _user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "name": user.name}
-
-
-def _room_json(room: Room, member: bool) -> dict[str, Any]:
-    return {"name": room.name, "last_seq": room.last_seq, "member": member}

@@ -18,6 +18,10 @@ A large copy runs in bulk mode (`_bulk`): secondary constraints rebuilt once at 
 Last, the event stream's cursors (`events_cursor`, docs/events.md): ids are kept, so where the
 source's appender got to is where the target's goes on from, and a migrated database does not
 re-append its history. A cursor is only raised, never moved back.
+
+So are the users' read cursors (`read_cursors`, issue #15): staged like the catalog, then each
+target cursor raised to the source's, never lowered (a user reading on the target meanwhile keeps
+the later position).
 """
 
 from __future__ import annotations
@@ -123,6 +127,12 @@ _RAISE_EVENT_CURSOR = (
     " ON CONFLICT (partition) DO UPDATE SET last_id = excluded.last_id"
     " WHERE events_cursor.last_id < excluded.last_id"
 )
+_READ_CURSORS = "SELECT user_id, room_id, seq FROM read_cursors ORDER BY user_id, room_id"
+_RAISE_READ_CURSORS = (
+    "INSERT INTO read_cursors (user_id, room_id, seq) SELECT user_id, room_id, seq"
+    " FROM m_read_cursors ON CONFLICT (user_id, room_id) DO UPDATE SET seq = excluded.seq"
+    " WHERE read_cursors.seq < excluded.seq"
+)
 _RAISE_LAST_SEQ = (
     "UPDATE rooms AS r SET last_seq = v.seq"
     " FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, seq)"
@@ -165,6 +175,7 @@ def copy_pass(
         _bulk.restore(conn)
     set_identities(conn)
     catalog["event cursors raised"] = copy_event_cursors(conn, source)
+    catalog["read cursors raised"] = copy_read_cursors(conn, source)
     return CopyStats(catalog, messages, time.perf_counter() - started, bulk)
 
 
@@ -199,6 +210,20 @@ def copy_event_cursors(conn: PgConnection, source: SourceSnapshot) -> int:
         for partition, last_id in source.rows(_EVENT_CURSORS):
             moved += conn.execute(_RAISE_EVENT_CURSOR, (partition, last_id)).rowcount
     return moved
+
+
+def copy_read_cursors(conn: PgConnection, source: SourceSnapshot) -> int:
+    """Raise the target's read cursors to the source's, in one transaction: how many moved
+    (added or raised). Their users and rooms are copied by then (`copy_catalog`)."""
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE m_read_cursors (LIKE read_cursors) ON COMMIT DROP")
+        with (
+            conn.cursor() as cursor,
+            cursor.copy("COPY m_read_cursors (user_id, room_id, seq) FROM STDIN") as copy,
+        ):
+            for row in source.rows(_READ_CURSORS):
+                copy.write_row(row)
+        return conn.execute(_RAISE_READ_CURSORS).rowcount
 
 
 def copy_messages(

@@ -93,6 +93,16 @@ MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
     CREATE INDEX messages_by_target ON messages(target) WHERE target IS NOT NULL;
     """,
+    # 6: read state: per user and room, the last seq the user has read (issue #15). On the
+    # catalog: a cursor is the user's, not the shard's, so it never moves with a room's shard.
+    """
+    CREATE TABLE read_cursors (
+        user_id BIGINT NOT NULL REFERENCES users(id),
+        room_id BIGINT NOT NULL REFERENCES rooms(id),
+        seq     BIGINT NOT NULL,
+        PRIMARY KEY (user_id, room_id)
+    );
+    """,
 )
 
 # The version table; created (if missing) before migrations run.

@@ -24,6 +24,7 @@ from protocol import Message, RoomEntry
 from storage.postgres import _accounts as _pg_accounts
 from storage.postgres import _events as _pg_events
 from storage.postgres import _messages as _pg_messages
+from storage.postgres import _reads as _pg_reads
 from storage.postgres import _rooms as _pg_rooms
 from storage.postgres._connection import Connection, Settings, postgres_errors
 from storage.postgres._probe import probe_write
@@ -198,6 +199,12 @@ class PostgresStore:
     async def members(self, room: str) -> list[str]:
         return await self._read(_pg_rooms.members, room)
 
+    async def mark_read(self, room: str, user_id: int, seq: int) -> int:
+        return await self._write(_pg_reads.mark_read, room, user_id, seq)
+
+    async def read_cursors(self, user_id: int) -> dict[str, int]:
+        return await self._read(_pg_reads.read_cursors, user_id)
+
     # Messages -----------------------------------------------------------------------------
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
         if not batch:
@@ -224,6 +231,9 @@ class PostgresStore:
         if not rooms:
             return {}
         return await self._read(_pg_rooms.last_seqs, list(rooms))
+
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
+        return await self._read(_pg_reads.unread_count, room, read_seq, last_seq, user_id)
 
     # The event stream's outbox -------------------------------------------------------------
     async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:

@@ -26,6 +26,7 @@ from storage.postgres._messages import (
     stored_duplicates,
 )
 from storage.protocols import Appended, NewMessage, StorageError
+from storage.read_state import UNREAD_WINDOW
 
 _ROOM_ID = "(SELECT room_id FROM shard_rooms WHERE name = %s)"
 # Stream positions rise in batch order (so in seq order per room): the k-th smallest of the
@@ -159,6 +160,20 @@ def message(conn: Connection, target: str, unit: str, room: str, message_id: int
     ).fetchone()
     _fence(conn, target, [unit], [room], lock=False)
     return None if row is None else message_from_row(room, row)
+
+
+def unread_count(
+    conn: Connection, target: str, unit: str, room: str, read_seq: int, last_seq: int, user_id: int
+) -> int:
+    """Messages of others in the window after `read_seq` (storage.protocols.UNREAD_WINDOW)."""
+    row = conn.execute(
+        f"SELECT count(*) FROM shard_messages WHERE room_id = {_ROOM_ID}"
+        " AND seq > %s AND seq <= %s AND user_id <> %s AND kind = 0 AND NOT deleted",
+        (room, read_seq, min(read_seq + UNREAD_WINDOW, last_seq), user_id),
+    ).fetchone()
+    _fence(conn, target, [unit], [room], lock=False)
+    assert row is not None
+    return int(row[0])
 
 
 def last_seq(conn: Connection, target: str, unit: str, room: str) -> int | None:

@@ -102,6 +102,10 @@ class ReplicaRouter:
         """From the primary, like `last_seq`: the tail check asks what has been committed."""
         return await self.primary.last_seqs(rooms)
 
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
+        """From the primary: counted against a cursor and last seq read from it."""
+        return await self.primary.unread_count(room, read_seq, last_seq, user_id)
+
     async def history(
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]:

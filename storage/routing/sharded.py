@@ -288,6 +288,12 @@ class ShardedMessageStore:
             room, lambda s, t, u: s.read(jobs.message, t, u, room, message_id)
         )
 
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
+        count = await self._routed(
+            room, lambda s, t, u: s.read(jobs.unread_count, t, u, room, read_seq, last_seq, user_id)
+        )
+        return count
+
     async def last_seq(self, room: str) -> int:
         last = await self._routed(room, lambda s, t, u: s.read(jobs.last_seq, t, u, room))
         if last is not None:

@@ -50,6 +50,13 @@ class ShardedRooms:
     async def members(self, room: str) -> list[str]:
         return await self._rooms.members(room)
 
+    async def mark_read(self, room: str, user_id: int, seq: int) -> int:
+        # The user's cursor, on the catalog: it never moves with the room's shard.
+        return await self._rooms.mark_read(room, user_id, seq)
+
+    async def read_cursors(self, user_id: int) -> dict[str, int]:
+        return await self._rooms.read_cursors(user_id)
+
 
 class ShardedStore(CompositeStore):
     """`CompositeStore` over the primary `backend`, its messages on `sharded`."""

@@ -96,6 +96,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX messages_by_target ON messages(target) WHERE target IS NOT NULL;
     """,
+    # 5: read state: per user and room, the last seq the user has read (issue #15). On the
+    # catalog: a cursor is the user's, not the shard's, so it never moves with a room's shard.
+    """
+    CREATE TABLE read_cursors (
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        room_id INTEGER NOT NULL REFERENCES rooms(id),
+        seq     INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -36,6 +36,7 @@ from storage.protocols import (
 from storage.sqlite import _accounts as _sqlite_accounts
 from storage.sqlite import _events as _sqlite_events
 from storage.sqlite import _messages as _sqlite_messages
+from storage.sqlite import _reads as _sqlite_reads
 from storage.sqlite import _rooms as _sqlite_rooms
 from storage.sqlite import _schema
 from storage.sqlite._connection import (
@@ -216,6 +217,12 @@ class SQLiteStore:
     async def members(self, room: str) -> list[str]:
         return await self._read(_sqlite_rooms.members, room)
 
+    async def mark_read(self, room: str, user_id: int, seq: int) -> int:
+        return await self._write(_sqlite_reads.mark_read, room, user_id, seq)
+
+    async def read_cursors(self, user_id: int) -> dict[str, int]:
+        return await self._read(_sqlite_reads.read_cursors, user_id)
+
     # Messages -----------------------------------------------------------------------------
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
         if not batch:
@@ -252,6 +259,9 @@ class SQLiteStore:
         if not rooms:
             return {}
         return await self._read(_sqlite_rooms.last_seqs, tuple(rooms))
+
+    async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
+        return await self._read(_sqlite_reads.unread_count, room, read_seq, last_seq, user_id)
 
     # The event stream's outbox -------------------------------------------------------------
     async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:

@@ -334,3 +334,23 @@ async def test_the_event_streams_cursors_are_copied_and_only_raised(
         (0, 40),
         (1, 60),
     ]
+
+
+async def test_read_cursors_are_copied_and_only_raised(sqlite_path: Path, pg_url: str) -> None:
+    async with open_source(sqlite_path) as store:
+        chat = await populate(store, messages=10)
+        alice, bob = chat.users[0].id, chat.users[1].id
+        await store.mark_read("room0", alice, 4)
+        await store.mark_read("room1", bob, 7)
+        first = await migrate_in_thread(sqlite_path, pg_url)
+        assert first.ok and first.copied is not None
+        assert first.copied.catalog["read cursors raised"] == 2
+        await store.mark_read("room0", alice, 9)
+        second = await migrate_in_thread(sqlite_path, pg_url)
+    assert second.copied is not None and second.copied.catalog["read cursors raised"] == 1
+    # A cursor the target moved further (someone read there) is not moved back.
+    pg(pg_url, "UPDATE read_cursors SET seq = 15 WHERE user_id = %s", bob)
+    third = await migrate_in_thread(sqlite_path, pg_url)
+    assert third.copied is not None and third.copied.catalog["read cursors raised"] == 0
+    rows = pg(pg_url, "SELECT user_id, room_id, seq FROM read_cursors ORDER BY 1, 2")
+    assert [(user, seq) for user, _, seq in rows] == [(alice, 9), (bob, 15)]

@@ -40,11 +40,14 @@ from protocol import (
     Pong,
     Presence,
     ProtocolError,
+    ReadRequest,
     Resync,
     RoomCreated,
+    RoomUnread,
     Send,
     Typing,
     TypingRequest,
+    Unread,
     Welcome,
     decode,
     decode_event,
@@ -110,6 +113,8 @@ REQUEST_EXAMPLES: list[Any] = [
     TypingRequest(room="general", ref="t1"),
     Ping(),
     Ping(ref="p"),
+    ReadRequest(room="general", seq=0),
+    ReadRequest(room="general", seq=42, ref="r1"),
 ]
 
 EVENT_EXAMPLES: list[Any] = [
@@ -142,6 +147,15 @@ EVENT_EXAMPLES: list[Any] = [
     Error(code="rate_limited", message="slow down", ref="r1"),
     Pong(),
     Pong(ref="p"),
+    Welcome(
+        user="ann",
+        protocol=1,
+        server_id="s",
+        rooms=["general"],
+        unread={"general": RoomUnread(read_seq=3, last_seq=9, count=5)},
+    ),
+    Unread(room="general", read_seq=9, last_seq=9, count=0),
+    Unread(room="general", read_seq=4, last_seq=9, count=3, ref="r1"),
 ]
 
 
@@ -199,6 +213,7 @@ def test_every_request_type_has_a_distinct_tag() -> None:
         "join",
         "leave",
         "ping",
+        "read",
         "send",
         "typing",
     ]
@@ -372,7 +387,7 @@ def test_malformed_frame_is_rejected_with_its_code(
 
 
 def _minimal(cls: type[Any]) -> dict[str, Any]:
-    values = {"room": "general", "text": "hi", "token": "tok", "id": 1}
+    values = {"room": "general", "text": "hi", "token": "tok", "seq": 1, "id": 1}
     required = [f.name for f in msgspec.structs.fields(cls) if f.required]
     return {"type": _tag(cls), **{name: values[name] for name in required}}
 

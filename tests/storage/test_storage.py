@@ -27,6 +27,7 @@ from storage import (
     open_store,
 )
 from storage.composite import last_seqs_one_by_one
+from storage.read_state import UNREAD_WINDOW
 
 from ..postgres import TestDatabases
 
@@ -561,3 +562,68 @@ async def test_probe_commits_and_changes_nothing(store: Store, alice: User) -> N
     assert await store.probe(2.0) is None
     assert await store.history("lobby", None, 10) == ([stored[0].message], False)
     assert seqs(await store.append_batch([msg("lobby", alice, "next")])) == [2]
+
+
+# Read state (issue #15) ---------------------------------------------------------------------
+
+
+async def test_read_cursor_only_moves_forward_and_is_per_user_and_room(
+    store: Store, alice: User, bob: User
+) -> None:
+    for room in ["a", "b"]:
+        await store.create_room(room, alice.id)
+    assert await store.read_cursors(alice.id) == {}
+    assert await store.mark_read("a", alice.id, 5) == 5
+    assert await store.mark_read("a", alice.id, 3) == 5  # a step back is ignored
+    assert await store.mark_read("a", alice.id, 7) == 7
+    assert await store.mark_read("b", alice.id, 0) == 0
+    assert await store.mark_read("a", bob.id, 2) == 2
+    assert await store.read_cursors(alice.id) == {"a": 7, "b": 0}
+    assert await store.read_cursors(bob.id) == {"a": 2}
+    with pytest.raises(NotFound):
+        await store.mark_read("nowhere", alice.id, 1)
+    with pytest.raises(NotFound):
+        await store.mark_read("a", 10_000, 1)  # unknown user
+    with pytest.raises(ValueError, match="seq"):
+        await store.mark_read("a", alice.id, -1)
+
+
+async def test_concurrent_marks_of_one_cursor_keep_the_largest(store: Store, alice: User) -> None:
+    await store.create_room("a", alice.id)
+    async with trio.open_nursery() as nursery:
+        for seq in [4, 9, 1, 6, 9, 2]:
+            nursery.start_soon(store.mark_read, "a", alice.id, seq)
+    assert await store.read_cursors(alice.id) == {"a": 9}
+
+
+async def test_unread_count_skips_own_messages_and_stops_at_last_seq_and_window(
+    store: Store, alice: User, bob: User
+) -> None:
+    await store.create_room("a", alice.id)
+    await store.create_room("empty", alice.id)
+    # seqs 1..6: alice, bob, bob, alice, bob, bob
+    authors = [alice, bob, bob, alice, bob, bob]
+    await store.append_batch([msg("a", who, f"m{i}") for i, who in enumerate(authors)])
+    assert await store.unread_count("a", 0, 6, alice.id) == 4
+    assert await store.unread_count("a", 0, 6, bob.id) == 2
+    assert await store.unread_count("a", 3, 6, alice.id) == 2
+    assert await store.unread_count("a", 3, 4, alice.id) == 0  # only up to the given last seq
+    assert await store.unread_count("a", 6, 6, alice.id) == 0
+    assert await store.unread_count("empty", 0, 0, alice.id) == 0
+    assert await store.unread_count("nowhere", 0, 10, alice.id) == 0
+    many = UNREAD_WINDOW + 5
+    for start in range(0, many, 500):
+        count = min(500, many - start)
+        await store.append_batch([msg("a", bob, f"w{start + i}") for i in range(count)])
+    last = await store.last_seq("a")
+    assert await store.unread_count("a", 0, last, alice.id) == UNREAD_WINDOW - 2  # in the window
+    assert await store.unread_count("a", 6, last, alice.id) == UNREAD_WINDOW
+
+
+async def test_read_cursors_survive_close_and_reopen(make_store: Callable[[], Store]) -> None:
+    async with opened(make_store()) as first:
+        alice = await first.create_user("alice", "alice-pw")
+        await first.create_room("a", alice.id)
+        await first.mark_read("a", alice.id, 3)
+    async with opened(make_store()) as second:
+        assert await second.read_cursors(alice.id) == {"a": 3}

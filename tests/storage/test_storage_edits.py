@@ -124,3 +124,17 @@ async def test_history_pages_count_messages_not_edit_entries(
     assert [m.text for m in page] == ["2!", "3!"] and has_more
     page, has_more = await store.history("r", page[0].seq, 2)
     assert [m.text for m in page] == ["1!"] and not has_more
+
+
+async def test_unread_count_counts_messages_not_edits_deletes_or_deleted_messages(
+    store: Store,  # noqa: F811
+    alice: User,  # noqa: F811
+    bob: User,  # noqa: F811
+) -> None:
+    first, second, _third = await _sent(store, bob, "one", "two", "three")  # seqs 1..3
+    await store.append_batch([edit("r", bob, first.id, "one!"), delete("r", bob, second.id)])
+    assert await store.last_seq("r") == 5  # the edit and the delete took seqs 4 and 5
+    # Left: "one!" (edited, still a message) and "three"; "two" is deleted; seqs 4, 5 are not
+    # messages.
+    assert await store.unread_count("r", 0, 5, alice.id) == 2
+    assert await store.unread_count("r", 3, 5, alice.id) == 0
