@@ -71,6 +71,8 @@ def test_the_routing_surface_is_pinned() -> None:
         "MoveResult",
         "PartListener",
         "ShardedMessageStore",
+        "ShardOutbox",
+        "ShardOutboxes",
         "ShardedStore",
         "logical_shard",
         "move_logical",

@@ -50,6 +50,9 @@
     too_many_attempts: "Too many attempts: wait a minute, then try again.",
     unavailable: "The server could not store that right now. Click the message to try again.",
     internal: "Something went wrong on the server. Try again in a moment.",
+    no_such_message: "That message does not exist (any more).",
+    not_author: "Only its author can change that message.",
+    message_deleted: "That message was deleted.",
     // This client's own codes.
     no_room: "Pick a room (or create one) first: nothing was sent, your text is still in the box.",
     offline: "The server cannot be reached. Check your connection and try again.",
