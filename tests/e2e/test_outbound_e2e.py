@@ -103,8 +103,10 @@ async def test_resume_replay_goes_at_the_pace_of_a_steady_reader(tmp_path: Path)
     # 7.2 MB of missed messages: more than the kernel buffers (4 MiB) and the backlog bound
     # (outbound_limit 1 MiB). The replay outlasts the heartbeat deadline, and the client's
     # Pongs wait unread behind it: a client that keeps reading is not stale either.
+    # The deadline is well under the replay's length (at least 1.8 s at 4 MB/s) and several
+    # times one 512 KiB part's, so a loaded machine does not make the reader look stale.
     config = make_config(
-        tmp_path, rate_per_second=0, heartbeat_interval=0.2, heartbeat_deadline=0.5
+        tmp_path, rate_per_second=0, heartbeat_interval=0.3, heartbeat_deadline=1.0
     )
     async with running_server(config) as server, httpx.AsyncClient(base_url=server.http) as http:
         alice, bob = await _room_with_missed(http, 600)
