@@ -30,6 +30,7 @@ chatty.png} and prints the table and the hibiki/peer ratios of deliveries per se
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -268,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         text += "\nFailed runs:\n\n" + "\n".join(f"- {f}" for f in failures) + "\n"
     (out / "fanout.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
-    images = [
-        *plot(rows, out),
-        *plot_chatty(rows, out, floor["cpu_us_per_send"] if floor else None),
-    ]
+    images: list[Path] = []
+    if importlib.util.find_spec("matplotlib") is None:
+        print("bench: no plots: matplotlib (the `bench` extra) is not installed", file=sys.stderr)
+    else:
+        images += plot(rows, out)
+        images += plot_chatty(rows, out, floor["cpu_us_per_send"] if floor else None)
     print(text)
     print(f"written: {out / 'fanout.md'}, {', '.join(str(p) for p in images)}", file=sys.stderr)
     return 1 if failures else 0
