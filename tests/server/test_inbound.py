@@ -24,28 +24,13 @@ from server.config import Config
 from server.transport.inbound import InboundConnection, split_text_frames, unmask
 from server.transport.outbound import OutboundBuffer
 
+from ..rawws import client_frame
 from .chat_fakes import FakeFlusher
 
 MAX_FRAME = 300  # small, so that oversized frames and messages are cheap to generate
 
 
-def frame(
-    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True
-) -> bytes:
-    """One client frame, masked unless told otherwise, its length minimally encoded."""
-    n = len(payload)
-    first = (0x80 if fin else 0) | rsv << 4 | opcode
-    bit = 0x80 if mask else 0
-    if n < 126:
-        header = bytes((first, bit | n))
-    elif n < 65536:
-        header = struct.pack("!BBH", first, bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, bit | 127, n)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    return header + key + unmask(payload, key)
+frame = client_frame  # one masked client frame (tests/rawws.py), masks of its own making
 
 
 @dataclass
