@@ -107,20 +107,26 @@ def run_bare(receivers: int, messages: int) -> None:
             sock.send(frame)
 
 
-def instructions(kind: str, receivers: int, messages: int) -> int:
+def callgrind_instructions(script: str, args: list[str], what: str) -> int:
+    """The instructions callgrind counts for `python script *args`, the whole process (also
+    used by bench_inbound_instructions.py)."""
     with tempfile.TemporaryDirectory(prefix="hibiki-cg-") as tmp:
         out = Path(tmp, "callgrind.out")
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-        cmd += [sys.executable, __file__, "--run", kind, "--receivers", str(receivers)]
-        cmd += ["--messages", str(messages)]
+        cmd += [sys.executable, script, *args]
         env = os.environ | {"PYTHONPATH": str(ROOT)}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
-            raise SystemExit(f"{kind} under callgrind failed:\n{done.stderr[-2000:]}")
+            raise SystemExit(f"{what} under callgrind failed:\n{done.stderr[-2000:]}")
         found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
         if found is None:
             raise SystemExit(f"no instruction count in callgrind's output:\n{done.stderr[-2000:]}")
         return int(found.group(1).replace(",", ""))
+
+
+def instructions(kind: str, receivers: int, messages: int) -> int:
+    args = ["--run", kind, "--receivers", str(receivers), "--messages", str(messages)]
+    return callgrind_instructions(__file__, args, kind)
 
 
 def light(args: argparse.Namespace) -> None:

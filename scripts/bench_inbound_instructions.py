@@ -17,17 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_fanout_instructions import callgrind_instructions
+
 KINDS = ("wsproto", "fast")
 
 
@@ -55,6 +56,7 @@ class _Session:
     """Accepts every request and keeps none: the chat rules are not what is measured."""
 
     protocol_errors = 0
+    unyielded = 0  # the read step counts admitted requests here
 
     def __init__(self) -> None:
         self.handled = 0
@@ -103,19 +105,8 @@ def run(kind: str, per_recv: int, messages: int) -> None:
 
 
 def instructions(kind: str, per_recv: int, messages: int) -> int:
-    with tempfile.TemporaryDirectory(prefix="hibiki-cg-") as tmp:
-        out = Path(tmp, "callgrind.out")
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-        cmd += [sys.executable, __file__, "--run", kind, "--per-recv", str(per_recv)]
-        cmd += ["--messages", str(messages)]
-        env = os.environ | {"PYTHONPATH": str(ROOT)}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"{kind} under callgrind failed:\n{done.stderr[-2000:]}")
-        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-        if found is None:
-            raise SystemExit(f"no instruction count in callgrind's output:\n{done.stderr[-2000:]}")
-        return int(found.group(1).replace(",", ""))
+    args = ["--run", kind, "--per-recv", str(per_recv), "--messages", str(messages)]
+    return callgrind_instructions(__file__, args, kind)
 
 
 def main() -> None:

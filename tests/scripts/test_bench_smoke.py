@@ -97,6 +97,16 @@ def test_instruction_benchmark_scenarios_run_and_deliver_everything() -> None:
         )
 
 
+def test_inbound_instruction_benchmark_scenarios_handle_every_frame() -> None:
+    # Without valgrind: each read path runs its frames through hibiki's read step and checks
+    # that every one reached the session.
+    for kind in ("wsproto", "fast"):
+        _run(
+            str(SCRIPTS / "bench_inbound_instructions.py"),
+            *("--run", kind, "--per-recv", "5", "--messages", "10"),
+        )
+
+
 def test_instruction_benchmark_light_mode_runs_one_message_at_a_time_through_a_server() -> None:
     # The CPU run only (callgrind takes minutes): every message is acked and reaches everyone.
     text = _run(
