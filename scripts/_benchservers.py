@@ -22,6 +22,10 @@ KINDS = ("hibiki", "hibiki-pg", "websockets", "socketio", "node-socketio", "fire
 # The wire dialect of scripts/loadgen_node/protocols.js each kind speaks.
 DIALECTS = {"node-socketio": "socketio", "hibiki-pg": "hibiki"}
 _LISTENING = re.compile(rb"listening on ([0-9.]+):(\d+)")
+# With --workers, each worker says it listens before the supervisor has all of them ready (and a
+# worker failing while starting stops them all): only the supervisor's line, the one that counts
+# its workers, means the server is up.
+_ALL_WORKERS_LISTENING = re.compile(rb'listening on ([0-9.]+):(\d+)"[^\n]*"workers": \d+')
 
 
 class ServerStartError(RuntimeError):
@@ -171,9 +175,10 @@ def start_server(
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+    ready = _ALL_WORKERS_LISTENING if "--workers" in extra_args else _LISTENING
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        match = _LISTENING.search(log.read_bytes())
+        match = ready.search(log.read_bytes())
         if match:
             return ServerProcess(kind, process, int(match.group(2)), log)
         if process.poll() is not None:
