@@ -183,6 +183,9 @@ class CompositeStore:
             raise ValueError("search words must not be empty")
         return await self.messages.search(rooms, words, before_id, _check_limit(limit))
 
+    async def index_search(self) -> int:
+        return await self.messages.index_search()
+
 
 async def last_seqs_one_by_one(messages: MessageStore, rooms: Collection[str]) -> dict[str, int]:
     """`last_seqs` from `last_seq` calls: for a backend without a batched read yet (correct,

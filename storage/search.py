@@ -2,9 +2,10 @@
 
 The server decides which rooms (those the user is a member of at query time: the catalog's
 answer) and turns the query into words (`protocol.query_words`); a backend only matches words
-against the current text of each room's messages. Its index is kept in step with every append,
-edit and delete in the same transaction as the change (SQLite: FTS5 triggers; PostgreSQL: a GIN
-expression index), so what history shows is what search finds.
+against the current text of each room's messages. PostgreSQL keeps its index (a GIN expression
+index) in the transaction of each append, edit and delete; SQLite indexes committed rows in
+batches, off the commit path (storage/sqlite/_search.py), and a search first indexes what is
+pending: on both, a search finds what was committed before it began, by its current text.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class MessageSearch(Protocol):
 
         Only messages (kind 0) that are not deleted: an edited message by its current text,
         never by an old one; edit and delete entries never. Unknown rooms are skipped."""
+
+    async def index_search(self) -> int:
+        """Bring the index up to date with what is committed, when the backend indexes off
+        the commit path (the server calls it periodically, to bound the backlog a search
+        would index first); how many ids the index moved past (0 where indexing is part of
+        every commit)."""
 
 
 def newest_first(pages: Iterable[Sequence[Message]], limit: int) -> tuple[list[Message], bool]:

@@ -113,6 +113,9 @@ class ReplicaRouter:
         rooms, and a user who just sent or edited a message expects search to know it."""
         return await self.primary.search(rooms, words, before_id, limit)
 
+    async def index_search(self) -> int:
+        return await self.primary.index_search()
+
     async def history(
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]:

@@ -269,7 +269,16 @@ class SQLiteStore:
     ) -> tuple[list[Message], bool]:
         if not rooms or not words:
             return [], False
+        if await self._read(_sqlite_search.behind):  # read your writes: index them first
+            await self._call(self._writer, _sqlite_search.index_pending, _sqlite_search.INDEX_BATCH)
         return await self._read(_sqlite_search.search, list(rooms), list(words), before_id, limit)
+
+    async def index_search(self) -> int:
+        """Index what committed since the last call, a batch per write transaction."""
+        moved = 0
+        while step := await self._call(self._writer, _sqlite_search.index_pending):
+            moved += step
+        return moved
 
     # The event stream's outbox -------------------------------------------------------------
     async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:
