@@ -17,7 +17,9 @@ from storage.search import MessageSearch
 
 _log = logging.getLogger(__name__)
 
-SEARCH_INDEX_INTERVAL = 1.0  # seconds
+# Seconds. Each round is a write transaction of its own (and an FTS5 segment): at light load a
+# round per message would cost about what indexing in the commit did, so rounds are rare.
+SEARCH_INDEX_INTERVAL = 10.0
 
 
 async def run_search_indexer(

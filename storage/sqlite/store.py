@@ -274,8 +274,11 @@ class SQLiteStore:
         return await self._read(_sqlite_search.search, list(rooms), list(words), before_id, limit)
 
     async def index_search(self) -> int:
-        """Index what committed since the last call, a batch per write transaction."""
+        """Index what committed since the last call, a batch per write transaction (none,
+        and no write lock taken, when nothing is pending)."""
         moved = 0
+        if not await self._read(_sqlite_search.behind):
+            return 0
         while step := await self._call(self._writer, _sqlite_search.index_pending):
             moved += step
         return moved

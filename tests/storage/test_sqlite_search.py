@@ -71,7 +71,8 @@ async def test_schema_v6_backfills_the_messages_a_v5_database_holds(tmp_path: Pa
             "INSERT INTO users (id, name, password_hash, created_at) VALUES (1, 'a', 'x', 0)"
         )
         conn.execute(
-            "INSERT INTO rooms (id, name, created_by, created_at, last_seq) VALUES (1, 'r', 1, 0, 4)"
+            "INSERT INTO rooms (id, name, created_by, created_at, last_seq)"
+            " VALUES (1, 'r', 1, 0, 4)"
         )
         rows = [
             (1, 1, "kept message", 0, None, 0),
