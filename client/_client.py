@@ -26,6 +26,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from protocol import (
+    DEFAULT_SEARCH_LIMIT,
     Ack,
     Event,
     HistoryPage,
@@ -37,6 +38,8 @@ from protocol import (
     Ping,
     Pong,
     Request,
+    SearchRequest,
+    SearchResults,
     Send,
     TypingRequest,
 )
@@ -208,6 +211,22 @@ class ChatClient(ConnectionLoop):
             if not page.has_more or not page.messages:
                 return
             before_seq = page.messages[0].seq
+
+    async def search(
+        self,
+        query: str,
+        *,
+        room: str | None = None,
+        before: str | None = None,
+        limit: int = DEFAULT_SEARCH_LIMIT,
+    ) -> SearchResults:
+        """One page of full-text search over the user's rooms (or `room`), newest first;
+        pass the page's `next` as `before` for the one after (`next` is None on the last)."""
+
+        def build(ref: str) -> Request:
+            return SearchRequest(query=query, room=room, before=before, limit=limit, ref=ref)
+
+        return await self._request(build, SearchResults)
 
     async def typing(self, room: str) -> None:
         """Tell the room the user is typing (fire and forget: dropped while disconnected)."""

@@ -30,6 +30,7 @@ from protocol import (
     Pong,
     ProtocolError,
     Resync,
+    SearchResults,
     Welcome,
     decode_event,
 )
@@ -238,7 +239,7 @@ class ConnectionLoop:
                 self._rooms -= {room}
                 self._last_seq.pop(room, None)
                 await self._answer_or_emit(event)
-            case HistoryPage() | Pong():
+            case HistoryPage() | Pong() | SearchResults():
                 self._answer(event.ref, event)
             case Error(ref=ref) if (pending := self._requests.get(ref)) is not None:
                 error = RequestError(event.code, event.message, client_id=pending.client_id)

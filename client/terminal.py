@@ -32,6 +32,7 @@ HELP = """commands:
   /join ROOM      join a room (and make it current)    /create ROOM   create a room and join it
   /leave [ROOM]   leave a room (default: current)      /switch ROOM   make a joined room current
   /rooms          list every room                      /history [N]   last N messages (20)
+  /search WORDS   find messages in your rooms (newest first; the last word may be a prefix)
   /quit           leave (Ctrl-D too)                   anything else is sent to the current room"""
 
 
@@ -178,6 +179,8 @@ class TerminalChat:
         elif command == "/history":
             count = int(arg) if arg and arg.isdigit() else 20
             await self._history(count)
+        elif command == "/search" and args:
+            await self._search(line.split(None, 1)[1])
         elif command == "/help":
             self.screen.show(HELP)
         else:
@@ -207,6 +210,15 @@ class TerminalChat:
         for message in shown:
             self.screen.show(_format(message))
         self.screen.show("--- end of history ---")
+
+    async def _search(self, query: str) -> None:
+        """The newest page of results across the user's rooms."""
+        page = await self.client.search(query)
+        self.screen.show(f"--- {len(page.results)} results for {query!r} ---")
+        for message in page.results:
+            self.screen.show(_format(message))
+        more = "more: narrow the words" if page.next is not None else "end of results"
+        self.screen.show(f"--- {more} ---")
 
     # Events ---------------------------------------------------------------------------------
     async def _show_events(self, done: trio.CancelScope) -> None:

@@ -32,6 +32,8 @@ class ErrorCode(enum.StrEnum):
     NO_SUCH_MESSAGE = "no_such_message"  # edit/delete: no message with that id in the room
     NOT_AUTHOR = "not_author"  # edit/delete of someone else's message
     MESSAGE_DELETED = "message_deleted"  # edit/delete of a message already deleted
+    QUERY_EMPTY = "query_empty"  # search: the query holds no word (letters or digits)
+    QUERY_TOO_LONG = "query_too_long"  # search: over 200 characters
     # HTTP-only codes.
     BAD_CREDENTIALS = "bad_credentials"
     NAME_TAKEN = "name_taken"

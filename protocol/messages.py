@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .search import DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT
+
 ROOM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}\Z"  # \Z: `$` would accept a trailing newline
 RoomName = Annotated[str, msgspec.Meta(pattern=ROOM_PATTERN)]
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
@@ -90,9 +92,21 @@ class ReadRequest(_Request, tag="read", frozen=True):
     ref: Ref | None = None
 
 
-Request = (
-    Hello | Join | Leave | Send | Edit | Delete | HistoryRequest | TypingRequest | Ping
-) | ReadRequest
+class SearchRequest(_Request, tag="search", frozen=True):
+    """Full-text search of the user's rooms (or of `room`), newest first; `before` is the
+    `next` cursor of the previous page. The query's words are checked by the server
+    (protocol.search), so an empty or long query gets its own error code."""
+
+    query: str
+    room: RoomName | None = None
+    before: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEARCH_LIMIT)] = DEFAULT_SEARCH_LIMIT
+    ref: Ref | None = None
+
+
+Request = (Hello | Join | Leave | Send | Edit | Delete | HistoryRequest | TypingRequest | Ping) | (
+    ReadRequest | SearchRequest
+)
 REQUEST_TYPES: tuple[type[_Request], ...] = (
     Hello,
     Join,
@@ -104,6 +118,7 @@ REQUEST_TYPES: tuple[type[_Request], ...] = (
     TypingRequest,
     Ping,
     ReadRequest,
+    SearchRequest,
 )
 
 
@@ -242,6 +257,16 @@ class Unread(_Event, tag="unread", frozen=True):
     ref: str | None = None
 
 
+class SearchResults(_Event, tag="search_results", frozen=True):
+    """A page of search results, newest first, each message as history shows it; `next` (always
+    present, null on the last page) is the cursor of the page after."""
+
+    query: str
+    results: list[Message]
+    next: str | None
+    ref: str | None = None
+
+
 Event = (
     Welcome
     | Joined
@@ -258,6 +283,7 @@ Event = (
     | Error
     | Pong
     | Unread
+    | SearchResults
 )
 EVENT_TYPES: tuple[type[_Event], ...] = (
     Welcome,
@@ -275,4 +301,5 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     Error,
     Pong,
     Unread,
+    SearchResults,
 )

@@ -35,6 +35,7 @@ from server.assembly import build_parts
 from server.config import Config
 from server.ops import sdnotify
 from server.ops.metrics import Metrics, timed_store
+from server.persist.search_indexer import run_search_indexer
 from storage import CompositeStore, StorageError, open_store
 from storage.routing import ProbePolicy, ReplicaRouter, ShardedStore, attach_replicas
 
@@ -88,6 +89,7 @@ async def serve(
                 raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
             await root.start(parts.reaper.run)
             await root.start(parts.activity.run)
+            await root.start(run_search_indexer, store)
             _serving(config, port)
             task_status.started(port)
 

@@ -9,7 +9,7 @@ the server, which sees only `Store`, does not change.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -175,6 +175,16 @@ class CompositeStore:
 
     async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
         return await self.messages.unread_count(room, max(read_seq, 0), last_seq, user_id)
+
+    async def search(
+        self, rooms: Collection[str], words: Sequence[str], before_id: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        if any(not word for word in words):
+            raise ValueError("search words must not be empty")
+        return await self.messages.search(rooms, words, before_id, _check_limit(limit))
+
+    async def index_search(self) -> int:
+        return await self.messages.index_search()
 
 
 async def last_seqs_one_by_one(messages: MessageStore, rooms: Collection[str]) -> dict[str, int]:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from protocol import ChatError, Message, RoomEntry
 from storage.read_state import ReadCursors, UnreadCounts
+from storage.search import MessageSearch
 
 
 class StorageError(ChatError):
@@ -110,8 +111,7 @@ class NewMessage:
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """The outcome of storing one `NewMessage`: a `Message`, or for an edit or delete the
-    `Edited`/`Deleted` event it is.
+    """The outcome of storing one `NewMessage`: a `Message`, or an edit's or delete's event.
 
     `duplicate` is True when (room, user, client_id) was already stored: `message` is then the
     original, and nothing new was written."""
@@ -216,7 +216,7 @@ class RoomStore(ReadCursors, Protocol):
         """User names of the room's members."""
 
 
-class MessageStore(UnreadCounts, Protocol):
+class MessageStore(UnreadCounts, MessageSearch, Protocol):
     """Each room's messages and its seq counter: what a shard holds for its rooms."""
 
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:

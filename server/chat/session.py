@@ -27,6 +27,7 @@ from protocol import (
     ReadRequest,
     Request,
     Resync,
+    SearchRequest,
     Send,
     Typing,
     TypingRequest,
@@ -38,6 +39,7 @@ from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership import MembershipSync
 from server.chat.ratelimit import RateLimiter
 from server.chat.read_state import ReadState
+from server.chat.search import search
 from server.chat.token_index import TokenIndex
 from server.config import Config
 from server.fanout.bus import RoomBus
@@ -138,6 +140,8 @@ class ChatSession:
                 await self._typing(request)
             case ReadRequest():
                 await self._read(request)
+            case SearchRequest():
+                await self._search(request)
             case Hello():
                 raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "hello was already accepted")
 
@@ -332,6 +336,21 @@ class ChatSession:
                 ref=request.ref,
             )
         )
+
+    async def _search(self, request: SearchRequest) -> None:
+        """A page of `search_results` (server/chat/search.py); each costs a rate token, as a
+        full-text query is a database read that a client could otherwise repeat at will."""
+        self._spend_rate(request.ref)
+        page = await search(
+            self.s.store,
+            self.conn.user_id,
+            request.query,
+            room=request.room,
+            before=request.before,
+            limit=request.limit,
+            ref=request.ref,
+        )
+        self.conn.send_event(page)
 
     def closed(self) -> None:
         """Release everything the session holds in shared structures."""

@@ -105,8 +105,8 @@ def history_params() -> tuple[int | None, int]:
     if unknown:
         name = sorted(unknown)[0]
         raise HttpError(422, ErrorCode.UNKNOWN_FIELD, f"unknown query parameter `{name}`")
-    before_seq = _int_param("before_seq", 1, MAX_SEQ)
-    limit = _int_param("limit", 1, MAX_HISTORY_LIMIT)
+    before_seq = int_param("before_seq", 1, MAX_SEQ)
+    limit = int_param("limit", 1, MAX_HISTORY_LIMIT)
     return before_seq, DEFAULT_HISTORY_LIMIT if limit is None else limit
 
 
@@ -129,7 +129,7 @@ def device_of(device: str | None) -> str:
     return request.headers.get("User-Agent", "")[:256]
 
 
-def _int_param(name: str, low: int, high: int | None) -> int | None:
+def int_param(name: str, low: int, high: int | None) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return None

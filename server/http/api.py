@@ -53,6 +53,7 @@ from server.http._requests import (
 from server.http._sessions import SessionRoutes
 from server.http.login_guard import LoginGuard
 from server.http.message_changes import Submit, change_response
+from server.http.search import register_search
 from server.http.web_client import register_web_client
 from storage import Conflict, NewMessage, NotFound, Room, Store, User
 from storage.passwords import token_hash
@@ -154,6 +155,7 @@ def create_http_app(services: HttpServices) -> QuartTrio:
         routes.append(("/metrics", api.metrics, "GET"))
     for rule, view, method in routes:
         app.add_url_rule(rule, view_func=view, methods=[method])
+    register_search(app, services.store, api.authenticate)
     register_web_client(app)
     app.register_error_handler(HttpError, error_response)
     # Routing (404, 405), body limits (413) and the 500 quart makes of an unexpected exception

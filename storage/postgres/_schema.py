@@ -103,6 +103,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user_id, room_id)
     );
     """,
+    # 7: full-text search (issue #15, storage/postgres/_search.py): a GIN index of each
+    # message's current text with the 'simple' configuration (chat is multilingual: no stemming,
+    # no stop words), partial to messages not deleted. Built here over the existing rows.
+    """
+    CREATE INDEX messages_search ON messages USING GIN (to_tsvector('simple', text))
+        WHERE kind = 0 AND NOT deleted;
+    """,
 )
 
 # The version table; created (if missing) before migrations run.

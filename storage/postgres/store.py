@@ -26,6 +26,7 @@ from storage.postgres import _events as _pg_events
 from storage.postgres import _messages as _pg_messages
 from storage.postgres import _reads as _pg_reads
 from storage.postgres import _rooms as _pg_rooms
+from storage.postgres import _search as _pg_search
 from storage.postgres._connection import Connection, Settings, postgres_errors
 from storage.postgres._probe import probe_write
 from storage.postgres._threads import PoolThreads
@@ -234,6 +235,17 @@ class PostgresStore:
 
     async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
         return await self._read(_pg_reads.unread_count, room, read_seq, last_seq, user_id)
+
+    async def search(
+        self, rooms: Collection[str], words: Sequence[str], before_id: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        if not rooms or not words:
+            return [], False
+        return await self._read(_pg_search.search, list(rooms), list(words), before_id, limit)
+
+    async def index_search(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return 0  # the GIN index is part of every commit
 
     # The event stream's outbox -------------------------------------------------------------
     async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:

@@ -17,6 +17,7 @@ import psycopg.errors
 
 from protocol import Message, RoomEntry
 from storage.entries import ENTRY_COLUMNS, entry_from_row, message_from_row
+from storage.postgres import _search as pg_search
 from storage.postgres._connection import Connection, now_ms
 from storage.postgres._messages import (
     _Numbering,
@@ -44,6 +45,7 @@ _INSERT = (
 )
 _FIND_CLIENT_IDS = find_client_ids("shard_messages")
 _CHANGES = change_statements("shard_messages")
+_SEARCH = pg_search.search_statement("shard_messages")
 
 
 class NotOwned(StorageError):
@@ -174,6 +176,29 @@ def unread_count(
     _fence(conn, target, [unit], [room], lock=False)
     assert row is not None
     return int(row[0])
+
+
+def search(
+    conn: Connection,
+    target: str,
+    units: Sequence[str],
+    rooms: Sequence[str],
+    words: Sequence[str],
+    before_id: int,
+    limit: int,
+) -> tuple[list[Message], bool]:
+    """`storage.search.MessageSearch.search` over those of `rooms` this database holds."""
+    found = pg_search.search(
+        conn,
+        rooms,
+        words,
+        before_id,
+        limit,
+        rooms_query=pg_search.SHARD_ROOMS,
+        statement=_SEARCH,
+    )
+    _fence(conn, target, units, rooms, lock=False)
+    return found
 
 
 def last_seq(conn: Connection, target: str, unit: str, room: str) -> int | None:

@@ -88,6 +88,11 @@ SHARD_MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
     CREATE INDEX shard_messages_by_target ON shard_messages(target) WHERE target IS NOT NULL;
     """,
+    # 4 (issue #15): full-text search, as in the PostgreSQL backend's migration 7.
+    """
+    CREATE INDEX shard_messages_search ON shard_messages
+        USING GIN (to_tsvector('simple', text)) WHERE kind = 0 AND NOT deleted;
+    """,
 )
 
 CATALOG_VERSION_TABLE = "hibiki_shard_catalog"

@@ -106,6 +106,16 @@ class ReplicaRouter:
         """From the primary: counted against a cursor and last seq read from it."""
         return await self.primary.unread_count(room, read_seq, last_seq, user_id)
 
+    async def search(
+        self, rooms: Collection[str], words: Sequence[str], before_id: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        """From the primary: a replica's per-room watermark says nothing of a search over many
+        rooms, and a user who just sent or edited a message expects search to know it."""
+        return await self.primary.search(rooms, words, before_id, limit)
+
+    async def index_search(self) -> int:
+        return await self.primary.index_search()
+
     async def history(
         self, room: str, before_seq: int | None, limit: int
     ) -> tuple[list[Message], bool]:

@@ -39,6 +39,7 @@ from storage.sqlite import _messages as _sqlite_messages
 from storage.sqlite import _reads as _sqlite_reads
 from storage.sqlite import _rooms as _sqlite_rooms
 from storage.sqlite import _schema
+from storage.sqlite import _search as _sqlite_search
 from storage.sqlite._connection import (
     SYNCHRONOUS_MODES,
     connect,
@@ -262,6 +263,25 @@ class SQLiteStore:
 
     async def unread_count(self, room: str, read_seq: int, last_seq: int, user_id: int) -> int:
         return await self._read(_sqlite_reads.unread_count, room, read_seq, last_seq, user_id)
+
+    async def search(
+        self, rooms: Collection[str], words: Sequence[str], before_id: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        if not rooms or not words:
+            return [], False
+        if await self._read(_sqlite_search.behind):  # read your writes: index them first
+            await self._call(self._writer, _sqlite_search.index_pending, _sqlite_search.INDEX_BATCH)
+        return await self._read(_sqlite_search.search, list(rooms), list(words), before_id, limit)
+
+    async def index_search(self) -> int:
+        """Index what committed since the last call, a batch per write transaction (none,
+        and no write lock taken, when nothing is pending)."""
+        moved = 0
+        if not await self._read(_sqlite_search.behind):
+            return 0
+        while step := await self._call(self._writer, _sqlite_search.index_pending):
+            moved += step
+        return moved
 
     # The event stream's outbox -------------------------------------------------------------
     async def messages_since_id(self, after_id: int, limit: int) -> list[Message]:

@@ -169,3 +169,22 @@ async def test_terminal_create_says_created_and_not_joined_from_another_session(
         await term.type("/quit\r")
         with trio.fail_after(STEP):
             assert await term.process.wait() == 0
+
+
+async def test_terminal_search_shows_the_newest_matches_across_rooms(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    alice, bob = await users_in_room(http, "lobby")
+    async with terminal(server.http, alice) as term, chat(server, bob) as b:
+        await term.expect("[lobby]> ")
+        await b.send("lobby", "the deploy failed")
+        await b.send("lobby", "unrelated")
+        await b.send("lobby", "deployed fine now")
+        await term.expect(f"[lobby] {bob.name}: deployed fine now")
+        await term.type("/search deplo\r")
+        listing = await term.expect("--- end of results ---")
+        assert "--- 2 results for 'deplo' ---" in listing
+        assert listing.index("deployed fine now") < listing.index("the deploy failed")
+        assert "unrelated" not in listing.split("--- 2 results")[1]
+        await term.type("/search !!\r")
+        await term.expect("! query_empty")

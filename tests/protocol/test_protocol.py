@@ -44,6 +44,8 @@ from protocol import (
     Resync,
     RoomCreated,
     RoomUnread,
+    SearchRequest,
+    SearchResults,
     Send,
     Typing,
     TypingRequest,
@@ -115,6 +117,8 @@ REQUEST_EXAMPLES: list[Any] = [
     Ping(ref="p"),
     ReadRequest(room="general", seq=0),
     ReadRequest(room="general", seq=42, ref="r1"),
+    SearchRequest(query="deploy failed"),
+    SearchRequest(query="x", room="dev", before="bTE3", limit=50, ref="s1"),
 ]
 
 EVENT_EXAMPLES: list[Any] = [
@@ -156,6 +160,13 @@ EVENT_EXAMPLES: list[Any] = [
     ),
     Unread(room="general", read_seq=9, last_seq=9, count=0),
     Unread(room="general", read_seq=4, last_seq=9, count=3, ref="r1"),
+    SearchResults(query="x", results=[], next=None),
+    SearchResults(
+        query="deploy",
+        results=[Message(room="dev", id=17, seq=4, user="ann", text="deployed", ts=1)],
+        next="bTE3",
+        ref="s1",
+    ),
 ]
 
 
@@ -214,6 +225,7 @@ def test_every_request_type_has_a_distinct_tag() -> None:
         "leave",
         "ping",
         "read",
+        "search",
         "send",
         "typing",
     ]
@@ -387,7 +399,7 @@ def test_malformed_frame_is_rejected_with_its_code(
 
 
 def _minimal(cls: type[Any]) -> dict[str, Any]:
-    values = {"room": "general", "text": "hi", "token": "tok", "seq": 1, "id": 1}
+    values = {"room": "general", "text": "hi", "token": "tok", "seq": 1, "id": 1, "query": "q"}
     required = [f.name for f in msgspec.structs.fields(cls) if f.required]
     return {"type": _tag(cls), **{name: values[name] for name in required}}
 
