@@ -21,6 +21,7 @@ from protocol import (
     MAX_HISTORY_LIMIT,
     REQUEST_TYPES,
     Ack,
+    Ban,
     CloseCode,
     Delete,
     Deleted,
@@ -32,21 +33,30 @@ from protocol import (
     HistoryPage,
     HistoryRequest,
     Join,
+    Invite,
     Joined,
+    Kick,
     Leave,
     Left,
+    MemberUpdated,
     Message,
     Ping,
     Pong,
     Presence,
     ProtocolError,
     ReadRequest,
+    Removed,
     Resync,
     RoomCreated,
     RoomUnread,
+    RoomUpdate,
+    RoomUpdated,
     Send,
+    SetRole,
+    Transfer,
     Typing,
     TypingRequest,
+    Unban,
     Unread,
     Welcome,
     decode,
@@ -115,6 +125,14 @@ REQUEST_EXAMPLES: list[Any] = [
     Ping(ref="p"),
     ReadRequest(room="general", seq=0),
     ReadRequest(room="general", seq=42, ref="r1"),
+    RoomUpdate(room="general"),
+    RoomUpdate(room="general", topic="", slow_mode=3600, ref="u1"),
+    Invite(room="team", user="bob"),
+    Kick(room="team", user="bob", ref="k1"),
+    Ban(room="team", user="bob"),
+    Unban(room="team", user="bob"),
+    Transfer(room="team", user="bob"),
+    SetRole(room="team", user="bob", role="admin", ref="s1"),
 ]
 
 EVENT_EXAMPLES: list[Any] = [
@@ -156,6 +174,14 @@ EVENT_EXAMPLES: list[Any] = [
     ),
     Unread(room="general", read_seq=9, last_seq=9, count=0),
     Unread(room="general", read_seq=4, last_seq=9, count=3, ref="r1"),
+    Error(code="slow_mode", message="slow mode", ref="s1", retry_after=2.5),
+    RoomUpdated(room="team", visibility="private", topic="", slow_mode=0),
+    RoomUpdated(
+        room="team", visibility="public", topic="t", slow_mode=5, owner="ann", by="ann", ref="u1"
+    ),
+    MemberUpdated(room="team", user="bob", change="kicked", by="ann"),
+    MemberUpdated(room="team", user="bob", change="invited", by="ann", role="member", ref="i1"),
+    Removed(room="team", reason="banned", by="ann"),
 ]
 
 
@@ -206,16 +232,23 @@ def test_events_omit_fields_at_their_default() -> None:
 def test_every_request_type_has_a_distinct_tag() -> None:
     tags = [_tag(cls) for cls in REQUEST_TYPES]
     assert sorted(tags) == [
+        "ban",
         "delete",
         "edit",
         "hello",
         "history",
+        "invite",
         "join",
+        "kick",
         "leave",
         "ping",
         "read",
+        "room_update",
         "send",
+        "set_role",
+        "transfer",
         "typing",
+        "unban",
     ]
 
 
@@ -387,7 +420,8 @@ def test_malformed_frame_is_rejected_with_its_code(
 
 
 def _minimal(cls: type[Any]) -> dict[str, Any]:
-    values = {"room": "general", "text": "hi", "token": "tok", "seq": 1, "id": 1}
+    values = {"room": "general", "text": "hi", "token": "tok", "seq": 1, "id": 1, "user": "bob"}
+    values["role"] = "admin"
     required = [f.name for f in msgspec.structs.fields(cls) if f.required]
     return {"type": _tag(cls), **{name: values[name] for name in required}}
 

@@ -34,7 +34,12 @@ async def test_a_new_room_is_public_owned_by_its_creator_with_its_topic(
     alice: User,  # noqa: F811
 ) -> None:
     room = await store.create_room("r", alice.id, topic="about r")
-    assert (room.visibility, room.topic, room.slow_mode, room.owner) == (PUBLIC, "about r", 0, "alice")
+    assert (room.visibility, room.topic, room.slow_mode, room.owner) == (
+        PUBLIC,
+        "about r",
+        0,
+        "alice",
+    )
     assert await store.get_room("r") == room
     assert await store.role_of("r", alice.id) == ROLE_OWNER
     assert await store.member_roles("r") == [Member("alice", ROLE_OWNER)]
