@@ -265,6 +265,7 @@ def _membership_sync(
         connections=connections,
         presence=seams.presence,
         rules=rules,
+        cache=seams.membership,
     )
 
 

@@ -35,7 +35,7 @@ from server.fanout.bus import NO_CONN, ConnId, RoomBus
 from server.fanout.hub import RoomHub
 from server.fanout.presence import OnlineUsers
 from server.transport.frames import text_frame
-from storage import MessageStore, StorageError
+from storage import MembershipCache, MessageStore, StorageError
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class MembershipSync:
         connections: UserConnections,
         presence: OnlineUsers,
         rules: RoomRules | None = None,
+        cache: MembershipCache | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -59,6 +60,7 @@ class MembershipSync:
         self._connections = connections  # a join costs the user's connections, not all
         self._presence = presence
         self._rules = rules  # the send path's cached room rules, forgotten on a room change
+        self._cache = cache  # this process's L1 membership cache
         self._nursery: trio.Nursery | None = None
         self._stopped = False  # `run` has ended: the process is stopping
 
@@ -130,6 +132,10 @@ class MembershipSync:
         tell each (`removed`, not `left`: they did not leave)."""
         if self._rules is not None:
             self._rules.forget(room)
+        if self._cache is not None:
+            # Here too, not only through the invalidation's own channel, which may arrive after
+            # this: once told `removed`, no connection of the user can send on a stale "member".
+            self._cache.set(room, user_id, False)
         frame = text_frame(payload)
         for conn in self._connections.of_user(user_id):
             if conn.state is not ConnState.OPEN:
