@@ -109,24 +109,12 @@ def build_parts(
     rules = RoomRules(store)  # the send path's slow mode and roles, forgotten on each change
     memberships, activity = _user_parts(store, hub, seams, registry, rules)
     reads = ReadState(store, bus)
-    rooms = RoomControl(store, bus, memberships)
     services = _chat_services(
         config, store, seams, hub, writer, memberships, tokens, metrics, reads
     )
+    rooms = RoomControl(store, bus, memberships)
     services = replace(services, rooms=rooms, rules=rules, slow_gate=seams.slow_gate)
-    http = _http_bridge(
-        config,
-        store,
-        writer,
-        memberships,
-        readiness,
-        seams,
-        metrics,
-        replicas,
-        activity,
-        reads,
-        rooms,
-    )
+    http = _http_bridge(services, readiness, seams, metrics, replicas, activity)
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
     reaper = Reaper(registry, config)
@@ -287,20 +275,24 @@ def _listener(
 
 
 def _http_bridge(
-    config: Config,
-    store: Store,
-    writer: MessageWriter,
-    memberships: MembershipSync,
+    chat: ChatServices,
     readiness: Readiness,
     seams: Seams,
     metrics: Metrics,
     replicas: Replicas,
     activity: ActivityRecorder,
-    reads: ReadState,
-    rooms: RoomControl,
 ) -> HttpBridge:
+    """The HTTP API over the same parts as the WebSocket sessions (`chat`)."""
+    config, store, writer, memberships, reads = (
+        chat.config,
+        chat.store,
+        chat.writer,
+        chat.memberships,
+        chat.reads,
+    )
+    assert reads is not None
     services = HttpServices(
-        rooms=rooms,
+        rooms=chat.rooms,
         store=store,
         server_id=config.server.server_id,
         token_ttl=config.accounts.token_ttl,

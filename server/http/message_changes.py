@@ -18,6 +18,7 @@ from quart import Response, request
 import protocol
 from protocol import Ack, Delete, Edit, Error, ErrorCode, Event, ProtocolError
 from protocol.messages import ClientId
+from server.chat.room_rules import STAFF
 from server.chat.session import check_change
 from server.http._json import HttpError, decode_body, json_response
 from server.persist.writer import PendingSend
@@ -69,7 +70,10 @@ async def change_message(
         protocol.decode(msgspec.json.encode(change), max_text=max_text)  # the frame's rules
         target = await store.message(change.room, change.id)
         kind = KIND_EDIT if type(change) is Edit else KIND_DELETE
-        check_change(target, user.name, kind, change.id, None)
+        staff = False
+        if target is not None and target.user != user.name and kind == KIND_DELETE:
+            staff = await store.role_of(change.room, user.id) in STAFF
+        check_change(target, user.name, kind, change.id, None, staff)
     except ProtocolError as exc:
         raise HttpError(_STATUS.get(exc.code, 422), exc.code, exc.message) from None
     text = change.text if type(change) is Edit else ""

@@ -141,3 +141,22 @@ async def test_room_settings_members_and_roles_over_http(http: httpx.AsyncClient
     assert (response.status_code, response.json()["error"]["code"]) == (403, "banned")
     response = await http.post("/api/rooms/lobby/kick", json={"user": "ghost"}, headers=_auth(bob))
     assert (response.status_code, response.json()["error"]["code"]) == (404, "no_such_user")
+
+
+async def test_an_admin_deletes_anyones_message_over_http_and_slow_mode_bars_member_batches(
+    http: httpx.AsyncClient,
+) -> None:
+    ann, bob = await register(http), await register(http)
+    await create_room(http, ann, "lobby")
+    await join_room(http, bob, "lobby")
+    batch = {"messages": [{"text": "one"}]}
+    response = await http.post("/api/rooms/lobby/messages:batch", json=batch, headers=_auth(bob))
+    message_id = response.json()["results"][0]["id"]
+    response = await http.delete(f"/api/rooms/lobby/messages/{message_id}", headers=_auth(ann))
+    assert response.status_code == 200, response.text
+    await http.patch("/api/rooms/lobby", json={"slow_mode": 30}, headers=_auth(ann))
+    response = await http.post("/api/rooms/lobby/messages:batch", json=batch, headers=_auth(bob))
+    assert (response.status_code, response.json()["error"]["code"]) == (429, "slow_mode")
+    assert response.headers["Retry-After"] == "30"
+    response = await http.post("/api/rooms/lobby/messages:batch", json=batch, headers=_auth(ann))
+    assert response.status_code == 201
