@@ -34,6 +34,14 @@ class ErrorCode(enum.StrEnum):
     MESSAGE_DELETED = "message_deleted"  # edit/delete of a message already deleted
     QUERY_EMPTY = "query_empty"  # search: the query holds no word (letters or digits)
     QUERY_TOO_LONG = "query_too_long"  # search: over 200 characters
+    # Rooms with roles (issue #15).
+    FORBIDDEN = "forbidden"  # the caller's role in the room is too low for the request
+    BANNED = "banned"  # join or invite of a user banned from the room
+    NO_SUCH_USER = "no_such_user"  # the named user does not exist
+    USER_NOT_MEMBER = "user_not_member"  # the named user is not a member (kick, transfer, ...)
+    OWNER_MUST_TRANSFER = "owner_must_transfer"  # the owner leaves only after a transfer
+    SLOW_MODE = "slow_mode"  # a send within the room's slow mode: see `retry_after`
+    BAD_ROLE = "bad_role"  # set_role to anything but "admin" or "member"
     # HTTP-only codes.
     BAD_CREDENTIALS = "bad_credentials"
     NAME_TAKEN = "name_taken"
@@ -69,8 +77,16 @@ class ChatError(Exception):
 class ProtocolError(ChatError):
     """The peer sent something the protocol does not allow (the remote side's fault)."""
 
-    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        ref: str | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.ref = ref
+        self.retry_after = retry_after  # seconds, for `slow_mode`

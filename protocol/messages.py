@@ -10,20 +10,30 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .frame_fields import (
+    MAX_HISTORY_LIMIT,
+    MAX_RESUME_ROOMS,
+    MAX_SEQ,
+    ClientId,
+    Ref,
+    RoomName,
+    Seq,
+    _Event,
+    _Request,
+)
+from .room_frames import (
+    Ban,
+    Invite,
+    Kick,
+    MemberUpdated,
+    Removed,
+    RoomUpdate,
+    RoomUpdated,
+    SetRole,
+    Transfer,
+    Unban,
+)
 from .search import DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT
-
-ROOM_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}\Z"  # \Z: `$` would accept a trailing newline
-RoomName = Annotated[str, msgspec.Meta(pattern=ROOM_PATTERN)]
-Ref = Annotated[str, msgspec.Meta(max_length=64)]
-ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-MAX_SEQ = 2**63 - 1  # SQLite INTEGER range: a larger value would overflow in storage
-Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
-MAX_HISTORY_LIMIT = 200
-MAX_RESUME_ROOMS = 1000
-
-
-class _Request(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
-    pass
 
 
 class Hello(_Request, tag="hello", frozen=True):
@@ -105,7 +115,7 @@ class SearchRequest(_Request, tag="search", frozen=True):
 
 
 Request = (Hello | Join | Leave | Send | Edit | Delete | HistoryRequest | TypingRequest | Ping) | (
-    ReadRequest | SearchRequest
+    ReadRequest | SearchRequest | RoomUpdate | Invite | Kick | Ban | Unban | Transfer | SetRole
 )
 REQUEST_TYPES: tuple[type[_Request], ...] = (
     Hello,
@@ -119,11 +129,14 @@ REQUEST_TYPES: tuple[type[_Request], ...] = (
     Ping,
     ReadRequest,
     SearchRequest,
+    RoomUpdate,
+    Invite,
+    Kick,
+    Ban,
+    Unban,
+    Transfer,
+    SetRole,
 )
-
-
-class _Event(msgspec.Struct, tag_field="type", omit_defaults=True, frozen=True):
-    pass
 
 
 class RoomUnread(msgspec.Struct, frozen=True):
@@ -240,6 +253,7 @@ class Error(_Event, tag="error", frozen=True):
     code: str
     message: str
     ref: str | None = None
+    retry_after: float | None = None  # `slow_mode`: seconds until a send would be taken
 
 
 class Pong(_Event, tag="pong", frozen=True):
@@ -284,6 +298,9 @@ Event = (
     | Pong
     | Unread
     | SearchResults
+    | RoomUpdated
+    | MemberUpdated
+    | Removed
 )
 EVENT_TYPES: tuple[type[_Event], ...] = (
     Welcome,
@@ -302,4 +319,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     Pong,
     Unread,
     SearchResults,
+    RoomUpdated,
+    MemberUpdated,
+    Removed,
 )

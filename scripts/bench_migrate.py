@@ -84,11 +84,11 @@ def generate(path: Path, messages: int, rooms: int, users: int) -> None:
             ((uuid.uuid4().hex * 2, u, now + 86_400_000, f"{u:016x}") for u in range(1, users + 1)),
         )
         conn.executemany(
-            "INSERT INTO rooms VALUES (?, ?, ?, ?, 0)",
+            "INSERT INTO rooms (id, name, created_by, created_at, last_seq) VALUES (?, ?, ?, ?, 0)",
             ((r, f"room{r}", 1 + r % users, now + r) for r in range(1, rooms + 1)),
         )
         conn.executemany(
-            "INSERT INTO memberships VALUES (?, ?, ?)",
+            "INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)",
             (
                 (r, u, now + r + u)
                 for r in range(1, rooms + 1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import h11
 import trio
@@ -19,6 +19,8 @@ from server.chat.membership import MembershipSync
 from server.chat.read_state import ReadState
 from server.chat.reaper import Reaper
 from server.chat.registry import ConnectionRegistry
+from server.chat.room_control import RoomControl
+from server.chat.room_rules import RoomRules
 from server.chat.session import ChatServices
 from server.chat.token_index import TokenIndex
 from server.chat.user_connections import LocalUserConnections
@@ -104,14 +106,15 @@ def build_parts(
     writer, events = _writer(config, store, bus, metrics, outbox, flusher)
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
     readiness = _readiness(config, database, writer, drain)
-    memberships, activity = _user_parts(store, hub, seams, registry)
+    rules = RoomRules(store)  # the send path's slow mode and roles, forgotten on each change
+    memberships, activity = _user_parts(store, hub, seams, registry, rules)
     reads = ReadState(store, bus)
     services = _chat_services(
         config, store, seams, hub, writer, memberships, tokens, metrics, reads
     )
-    http = _http_bridge(
-        config, store, writer, memberships, readiness, seams, metrics, replicas, activity, reads
-    )
+    rooms = RoomControl(store, bus, memberships)
+    services = replace(services, rooms=rooms, rules=rules, slow_gate=seams.slow_gate)
+    http = _http_bridge(services, readiness, seams, metrics, replicas, activity)
     on_websocket = _websocket_entry(config, services, flusher, registry, drain)
     listener = _listener(config, on_websocket, http, metrics)
     reaper = Reaper(registry, config)
@@ -223,20 +226,24 @@ def _readiness(
 
 
 def _user_parts(
-    store: Store, hub: RoomHub, seams: Seams, registry: ConnectionRegistry
+    store: Store, hub: RoomHub, seams: Seams, registry: ConnectionRegistry, rules: RoomRules
 ) -> tuple[MembershipSync, ActivityRecorder]:
     """Membership sync (attached to the bus) and the activity recorder, over one index of each
     user's connections (the recorder asks it whether a closing connection was the user's last)."""
     connections = LocalUserConnections()
     activity = ActivityRecorder(store, registry.__iter__, connections)
     registry.on_removed = activity.connection_closed
-    memberships = _membership_sync(store, hub, seams, connections)
+    memberships = _membership_sync(store, hub, seams, connections, rules)
     seams.bus.attach_memberships(memberships)
     return memberships, activity
 
 
 def _membership_sync(
-    store: Store, hub: RoomHub, seams: Seams, connections: LocalUserConnections
+    store: Store,
+    hub: RoomHub,
+    seams: Seams,
+    connections: LocalUserConnections,
+    rules: RoomRules,
 ) -> MembershipSync:
     return MembershipSync(
         store,
@@ -245,6 +252,8 @@ def _membership_sync(
         invalidation=seams.invalidation,
         connections=connections,
         presence=seams.presence,
+        rules=rules,
+        cache=seams.membership,
     )
 
 
@@ -266,18 +275,24 @@ def _listener(
 
 
 def _http_bridge(
-    config: Config,
-    store: Store,
-    writer: MessageWriter,
-    memberships: MembershipSync,
+    chat: ChatServices,
     readiness: Readiness,
     seams: Seams,
     metrics: Metrics,
     replicas: Replicas,
     activity: ActivityRecorder,
-    reads: ReadState,
 ) -> HttpBridge:
+    """The HTTP API over the same parts as the WebSocket sessions (`chat`)."""
+    config, store, writer, memberships, reads = (
+        chat.config,
+        chat.store,
+        chat.writer,
+        chat.memberships,
+        chat.reads,
+    )
+    assert reads is not None
     services = HttpServices(
+        rooms=chat.rooms,
         store=store,
         server_id=config.server.server_id,
         token_ttl=config.accounts.token_ttl,

@@ -6,20 +6,23 @@ process and host serving the chat (`Cluster` runs the link, the bus and the shar
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from server.chat.membership_invalidation import LocalMembershipInvalidation, MembershipInvalidation
 from server.chat.ratelimit import RateLimiter, UserRateLimiter
+from server.chat.room_rules import LocalSlowModeGate, SlowModeGate
 from server.chat.token_index import TokenIndex
 from server.config import Config
 from server.fanout.bus import LocalBus
 from server.fanout.presence import LocalOnlineUsers, OnlineUsers
 from server.ops.metrics import Metrics
+from server.redis._link import RedisFaults
 from server.redis.bus import RedisBus
 from server.redis.bus_link import BusLink, open_link
 from server.redis.shared_state import SharedState, build_member_lookup, build_shared_state
+from server.redis.slow_mode import RedisSlowModeGate
 from storage import MembershipCache, Store
 
 
@@ -65,6 +68,7 @@ class Seams:
     store: Store  # what sessions and HTTP read accounts through (Redis: token lookups cached)
     revoke: Callable[[str], Awaitable[None]]
     cluster: Cluster | None
+    slow_gate: SlowModeGate = field(default_factory=LocalSlowModeGate)  # rooms' slow mode
 
 
 def choose_seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metrics) -> Seams:
@@ -123,6 +127,7 @@ def choose_seams(config: Config, store: Store, tokens: TokenIndex, metrics: Metr
         shared.store,
         shared.revoke,
         Cluster(link, redis_bus, shared),
+        RedisSlowModeGate(link, RedisFaults("ratelimit", metrics.count_redis_error)),
     )
 
 

@@ -28,6 +28,7 @@ from storage.protocols import (
     TokenGrant,
     User,
 )
+from storage.room_admin import Member
 
 
 class CompositeStore:
@@ -123,17 +124,11 @@ class CompositeStore:
         await self.accounts.record_activity(sessions, users)
 
     # Rooms and membership -----------------------------------------------------------------
-    async def create_room(self, name: str, created_by: int) -> Room:
-        return await self.rooms.create_room(name, created_by)
-
     async def get_room(self, name: str) -> Room | None:
         return await self.rooms.get_room(name)
 
     async def list_rooms(self, limit: int = 1000) -> list[Room]:
         return await self.rooms.list_rooms(_check_limit(limit))
-
-    async def join_room(self, room: str, user_id: int) -> bool:
-        return await self.rooms.join_room(room, user_id)
 
     async def leave_room(self, room: str, user_id: int) -> bool:
         return await self.rooms.leave_room(room, user_id)
@@ -154,6 +149,42 @@ class CompositeStore:
 
     async def read_cursors(self, user_id: int) -> dict[str, int]:
         return await self.rooms.read_cursors(user_id)
+
+    # Room administration (storage/room_admin.py) ------------------------------------------
+    async def create_room(
+        self, name: str, created_by: int, private: bool = False, topic: str = ""
+    ) -> Room:
+        return await self.rooms.create_room(name, created_by, private, topic)
+
+    async def join_room(self, room: str, user_id: int) -> bool:
+        return await self.rooms.join_room(room, user_id)
+
+    async def add_member(self, room: str, user_id: int) -> bool:
+        return await self.rooms.add_member(room, user_id)
+
+    async def update_room(self, room: str, topic: str | None, slow_mode: int | None) -> Room | None:
+        return await self.rooms.update_room(room, topic, slow_mode)
+
+    async def role_of(self, room: str, user_id: int) -> str | None:
+        return await self.rooms.role_of(room, user_id)
+
+    async def roles_of(self, user_id: int) -> dict[str, str]:
+        return await self.rooms.roles_of(user_id)
+
+    async def member_roles(self, room: str) -> list[Member]:
+        return await self.rooms.member_roles(room)
+
+    async def set_role(self, room: str, user_id: int, role: str) -> bool:
+        return await self.rooms.set_role(room, user_id, role)
+
+    async def transfer_owner(self, room: str, from_id: int, to_id: int) -> bool:
+        return await self.rooms.transfer_owner(room, from_id, to_id)
+
+    async def ban(self, room: str, user_id: int, by: int) -> bool:
+        return await self.rooms.ban(room, user_id, by)
+
+    async def unban(self, room: str, user_id: int) -> bool:
+        return await self.rooms.unban(room, user_id)
 
     # Messages -----------------------------------------------------------------------------
     async def history(

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from protocol import ChatError, Message, RoomEntry
 from storage.read_state import ReadCursors, UnreadCounts
+from storage.room_admin import RoomAdmin
 from storage.search import MessageSearch
 
 
@@ -34,6 +35,10 @@ class Conflict(StorageError):
 
 class NotFound(StorageError):
     """The named room or user does not exist."""
+
+
+class Banned(StorageError):
+    """The user is banned from the room: no join or invitation until unbanned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +82,14 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Room:
-    id: int
+    id: int  # settings and roles: storage/room_admin.py (`owner` None: no owner)
     name: str
     created_by: int
     last_seq: int
+    visibility: str = "public"
+    topic: str = ""
+    slow_mode: int = 0
+    owner: str | None = None
 
 
 # What a stored room entry is (the `kind` column): a message, or a change to one of the room's
@@ -191,29 +200,20 @@ class AccountStore(Protocol):
         time given (ms; a time never moves back; unknown ones are skipped)."""
 
 
-class RoomStore(ReadCursors, Protocol):
-    """The catalog: rooms and who is a member."""
-
-    async def create_room(self, name: str, created_by: int) -> Room:
-        """Create a room and make its creator a member. Raise `Conflict` if the name is taken."""
+class RoomStore(ReadCursors, RoomAdmin, Protocol):
+    """The catalog: rooms and who is a member (creating and joining: `RoomAdmin`)."""
 
     async def get_room(self, name: str) -> Room | None: ...
 
-    async def list_rooms(self, limit: int = 1000) -> list[Room]: ...
+    async def list_rooms(self, limit: int = 1000) -> list[Room]: ...  # private ones too
 
-    async def join_room(self, room: str, user_id: int) -> bool:
-        """Make the user a member; True if newly joined. Raise `NotFound` for an unknown room."""
-
-    async def leave_room(self, room: str, user_id: int) -> bool:
-        """True if the user was a member."""
+    async def leave_room(self, room: str, user_id: int) -> bool: ...  # True: was a member
 
     async def is_member(self, room: str, user_id: int) -> bool: ...
 
-    async def rooms_of(self, user_id: int) -> list[str]:
-        """Names of the rooms the user is a member of."""
+    async def rooms_of(self, user_id: int) -> list[str]: ...  # names of the user's rooms
 
-    async def members(self, room: str) -> list[str]:
-        """User names of the room's members."""
+    async def members(self, room: str) -> list[str]: ...  # user names (roles: member_roles)
 
 
 class MessageStore(UnreadCounts, MessageSearch, Protocol):

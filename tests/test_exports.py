@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {
     "protocol": {
         "Ack",
+        "Ban",
+        "Invite",
+        "Kick",
+        "MemberUpdated",
+        "Removed",
+        "RoomUpdate",
+        "RoomUpdated",
+        "SetRole",
+        "Transfer",
+        "Unban",
         "ChatError",
         "CloseCode",
         "DEFAULT_MAX_TEXT",

@@ -12,6 +12,10 @@ connections on every process; each process's `MembershipSync` applies it to its 
 synchronous (subscribe held, or unsubscribe and `left`); the `joined` that needs the room's
 last seq is sent by a task of `run`.
 
+A kick or ban (`removed`) unsubscribes the user's connections on every process and tells each
+with `removed`; a change of a room's settings or roles goes to its subscribers on every process
+(`room_changed`), and each process forgets the room's cached rules (server.chat.room_rules).
+
 A new public room is told the same way to every tracked connection but its creator's (theirs
 get `joined`): one `room_created` frame, encoded and framed once, so room lists stay live.
 """
@@ -25,12 +29,13 @@ import trio
 from protocol import CloseCode, Joined, Left, RoomCreated, encode
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership_invalidation import MembershipInvalidation
+from server.chat.room_rules import RoomRules
 from server.chat.user_connections import UserConnections
 from server.fanout.bus import NO_CONN, ConnId, RoomBus
 from server.fanout.hub import RoomHub
 from server.fanout.presence import OnlineUsers
 from server.transport.frames import text_frame
-from storage import MessageStore, StorageError
+from storage import MembershipCache, MessageStore, StorageError
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ class MembershipSync:
         invalidation: MembershipInvalidation,
         connections: UserConnections,
         presence: OnlineUsers,
+        rules: RoomRules | None = None,
+        cache: MembershipCache | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -52,6 +59,8 @@ class MembershipSync:
         self._invalidation = invalidation
         self._connections = connections  # a join costs the user's connections, not all
         self._presence = presence
+        self._rules = rules  # the send path's cached room rules, forgotten on a room change
+        self._cache = cache  # this process's L1 membership cache
         self._nursery: trio.Nursery | None = None
         self._stopped = False  # `run` has ended: the process is stopping
 
@@ -110,6 +119,36 @@ class MembershipSync:
         for conn in self._connections.everyone():
             if conn.user_id != creator and conn.state is ConnState.OPEN:
                 conn.enqueue(frame)
+
+    async def removed(self, room: str, user_id: int, payload: bytes) -> None:
+        """The store no longer has `user_id` in `room` (kicked or banned): the caches on every
+        node drop the membership now, and each of the user's connections gets `payload`."""
+        self._invalidation.changed(room, user_id, False)
+        self._bus.publish_removal(user_id, room, payload)
+        await trio.lowlevel.checkpoint()
+
+    def member_removed(self, user_id: int, room: str, payload: bytes) -> None:
+        """From the bus: unsubscribe this process's connections of the user from `room`, and
+        tell each (`removed`, not `left`: they did not leave)."""
+        if self._rules is not None:
+            self._rules.forget(room)
+        if self._cache is not None:
+            # Here too, not only through the invalidation's own channel, which may arrive after
+            # this: once told `removed`, no connection of the user can send on a stale "member".
+            self._cache.set(room, user_id, False)
+        frame = text_frame(payload)
+        for conn in self._connections.of_user(user_id):
+            if conn.state is not ConnState.OPEN:
+                continue
+            if room in conn.rooms:
+                self._hub.unsubscribe(room, conn)
+            conn.enqueue(frame)
+
+    def room_changed(self, room: str, payload: bytes, exclude: ConnId) -> None:
+        """From the bus: forget the room's cached rules; `payload` to its subscribers here."""
+        if self._rules is not None:
+            self._rules.forget(room)
+        self._hub.publish_event(room, payload, exclude)
 
     def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         """From the bus: `payload` (an encoded event) to this process's connections of the

@@ -4,7 +4,8 @@
 Rules:
 - Only rooms the user is a member of when the query runs: the store's membership (the catalog),
   not a cache, so a room just left is never searched. With `room`, the user must be a member of
-  it (`not_member`; `no_such_room` for a room that does not exist, as join answers).
+  it (`not_member`; `no_such_room` for a room that does not exist, as join answers, and for a
+  private room the user is not in: non-members learn nothing of it).
 - The query is words (`protocol.query_words`): `query_empty`, `query_too_long`; the cursor is
   opaque (`protocol.decode_search_cursor`: `bad_field`).
 - Newest first by message id (ids rise in commit order on every backend, across shards too); the
@@ -24,7 +25,7 @@ from protocol import (
     encode_search_cursor,
     query_words,
 )
-from storage import Store
+from storage import PRIVATE, Store
 from storage.search import NO_CURSOR
 
 
@@ -47,7 +48,8 @@ async def search(
         rooms = await store.rooms_of(user_id)
     elif await store.is_member(room, user_id):
         rooms = [room]
-    elif await store.get_room(room) is None:
+    elif (found_room := await store.get_room(room)) is None or found_room.visibility == PRIVATE:
+        # A private room is answered to a non-member exactly as a room that does not exist.
         raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {room}", ref)
     else:
         raise ProtocolError(ErrorCode.NOT_MEMBER, f"not a member of {room}", ref)

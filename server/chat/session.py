@@ -9,6 +9,7 @@ import trio
 
 from protocol import (
     PROTOCOL_VERSION,
+    Ban,
     CloseCode,
     Delete,
     Edit,
@@ -17,28 +18,37 @@ from protocol import (
     Hello,
     HistoryPage,
     HistoryRequest,
+    Invite,
     Join,
+    Kick,
     Leave,
     Left,
-    Message,
     Ping,
     Pong,
     ProtocolError,
     ReadRequest,
     Request,
     Resync,
+    RoomUpdate,
     SearchRequest,
     Send,
+    SetRole,
+    Transfer,
     Typing,
     TypingRequest,
+    Unban,
     Unread,
     Welcome,
     encode,
 )
+from server.chat.change_rules import check_change
 from server.chat.connection import ChatConnection, ConnState
 from server.chat.membership import MembershipSync
 from server.chat.ratelimit import RateLimiter
 from server.chat.read_state import ReadState
+from server.chat.room_control import RoomControl
+from server.chat.room_requests import RoomRequest, actor_of, answer_room_request
+from server.chat.room_rules import STAFF, RoomRules, SlowModeGate, check_slow_mode
 from server.chat.search import search
 from server.chat.token_index import TokenIndex
 from server.config import Config
@@ -47,7 +57,7 @@ from server.fanout.hub import RoomHub
 from server.ops.metrics import Metrics
 from server.persist.writer import MessageWriter, PendingSend
 from server.transport.frames import text_frame
-from storage import KIND_DELETE, KIND_EDIT, NewMessage, NotFound, Store
+from storage import KIND_DELETE, KIND_EDIT, Banned, NewMessage, NotFound, Store
 from storage.cache import MembershipCache
 from storage.passwords import token_hash
 
@@ -67,6 +77,10 @@ class ChatServices:
     limiter: RateLimiter
     metrics: Metrics
     reads: ReadState | None = None  # read state (issue #15); None only in unit tests' fakes
+    # Rooms with roles and settings (issue #15); None only in unit tests' fakes.
+    rooms: RoomControl | None = None
+    rules: RoomRules | None = None
+    slow_gate: SlowModeGate | None = None
 
 
 # The refusals that mean the client sent a bad frame (docs/protocol.md, error codes: "the first
@@ -107,6 +121,10 @@ class ChatSession:
         """Answer a refused frame with an `error`, counting it if it was a bad frame."""
         if exc.code in _COUNTED:
             self.protocol_errors += 1
+        if exc.retry_after is not None:
+            error = Error(exc.code, exc.message, exc.ref or ref, retry_after=exc.retry_after)
+            self.conn.send_event(error)
+            return
         self.error(exc.code, exc.message, exc.ref or ref)
 
     def error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
@@ -142,6 +160,8 @@ class ChatSession:
                 await self._read(request)
             case SearchRequest():
                 await self._search(request)
+            case RoomUpdate() | Invite() | Kick() | Ban() | Unban() | Transfer() | SetRole():
+                await self._room_request(request)
             case Hello():
                 raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "hello was already accepted")
 
@@ -258,6 +278,8 @@ class ChatSession:
         conn, s = self.conn, self.s
         await self._member(send.room, send.ref)
         now = self._spend_rate(send.ref)
+        if s.rules is not None and s.slow_gate is not None:
+            await check_slow_mode(s.rules, s.slow_gate, send.room, conn.user_id, send.ref)
         message = NewMessage(
             room=send.room,
             user_id=conn.user_id,
@@ -267,13 +289,22 @@ class ChatSession:
         )
         await s.writer.submit(PendingSend(message, conn, send.ref, now))
 
+    async def _room_request(self, request: RoomRequest) -> None:
+        if self.s.rooms is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "rooms are not administered here")
+        actor = actor_of(self.conn.user_id, self.conn.user_name, self.conn.conn_id)
+        self.conn.send_event(await answer_room_request(self.s.rooms, actor, request))
+
     async def _change(self, request: Edit | Delete, kind: int, text: str) -> None:
         """An edit or delete: checked against the message as committed, then queued like a send
         (its own seq, durable before delivered, acked, deduplicated by client_id)."""
         conn, s = self.conn, self.s
         await self._member(request.room, request.ref)
         target = await s.store.message(request.room, request.id)
-        check_change(target, conn.user_name, kind, request.id, request.ref)
+        staff = False
+        if target is not None and target.user != conn.user_name and kind == KIND_DELETE:
+            staff = await s.store.role_of(request.room, conn.user_id) in STAFF
+        check_change(target, conn.user_name, kind, request.id, request.ref, staff)
         now = self._spend_rate(request.ref)
         entry = NewMessage(
             request.room, conn.user_id, conn.user_name, text, request.client_id, kind, request.id
@@ -284,14 +315,18 @@ class ChatSession:
         conn, s = self.conn, self.s
         try:
             await s.store.join_room(join.room, conn.user_id)
-        except NotFound:
+        except NotFound:  # also a private room the user is not in: the same answer
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"no room {join.room}", join.ref) from None
+        except Banned:
+            raise ProtocolError(ErrorCode.BANNED, f"banned from {join.room}", join.ref) from None
         await s.memberships.changed(join.room, conn.user_id, True, origin=conn)
         if conn.state is ConnState.OPEN:
             await s.memberships.subscribe(join.room, conn, join.ref)
 
     async def _leave(self, leave: Leave) -> None:
         conn, s = self.conn, self.s
+        if s.rooms is not None:
+            await s.rooms.check_leave(leave.room, conn.user_id)
         await s.store.leave_room(leave.room, conn.user_id)
         s.hub.unsubscribe(leave.room, conn)
         conn.send_event(Left(room=leave.room, ref=leave.ref))
@@ -357,18 +392,3 @@ class ChatSession:
         self.s.hub.unsubscribe_all(self.conn)
         self.s.memberships.untrack(self.conn)
         self.s.tokens.untrack(self.conn)
-
-
-def check_change(
-    target: Message | None, user: str, kind: int, message_id: int, ref: str | None
-) -> None:
-    """Refuse an edit or delete (`kind`) of `target` by `user`, or return. Only the author may
-    change a message today; room roles (issue #15, later) add that an admin may delete: that
-    rule goes here, for WebSocket and HTTP alike."""
-    if target is None:
-        raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE, f"no message {message_id} here", ref)
-    if target.user != user:
-        what = "edit" if kind == KIND_EDIT else "delete"
-        raise ProtocolError(ErrorCode.NOT_AUTHOR, f"only its author may {what} a message", ref)
-    if target.deleted:
-        raise ProtocolError(ErrorCode.MESSAGE_DELETED, f"message {message_id} was deleted", ref)

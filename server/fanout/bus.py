@@ -51,6 +51,14 @@ class MembershipEvents(Protocol):
         """`payload` (an encoded event, such as `unread`) is for every connection of `user_id`
         but `origin` (which was answered)."""
 
+    def room_changed(self, room: str, payload: bytes, exclude: ConnId) -> None:
+        """`room`'s settings or roles changed: forget what is cached of them, and give
+        `payload` (`room_updated`/`member_updated`) to the room's subscribers but `exclude`."""
+
+    def member_removed(self, user_id: int, room: str, payload: bytes) -> None:
+        """`user_id` was kicked or banned from `room`: unsubscribe their connections here and
+        give each `payload` (an encoded `removed`)."""
+
 
 class RoomBus(MessageSink, Protocol):
     """Every room event goes through here; no method awaits but `covered`."""
@@ -71,6 +79,14 @@ class RoomBus(MessageSink, Protocol):
     def publish_user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         """An encoded event for every connection of `user_id`, on every process, but `origin`
         (read state: their read cursor moved). Never on a room's path: no hub sees it."""
+
+    def publish_room_changed(self, room: str, payload: bytes, exclude: ConnId) -> None:
+        """A room's settings or roles changed (issue #15): to every process (each forgets its
+        cached rules of the room), and `payload` to the room's subscribers but `exclude`."""
+
+    def publish_removal(self, user_id: int, room: str, payload: bytes) -> None:
+        """The store no longer has `user_id` in `room` (kicked or banned): every process
+        unsubscribes their connections and gives each `payload` (`removed`), not `left`."""
 
     def follow(self, room: str) -> None:
         """This process has a subscriber of `room` now (a bus that routes by room subscribes)."""
@@ -100,6 +116,12 @@ class _Nobody:
         pass
 
     def user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
+        pass
+
+    def room_changed(self, room: str, payload: bytes, exclude: ConnId) -> None:
+        pass
+
+    def member_removed(self, user_id: int, room: str, payload: bytes) -> None:
         pass
 
 
@@ -138,6 +160,12 @@ class LocalBus:
 
     def publish_user_event(self, user_id: int, payload: bytes, origin: ConnId) -> None:
         self._memberships.user_event(user_id, payload, origin)
+
+    def publish_room_changed(self, room: str, payload: bytes, exclude: ConnId) -> None:
+        self._memberships.room_changed(room, payload, exclude)
+
+    def publish_removal(self, user_id: int, room: str, payload: bytes) -> None:
+        self._memberships.member_removed(user_id, room, payload)
 
     def follow(self, room: str) -> None:
         pass  # every event reaches this process anyway

@@ -14,7 +14,8 @@ from quart import request
 
 import protocol
 from protocol import MAX_HISTORY_LIMIT, ROOM_PATTERN, ErrorCode
-from protocol.messages import MAX_SEQ, ClientId, RoomName
+from protocol.frame_fields import MAX_SEQ, ClientId, RoomName
+from protocol.room_frames import SlowMode, Topic, UserName
 from server.http._json import HttpError
 
 DEFAULT_HISTORY_LIMIT = 50
@@ -60,6 +61,21 @@ class PasswordChange(_Body, frozen=True):
 
 class NewRoom(_Body, frozen=True):
     name: RoomName
+    private: bool = False
+    topic: Topic = ""
+
+
+class RoomSettings(_Body, frozen=True):
+    topic: Topic | None = None
+    slow_mode: SlowMode | None = None
+
+
+class MemberTarget(_Body, frozen=True):
+    user: UserName
+
+
+class RoleChange(_Body, frozen=True):
+    role: Annotated[str, msgspec.Meta(max_length=16)]
 
 
 class ReadCursor(_Body, frozen=True):

@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 import protocol
 from protocol import ErrorCode, Message
+from server.chat.room_control import RoomControl
 from server.config import Config
 from server.http import read_state as reads
 from server.http._json import (
@@ -41,7 +42,6 @@ from server.http._requests import USER_PATTERN as USER_PATTERN
 from server.http._requests import (
     BatchImport,
     Login,
-    NewRoom,
     Registration,
     check_room_name,
     checked_batch_text,
@@ -53,9 +53,10 @@ from server.http._requests import (
 from server.http._sessions import SessionRoutes
 from server.http.login_guard import LoginGuard
 from server.http.message_changes import Submit, change_response
+from server.http.rooms import RoomRoutes, check_batch
 from server.http.search import register_search
 from server.http.web_client import register_web_client
-from storage import Conflict, NewMessage, NotFound, Room, Store, User
+from storage import PRIVATE, Conflict, NewMessage, NotFound, Room, Store, User
 from storage.passwords import token_hash
 
 MiB = 1024 * 1024
@@ -113,6 +114,8 @@ class HttpServices:
     # Sync, told (user id, token hash) of each authenticated request: the session's last use
     # and the user's last_seen (server/chat/activity.py keeps it from writing per request).
     seen: Callable[[int, str], None] = _seen_nowhere
+    # Room settings, roles and bans (issue #15); None: those routes answer 503.
+    rooms: RoomControl | None = None
 
 
 def create_http_app(services: HttpServices) -> QuartTrio:
@@ -127,6 +130,14 @@ def create_http_app(services: HttpServices) -> QuartTrio:
     mine = SessionRoutes(
         services.store, api.authenticate, services.login_guard, services.token_revoked
     )
+    rooms = RoomRoutes(
+        services.store,
+        api.authenticate,
+        lambda: services.rooms,
+        services.membership_changed,
+        services.room_created,
+        services.read_state,
+    )
     routes: list[tuple[str, Callable[..., Any], str]] = [
         ("/healthz", api.healthz, "GET"),
         ("/readyz", api.readyz, "GET"),
@@ -140,11 +151,15 @@ def create_http_app(services: HttpServices) -> QuartTrio:
         ("/api/sessions", mine.revoke_many, "DELETE"),
         ("/api/sessions/<session_id>", mine.revoke_one, "DELETE"),
         ("/api/password", mine.change_password, "POST"),
-        ("/api/rooms", api.list_rooms, "GET"),
-        ("/api/rooms", api.create_room, "POST"),
-        ("/api/rooms/<room>/join", api.join, "POST"),
-        ("/api/rooms/<room>/leave", api.leave, "POST"),
-        ("/api/rooms/<room>/members", api.members, "GET"),
+        ("/api/rooms", rooms.list_rooms, "GET"),
+        ("/api/rooms", rooms.create_room, "POST"),
+        ("/api/rooms/<room>", rooms.room, "GET"),
+        ("/api/rooms/<room>", rooms.update, "PATCH"),
+        ("/api/rooms/<room>/join", rooms.join, "POST"),
+        ("/api/rooms/<room>/leave", rooms.leave, "POST"),
+        ("/api/rooms/<room>/members", rooms.members, "GET"),
+        ("/api/rooms/<room>/members/<name>", rooms.set_role, "PUT"),
+        ("/api/rooms/<room>/<any(invite,kick,ban,unban,transfer):action>", rooms.member, "POST"),
         ("/api/rooms/<room>/read", api.mark_read, "PUT"),
         ("/api/rooms/<room>/messages", api.history, "GET"),
         ("/api/rooms/<room>/messages:batch", api.import_batch, "POST"),
@@ -232,49 +247,7 @@ class _Api:
             await self._services.token_revoked(token_hash(token))
         return empty_response(204)
 
-    # Rooms ---------------------------------------------------------------------------------
-    async def list_rooms(self) -> Response:
-        user, _ = await self._authenticate()
-        return await reads.rooms_response(self._store, self._services.read_state, user.id)
-
-    async def create_room(self) -> Response:
-        user, _ = await self._authenticate()
-        body = decode_body(await request_body(), NewRoom)
-        with trio.CancelScope(shield=True):
-            try:
-                room = await self._store.create_room(body.name, user.id)
-            except Conflict:
-                raise HttpError(
-                    409, ErrorCode.NAME_TAKEN, f"room name {body.name!r} is taken"
-                ) from None
-            await self._services.membership_changed(room.name, user.id, True)  # the creator
-            self._services.room_created(room.name, user.id)  # everyone else
-        return json_response(reads.room_json(room, True), 201)
-
-    async def join(self, room: str) -> Response:
-        user, _ = await self._authenticate()
-        check_room_name(room)
-        with trio.CancelScope(shield=True):
-            try:
-                await self._store.join_room(room, user.id)
-            except NotFound:
-                raise no_such_room(room) from None
-            await self._services.membership_changed(room, user.id, True)
-        return json_response({"room": room, "member": True})
-
-    async def leave(self, room: str) -> Response:
-        user, _ = await self._authenticate()
-        await self._require_room(room)
-        with trio.CancelScope(shield=True):
-            await self._store.leave_room(room, user.id)
-            await self._services.membership_changed(room, user.id, False)
-        return json_response({"room": room, "member": False})
-
-    async def members(self, room: str) -> Response:
-        user, _ = await self._authenticate()
-        await self._require_member(room, user)
-        return json_response({"room": room, "members": await self._store.members(room)})
-
+    # Rooms (creating, listing, joining, settings, members: server/http/rooms.py) ----------
     async def mark_read(self, room: str) -> Response:
         user, _ = await self._authenticate()
         await self._require_member(room, user)
@@ -292,7 +265,7 @@ class _Api:
 
     async def import_batch(self, room: str) -> Response:
         user, _ = await self._authenticate()
-        await self._require_member(room, user)
+        await check_batch(self._store, await self._require_member(room, user), user.id)
         body = decode_body(await request_body(), BatchImport)
         max_batch = self._services.max_batch
         if len(body.messages) > max_batch:
@@ -381,10 +354,13 @@ class _Api:
             raise no_such_room(room)
         return found
 
-    async def _require_member(self, room: str, user: User) -> None:
-        await self._require_room(room)
+    async def _require_member(self, room: str, user: User) -> Room:
+        found = await self._require_room(room)
         if not await self._store.is_member(room, user.id):
+            if found.visibility == PRIVATE:  # to a non-member, as if it did not exist
+                raise no_such_room(room)
             raise HttpError(403, ErrorCode.NOT_MEMBER, f"not a member of {room!r}")
+        return found
 
 
 def _unauthenticated(message: str, oauth_error: str | None) -> HttpError:

@@ -1,7 +1,7 @@
 """`PATCH` and `DELETE /api/rooms/{room}/messages/{id}`: an edit or delete over HTTP.
 
 The same rules and the same path as the WebSocket `edit` and `delete` (docs/http.md): the text is
-validated by `protocol.decode` itself, the target is checked by `server.chat.session.check_change`,
+validated by `protocol.decode` itself, the target by `server.chat.change_rules.check_change`,
 and the change is queued on the message writer like a send, so it takes its seq in order with
 the room's messages, is durable before it is delivered, and is deduplicated by `client_id`. The
 handler waits for the writer's ack (or refusal) and answers with it.
@@ -17,8 +17,9 @@ from quart import Response, request
 
 import protocol
 from protocol import Ack, Delete, Edit, Error, ErrorCode, Event, ProtocolError
-from protocol.messages import ClientId
-from server.chat.session import check_change
+from protocol.frame_fields import ClientId
+from server.chat.change_rules import check_change
+from server.chat.room_rules import STAFF
 from server.http._json import HttpError, decode_body, json_response
 from server.persist.writer import PendingSend
 from storage import KIND_DELETE, KIND_EDIT, NewMessage, Store, User
@@ -69,7 +70,10 @@ async def change_message(
         protocol.decode(msgspec.json.encode(change), max_text=max_text)  # the frame's rules
         target = await store.message(change.room, change.id)
         kind = KIND_EDIT if type(change) is Edit else KIND_DELETE
-        check_change(target, user.name, kind, change.id, None)
+        staff = False
+        if target is not None and target.user != user.name and kind == KIND_DELETE:
+            staff = await store.role_of(change.room, user.id) in STAFF
+        check_change(target, user.name, kind, change.id, None, staff)
     except ProtocolError as exc:
         raise HttpError(_STATUS.get(exc.code, 422), exc.code, exc.message) from None
     text = change.text if type(change) is Edit else ""

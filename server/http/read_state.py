@@ -17,7 +17,7 @@ from quart import Response
 from protocol import ErrorCode, RoomUnread
 from server.http._json import HttpError, decode_body, json_response
 from server.http._requests import ReadCursor, no_such_room
-from storage import NotFound, Room, Store
+from storage import PRIVATE, NotFound, Room, Store
 
 # (room, user_id, seq): move the user's cursor and tell their connections; the room's new state.
 MarkRead = Callable[[str, int, int], Awaitable[RoomUnread]]
@@ -41,17 +41,31 @@ async def mark_read_response(
 
 
 async def rooms_response(store: Store, read_state: ReadStates | None, user_id: int) -> Response:
-    """The answer to `GET /api/rooms`: every room, with the user's read state of theirs."""
+    """The answer to `GET /api/rooms`: the public rooms and the private ones the user is in,
+    each with its settings and the user's role, and the read state of the user's rooms."""
     rooms = await store.list_rooms()
-    mine = await store.rooms_of(user_id)
+    roles = await store.roles_of(user_id)
+    mine = [room.name for room in rooms if room.name in roles]
     states = {} if read_state is None else await read_state(user_id, mine)
-    member = set(mine)
-    listed = [room_json(room, room.name in member, states.get(room.name)) for room in rooms]
+    listed = [
+        room_json(room, roles.get(room.name), states.get(room.name))
+        for room in rooms
+        if room.visibility != PRIVATE or room.name in roles
+    ]
     return json_response({"rooms": listed})
 
 
-def room_json(room: Room, member: bool, state: RoomUnread | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": room.name, "last_seq": room.last_seq, "member": member}
+def room_json(room: Room, role: str | None, state: RoomUnread | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": room.name,
+        "last_seq": room.last_seq,
+        "member": role is not None,
+        "visibility": room.visibility,
+        "topic": room.topic,
+        "slow_mode": room.slow_mode,
+        "owner": room.owner,
+        "role": role,
+    }
     if state is not None:  # read after the room: its last seq is the newer one, the count's
         out.update(last_seq=state.last_seq, read_seq=state.read_seq, unread=state.count)
     return out

@@ -8,8 +8,9 @@ through its sequencer: seq order, once, gaps filled from the store) or to member
 
 Channels: rooms map to `partitions` channels `{ns}:room:{p}` (p = crc32(room) % partitions; the
 hash tag `{p}` keeps a partition in one cluster slot); a process subscribes only to partitions
-it has local subscribers of. Membership changes, new rooms and per-user events (read
-state) go to one channel that every process subscribes to, `{ns}:membership:{m}`.
+it has local subscribers of. Membership changes, new rooms, per-user events (read state), room
+setting and role changes and removals go to one channel that every process subscribes to,
+`{ns}:membership:{m}`, in the order they were published.
 
 Envelope (binary, network byte order), then the room (UTF-8), then the payload:
     kind u8 | origin 16 bytes | sent_at f64 (unix s) | a i64 | b i64 | room length u16
@@ -18,6 +19,8 @@ Envelope (binary, network byte order), then the room (UTF-8), then the payload:
     kind 3 membership: a = user id, b = origin conn,   payload = b"1" joined / b"0" left
     kind 4 new room:   a = creator, b = 0,             payload = empty
     kind 5 user event: a = user id, b = origin conn,   payload = encoded event (`unread`), room ""
+    kind 6 room changed: a = 0,     b = excluded conn, payload = `room_updated`/`member_updated`
+    kind 7 removal:    a = user id, b = 0,             payload = encoded `removed`
 Connection ids mean something only in their origin process: a receiver treats them as NO_CONN.
 
 Redis is a lossy carrier; the store is the truth. After every (re)subscription in force, each
@@ -49,6 +52,7 @@ _log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!B16sdqqH")
 KIND_MESSAGE, KIND_EVENT, KIND_MEMBERSHIP, KIND_ROOM_CREATED, KIND_USER = 1, 2, 3, 4, 5
+KIND_ROOM_CHANGED, KIND_REMOVAL = 6, 7
 QUEUE_LIMIT = 10_000  # envelopes waiting for the sender; past it they are dropped (and counted)
 
 
@@ -176,6 +180,16 @@ class RedisBus:
             self._memberships.user_event(user_id, payload, origin)
         self._enqueue(-1, KIND_USER, "", user_id, origin, payload)
 
+    def publish_room_changed(self, room: str, payload: bytes, exclude: ConnId) -> None:
+        if self._memberships is not None:
+            self._memberships.room_changed(room, payload, exclude)
+        self._enqueue(-1, KIND_ROOM_CHANGED, room, 0, exclude, payload)
+
+    def publish_removal(self, user_id: int, room: str, payload: bytes) -> None:
+        if self._memberships is not None:
+            self._memberships.member_removed(user_id, room, payload)
+        self._enqueue(-1, KIND_REMOVAL, room, user_id, 0, payload)
+
     def _enqueue(self, partition: int, kind: int, room: str, a: int, b: int, data: bytes) -> None:
         if not self._link.healthy or len(self._queue) >= QUEUE_LIMIT:
             self.dropped += 1  # the other processes catch up from the store
@@ -239,6 +253,10 @@ class RedisBus:
             memberships.room_created(room, a)
         elif kind == KIND_USER and memberships is not None:
             memberships.user_event(a, payload, NO_CONN)
+        elif kind == KIND_ROOM_CHANGED and memberships is not None:
+            memberships.room_changed(room, payload, NO_CONN)
+        elif kind == KIND_REMOVAL and memberships is not None:
+            memberships.member_removed(a, room, payload)
 
     def _subscribed(self, channel: bytes) -> None:
         """A partition's subscription is in force: what it missed is caught up from the store."""

@@ -27,6 +27,16 @@ CHUNK_ROWS = 10_000  # rows fetched at once when streaming
 USERS = "SELECT id, name, password_hash, created_at, display_name, last_seen FROM users ORDER BY id"
 ROOMS = "SELECT id, name, created_by, created_at, last_seq FROM rooms ORDER BY id"
 MEMBERSHIPS = "SELECT room_id, user_id, joined_at FROM memberships ORDER BY room_id, user_id"
+# What a pass copies of rooms and memberships besides what the verifier reads (`ROOMS`,
+# `MEMBERSHIPS`): the settings, roles and bans of issue #15.
+ROOMS_COPIED = (
+    "SELECT id, name, created_by, created_at, last_seq, visibility, topic, slow_mode, owner_id"
+    " FROM rooms ORDER BY id"
+)
+MEMBERSHIPS_COPIED = (
+    "SELECT room_id, user_id, joined_at, role FROM memberships ORDER BY room_id, user_id"
+)
+BANS = "SELECT room_id, user_id, banned_by, banned_at FROM room_bans ORDER BY room_id, user_id"
 TOKENS = (
     "SELECT token_hash, user_id, expires_at, session_id, device, created_at, last_used_at"
     " FROM tokens ORDER BY token_hash"

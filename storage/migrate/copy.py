@@ -1,11 +1,13 @@
-"""One copy pass: the catalog (users, rooms, memberships, tokens), then messages in chunks.
+"""One copy pass: the catalog (users, rooms, memberships, tokens, bans), then messages in chunks.
 
 The catalog is small and mutable, so each pass stages all of it with COPY into temporary
 tables and merges it in one transaction: users and rooms are inserted when missing (a user's
 password hash, display name and last_seen are updated; names and creation times never change),
 memberships and tokens are made equal to the source's (a session's id, device, creation and last
 use updated in place), deletions included: a token revoked (logout) or expired-and-pruned
-in the source must not work again on the target, and a member who left must stay gone.
+in the source must not work again on the target, and a member who left must stay gone. A
+room's settings (visibility, topic, slow mode, owner) and each member's role are updated in
+place, and bans made equal (issue #15): a private room must never arrive public.
 A target user or room the source lacks, or holds under other values, is not this source's data:
 the pass is refused and rolled back.
 
@@ -33,9 +35,10 @@ from storage.migrate import _bulk
 from storage.migrate._errors import MigrationRefused
 from storage.migrate._progress import ProgressFactory
 from storage.migrate._source import (
-    MEMBERSHIPS,
+    BANS,
+    MEMBERSHIPS_COPIED,
     MESSAGE_COLUMNS,
-    ROOMS,
+    ROOMS_COPIED,
     TOKENS,
     USERS,
     SourceSnapshot,
@@ -48,8 +51,12 @@ DEFAULT_CHUNK_ROWS = 20_000
 # table -> (columns staged, the source query giving them)
 _STAGED: dict[str, tuple[str, str]] = {
     "users": ("id, name, password_hash, created_at, display_name, last_seen", USERS),
-    "rooms": ("id, name, created_by, created_at, last_seq", ROOMS),
-    "memberships": ("room_id, user_id, joined_at", MEMBERSHIPS),
+    "rooms": (
+        "id, name, created_by, created_at, last_seq, visibility, topic, slow_mode, owner_id",
+        ROOMS_COPIED,
+    ),
+    "memberships": ("room_id, user_id, joined_at, role", MEMBERSHIPS_COPIED),
+    "room_bans": ("room_id, user_id, banned_by, banned_at", BANS),
     "tokens": (
         "token_hash, user_id, expires_at, session_id, device, created_at, last_used_at",
         TOKENS,
@@ -87,8 +94,16 @@ _MERGE = (
     ),
     (
         "rooms added",
-        "INSERT INTO rooms (id, name, created_by, created_at, last_seq)"
-        " SELECT id, name, created_by, created_at, 0 FROM m_rooms ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO rooms (id, name, created_by, created_at, last_seq, visibility, topic,"
+        " slow_mode, owner_id) SELECT id, name, created_by, created_at, 0, visibility, topic,"
+        " slow_mode, owner_id FROM m_rooms ON CONFLICT (id) DO NOTHING",
+    ),
+    (
+        "rooms updated",
+        "UPDATE rooms AS t SET visibility = s.visibility, topic = s.topic,"
+        " slow_mode = s.slow_mode, owner_id = s.owner_id FROM m_rooms AS s WHERE s.id = t.id"
+        " AND (s.visibility, s.topic, s.slow_mode, s.owner_id)"
+        " IS DISTINCT FROM (t.visibility, t.topic, t.slow_mode, t.owner_id)",
     ),
     (
         "memberships removed",
@@ -97,8 +112,23 @@ _MERGE = (
     ),
     (
         "memberships added",
-        "INSERT INTO memberships (room_id, user_id, joined_at)"
-        " SELECT room_id, user_id, joined_at FROM m_memberships ON CONFLICT DO NOTHING",
+        "INSERT INTO memberships (room_id, user_id, joined_at, role)"
+        " SELECT room_id, user_id, joined_at, role FROM m_memberships ON CONFLICT DO NOTHING",
+    ),
+    (
+        "roles updated",
+        "UPDATE memberships AS t SET role = s.role FROM m_memberships AS s"
+        " WHERE s.room_id = t.room_id AND s.user_id = t.user_id AND s.role <> t.role",
+    ),
+    (
+        "bans removed",
+        "DELETE FROM room_bans AS t WHERE NOT EXISTS (SELECT 1 FROM m_room_bans AS s"
+        " WHERE s.room_id = t.room_id AND s.user_id = t.user_id)",
+    ),
+    (
+        "bans added",
+        "INSERT INTO room_bans (room_id, user_id, banned_by, banned_at)"
+        " SELECT room_id, user_id, banned_by, banned_at FROM m_room_bans ON CONFLICT DO NOTHING",
     ),
     (
         "tokens removed",

@@ -10,46 +10,78 @@ import psycopg
 import psycopg.errors
 
 from storage.postgres._connection import Connection, constraint_error, now_ms
-from storage.protocols import NotFound, Room
+from storage.protocols import Banned, NotFound, Room
+from storage.room_admin import PRIVATE, PUBLIC, ROLE_OWNER
 
-_ROOM_COLUMNS = "id, name, created_by, last_seq"
 _ROOM_ID = "(SELECT id FROM rooms WHERE name = %s)"
+ROOM_COLUMNS = (
+    "SELECT r.id, r.name, r.created_by, r.last_seq, r.visibility, r.topic, r.slow_mode, u.name"
+    " FROM rooms AS r LEFT JOIN users AS u ON u.id = r.owner_id"
+)
 
 
-def create_room(conn: Connection, name: str, created_by: int) -> Room:
+def create_room(conn: Connection, name: str, created_by: int, private: bool, topic: str) -> Room:
     now = now_ms()
+    visibility = PRIVATE if private else PUBLIC
     try:
         with conn.transaction():
             row = conn.execute(
-                "INSERT INTO rooms (name, created_by, created_at) VALUES (%s, %s, %s) RETURNING id",
-                (name, created_by, now),
+                "INSERT INTO rooms (name, created_by, created_at, visibility, topic, owner_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                (name, created_by, now, visibility, topic, created_by),
             ).fetchone()
             assert row is not None
             conn.execute(
-                "INSERT INTO memberships (room_id, user_id, joined_at) VALUES (%s, %s, %s)",
-                (row[0], created_by, now),
+                "INSERT INTO memberships (room_id, user_id, joined_at, role)"
+                " VALUES (%s, %s, %s, %s)",
+                (row[0], created_by, now, ROLE_OWNER),
             )
+            owner = conn.execute("SELECT name FROM users WHERE id = %s", (created_by,)).fetchone()
+            assert owner is not None
     except psycopg.errors.IntegrityError as exc:
         raise constraint_error(exc, f"room name {name!r}") from exc
-    return Room(int(row[0]), name, created_by, 0)
+    return Room(int(row[0]), name, created_by, 0, visibility, topic, 0, str(owner[0]))
 
 
 def get_room(conn: Connection, name: str) -> Room | None:
-    row = conn.execute(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE name = %s", (name,)).fetchone()
+    row = conn.execute(f"{ROOM_COLUMNS} WHERE r.name = %s", (name,)).fetchone()
     return None if row is None else Room(*row)
 
 
 def list_rooms(conn: Connection, limit: int) -> list[Room]:
-    rows = conn.execute(
-        f'SELECT {_ROOM_COLUMNS} FROM rooms ORDER BY name COLLATE "C" LIMIT %s', (limit,)
-    )
+    rows = conn.execute(f'{ROOM_COLUMNS} ORDER BY r.name COLLATE "C" LIMIT %s', (limit,))
     return [Room(*row) for row in rows]
 
 
 def join_room(conn: Connection, room: str, user_id: int) -> bool:
-    row = conn.execute("SELECT id FROM rooms WHERE name = %s", (room,)).fetchone()
-    if row is None:
+    with conn.transaction():
+        return admit(conn, room, user_id, invited=False)
+
+
+def admit(conn: Connection, room: str, user_id: int, *, invited: bool) -> bool:
+    """A join (`invited` False: a private room the user is not in is unknown) or invitation,
+    in the caller's transaction. The room row is key-share locked first, then membership and
+    ban are read in a statement of their own (a snapshot taken after the lock): a ban holds
+    the row's update lock, so a join either sees its ban or commits before it (then the ban
+    deletes the membership)."""
+    found = conn.execute(
+        "SELECT id, visibility FROM rooms WHERE name = %s FOR KEY SHARE", (room,)
+    ).fetchone()
+    if found is None:
         raise NotFound(f"no room named {room!r}")
+    row = conn.execute(
+        "SELECT %(r)s, %(v)s, EXISTS (SELECT 1 FROM memberships WHERE room_id = %(r)s"
+        " AND user_id = %(u)s), EXISTS (SELECT 1 FROM room_bans WHERE room_id = %(r)s"
+        " AND user_id = %(u)s)",
+        {"r": found[0], "v": found[1], "u": user_id},
+    ).fetchone()
+    assert row is not None
+    if row is None or (row[1] == PRIVATE and not row[2] and not invited):
+        raise NotFound(f"no room named {room!r}")
+    if row[2]:
+        return False
+    if row[3]:
+        raise Banned(f"banned from {room!r}")
     try:
         cur = conn.execute(
             "INSERT INTO memberships (room_id, user_id, joined_at) VALUES (%s, %s, %s)"

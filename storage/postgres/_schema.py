@@ -110,6 +110,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_search ON messages USING GIN (to_tsvector('simple', text))
         WHERE kind = 0 AND NOT deleted;
     """,
+    # 8: rooms with roles and settings (issue #15), as in the SQLite backend: existing rooms are
+    # public, owned by their creator if still a member (else no owner); bans on the catalog.
+    """
+    ALTER TABLE rooms ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
+    ALTER TABLE rooms ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+    ALTER TABLE rooms ADD COLUMN slow_mode INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN owner_id BIGINT REFERENCES users(id);
+    ALTER TABLE memberships ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    UPDATE rooms SET owner_id = created_by WHERE EXISTS (SELECT 1 FROM memberships AS m
+        WHERE m.room_id = rooms.id AND m.user_id = rooms.created_by);
+    UPDATE memberships AS m SET role = 'owner' FROM rooms AS r
+        WHERE r.id = m.room_id AND r.owner_id = m.user_id;
+    CREATE TABLE room_bans (
+        room_id   BIGINT NOT NULL REFERENCES rooms(id),
+        user_id   BIGINT NOT NULL REFERENCES users(id),
+        banned_by BIGINT NOT NULL REFERENCES users(id),
+        banned_at BIGINT NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    );
+    """,
 )
 
 # The version table; created (if missing) before migrations run.

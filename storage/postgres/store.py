@@ -25,6 +25,7 @@ from storage.postgres import _accounts as _pg_accounts
 from storage.postgres import _events as _pg_events
 from storage.postgres import _messages as _pg_messages
 from storage.postgres import _reads as _pg_reads
+from storage.postgres import _room_admin as _pg_admin
 from storage.postgres import _rooms as _pg_rooms
 from storage.postgres import _search as _pg_search
 from storage.postgres._connection import Connection, Settings, postgres_errors
@@ -42,6 +43,7 @@ from storage.protocols import (
     StreamRead,
     User,
 )
+from storage.room_admin import Member
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -176,17 +178,11 @@ class PostgresStore:
         await self._write(_pg_accounts.touch, dict(sessions), dict(users))
 
     # Rooms and membership -----------------------------------------------------------------
-    async def create_room(self, name: str, created_by: int) -> Room:
-        return await self._write(_pg_rooms.create_room, name, created_by)
-
     async def get_room(self, name: str) -> Room | None:
         return await self._read(_pg_rooms.get_room, name)
 
     async def list_rooms(self, limit: int = 1000) -> list[Room]:
         return await self._read(_pg_rooms.list_rooms, limit)
-
-    async def join_room(self, room: str, user_id: int) -> bool:
-        return await self._write(_pg_rooms.join_room, room, user_id)
 
     async def leave_room(self, room: str, user_id: int) -> bool:
         return await self._write(_pg_rooms.leave_room, room, user_id)
@@ -205,6 +201,42 @@ class PostgresStore:
 
     async def read_cursors(self, user_id: int) -> dict[str, int]:
         return await self._read(_pg_reads.read_cursors, user_id)
+
+    # Room administration (storage/room_admin.py) ------------------------------------------
+    async def create_room(
+        self, name: str, created_by: int, private: bool = False, topic: str = ""
+    ) -> Room:
+        return await self._write(_pg_rooms.create_room, name, created_by, private, topic)
+
+    async def join_room(self, room: str, user_id: int) -> bool:
+        return await self._write(_pg_rooms.join_room, room, user_id)
+
+    async def add_member(self, room: str, user_id: int) -> bool:
+        return await self._write(_pg_admin.add_member, room, user_id)
+
+    async def update_room(self, room: str, topic: str | None, slow_mode: int | None) -> Room | None:
+        return await self._write(_pg_admin.update_room, room, topic, slow_mode)
+
+    async def role_of(self, room: str, user_id: int) -> str | None:
+        return await self._read(_pg_admin.role_of, room, user_id)
+
+    async def roles_of(self, user_id: int) -> dict[str, str]:
+        return await self._read(_pg_admin.roles_of, user_id)
+
+    async def member_roles(self, room: str) -> list[Member]:
+        return await self._read(_pg_admin.member_roles, room)
+
+    async def set_role(self, room: str, user_id: int, role: str) -> bool:
+        return await self._write(_pg_admin.set_role, room, user_id, role)
+
+    async def transfer_owner(self, room: str, from_id: int, to_id: int) -> bool:
+        return await self._write(_pg_admin.transfer_owner, room, from_id, to_id)
+
+    async def ban(self, room: str, user_id: int, by: int) -> bool:
+        return await self._write(_pg_admin.ban, room, user_id, by)
+
+    async def unban(self, room: str, user_id: int) -> bool:
+        return await self._write(_pg_admin.unban, room, user_id)
 
     # Messages -----------------------------------------------------------------------------
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:

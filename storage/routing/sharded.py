@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import trio
@@ -379,7 +379,7 @@ class ShardedMessageStore:
     async def with_last_seqs(self, rooms: list[Room]) -> list[Room]:
         """`rooms` (catalog rows, whose own last_seq is unused) with their shards' counters."""
         seqs = await self.last_seqs([room.name for room in rooms])
-        return [Room(r.id, r.name, r.created_by, seqs.get(r.name, 0)) for r in rooms]
+        return [replace(r, last_seq=seqs.get(r.name, 0)) for r in rooms]
 
 
 def _unwrapped(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -8,10 +8,12 @@ shards for it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from storage import passwords
 from storage.composite import CompositeStore
 from storage.protocols import Backend, NewMessage, Room, RoomStore
+from storage.room_admin import Member
 from storage.routing.sharded import ShardedMessageStore
 from storage.routing.sharded_parts import PartListener
 
@@ -23,20 +25,14 @@ class ShardedRooms:
         self._rooms = rooms
         self._messages = messages
 
-    async def create_room(self, name: str, created_by: int) -> Room:
-        return await self._rooms.create_room(name, created_by)
-
     async def get_room(self, name: str) -> Room | None:
         room = await self._rooms.get_room(name)
         if room is None:
             return None
-        return Room(room.id, room.name, room.created_by, await self._messages.last_seq(name))
+        return replace(room, last_seq=await self._messages.last_seq(name))
 
     async def list_rooms(self, limit: int = 1000) -> list[Room]:
         return await self._messages.with_last_seqs(await self._rooms.list_rooms(limit))
-
-    async def join_room(self, room: str, user_id: int) -> bool:
-        return await self._rooms.join_room(room, user_id)
 
     async def leave_room(self, room: str, user_id: int) -> bool:
         return await self._rooms.leave_room(room, user_id)
@@ -56,6 +52,45 @@ class ShardedRooms:
 
     async def read_cursors(self, user_id: int) -> dict[str, int]:
         return await self._rooms.read_cursors(user_id)
+
+    # Room administration: the catalog's, forwarded (room reads add the shard's last_seq).
+    async def create_room(
+        self, name: str, created_by: int, private: bool = False, topic: str = ""
+    ) -> Room:
+        return await self._rooms.create_room(name, created_by, private, topic)
+
+    async def join_room(self, room: str, user_id: int) -> bool:
+        return await self._rooms.join_room(room, user_id)
+
+    async def add_member(self, room: str, user_id: int) -> bool:
+        return await self._rooms.add_member(room, user_id)
+
+    async def update_room(self, room: str, topic: str | None, slow_mode: int | None) -> Room | None:
+        updated = await self._rooms.update_room(room, topic, slow_mode)
+        if updated is None:
+            return None
+        return replace(updated, last_seq=await self._messages.last_seq(room))
+
+    async def role_of(self, room: str, user_id: int) -> str | None:
+        return await self._rooms.role_of(room, user_id)
+
+    async def roles_of(self, user_id: int) -> dict[str, str]:
+        return await self._rooms.roles_of(user_id)
+
+    async def member_roles(self, room: str) -> list[Member]:
+        return await self._rooms.member_roles(room)
+
+    async def set_role(self, room: str, user_id: int, role: str) -> bool:
+        return await self._rooms.set_role(room, user_id, role)
+
+    async def transfer_owner(self, room: str, from_id: int, to_id: int) -> bool:
+        return await self._rooms.transfer_owner(room, from_id, to_id)
+
+    async def ban(self, room: str, user_id: int, by: int) -> bool:
+        return await self._rooms.ban(room, user_id, by)
+
+    async def unban(self, room: str, user_id: int) -> bool:
+        return await self._rooms.unban(room, user_id)
 
 
 class ShardedStore(CompositeStore):

@@ -1,61 +1,87 @@
 """Blocking jobs for rooms and memberships; each runs on a connection's own thread.
 
 Reads of an unknown room return nothing (None, [], False) rather than raise; only `join_room`
-and `last_seq` raise `NotFound`. Write jobs run with foreign keys enforced
-(`enforcing_foreign_keys`): an unknown user id becomes `NotFound` through the constraint.
+(also for a private room the user is not in) and `last_seq` raise `NotFound`. Write jobs run
+with foreign keys enforced (`enforcing_foreign_keys`): an unknown user id becomes `NotFound`
+through the constraint.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-from storage.protocols import NotFound, Room
+from storage.protocols import Banned, NotFound, Room
+from storage.room_admin import PRIVATE, PUBLIC, ROLE_OWNER
 from storage.sqlite._connection import constraint_error, now_ms, transaction
 
 
-def create_room(conn: sqlite3.Connection, name: str, created_by: int) -> Room:
+def create_room(
+    conn: sqlite3.Connection, name: str, created_by: int, private: bool, topic: str
+) -> Room:
     now = now_ms()
+    visibility = PRIVATE if private else PUBLIC
     with transaction(conn):
         try:
             cur = conn.execute(
-                "INSERT INTO rooms (name, created_by, created_at) VALUES (?, ?, ?)",
-                (name, created_by, now),
+                "INSERT INTO rooms (name, created_by, created_at, visibility, topic, owner_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, created_by, now, visibility, topic, created_by),
             )
             conn.execute(
-                "INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)",
-                (cur.lastrowid, created_by, now),
+                "INSERT INTO memberships (room_id, user_id, joined_at, role) VALUES (?, ?, ?, ?)",
+                (cur.lastrowid, created_by, now, ROLE_OWNER),
             )
+            owner = conn.execute("SELECT name FROM users WHERE id = ?", (created_by,)).fetchone()
         except sqlite3.IntegrityError as exc:
             raise constraint_error(exc, f"room name {name!r}") from exc
     assert cur.lastrowid is not None
-    return Room(cur.lastrowid, name, created_by, 0)
+    return Room(cur.lastrowid, name, created_by, 0, visibility, topic, 0, owner[0])
 
 
-_ROOM_COLUMNS = "id, name, created_by, last_seq"
+ROOM_COLUMNS = (
+    "SELECT r.id, r.name, r.created_by, r.last_seq, r.visibility, r.topic, r.slow_mode, u.name"
+    " FROM rooms AS r LEFT JOIN users AS u ON u.id = r.owner_id"
+)
 
 
 def get_room(conn: sqlite3.Connection, name: str) -> Room | None:
-    row = conn.execute(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE name = ?", (name,)).fetchone()
+    row = conn.execute(f"{ROOM_COLUMNS} WHERE r.name = ?", (name,)).fetchone()
     return None if row is None else Room(*row)
 
 
 def list_rooms(conn: sqlite3.Connection, limit: int) -> list[Room]:
-    rows = conn.execute(f"SELECT {_ROOM_COLUMNS} FROM rooms ORDER BY name LIMIT ?", (limit,))
+    rows = conn.execute(f"{ROOM_COLUMNS} ORDER BY r.name LIMIT ?", (limit,))
     return [Room(*row) for row in rows]
 
 
 def join_room(conn: sqlite3.Connection, room: str, user_id: int) -> bool:
-    row = conn.execute("SELECT id FROM rooms WHERE name = ?", (room,)).fetchone()
-    if row is None:
+    with transaction(conn):
+        return admit(conn, room, user_id, invited=False)
+
+
+def admit(conn: sqlite3.Connection, room: str, user_id: int, *, invited: bool) -> bool:
+    """A join (`invited` False: a private room the user is not in is unknown) or invitation,
+    inside the caller's transaction, so a ban committed first always keeps the user out."""
+    row = conn.execute(
+        "SELECT r.id, r.visibility, m.user_id IS NOT NULL, b.user_id IS NOT NULL FROM rooms AS r"
+        " LEFT JOIN memberships AS m ON m.room_id = r.id AND m.user_id = ?1"
+        " LEFT JOIN room_bans AS b ON b.room_id = r.id AND b.user_id = ?1 WHERE r.name = ?2",
+        (user_id, room),
+    ).fetchone()
+    if row is None or (row[1] == PRIVATE and not row[2] and not invited):
         raise NotFound(f"no room named {room!r}")
+    if row[2]:
+        return False
+    if row[3]:
+        raise Banned(f"banned from {room!r}")
     try:
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+        conn.execute(
+            "INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)",
             (row[0], user_id, now_ms()),
         )
     except sqlite3.IntegrityError as exc:
         raise constraint_error(exc, "membership") from exc
-    return cur.rowcount == 1
+    return True
 
 
 def leave_room(conn: sqlite3.Connection, room: str, user_id: int) -> bool:

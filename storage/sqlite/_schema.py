@@ -120,6 +120,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE search_cursor (last_id INTEGER NOT NULL);
     INSERT INTO search_cursor (last_id) SELECT coalesce(max(id), 0) FROM messages;
     """,
+    # 7: rooms with roles and settings (issue #15; storage/room_admin.py). Existing rooms become
+    # public; their owner is the creator if still a member, else none (NULL: nobody holds the
+    # owner's rights until a new schema says how to pick one). Bans are catalog rows.
+    """
+    ALTER TABLE rooms ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
+    ALTER TABLE rooms ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+    ALTER TABLE rooms ADD COLUMN slow_mode INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN owner_id INTEGER REFERENCES users(id);
+    ALTER TABLE memberships ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    UPDATE rooms SET owner_id = created_by WHERE EXISTS (SELECT 1 FROM memberships AS m
+        WHERE m.room_id = rooms.id AND m.user_id = rooms.created_by);
+    UPDATE memberships SET role = 'owner' WHERE EXISTS (SELECT 1 FROM rooms AS r
+        WHERE r.id = memberships.room_id AND r.owner_id = memberships.user_id);
+    CREATE TABLE room_bans (
+        room_id   INTEGER NOT NULL REFERENCES rooms(id),
+        user_id   INTEGER NOT NULL REFERENCES users(id),
+        banned_by INTEGER NOT NULL REFERENCES users(id),
+        banned_at INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -33,10 +33,12 @@ from storage.protocols import (
     StreamRead,
     User,
 )
+from storage.room_admin import Member
 from storage.sqlite import _accounts as _sqlite_accounts
 from storage.sqlite import _events as _sqlite_events
 from storage.sqlite import _messages as _sqlite_messages
 from storage.sqlite import _reads as _sqlite_reads
+from storage.sqlite import _room_admin as _sqlite_admin
 from storage.sqlite import _rooms as _sqlite_rooms
 from storage.sqlite import _schema
 from storage.sqlite import _search as _sqlite_search
@@ -194,17 +196,11 @@ class SQLiteStore:
         await self._write(_sqlite_accounts.touch, dict(sessions), dict(users))
 
     # Rooms and membership -----------------------------------------------------------------
-    async def create_room(self, name: str, created_by: int) -> Room:
-        return await self._write(_sqlite_rooms.create_room, name, created_by)
-
     async def get_room(self, name: str) -> Room | None:
         return await self._read(_sqlite_rooms.get_room, name)
 
     async def list_rooms(self, limit: int = 1000) -> list[Room]:
         return await self._read(_sqlite_rooms.list_rooms, limit)
-
-    async def join_room(self, room: str, user_id: int) -> bool:
-        return await self._write(_sqlite_rooms.join_room, room, user_id)
 
     async def leave_room(self, room: str, user_id: int) -> bool:
         return await self._write(_sqlite_rooms.leave_room, room, user_id)
@@ -223,6 +219,42 @@ class SQLiteStore:
 
     async def read_cursors(self, user_id: int) -> dict[str, int]:
         return await self._read(_sqlite_reads.read_cursors, user_id)
+
+    # Room administration (storage/room_admin.py) ------------------------------------------
+    async def create_room(
+        self, name: str, created_by: int, private: bool = False, topic: str = ""
+    ) -> Room:
+        return await self._write(_sqlite_rooms.create_room, name, created_by, private, topic)
+
+    async def join_room(self, room: str, user_id: int) -> bool:
+        return await self._write(_sqlite_rooms.join_room, room, user_id)
+
+    async def add_member(self, room: str, user_id: int) -> bool:
+        return await self._write(_sqlite_admin.add_member, room, user_id)
+
+    async def update_room(self, room: str, topic: str | None, slow_mode: int | None) -> Room | None:
+        return await self._write(_sqlite_admin.update_room, room, topic, slow_mode)
+
+    async def role_of(self, room: str, user_id: int) -> str | None:
+        return await self._read(_sqlite_admin.role_of, room, user_id)
+
+    async def roles_of(self, user_id: int) -> dict[str, str]:
+        return await self._read(_sqlite_admin.roles_of, user_id)
+
+    async def member_roles(self, room: str) -> list[Member]:
+        return await self._read(_sqlite_admin.member_roles, room)
+
+    async def set_role(self, room: str, user_id: int, role: str) -> bool:
+        return await self._write(_sqlite_admin.set_role, room, user_id, role)
+
+    async def transfer_owner(self, room: str, from_id: int, to_id: int) -> bool:
+        return await self._write(_sqlite_admin.transfer_owner, room, from_id, to_id)
+
+    async def ban(self, room: str, user_id: int, by: int) -> bool:
+        return await self._write(_sqlite_admin.ban, room, user_id, by)
+
+    async def unban(self, room: str, user_id: int) -> bool:
+        return await self._write(_sqlite_admin.unban, room, user_id)
 
     # Messages -----------------------------------------------------------------------------
     async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:

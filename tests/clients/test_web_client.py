@@ -313,6 +313,17 @@ def test_refusals_are_shown_as_sentences(browser: Browser, tmp_path: Path) -> No
         # message typed and not yet sent: on reconnect its re-send is refused, and shown.
         token = page.evaluate("sessionStorage['hibiki.token']")
         auth = {"Authorization": f"Bearer {token}"}
+        # The owner leaves only after a transfer (issue #15): dave hands lobby to erin first.
+        erin = httpx.post(
+            live.direct + "/api/register", json={"name": "erin", "password": "correct horse"}
+        ).json()["token"]
+        httpx.post(
+            live.direct + "/api/rooms/lobby/join", headers={"Authorization": f"Bearer {erin}"}
+        )
+        response = httpx.post(
+            live.direct + "/api/rooms/lobby/transfer", json={"user": "erin"}, headers=auth
+        )
+        assert response.status_code == 200, response.text
         page.context.set_offline(True)
         expect(page.locator("#status")).to_have_attribute("data-state", "offline")
         say(page, "still here?")

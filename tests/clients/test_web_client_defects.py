@@ -201,6 +201,16 @@ def test_leaving_a_room_clears_its_history_status(
     create_room_in(page, "solo", size)
     say(page, "only me")
     expect(page.locator("#history-status")).to_have_text("start of the room")
+    # The owner leaves only after a transfer (issue #15): ivan hands solo to a second member.
+    other = api_user(live, f"heir-{size}")
+    httpx.post(live.direct + "/api/rooms/solo/join", headers=other)
+    token = page.evaluate("sessionStorage['hibiki.token']")
+    response = httpx.post(
+        live.direct + "/api/rooms/solo/transfer",
+        json={"user": f"heir-{size}"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
     page.click("#leave-button")
     expect(page.locator("#room-title")).to_have_text("No room selected")
     expect(page.locator("#history-status")).to_have_text("")

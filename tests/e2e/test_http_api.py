@@ -225,11 +225,25 @@ async def test_logout_revokes_only_that_token(api: Api) -> None:
 # Rooms ------------------------------------------------------------------------------------
 
 
+def _public(owner: str, role: str | None) -> dict[str, object]:
+    """A public room's settings as a room list shows them, with no topic or slow mode."""
+    return {"visibility": "public", "topic": "", "slow_mode": 0, "owner": owner, "role": role}
+
+
 async def test_create_room_makes_creator_a_member(api: Api) -> None:
     owner = await api.register()
     response = await api.client.post("/api/rooms", json={"name": "lobby"}, headers=owner.auth)
     assert response.status_code == 201
-    assert response.json() == {"name": "lobby", "last_seq": 0, "member": True}
+    assert response.json() == {
+        "name": "lobby",
+        "last_seq": 0,
+        "member": True,
+        "visibility": "public",
+        "topic": "",
+        "slow_mode": 0,
+        "owner": owner.name,
+        "role": "owner",
+    }
     assert (await api.client.get("/api/me", headers=owner.auth)).json()["rooms"] == ["lobby"]
     assert await api.store.is_member("lobby", owner.id)
     assert api.membership_changes == [("lobby", owner.id, True)]
@@ -255,8 +269,8 @@ async def test_list_rooms_flags_membership(api: Api) -> None:
     assert response.status_code == 200
     assert response.json() == {
         "rooms": [
-            {"name": "alpha", "last_seq": 0, "member": True},
-            {"name": "beta", "last_seq": 2, "member": False},
+            {"name": "alpha", "last_seq": 0, "member": True, **_public(alice.name, "owner")},
+            {"name": "beta", "last_seq": 2, "member": False, **_public(bob.name, None)},
         ]
     }
 
@@ -295,7 +309,11 @@ async def test_members_are_visible_to_members_only(api: Api) -> None:
 
     response = await api.client.get("/api/rooms/lobby/members", headers=guest.auth)
     assert response.status_code == 200
-    assert response.json() == {"room": "lobby", "members": sorted([owner.name, guest.name])}
+    assert response.json() == {
+        "room": "lobby",
+        "members": sorted([owner.name, guest.name]),
+        "roles": {owner.name: "owner", guest.name: "member"},
+    }
 
     response = await api.client.get("/api/rooms/lobby/members", headers=outsider.auth)
     assert_error(response, 403, "not_member")

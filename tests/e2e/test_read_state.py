@@ -87,7 +87,18 @@ async def test_http_read_moves_the_cursor_and_tells_every_connection(
         assert await second.expect("unread") == {"type": "unread", **state}
     rooms = await http.get("/api/rooms", headers=_auth(alice))
     assert rooms.json()["rooms"] == [
-        {"name": "lobby", "last_seq": 3, "member": True, "read_seq": 2, "unread": 1}
+        {
+            "name": "lobby",
+            "last_seq": 3,
+            "member": True,
+            "read_seq": 2,
+            "unread": 1,
+            "visibility": "public",
+            "topic": "",
+            "slow_mode": 0,
+            "owner": alice.name,
+            "role": "owner",
+        }
     ]
 
 
@@ -107,4 +118,10 @@ async def test_read_is_refused_to_non_members_and_for_bad_bodies(
         await peer.send(type="read", room="lobby", seq=-1)
         assert (await peer.expect("error"))["code"] == "bad_field"
     rooms = await http.get("/api/rooms", headers=_auth(carol))
-    assert rooms.json()["rooms"] == [{"name": "lobby", "last_seq": 3, "member": False}]
+    [listed] = rooms.json()["rooms"]
+    assert (listed["name"], listed["last_seq"], listed["member"], listed["role"]) == (
+        "lobby",
+        3,
+        False,
+        None,
+    )

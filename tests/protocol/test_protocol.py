@@ -21,6 +21,7 @@ from protocol import (
     MAX_HISTORY_LIMIT,
     REQUEST_TYPES,
     Ack,
+    Ban,
     CloseCode,
     Delete,
     Deleted,
@@ -31,24 +32,33 @@ from protocol import (
     Hello,
     HistoryPage,
     HistoryRequest,
+    Invite,
     Join,
     Joined,
+    Kick,
     Leave,
     Left,
+    MemberUpdated,
     Message,
     Ping,
     Pong,
     Presence,
     ProtocolError,
     ReadRequest,
+    Removed,
     Resync,
     RoomCreated,
     RoomUnread,
+    RoomUpdate,
+    RoomUpdated,
     SearchRequest,
     SearchResults,
     Send,
+    SetRole,
+    Transfer,
     Typing,
     TypingRequest,
+    Unban,
     Unread,
     Welcome,
     decode,
@@ -119,6 +129,14 @@ REQUEST_EXAMPLES: list[Any] = [
     ReadRequest(room="general", seq=42, ref="r1"),
     SearchRequest(query="deploy failed"),
     SearchRequest(query="x", room="dev", before="bTE3", limit=50, ref="s1"),
+    RoomUpdate(room="general"),
+    RoomUpdate(room="general", topic="", slow_mode=3600, ref="u1"),
+    Invite(room="team", user="bob"),
+    Kick(room="team", user="bob", ref="k1"),
+    Ban(room="team", user="bob"),
+    Unban(room="team", user="bob"),
+    Transfer(room="team", user="bob"),
+    SetRole(room="team", user="bob", role="admin", ref="s1"),
 ]
 
 EVENT_EXAMPLES: list[Any] = [
@@ -167,6 +185,14 @@ EVENT_EXAMPLES: list[Any] = [
         next="bTE3",
         ref="s1",
     ),
+    Error(code="slow_mode", message="slow mode", ref="s1", retry_after=2.5),
+    RoomUpdated(room="team", visibility="private", topic="", slow_mode=0),
+    RoomUpdated(
+        room="team", visibility="public", topic="t", slow_mode=5, owner="ann", by="ann", ref="u1"
+    ),
+    MemberUpdated(room="team", user="bob", change="kicked", by="ann"),
+    MemberUpdated(room="team", user="bob", change="invited", by="ann", role="member", ref="i1"),
+    Removed(room="team", reason="banned", by="ann"),
 ]
 
 
@@ -217,17 +243,24 @@ def test_events_omit_fields_at_their_default() -> None:
 def test_every_request_type_has_a_distinct_tag() -> None:
     tags = [_tag(cls) for cls in REQUEST_TYPES]
     assert sorted(tags) == [
+        "ban",
         "delete",
         "edit",
         "hello",
         "history",
+        "invite",
         "join",
+        "kick",
         "leave",
         "ping",
         "read",
+        "room_update",
         "search",
         "send",
+        "set_role",
+        "transfer",
         "typing",
+        "unban",
     ]
 
 
@@ -400,6 +433,8 @@ def test_malformed_frame_is_rejected_with_its_code(
 
 def _minimal(cls: type[Any]) -> dict[str, Any]:
     values = {"room": "general", "text": "hi", "token": "tok", "seq": 1, "id": 1, "query": "q"}
+    values["user"] = "bob"
+    values["role"] = "admin"
     required = [f.name for f in msgspec.structs.fields(cls) if f.required]
     return {"type": _tag(cls), **{name: values[name] for name in required}}
 
