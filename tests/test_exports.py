@@ -78,6 +78,7 @@ PUBLIC = {
         "LoginSession",
         "RequestError",
         "RoomInfo",
+        "UnreadCounter",
         "UserInfo",
         "open_websocket",
     },
