@@ -290,6 +290,8 @@ class TerminalChat:
                         await self.client.mark_read(room, seq)
                     except RequestError as exc:  # rate_limited, or left meanwhile
                         self.screen.show(f"! marking {room} read: {exc.code}")
+                    except ChatClientError:
+                        return  # the client is ending: `_show_events` says why
             self._refresh_prompt()
 
     def _switch(self, room: str) -> None:

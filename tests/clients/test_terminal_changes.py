@@ -4,9 +4,12 @@ the other end."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import trio
 
+from client._shown import ShownMessage, ShownMessages
 from protocol import Deleted, Edited, Message, Unread
 
 from ..conftest import STEP, RunningServer, create_room, join_room
@@ -102,3 +105,32 @@ async def test_terminal_shows_unread_counts_and_marks_what_the_user_views_read(
             await term.type("/quit\r")
             with trio.fail_after(STEP):
                 assert await term.process.wait() == 0
+
+
+def test_shown_messages_keep_their_numbers_and_last_is_ones_own_latest_in_the_room() -> None:
+    shown = ShownMessages()
+
+    def message(id: int, user: str, room: str = "lobby", **more: Any) -> Message:
+        fields: dict[str, Any] = {"text": f"m{id}", "ts": 0, **more}
+        return Message(room=room, id=id, seq=id, user=user, **fields)
+
+    assert shown.line(message(10, "bob"), "alice") == "#1 [lobby] bob: m10"
+    assert shown.line(message(11, "alice"), "alice") == "#2 [lobby] alice: m11"
+    assert shown.line(message(12, "alice", "dev"), "alice") == "#3 [dev] alice: m12"
+    # Shown again by /history, as it is now: the same number.
+    again = message(10, "bob", text="", deleted=True)
+    assert shown.line(again, "alice") == "#1 [lobby] bob: (deleted)"
+    assert shown.line(message(11, "alice", edited_at=5), "alice").endswith("m11 (edited)")
+    assert [shown.find(w, "lobby") for w in ("1", "#2", "last")] == [
+        ShownMessage(1, "lobby", 10, "bob"),
+        ShownMessage(2, "lobby", 11, "alice"),
+        ShownMessage(2, "lobby", 11, "alice"),
+    ]
+    assert shown.find("last", "dev") == ShownMessage(3, "dev", 12, "alice")
+    assert shown.find("last", "garden") is None and shown.find("7", "lobby") is None
+    assert shown.find("x", "lobby") is None
+    # A change to a message never shown here says which room and id.
+    unseen = Edited(room="lobby", seq=20, id=99, text="new\x1b[2J", edited_at=1)
+    assert shown.change_line(unseen) == (
+        "* [lobby] a message not shown here (id 99): new^[[2J (edited)"
+    )
