@@ -14,6 +14,7 @@ from ._errors import (
 from ._events import ClientEvent, Disconnected
 from ._http import LoginSession, RoomInfo, UserInfo
 from ._socket import open_websocket
+from ._unread import UnreadCounter
 
 __all__ = [
     "ApiError",
@@ -28,6 +29,7 @@ __all__ = [
     "LoginSession",
     "RequestError",
     "RoomInfo",
+    "UnreadCounter",
     "UserInfo",
     "open_websocket",
 ]

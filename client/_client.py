@@ -1,11 +1,14 @@
 """`ChatClient`: one chat session that outlives any single WebSocket connection.
 
 Rules the client keeps (docs/protocol.md, "Recommended client loop"):
-- `_last_seq[room]` is the highest `seq` the application has been given for the room; `hello`
-  resumes from it, and a `message` at or below it is dropped (counted in `dropped_duplicates`).
+- `_last_seq[room]` is the highest `seq` the application has been given for the room (of a
+  `message`, `edited` or `deleted`: each takes a seq); `hello` resumes from it, and an entry at
+  or below it is dropped (counted in `dropped_duplicates`).
 - Every request waits in `_requests` until answered, and is written again on the next
-  connection if the one it went out on dropped (rules in `_requests.py`). A `send` keeps its
-  `client_id`, so the server stores it at most once and acks a repeat with the original `id`/`seq`.
+  connection if the one it went out on dropped (rules in `_requests.py`). A `send`, `edit` or
+  `delete` keeps its `client_id`, so the server stores it at most once and acks a repeat with
+  the original `id`/`seq`.
+- Unread counts follow docs/protocol.md's *Read state* (rules in `_unread.py`).
 - A connection becomes *ready* for requests once `welcome` arrived and the waiting requests were
   re-sent; the `Welcome` event is queued before any replayed `message`.
 - One task (`_run`) owns the connection loop; the caller's tasks only make requests. Reconnects
@@ -28,6 +31,8 @@ from trio_websocket import ConnectionClosed
 from protocol import (
     DEFAULT_SEARCH_LIMIT,
     Ack,
+    Delete,
+    Edit,
     Event,
     HistoryPage,
     HistoryRequest,
@@ -37,11 +42,14 @@ from protocol import (
     Left,
     Ping,
     Pong,
+    ReadRequest,
     Request,
+    RoomUnread,
     SearchRequest,
     SearchResults,
     Send,
     TypingRequest,
+    Unread,
 )
 
 from ._backoff import Backoff
@@ -159,8 +167,10 @@ class ChatClient(ConnectionLoop):
         return self._token
 
     def events(self) -> AsyncIterator[ClientEvent]:
-        """The stream of events (one consumer): messages in `seq` order per room, without gaps
-        or duplicates across reconnects; presence, typing, resync, unmatched errors; a
+        """The stream of events (one consumer): messages, edits and deletes (`Message`,
+        `Edited`, `Deleted`) in `seq` order per room, without gaps or duplicates across
+        reconnects; `Unread` when the read cursor moved elsewhere (another connection of the
+        user, or HTTP); presence, typing, resync, unmatched errors; a
         `Welcome` on each (re)connect and a `Disconnected` when a connection is lost.
 
         The buffer is bounded (`event_buffer`): if the application stops reading, the client
@@ -183,6 +193,65 @@ class ChatClient(ConnectionLoop):
             return Send(room=room, text=text, client_id=client_id, ref=ref)
 
         return await self._request(build, Ack, client_id=client_id)
+
+    async def edit(self, room: str, id: int, text: str, *, client_id: str | None = None) -> Ack:
+        """Replace the text of the user's own message `id`; the `ack` (the message's `id`, the
+        edit's own `seq`) comes once the edit is stored and the room got `edited`.
+
+        Kept and re-sent after a reconnect with its `client_id`, as `send` is: a repeat is acked
+        with `duplicate=True`; one the server answers `message_deleted` after this client saw
+        its own `edited` (the message was deleted since) is answered with that edit, duplicate.
+        Raises `RequestError` (`not_member`, `no_such_message`, `not_author`,
+        `message_deleted`, `text_empty`, `text_too_long`, `text_invalid`, `rate_limited`,
+        `unavailable`).
+        """
+        client_id = client_id or _new_client_id()
+
+        def build(ref: str) -> Request:
+            return Edit(room=room, id=id, text=text, client_id=client_id, ref=ref)
+
+        return await self._request(build, Ack, client_id=client_id)
+
+    async def delete(self, room: str, id: int, *, client_id: str | None = None) -> Ack:
+        """Delete the user's own message `id` (a tombstone stays in history); the `ack` (the
+        message's `id`, the delete's own `seq`) comes once it is stored.
+
+        Re-sent after a reconnect with its `client_id`: the server answers a repeat
+        `message_deleted`, so once this client has seen its own `deleted` (live or replayed on
+        resume, which comes first) that answer is turned into the `ack`, `duplicate=True`.
+        Raises `RequestError` (`not_member`, `no_such_message`, `not_author`,
+        `message_deleted`: deleted before, by another request; `rate_limited`, `unavailable`).
+        """
+        client_id = client_id or _new_client_id()
+
+        def build(ref: str) -> Request:
+            return Delete(room=room, id=id, client_id=client_id, ref=ref)
+
+        return await self._request(build, Ack, client_id=client_id)
+
+    async def mark_read(self, room: str, seq: int) -> Unread:
+        """Move the user's read cursor in `room` to `seq` (forward only; clamped to the room's
+        last seq); returns the state as stored, which `unread` then shows. The user's other
+        connections get it as an `Unread` event. Spends one token of the rate limit: mark when
+        the user looks, not per message. Raises `RequestError` (`not_member`, `no_such_room`,
+        `rate_limited`, `bad_field`).
+        """
+        return await self._request(lambda ref: ReadRequest(room=room, seq=seq, ref=ref), Unread)
+
+    @property
+    def unread(self) -> dict[str, int]:
+        """Per member room, how many messages by other users are unread (docs/protocol.md,
+        *Read state*): the server's count at the last `welcome`/`unread`, plus the messages by
+        others received after it, less those deleted since. The server counts at most 1000."""
+        return self._unread.counts()
+
+    @property
+    def read_state(self) -> dict[str, RoomUnread]:
+        """Per member room, the latest read state the server gave (`read_seq`, `last_seq`,
+        `count`), which `unread` counts from."""
+        return {
+            room: state for room in self._rooms if (state := self._unread.state(room)) is not None
+        }
 
     async def join(self, room: str) -> Joined:
         """Become a member of `room` (it must exist) and subscribe; `RequestError` no_such_room."""

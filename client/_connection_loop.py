@@ -19,6 +19,8 @@ from protocol import (
     MAX_RESUME_ROOMS,
     Ack,
     CloseCode,
+    Deleted,
+    Edited,
     Error,
     ErrorCode,
     Event,
@@ -31,6 +33,7 @@ from protocol import (
     ProtocolError,
     Resync,
     SearchResults,
+    Unread,
     Welcome,
     decode_event,
 )
@@ -47,6 +50,7 @@ from ._events import ClientEvent, Disconnected, EventStream
 from ._http import HttpApi
 from ._requests import RequestQueue, encode_request
 from ._socket import describe_failure, is_connection_failure, open_websocket
+from ._unread import UnreadCounter
 
 _NO_CLOSE_FRAME = 1006  # what trio-websocket reports when there was no close frame
 
@@ -92,6 +96,7 @@ class ConnectionLoop:
         # Rooms `create_room` is creating: the server announces the creator's new membership to
         # all their connections, this one included; here that `joined` is our own doing.
         self._creating: set[str] = set()
+        self._unread = UnreadCounter(user)
         self.user = user
         self.server_id = ""
         self.dropped_duplicates = 0  # messages the server sent twice (never handed on)
@@ -179,6 +184,7 @@ class ConnectionLoop:
     async def _serve(self, ws: WebSocketConnection, welcome: Welcome) -> None:
         self.user, self.server_id = welcome.user, welcome.server_id
         self._rooms = frozenset(welcome.rooms)
+        self._unread.welcome(welcome)
         for room in list(self._last_seq):
             if room not in self._rooms:
                 del self._last_seq[room]  # no longer a member: nothing to resume
@@ -219,13 +225,14 @@ class ConnectionLoop:
         except ProtocolError:
             return  # an event type or shape this client does not know: ignored, as v1 asks
         match event:
-            case Message(room=room, seq=seq):
-                last = self._last_seq.get(room)
-                if last is not None and seq <= last:
-                    self.dropped_duplicates += 1
-                    return
-                self._last_seq[room] = seq
-                await self._emit(event)
+            case Message() | Edited() | Deleted():
+                await self._room_entry(event)
+            case Unread(ref=ref):
+                self._unread.unread(event)
+                if ref is None or self._requests.get(ref) is None:
+                    await self._emit(event)  # moved elsewhere (or an answer nobody waits for)
+                else:
+                    self._answer(ref, event)
             case Resync(room=room, last_seq=last_seq):
                 self._last_seq[room] = last_seq
                 await self._emit(event)
@@ -234,20 +241,49 @@ class ConnectionLoop:
             case Joined(room=room):
                 self._rooms |= {room}
                 self._last_seq.setdefault(room, event.last_seq)
+                self._unread.joined(room, event.last_seq)
                 await self._answer_or_emit(event)
             case Left(room=room):
                 self._rooms -= {room}
                 self._last_seq.pop(room, None)
+                self._unread.left(room)
                 await self._answer_or_emit(event)
             case HistoryPage() | Pong() | SearchResults():
                 self._answer(event.ref, event)
             case Error(ref=ref) if (pending := self._requests.get(ref)) is not None:
+                if event.code == ErrorCode.MESSAGE_DELETED and pending.change is not None:
+                    pending.settle(pending.change)  # a re-sent change that was already done
+                    return
                 error = RequestError(event.code, event.message, client_id=pending.client_id)
                 pending.settle(error=error)
             case Error(ref=ref) if ref == self._hello_ref and event.code == ErrorCode.NOT_MEMBER:
                 pass  # a resumed room we were removed from: `welcome.rooms` already said so
             case _:
                 await self._emit(event)
+
+    async def _room_entry(self, event: Message | Edited | Deleted) -> None:
+        """A message, edit or delete: each takes a seq, so each moves the resume cursor, and one
+        at or below it was delivered already (dropped, counted in `dropped_duplicates`)."""
+        last = self._last_seq.get(event.room)
+        if last is not None and event.seq <= last:
+            self.dropped_duplicates += 1
+            return
+        self._last_seq[event.room] = event.seq
+        if isinstance(event, Message):
+            self._unread.message(event)
+        else:
+            if isinstance(event, Deleted):
+                self._unread.deleted(event)
+            pending = self._requests.get(None, event.client_id) if event.client_id else None
+            if pending is not None:
+                pending.change = Ack(
+                    room=event.room,
+                    id=event.id,
+                    seq=event.seq,
+                    client_id=event.client_id,
+                    duplicate=True,
+                )
+        await self._emit(event)
 
     def _answer(self, ref: str | None, event: Event, client_id: str | None = None) -> None:
         pending = self._requests.get(ref, client_id)

@@ -24,9 +24,10 @@ class Disconnected(msgspec.Struct, frozen=True, kw_only=True):
 
 ClientEvent = Event | Disconnected
 """What `ChatClient.events()` yields: every server event not consumed as the answer to a request
-(`message`, `presence`, `typing`, `resync`, unmatched `error`, `welcome` on each (re)connect, and
-`joined`/`left` without a ref: the user's membership changed on another connection or over HTTP),
-plus `Disconnected`."""
+(`message`, `edited`, `deleted`, `presence`, `typing`, `resync`, unmatched `error`, `welcome` on
+each (re)connect, `unread` without a ref: the read cursor moved on another connection or over
+HTTP, and `joined`/`left` without a ref: the user's membership changed on another connection or
+over HTTP), plus `Disconnected`."""
 
 
 class EventStream:

@@ -6,7 +6,11 @@ Rules:
 - It is written to the *ready* connection at once, or, while there is none, when the next one
   becomes ready: `resend()` writes every request the new connection has not carried yet, in the
   order they were made, and only then marks the connection ready, so order holds.
-- A `send` is matched by `ref`, or by `client_id` (its idempotency key, kept across re-sends).
+- A `send`, `edit` or `delete` is matched by `ref`, or by `client_id` (its idempotency key,
+  kept across re-sends).
+- A change (`edit`, `delete`) whose `edited`/`deleted` event was seen (live or replayed: it
+  carries the `client_id`) keeps the `ack` that event amounts to in `change`: a re-sent delete is
+  answered `message_deleted`, which for it means "done", and `change` is then its answer.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from protocol import Event, Request
+from protocol import Ack, Event, Request
 
 from ._errors import ChatClientError
 
@@ -42,6 +46,7 @@ class PendingRequest:
     answer: Event | None = None
     error: ChatClientError | None = None
     sent_on: int = -1  # the generation of the connection it was last written to
+    change: Ack | None = None  # a change's own `edited`/`deleted`, seen: its duplicate ack
 
     def settle(self, answer: Event | None = None, error: ChatClientError | None = None) -> None:
         if not self.done.is_set():

@@ -96,6 +96,7 @@ PUBLIC = {
         "LoginSession",
         "RequestError",
         "RoomInfo",
+        "UnreadCounter",
         "UserInfo",
         "open_websocket",
     },
