@@ -5,10 +5,10 @@ The files are read once, when the app is built, and served from memory: a fixed 
 request path can reach any other file. Each carries an `ETag` (a hash of its bytes) and
 `Cache-Control: no-cache`: with no build step there are no hashed names, so a browser keeps its
 copy but asks with `If-None-Match` each time, gets `304` while the file is the same, and never
-runs one new module beside a stale one after an upgrade. Every page and file carries a strict Content
-Security Policy (scripts and styles only from this origin, never inline; WebSockets only to this
-host), `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`. `/favicon.ico`, which
-browsers ask for whatever the page says, redirects to the page's own icon, `static/favicon.svg`.
+runs one new module beside a stale one after an upgrade. Every page and file carries a strict
+Content Security Policy (scripts and styles only from this origin, never inline; WebSockets
+only to this host), `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`. `/favicon.ico`,
+which browsers ask for whatever the page says, redirects to the page's own icon.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from werkzeug.exceptions import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 FAVICON = "favicon.svg"
+_ENDPOINTS = frozenset({"web_client_index", "static"})
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -98,7 +99,6 @@ def register_web_client(app: QuartTrio, directory: Path = STATIC_DIR) -> None:
         else:
             response = Response(body, content_type=content_type)
         response.headers["ETag"] = tags[name]
-        response.headers["Cache-Control"] = "no-cache"
         response.headers["Content-Security-Policy"] = content_security_policy(request.host)
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -115,6 +115,15 @@ def register_web_client(app: QuartTrio, directory: Path = STATIC_DIR) -> None:
             raise NotFound()
         return Response("", status=301, headers={"Location": f"/static/{FAVICON}"})
 
+    async def revalidated(response: Response) -> Response:
+        # The API's after-request hook says `no-store` (its bodies carry tokens); hooks run in
+        # reverse order of registration, so this one, registered first, has the last word on
+        # the client's files, which carry neither.
+        if request.endpoint in _ENDPOINTS and response.status_code in (200, 304):
+            response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    app.after_request(revalidated)
     app.add_url_rule("/", "web_client_index", index, methods=["GET"])
     app.add_url_rule("/favicon.ico", "web_client_favicon", favicon, methods=["GET"])
     # Quart registers `/static/<path:filename>` itself when the static folder exists: take it
