@@ -290,23 +290,37 @@ def test_edits_and_deletes_made_while_offline_show_after_the_resume(
     me, other = Account(live, f"away-{size}"), Account(live, f"away-bob-{size}")
     room = room_of(other, f"away-{size}", me)
     first, second = other.post(room, "typo heer", "regrettable")
+    (own,) = me.post(room, "mine, to fix offline")
     page = open_at(browser, live, size, proxied=True)
     log_in(page, me.name)
-    expect(page.locator("#message-list .msg .text")).to_have_text(["typo heer", "regrettable"])
+    texts = page.locator("#message-list .msg .text")
+    expect(texts).to_have_text(["typo heer", "regrettable", "mine, to fix offline"])
 
     page.context.set_offline(True)
     live.call(live.proxy.close)  # type: ignore[union-attr]
     expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+    # An edit made here while offline waits ("saving…"), and is sent once connected again.
+    message(page, "mine, to fix offline").locator(".msg-actions").click()
+    page.get_by_role("menuitem", name="Edit").click()
+    editor = page.locator(".msg .edit-input")
+    editor.fill("mine, fixed offline")
+    editor.press("Enter")
+    expect(editor).to_be_disabled()
+    expect(page.locator(".msg.editing .edit-hint")).to_contain_text("saving…")
     assert other.call("PATCH", f"/api/rooms/{room}/messages/{first}", {"text": "typo here"})
     assert other.call("DELETE", f"/api/rooms/{room}/messages/{second}").is_success
     other.post(room, "after")
     live.call(live.proxy.reopen)  # type: ignore[union-attr]
     page.context.set_offline(False)
     expect(page.locator("#status")).to_have_attribute("data-state", "online")
-    texts = page.locator("#message-list .msg .text")
-    expect(texts).to_have_text(["typo here", "This message was deleted.", "after"])
+    expect(texts).to_have_text(
+        ["typo here", "This message was deleted.", "mine, fixed offline", "after"]
+    )
+    expect(editor).to_have_count(0)
     expect(message(page, "typo here").locator(".edited")).to_be_visible()
     shot(page, "resumed-edits", size)
+    history = me.call("GET", f"/api/rooms/{room}/messages").json()["messages"]
+    assert [m["text"] for m in history if m["id"] == own] == ["mine, fixed offline"]
     finish(page)
 
 
