@@ -92,6 +92,7 @@ function markSeenSoon() {
 function markSeen() {
   const room = state.current;
   if (!room || !state.connected || document.visibilityState !== "visible" || !atBottom()) return;
+  if (storeOf(room).hasMore === null) return; // its latest page is not shown yet
   const seq = state.lastSeq.get(room) || 0;
   const read = reads.get(room);
   if (seq === 0 || (read && read.read_seq >= seq) || asked.get(room) >= seq) return;
