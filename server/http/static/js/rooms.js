@@ -158,6 +158,9 @@ export function selectRoom(name) {
 
 export function renderRooms() {
   const list = $("room-list");
+  // Redrawn on every badge change: whoever had a room's button focused keeps it focused.
+  const focused = list.contains(document.activeElement) ? document.activeElement : null;
+  const refocus = focused && [focused.closest("li").dataset.room, focused.className];
   list.replaceChildren();
   const rooms = [...state.rooms.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
   for (const room of rooms) {
@@ -181,6 +184,11 @@ export function renderRooms() {
       );
     }
     list.append(item);
+  }
+  if (refocus) {
+    const item = [...list.children].find((li) => li.dataset.room === refocus[0]);
+    const again = item && [...item.querySelectorAll("button")].find((b) => b.className === refocus[1]);
+    (again || list.querySelector("button:not(:disabled)") || $("new-room-name")).focus();
   }
 }
 
