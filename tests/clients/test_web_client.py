@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 ROOT = Path(__file__).resolve().parents[2]
+STATIC = ROOT / "server" / "http" / "static"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -360,12 +361,17 @@ async def test_web_client_is_served_with_strict_security_headers(
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["referrer-policy"] == "no-referrer"
     html = page.text
-    assert '<script src="/static/app.js" defer></script>' in html
+    assert '<script type="module" src="/static/js/main.js"></script>' in html
     assert html.count("<script") == 1 and not re.search(r"\son[a-z]+=", html)  # no inline JS
-    script = await http.get("/static/app.js")
-    assert script.headers["content-type"].startswith("text/javascript")
-    assert "content-security-policy" in script.headers
-    assert "innerHTML" not in script.text and "token=" not in script.text
+    modules = sorted(path.name for path in (STATIC / "js").glob("*.js"))
+    assert "main.js" in modules
+    for name in modules:
+        script = await http.get(f"/static/js/{name}")
+        assert script.status_code == 200, name
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "content-security-policy" in script.headers
+        assert "innerHTML" not in script.text and "token=" not in script.text, name
+        assert "eval(" not in script.text and "new Function" not in script.text, name
     for missing in ("/static/nope.js", "/static/../web_client.py", "/static/%2e%2e/cli.py"):
         response = await http.get(missing)
         assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"

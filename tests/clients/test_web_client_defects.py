@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 SHOTS = ARTIFACTS / "web-client"
-APP_JS = Path(__file__).resolve().parents[2] / "server" / "http" / "static" / "app.js"
+ERRORS_JS = Path(__file__).resolve().parents[2] / "server" / "http" / "static" / "js" / "errors.js"
 
 
 @pytest.fixture(params=sorted(SIZES))
@@ -252,10 +252,10 @@ def test_errors_read_as_sentences_never_as_codes(
     page.context.close()
 
 
-def test_every_error_code_has_a_sentence_in_app_js() -> None:
-    table = re.search(r"const ERROR_TEXT = \{(.*?)\n  \};", APP_JS.read_text(), re.DOTALL)
+def test_every_error_code_has_a_sentence_in_errors_js() -> None:
+    table = re.search(r"const ERROR_TEXT = \{(.*?)\n\};", ERRORS_JS.read_text(), re.DOTALL)
     assert table is not None
-    keys = set(re.findall(r"^\s{4}([a-z_]+): \"", table.group(1), re.MULTILINE))
+    keys = set(re.findall(r"^\s{2}([a-z_]+): \"", table.group(1), re.MULTILINE))
     assert {code.value for code in ErrorCode} <= keys
     documented = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
     section = documented.read_text().split("\n## Error codes\n")[1].split("\n## ")[0]
