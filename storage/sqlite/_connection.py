@@ -153,20 +153,22 @@ def _why_not_opened(path: str, exc: sqlite3.Error) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def transaction(conn: sqlite3.Connection) -> _Transaction:
+def transaction(conn: sqlite3.Connection, via: sqlite3.Cursor | None = None) -> _Transaction:
     """`with transaction(conn):` BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception
-    (a failed COMMIT included). A class, not a generator: it runs on every batch."""
-    return _Transaction(conn)
+    (a failed COMMIT included). A class, not a generator: it runs on every batch. `via`: a
+    cursor of `conn` to issue them through (the append's), not a new cursor each."""
+    return _Transaction(conn, via)
 
 
 class _Transaction:
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_execute")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, via: sqlite3.Cursor | None) -> None:
         self._conn = conn
+        self._execute = conn.execute if via is None else via.execute
 
     def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._execute("BEGIN IMMEDIATE")
 
     def __exit__(
         self,
@@ -177,7 +179,7 @@ class _Transaction:
         conn = self._conn
         if exc_type is None:
             try:
-                conn.execute("COMMIT")
+                self._execute("COMMIT")
                 return
             except BaseException:
                 if conn.in_transaction:

@@ -107,6 +107,21 @@ def test_inbound_instruction_benchmark_scenarios_handle_every_frame() -> None:
         )
 
 
+def test_append_instruction_benchmark_appends_numbered_messages() -> None:
+    # Without valgrind: the loop it counts, which checks each append's seq itself.
+    _run(str(SCRIPTS / "bench_append_instructions.py"), *("--run", "5"))
+
+
+def test_light_profile_counts_task_steps_and_calls_per_message() -> None:
+    text = _run(
+        str(SCRIPTS / "profile_light.py"),
+        *("--receivers", "2", "--warmup", "2", "--messages", "5", "--top", "5"),
+    )
+    assert "task steps per message: " in text
+    assert "MessageWriter.run" in text  # the writer's steps are counted by name
+    assert "function calls per message: " in text
+
+
 def test_instruction_benchmark_light_mode_runs_one_message_at_a_time_through_a_server() -> None:
     # The CPU run only (callgrind takes minutes): every message is acked and reaches everyone.
     text = _run(

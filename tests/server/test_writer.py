@@ -1,5 +1,5 @@
-"""MessageWriter when the database fails batch after batch (a full disk) and then recovers, and
-with sends of a connection whose token was revoked before their commit began."""
+"""MessageWriter when the database fails batch after batch (a full disk) and then recovers, with
+sends of a connection whose token was revoked before their commit began, and when cancelled."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
+import trio
 
 from protocol import CloseCode
 from server.chat.connection import ConnState
@@ -18,6 +19,20 @@ from server.transport.flusher import Flusher
 from storage import Appended, NewMessage, StorageError, Store, open_store
 
 from ..connections import chat_connection
+
+
+class _HeldStore:
+    """A real SQLite store whose appends wait, once begun, until `release` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.begun = trio.Event()
+        self.release = trio.Event()
+
+    async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
+        self.begun.set()
+        await self.release.wait()
+        return await self.store.append_batch(batch)
 
 
 class _DiskFullStore:
@@ -89,3 +104,37 @@ async def test_sends_of_a_connection_signed_out_before_their_commit_began_are_no
         await writer.commit_batch(batch)
     messages, _ = await store.history("r", None, 10)
     assert [m.text for m in messages] == ["kept"]
+
+
+async def test_a_batch_taken_off_the_queue_is_committed_though_the_writer_is_cancelled(
+    store: Store,
+) -> None:
+    user = await store.create_user("u", "correct horse")
+    await store.create_room("r", user.id)
+    held = _HeldStore(store)
+    writer = MessageWriter(held, RoomHub(Flusher()), queue_size=10, max_batch=10)  # type: ignore[arg-type]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            await writer.submit(
+                PendingSend(NewMessage("r", user.id, "u", "taken", None), None, None)
+            )
+            await held.begun.wait()
+            # Cancelled while the batch is in hand (no checkpoint between): it still commits,
+            # where an unshielded commit would see Cancelled at its next checkpoint.
+            nursery.cancel_scope.cancel()
+            held.release.set()
+    assert writer.finished.is_set()
+    messages, _ = await store.history("r", None, 10)
+    assert [m.text for m in messages] == ["taken"]
+
+
+async def test_an_idle_writer_stops_when_cancelled(store: Store) -> None:
+    writer = MessageWriter(store, RoomHub(Flusher()), queue_size=10, max_batch=10)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for _ in range(3):  # a cancellation waits at no batch when there is none
+                await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()
+    assert writer.finished.is_set()

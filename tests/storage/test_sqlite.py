@@ -22,7 +22,16 @@ import trio.testing
 import storage.sqlite._messages as sqlite_messages  # white-box, see above
 import storage.sqlite._rooms as sqlite_rooms
 from server.cli import main
-from storage import BackupError, NewMessage, StorageError, User, backup, open_store, passwords
+from storage import (
+    BackupError,
+    NewMessage,
+    NotFound,
+    StorageError,
+    User,
+    backup,
+    open_store,
+    passwords,
+)
 from storage.sqlite import MIGRATIONS, ConnectionThread, SQLiteStore, current_version, migrate
 
 from ..conftest import STEP
@@ -71,6 +80,30 @@ async def test_failed_commit_forgets_numbering_so_no_gap_follows(tmp_path: Path)
             await s.append_batch([msg("lobby", alice, "ok"), msg("lobby", alice, "poison")])
         assert await s.last_seq("lobby") == 0
         assert [r.message.seq for r in await s.append_batch([msg("lobby", alice, "ok")])] == [1]
+
+
+async def test_one_message_batches_check_room_and_user_and_reserve_nothing_when_refused(
+    tmp_path: Path,
+) -> None:
+    # A one-message batch has its own path (one kept cursor, nothing collected): it still
+    # refuses an unknown room or user, rolls back, and numbers the next one gap-free.
+    async with open_store(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N) as s:
+        alice = await s.create_user("alice", "pw")
+        await s.create_room("lobby", alice.id)
+        ghost = User(id=alice.id + 100, name="ghost")
+        with pytest.raises(NotFound):
+            await s.append_batch([msg("nowhere", alice, "?")])
+        with pytest.raises(StorageError):
+            await s.append_batch([msg("lobby", ghost, "boo")])
+        first = await s.append_batch([msg("lobby", alice, "one", "c1")])
+        again = await s.append_batch([msg("lobby", alice, "one", "c1")])  # a re-send
+        second = await s.append_batch([msg("lobby", alice, "two")])
+        assert [(r.message.seq, r.duplicate) for r in first + again + second] == [
+            (1, False),
+            (1, True),
+            (2, False),
+        ]
+        assert await s.last_seq("lobby") == 2
 
 
 def test_last_seqs_reads_in_chunks_of_names(
