@@ -3,7 +3,7 @@
 Runs bench_fanout's latency workload (open loop, `--deliveries` per second to `--receivers` in one
 room; default 5,000/s to 100, i.e. 50 messages/s) on hibiki variants and the `websockets` peer,
 alternating A B C per round, each on a fresh server pinned to one CPU. Each hibiki runs with
-`HIBIKI_STAGE_TRACE` (server/ops/stage_trace.py): per message the CLOCK_MONOTONIC times of the
+`HIBIKI_STAGE_TRACE` (server/persist/stage_trace.py): per message the CLOCK_MONOTONIC times of the
 client's send, the server's read, commit start and end, publish and the sweep that sent it, and
 every cyclic-GC pass. Then the paced one-row commit floor (`bench_floor.py --parts commit`) in
 the same run. Prints, per variant: the client's p50/p99 (every delivery), each stage's p50/p99,
@@ -95,11 +95,13 @@ def stage_report(trace: Trace) -> dict[str, Any]:
     out: dict[str, Any] = {"messages": len(msgs)}
     for name, a, b in STAGES:
         spans = [(m[b] - m[a]) / 1000 for m in msgs]
-        out[name] = {"p50": round(percentile(spans, 0.5), 3), "p99": round(percentile(spans, 0.99), 3)}
+        out[name] = {
+            "p50": round(percentile(spans, 0.5), 3),
+            "p99": round(percentile(spans, 0.99), 3),
+        }
     slow = sorted(msgs, key=lambda m: m[5] - m[0])[-max(1, len(msgs) // 100) :]
     out["slowest_1pct_mean_ms"] = {
-        name: round(statistics.mean((m[b] - m[a]) / 1000 for m in slow), 3)
-        for name, a, b in STAGES
+        name: round(statistics.mean((m[b] - m[a]) / 1000 for m in slow), 3) for name, a, b in STAGES
     }
     overlaps = [gc_overlap_us(m, trace.gcs) for m in slow]
     out["slowest_1pct_with_gc"] = f"{sum(1 for o in overlaps if o)}/{len(slow)}"
@@ -166,9 +168,10 @@ def print_summary(runs: dict[str, list[dict[str, Any]]], floor: dict[str, Any]) 
             print(f"{name} round {i}: client p50 {c['p50']} p99 {c['p99']} max {c['max']} ms")
             if "stages" in r:
                 s = r["stages"]
-                print("  stage p50/p99 ms: " + ", ".join(
-                    f"{n} {s[n]['p50']}/{s[n]['p99']}" for n, *_ in STAGES
-                ))
+                print(
+                    "  stage p50/p99 ms: "
+                    + ", ".join(f"{n} {s[n]['p50']}/{s[n]['p99']}" for n, *_ in STAGES)
+                )
                 print(f"  slowest 1% mean ms: {s['slowest_1pct_mean_ms']}")
                 print(
                     f"  slowest 1% overlapping GC: {s['slowest_1pct_with_gc']}"
@@ -176,7 +179,8 @@ def print_summary(runs: dict[str, list[dict[str, Any]]], floor: dict[str, Any]) 
                 )
     print(
         f"paced one-row commit ({floor['gap_ms']} ms apart): p50 "
-        f"{floor['paced_sqlite_commit_ms_p50']:.2f} p99 {floor['paced_sqlite_commit_ms_p99']:.2f} ms"
+        f"{floor['paced_sqlite_commit_ms_p50']:.2f} "
+        f"p99 {floor['paced_sqlite_commit_ms_p99']:.2f} ms"
     )
 
 

@@ -32,7 +32,7 @@ from server.http.bridge import HttpBridge
 from server.http.login_guard import LoginGuard
 from server.ops.health import Readiness
 from server.ops.metrics import Metrics
-from server.ops.stage_trace import StageTrace, TracedFlusher, TracedWriter
+from server.persist.stage_trace import StageTrace, TracedFlusher, TracedWriter
 from server.persist.writer import MessageWriter
 from server.redis.bus import RedisBus
 from server.seams import Cluster, Seams, choose_seams

@@ -7,14 +7,14 @@ start and end (trio side, so the thread hand-off is inside), published (acks and
 and sent (the sweep that wrote them: inline in the writer's turn, or the flusher task's next);
 on SQLite then the writer thread's own: job start, COMMIT issued, job end (the store's append
 job is wrapped, and a statement trace set on its connection, while it runs).
-Besides, one line per cyclic-GC pass with its start and end. `scripts/bench_latency_stages.py`
+Besides, one line per cyclic-GC pass with its start, end and generation. The file is written
+when the server stops. `scripts/bench_latency_stages.py`
 reads the file. Off (the default), nothing here is on any path: the server builds the plain
 `MessageWriter` and `Flusher`.
 """
 
 from __future__ import annotations
 
-import atexit
 import gc
 import sqlite3
 import time
@@ -31,17 +31,24 @@ from storage.sqlite import _messages as sqlite_messages
 
 
 class StageTrace:
-    """Collects the stamps and writes them, buffered, to its file (closed at exit)."""
+    """Collects the stamps and writes them, buffered, to its file (closed when the server stops)."""
 
     def __init__(self, path: str) -> None:
-        self._file: TextIO = open(path, "w", buffering=1 << 20)  # noqa: SIM115  closed at exit
-        atexit.register(self._file.close)
+        self._file: TextIO = open(path, "w", buffering=1 << 20)  # noqa: SIM115  see close()
         self._unsent: list[list[int]] = []  # published, waiting for the sweep that sends them
         self._gc_started = 0
         gc.callbacks.append(self._on_gc)
         # On SQLite, the writer thread's own times: job start, COMMIT issued, job end.
         self._in_thread = [0, 0, 0]
-        sqlite_messages.append_batch = self._stamped(sqlite_messages.append_batch)  # type: ignore[method-assign]
+        self._unwrapped = sqlite_messages.append_batch
+        sqlite_messages.append_batch = self._stamped(self._unwrapped)
+
+    def close(self) -> None:
+        """Write what is buffered and stop stamping (the flusher's end: the server's)."""
+        gc.callbacks.remove(self._on_gc)
+        sqlite_messages.append_batch = self._unwrapped
+        self.swept()
+        self._file.close()
 
     def _stamped(self, job: Callable[..., list[Appended]]) -> Callable[..., list[Appended]]:
         stamps = self._in_thread
@@ -76,9 +83,9 @@ class StageTrace:
         self._in_thread[:] = [0, 0, 0]
         for item in batch:
             read = int((item.queued_at - offset) * 1e6) if item.queued_at else 0
+            client = _client_sent(item.message.text)
             self._unsent.append(
-                [_client_sent(item.message.text), read, int(started * 1e6), int(ended * 1e6), now]
-                + in_thread
+                [client, read, int(started * 1e6), int(ended * 1e6), now, *in_thread]
             )
 
     def swept(self) -> None:
@@ -123,6 +130,12 @@ class TracedFlusher(Flusher):
     def __init__(self, trace: StageTrace, *, lead_rounds: int = 0) -> None:
         super().__init__(lead_rounds=lead_rounds)
         self.trace = trace
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            self.trace.close()
 
     def _flush_all(self, dirty: list[OutboundBuffer]) -> None:
         super()._flush_all(dirty)
