@@ -71,7 +71,7 @@ def read_trace(path: Path) -> Trace:
     for line in path.read_text().splitlines():
         kind, *values = line.split()
         numbers = [int(v) for v in values]
-        if kind == "m" and numbers[0] and numbers[1] and numbers[6]:
+        if kind == "m" and numbers[0] and numbers[1]:  # the load generator's, stamped
             trace.messages.append(numbers)
         elif kind == "gc":
             trace.gcs.append((numbers[0], numbers[1], numbers[2]))
@@ -94,14 +94,17 @@ def stage_report(trace: Trace) -> dict[str, Any]:
     msgs = trace.messages
     out: dict[str, Any] = {"messages": len(msgs)}
     for name, a, b in STAGES:
-        spans = [(m[b] - m[a]) / 1000 for m in msgs]
+        spans = [(m[b] - m[a]) / 1000 for m in msgs if m[a] and m[b]]  # no thread: PostgreSQL
         out[name] = {
             "p50": round(percentile(spans, 0.5), 3),
             "p99": round(percentile(spans, 0.99), 3),
         }
     slow = sorted(msgs, key=lambda m: m[5] - m[0])[-max(1, len(msgs) // 100) :]
     out["slowest_1pct_mean_ms"] = {
-        name: round(statistics.mean((m[b] - m[a]) / 1000 for m in slow), 3) for name, a, b in STAGES
+        name: round(
+            statistics.mean([(m[b] - m[a]) / 1000 for m in slow if m[a] and m[b]] or [0]), 3
+        )
+        for name, a, b in STAGES
     }
     overlaps = [gc_overlap_us(m, trace.gcs) for m in slow]
     out["slowest_1pct_with_gc"] = f"{sum(1 for o in overlaps if o)}/{len(slow)}"
