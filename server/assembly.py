@@ -34,6 +34,7 @@ from server.http.bridge import HttpBridge
 from server.http.login_guard import LoginGuard
 from server.ops.health import Readiness
 from server.ops.metrics import Metrics
+from server.persist.stage_trace import StageTrace, TracedFlusher, TracedWriter
 from server.persist.writer import MessageWriter
 from server.redis.bus import RedisBus
 from server.seams import Cluster, Seams, choose_seams
@@ -95,7 +96,12 @@ def build_parts(
     drain = Drain(config.timeouts.drain_timeout)
     # The Redis bus's sender takes two rounds from its wake-up to its send (its lock, then the
     # socket): the sweep waits those out (server/transport/flusher.py).
-    flusher = Flusher(lead_rounds=2 if config.bus.redis_url else 0)
+    lead_rounds = 2 if config.bus.redis_url else 0
+    flusher = (
+        TracedFlusher(StageTrace(config.ops.stage_trace), lead_rounds=lead_rounds)
+        if config.ops.stage_trace
+        else Flusher(lead_rounds=lead_rounds)
+    )
     tokens = TokenIndex()
     seams = choose_seams(config, store, tokens, metrics)
     bus, membership = seams.bus, seams.membership
@@ -178,7 +184,7 @@ def _writer(
         raise ValueError("[events] events_enabled needs the database's event outbox")
     if events is not None:
         metrics.watch_events(events)
-    writer = MessageWriter(
+    writer = (MessageWriter if not isinstance(flusher, TracedFlusher) else _traced(flusher))(
         store,
         bus,
         queue_size=config.limits.writer_queue,
@@ -188,6 +194,11 @@ def _writer(
         sweep=flusher,
     )
     return writer, events
+
+
+def _traced(flusher: TracedFlusher) -> Callable[..., MessageWriter]:
+    """The writer's class with the stage trace (`[ops] stage_trace`) its flusher writes to."""
+    return lambda *args, **kwargs: TracedWriter(flusher.trace, *args, **kwargs)
 
 
 def _watch(

@@ -233,6 +233,7 @@ class OpsConfig(Section):
     log_format: str = "auto"  # auto: JSON lines unless stderr is a terminal
     metrics: bool = True  # serve GET /metrics
     db_probe_interval: float = 5 * SECONDS  # /readyz write probe while the writer is idle
+    stage_trace: str = ""  # debug: write each message's stage times to this file
 
     def problems(self) -> Problems:
         out = _positive(self, "db_probe_interval")
