@@ -56,8 +56,13 @@ export function describeError(code) {
 
 // The bar above the composer; it takes room from the list, so the newest message stays in view.
 export function showError(code) {
+  showNotice(describeError(code), code);
+}
+
+// The bar with a sentence made here (it names people or rooms); `code` goes to data-code.
+export function showNotice(text, code) {
   const stick = atBottom();
-  $("error-text").textContent = describeError(code);
+  $("error-text").textContent = text;
   $("error-bar").dataset.code = code;
   $("error-bar").hidden = false;
   if (stick) scrollToBottom();
