@@ -97,6 +97,7 @@ def test_a_private_room_with_a_topic_invite_live_topic_and_kick(
     page.click("#room-settings-form button[type=submit]")
     expect(page.locator("#room-status")).to_have_text("Saved.")
     expect(theirs.locator("#room-topic")).to_have_text("release on friday")  # live
+    expect(page.locator("#room-settings-save")).to_be_focused()  # kept through the redraw
 
     member(page, bob.name).locator("button.kick").click()
     expect(member(page, bob.name)).to_have_count(0)
@@ -171,4 +172,40 @@ def test_slow_mode_refusal_promotion_ban_unban_and_transfer(
     expect(page.locator("#room-status")).to_have_text(f"{owner.name} now owns the room.")
     expect(member(page, me.name).locator(".role")).to_have_text("admin")
     expect(member(page, owner.name).locator("button")).to_have_count(0)  # an admin's view
+    finish(page)
+
+
+def test_a_banned_user_loses_the_room_and_is_told_why_a_join_is_refused(
+    browser: Browser,
+    live: ServerThread,
+    size: str,
+) -> None:
+    from playwright.sync_api import expect
+
+    owner, me = Account(live, f"host-{size}"), Account(live, f"guest-{size}")
+    club = f"club-{size}"
+    assert owner.call("POST", "/api/rooms", {"name": club}).status_code == 201
+    assert me.call("POST", f"/api/rooms/{club}/join").is_success
+    page = open_at(browser, live, size)
+    log_in(page, me.name)
+    expect(page.locator("#room-title")).to_have_text(club)
+    page.click("#room-panel-button")
+    expect(member(page, owner.name).locator(".role")).to_have_text("owner")
+
+    banned = owner.call("POST", f"/api/rooms/{club}/ban", {"user": me.name})
+    assert banned.is_success, banned.text
+    expect(page.locator("#side-panel")).to_be_hidden()  # it showed the room
+    expect(page.locator("#error-text")).to_have_text(f"{owner.name} banned you from {club}.")
+    expect(page.locator("#error-bar")).to_have_attribute("data-code", "banned")
+    expect(room_row(page, club)).to_have_count(0)
+
+    if size == "phone":
+        page.click("#rooms-toggle")
+    page.click("#refresh-rooms")  # a public room: listed again, to join
+    room_row(page, club).locator("button.join").click()
+    expect(page.locator("#error-text")).to_have_text(
+        "You are banned from that room: an admin or its owner can unban you."
+    )
+    expect(page.locator("#room-title")).not_to_have_text(club)
+    shot(page, "room-banned", size)
     finish(page)

@@ -37,6 +37,7 @@ export const ERROR_TEXT = {
   query_too_long: "That search is too long (200 characters at most).",
   forbidden: "Only the room's owner or an admin can do that.",
   banned: "That person is banned from this room.",
+  banned_join: "You are banned from that room: an admin or its owner can unban you.",
   no_such_user: "There is nobody by that name.",
   user_not_member: "That person is not a member of this room.",
   owner_must_transfer: "You own this room: give it to another member before you leave.",

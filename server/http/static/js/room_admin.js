@@ -132,10 +132,28 @@ function section(title, ...children) {
   return part;
 }
 
-// The whole page from the room's entry and the members last loaded; the status line survives.
+// The whole page from the room's entry and the members last loaded; the status line survives,
+// and so do the focus and what is typed in the focused field (a live change redraws it).
 function renderPage() {
   const page = $("room-page");
   if (!page || !shown) return;
+  const focused = page.contains(document.activeElement) ? document.activeElement : null;
+  const row = focused && focused.closest("li[data-user]");
+  const again = focused && { id: focused.id, user: row && row.dataset.user, kind: focused.className };
+  const typed = focused && focused.id && "value" in focused ? focused.value : null;
+  drawPage(page);
+  if (!again) return;
+  const target = again.id
+    ? $(again.id)
+    : again.user && [...page.querySelectorAll("li[data-user] button")].find(
+        (node) => node.closest("li").dataset.user === again.user && node.className === again.kind,
+      );
+  if (!target) return page.querySelector("button, input, select")?.focus();
+  if (typed !== null) target.value = typed;
+  target.focus();
+}
+
+function drawPage(page) {
   const room = roomEntry(shown.room);
   const status = $("room-status") || el("p", "form-status");
   status.id = "room-status";
@@ -175,7 +193,7 @@ function settingsForm(room) {
     slow.append(option);
   }
   const save = el("button", "", "Save");
-  save.type = "submit";
+  Object.assign(save, { id: "room-settings-save", type: "submit" });
   form.append(field("Topic", topic), field("Slow mode", slow), save);
   form.addEventListener("submit", (event) => {
     event.preventDefault();

@@ -133,7 +133,7 @@ function onWelcome(welcome) {
 
 export function joinRoom(name, select) {
   request({ type: "join", room: name }, (event) => {
-    if (event.type === "error") return showError(event.code);
+    if (event.type === "error") return showError(event.code === "banned" ? "banned_join" : event.code);
     joinedRoom(event, select);
   });
 }
