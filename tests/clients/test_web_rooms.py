@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .test_web_client import ServerThread, browser, say
-from .test_web_features import Account, finish, log_in, open_at, shot, size
+from .test_web_features import Account, finish, log_in, message, open_at, shot, size
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -92,6 +92,22 @@ def test_a_private_room_with_a_topic_invite_live_topic_and_kick(
     expect(theirs.locator("#room-settings-form, #invite-form, #unban-form")).to_have_count(0)
     shot(theirs, "room-member-view", size)
     theirs.click("#side-panel-close")
+
+    # The owner deletes anyone's message (Delete only: editing is the author's).
+    page.keyboard.press("Escape")  # the panel closes (it covers the room on a phone)
+    expect(page.locator("#side-panel")).to_be_hidden()
+    expect(page.locator("#room-panel-button")).to_be_focused()
+    bob.post(team, "oops, wrong room")
+    oops = message(page, "oops, wrong room")
+    oops.locator(".msg-actions").click()
+    expect(oops.get_by_role("menuitem")).to_have_text(["Delete"])
+    oops.get_by_role("menuitem", name="Delete").click()
+    expect(page.locator("#confirm-text")).to_contain_text(f"this message by {bob.name}")
+    page.click("#confirm-ok")
+    expect(theirs.locator("#message-list .msg.deleted .tombstone")).to_have_count(1)
+    expect(theirs.locator("#message-list .msg .msg-actions")).to_have_count(0)  # a member
+
+    page.click("#room-panel-button")
 
     page.fill("#room-topic-input", "release on friday")
     page.click("#room-settings-form button[type=submit]")
