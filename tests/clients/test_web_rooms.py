@@ -137,6 +137,7 @@ def test_slow_mode_refusal_promotion_ban_unban_and_transfer(
     assert owner.call("POST", "/api/rooms", {"name": hall, "topic": "all hands"}).status_code == 201
     for who in (me, carol):
         assert who.call("POST", f"/api/rooms/{hall}/join").is_success
+    carol.post(hall, "hi from carol")  # before slow mode: a batch then is for admins only
     assert owner.call("PATCH", f"/api/rooms/{hall}", {"slow_mode": 30}).is_success
     page = open_at(browser, live, size)
     log_in(page, me.name)
@@ -145,7 +146,8 @@ def test_slow_mode_refusal_promotion_ban_unban_and_transfer(
         "placeholder", "Message (slow mode: one every 30 s)"
     )
     say(page, "first")
-    expect(page.locator("#message-list .msg .text")).to_have_text(["first"])
+    expect(page.locator("#message-list .msg .text")).to_have_text(["hi from carol", "first"])
+    expect(message(page, "hi from carol").locator(".msg-actions")).to_have_count(0)
     say(page, "second")
     notice = page.locator("#error-text")
     expect(notice).to_contain_text("This room is in slow mode: you can send your next message in")
@@ -167,6 +169,7 @@ def test_slow_mode_refusal_promotion_ban_unban_and_transfer(
     expect(member(page, carol.name).locator("button.kick")).to_be_visible()
     expect(member(page, owner.name).locator("button")).to_have_count(0)  # not the owner
     expect(page.locator("#composer-input")).to_have_attribute("placeholder", "Message")
+    expect(message(page, "hi from carol").locator(".msg-actions")).to_have_count(1)  # may delete
 
     member(page, carol.name).locator("button.ban").click()
     expect(page.locator("#confirm-text")).to_contain_text(f"Ban {carol.name} from {hall}?")

@@ -8,16 +8,19 @@ import { $, button, el } from "./dom.js";
 import { showError } from "./errors.js";
 import { claimRefs, newClientId, on, send } from "./connection.js";
 import { confirmDialog } from "./dialogs.js";
-import { messageById, onMessageElement, redraw, shownItem, updateMessage } from "./messages.js";
+import { messageById, onMessageElement, redraw, redrawRoom, shownItem, updateMessage } from "./messages.js";
+import { onRoomInfo } from "./rooms.js";
 import { onReset, roomEntry, sawSeq, state } from "./state.js";
 
 const TOUCH = window.matchMedia("(hover: none)");
 const changes = new Map(); // client_id -> the edit or delete frame, until acknowledged
 let editing = null; // {room, id, seq, draft, saving: client_id or null}
 let openMenu = null; // {menu, opener}
+const moderated = new Map(); // room -> whether its messages were drawn with an admin's menus
 
 onReset(() => {
   changes.clear();
+  moderated.clear();
   editing = null;
   openMenu = null;
 });
@@ -48,6 +51,12 @@ export function installMessageActions() {
   });
   on("error", onChangeRefused);
   onMessageElement(decorate);
+  onRoomInfo((room) => {
+    // Promoted or demoted: others' messages gain or lose their Delete menu at once.
+    const now = moderates(room);
+    if (moderated.has(room) && moderated.get(room) !== now && !editing) redrawRoom(room);
+    moderated.set(room, now);
+  });
   document.addEventListener("pointerdown", (event) => {
     if (openMenu && !openMenu.menu.parentNode.contains(event.target)) closeMenu(false);
   });

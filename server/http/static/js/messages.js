@@ -124,6 +124,12 @@ export function redraw(room, seq) {
   old.replaceWith(shownElement(store, seq, store.bySeq.get(store.order[index - 1])));
 }
 
+// Redraws every shown message of the open room `room` (what decorators add has changed).
+export function redrawRoom(room) {
+  if (room !== state.current) return;
+  for (const seq of storeOf(room).order) redraw(room, seq);
+}
+
 function shownElement(store, seq, previous) {
   const item = messageElement(store.bySeq.get(seq), previous);
   shown.set(seq, item);
