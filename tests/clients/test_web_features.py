@@ -176,7 +176,7 @@ def test_edit_and_delete_from_a_messages_menu(
 
     me, other = Account(live, f"ed-{size}"), Account(live, f"ed-bob-{size}")
     assert other.call("PATCH", "/api/me", {"display_name": "Bob B."}).is_success
-    room = room_of(me, f"edits-{size}", other)
+    room = room_of(other, f"edits-{size}", me)  # a plain member: no menu on others' messages
     (theirs,) = other.post(room, "bob was here")
     page = open_at(browser, live, size)
     log_in(page, me.name)

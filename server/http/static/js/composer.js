@@ -3,7 +3,7 @@
 // stores at most once. A refusal that may pass later (rate_limited, unavailable) keeps it, to
 // retry with a click; any other gives the text back to the box.
 import { $, el } from "./dom.js";
-import { clearError, showError } from "./errors.js";
+import { clearError, showError, showNotice } from "./errors.js";
 import { claimRefs, newClientId, on, send } from "./connection.js";
 import { bubble, onNewMessage, storeOf } from "./messages.js";
 import { authorElement } from "./profiles.js";
@@ -99,9 +99,18 @@ function onError(error) {
     } else {
       pending.delete(entry.clientId);
       const input = $("composer-input");
-      if (!input.value && entry.room === state.current) input.value = entry.text;
+      // Slow mode: the refused text goes back above whatever was typed since.
+      const slowed = error.code === "slow_mode" && input.value;
+      if (entry.room === state.current && (!input.value || slowed)) {
+        input.value = slowed ? entry.text + "\n" + input.value : entry.text;
+      }
     }
     renderPending();
+  }
+  if (error.code === "slow_mode" && typeof error.retry_after === "number") {
+    const wait = Math.max(1, Math.ceil(error.retry_after));
+    const text = `This room is in slow mode: you can send your next message in ${wait} s. Your text is still in the box.`;
+    return showNotice(text, error.code);
   }
   showError(error.code);
 }

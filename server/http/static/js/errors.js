@@ -37,6 +37,7 @@ export const ERROR_TEXT = {
   query_too_long: "That search is too long (200 characters at most).",
   forbidden: "Only the room's owner or an admin can do that.",
   banned: "That person is banned from this room.",
+  banned_join: "You are banned from that room: an admin or its owner can unban you.",
   no_such_user: "There is nobody by that name.",
   user_not_member: "That person is not a member of this room.",
   owner_must_transfer: "You own this room: give it to another member before you leave.",
@@ -56,8 +57,13 @@ export function describeError(code) {
 
 // The bar above the composer; it takes room from the list, so the newest message stays in view.
 export function showError(code) {
+  showNotice(describeError(code), code);
+}
+
+// The bar with a sentence made here (it names people or rooms); `code` goes to data-code.
+export function showNotice(text, code) {
   const stick = atBottom();
-  $("error-text").textContent = describeError(code);
+  $("error-text").textContent = text;
   $("error-bar").dataset.code = code;
   $("error-bar").hidden = false;
   if (stick) scrollToBottom();

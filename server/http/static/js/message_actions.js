@@ -1,5 +1,5 @@
 // Edit and delete from a message's menu (docs/protocol.md `edit`, `delete`, `edited`, `deleted`).
-// One's own messages get a "⋯" button (a tap on the message opens it too, on a touch screen);
+// One's own messages get a "⋯" button (an admin's or owner's view gives others' a Delete-only one) (a tap on the message opens it too, on a touch screen);
 // its menu is keyboard-usable (Enter opens, arrows move, Escape closes). Edit is in place: Enter
 // saves, Shift+Enter is a new line, Escape cancels. A change is kept until its ack and sent again
 // after a reconnect with the same client_id, like a message; others' changes arrive live, and
@@ -8,16 +8,19 @@ import { $, button, el } from "./dom.js";
 import { showError } from "./errors.js";
 import { claimRefs, newClientId, on, send } from "./connection.js";
 import { confirmDialog } from "./dialogs.js";
-import { messageById, onMessageElement, redraw, shownItem, updateMessage } from "./messages.js";
-import { onReset, sawSeq, state } from "./state.js";
+import { messageById, onMessageElement, redraw, redrawRoom, shownItem, updateMessage } from "./messages.js";
+import { onRoomInfo } from "./rooms.js";
+import { onReset, roomEntry, sawSeq, state } from "./state.js";
 
 const TOUCH = window.matchMedia("(hover: none)");
 const changes = new Map(); // client_id -> the edit or delete frame, until acknowledged
 let editing = null; // {room, id, seq, draft, saving: client_id or null}
 let openMenu = null; // {menu, opener}
+const moderated = new Map(); // room -> whether its messages were drawn with an admin's menus
 
 onReset(() => {
   changes.clear();
+  moderated.clear();
   editing = null;
   openMenu = null;
 });
@@ -48,6 +51,12 @@ export function installMessageActions() {
   });
   on("error", onChangeRefused);
   onMessageElement(decorate);
+  onRoomInfo((room) => {
+    // Promoted or demoted: others' messages gain or lose their Delete menu at once.
+    const now = moderates(room);
+    if (moderated.has(room) && moderated.get(room) !== now && !editing) redrawRoom(room);
+    moderated.set(room, now);
+  });
   document.addEventListener("pointerdown", (event) => {
     if (openMenu && !openMenu.menu.parentNode.contains(event.target)) closeMenu(false);
   });
@@ -68,8 +77,14 @@ function onChangeRefused(error) {
   showError(error.code);
 }
 
+// Admins and the owner delete anyone's message in their room; only the author edits.
+function moderates(room) {
+  const role = roomEntry(room).role;
+  return role === "owner" || role === "admin";
+}
+
 function decorate(message, item) {
-  if (message.user !== state.user || message.deleted) return;
+  if (message.deleted || (message.user !== state.user && !moderates(message.room))) return;
   const bubble = item.querySelector(".bubble");
   const opener = button("msg-actions", "⋯", () => toggleMenu(message, item, opener));
   opener.setAttribute("aria-label", "Message actions");
@@ -101,16 +116,17 @@ function toggleMenu(message, item, opener) {
     closeMenu(false);
     askToDelete(message, opener);
   });
-  for (const entry of [edit, remove]) {
+  const entries = message.user === state.user ? [edit, remove] : [remove];
+  for (const entry of entries) {
     entry.setAttribute("role", "menuitem");
     entry.tabIndex = -1;
     menu.append(entry);
   }
-  menu.addEventListener("keydown", (event) => menuKey(event, [edit, remove]));
+  menu.addEventListener("keydown", (event) => menuKey(event, entries));
   item.querySelector(".bubble").append(menu);
   opener.setAttribute("aria-expanded", "true");
   openMenu = { menu, opener };
-  edit.focus();
+  entries[0].focus();
 }
 
 function menuKey(event, entries) {
@@ -198,8 +214,9 @@ function cancel(message) {
 }
 
 async function askToDelete(message, opener) {
+  const whose = message.user === state.user ? "this message" : `this message by ${message.user}`;
   const sure = await confirmDialog(
-    "Delete this message? Everyone in the room will see that a message was deleted here.",
+    `Delete ${whose}? Everyone in the room will see that a message was deleted here.`,
     "Delete",
   );
   if (!sure) {

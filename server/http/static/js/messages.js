@@ -10,6 +10,7 @@ import { onRoomLeft, onRoomOpened, selectRoom } from "./rooms.js";
 import { onReset, sawSeq, state } from "./state.js";
 
 const HISTORY_PAGE = 50;
+const MAX_PAGE = 200; // the protocol's largest history page
 const GROUP_WITHIN_MS = 5 * 60 * 1000; // one author's messages closer than this form a group
 
 const stores = new Map(); // room -> {bySeq: Map, order: [seq], seqOf: Map id -> seq, hasMore, loading}
@@ -17,8 +18,12 @@ const shown = new Map(); // seq -> <li> of the open room
 const decorators = [];
 const newMessageHooks = [];
 const historyHooks = [];
+let reveal = null; // {room, seq}: a message to show once its page is loaded (a search result)
 
-onReset(() => stores.clear());
+onReset(() => {
+  stores.clear();
+  reveal = null;
+});
 
 // `decorate(message, item)` adds to a message's <li> each time it is drawn.
 export function onMessageElement(decorate) {
@@ -119,6 +124,12 @@ export function redraw(room, seq) {
   old.replaceWith(shownElement(store, seq, store.bySeq.get(store.order[index - 1])));
 }
 
+// Redraws every shown message of the open room `room` (what decorators add has changed).
+export function redrawRoom(room) {
+  if (room !== state.current) return;
+  for (const seq of storeOf(room).order) redraw(room, seq);
+}
+
 function shownElement(store, seq, previous) {
   const item = messageElement(store.bySeq.get(seq), previous);
   shown.set(seq, item);
@@ -182,12 +193,39 @@ export function bubble(author, text, aside) {
   return box;
 }
 
-function loadHistory(room) {
+// Opens `room` at message `seq`: pages history back (the largest pages) until it is loaded, then
+// scrolls it into view, marks it for a moment and focuses it.
+export function revealMessage(room, seq) {
+  reveal = { room, seq };
+  if (room !== state.current) selectRoom(room);
+  revealIfLoaded();
+}
+
+function revealIfLoaded() {
+  if (!reveal || reveal.room !== state.current) return;
+  const store = storeOf(reveal.room);
+  const item = shown.get(reveal.seq);
+  if (item) {
+    reveal = null;
+    item.classList.add("found");
+    item.tabIndex = -1;
+    item.scrollIntoView({ block: "center" });
+    item.focus({ preventScroll: true });
+    state.stuck = atBottom();
+    setTimeout(() => item.classList.remove("found"), 2500);
+  } else if (store.hasMore === false) {
+    reveal = null; // deleted meanwhile: the room is open at its latest messages
+  } else {
+    loadHistory(reveal.room, MAX_PAGE); // or the page on its way calls this again
+  }
+}
+
+function loadHistory(room, limit = HISTORY_PAGE) {
   const store = storeOf(room);
   if (store.loading || store.hasMore === false) return;
   store.loading = true;
   $("history-status").textContent = "loading history…";
-  const frame = { type: "history", room, limit: HISTORY_PAGE };
+  const frame = { type: "history", room, limit };
   if (store.order.length) frame.before_seq = store.order[0];
   request(frame, (event) => {
     store.loading = false;
@@ -201,6 +239,7 @@ function loadHistory(room) {
     box.scrollTop = first ? box.scrollHeight : box.scrollHeight - fromBottom;
     renderHistoryStatus();
     for (const hook of historyHooks) hook(room);
+    if (reveal) return revealIfLoaded();
     // Keep paging while the list does not fill the view (nothing to scroll yet).
     if (store.hasMore && box.scrollHeight <= box.clientHeight) loadHistory(room);
   });

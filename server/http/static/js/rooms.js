@@ -1,9 +1,11 @@
-// The room list (sidebar, a drawer on a phone), joining, leaving, creating and opening rooms,
-// and who is online in the open room. Feature modules add to each room's row (`onRoomRow`) and
-// hear when a room is opened (`onRoomOpened`).
+// The room list (sidebar, a drawer on a phone), joining, leaving, creating (public or private,
+// with a topic) and opening rooms, each room's settings and the user's role in it (GET
+// /api/rooms, `room_updated`), being removed from one, and who is online in the open room.
+// Feature modules add to each room's row (`onRoomRow`) and hear when a room is opened
+// (`onRoomOpened`) or its settings change (`onRoomInfo`).
 import { api } from "./api.js";
 import { $, button, el } from "./dom.js";
-import { showError } from "./errors.js";
+import { showError, showNotice } from "./errors.js";
 import { on, request } from "./connection.js";
 import { onReset, roomEntry, state } from "./state.js";
 
@@ -13,6 +15,8 @@ const openedHooks = [];
 const leftHooks = [];
 const joinedHooks = [];
 const listedHooks = [];
+const infoHooks = [];
+const INFO = ["visibility", "topic", "slow_mode", "owner", "role"]; // kept in each room's entry
 let welcomedBefore = false; // a welcome came on an earlier connection
 
 onReset(() => {
@@ -46,11 +50,40 @@ export function onRoomListed(hook) {
   listedHooks.push(hook);
 }
 
+// `hook(name)` runs when a room's settings or the user's role in it are (re)learnt.
+export function onRoomInfo(hook) {
+  infoHooks.push(hook);
+}
+
+function adoptInfo(name, info) {
+  const room = roomEntry(name);
+  for (const key of INFO) if (key in info) room[key] = info[key];
+  for (const hook of infoHooks) hook(name);
+}
+
+// Asks the server for one room's settings and the user's role (after a role change, say).
+export async function refreshRoom(name) {
+  try {
+    adoptInfo(name, await api("GET", "/api/rooms/" + encodeURIComponent(name)));
+    renderRooms();
+  } catch {
+    // Gone or no longer visible: a `removed` or `left` says so.
+  }
+}
+
+// Applies a `room_updated` event to the room's entry.
+export function roomUpdated(event) {
+  const { visibility, topic, slow_mode, owner } = event;
+  adoptInfo(event.room, { visibility, topic, slow_mode, owner: owner || null });
+  renderRooms();
+}
+
 export async function refreshRooms(baseline) {
   const data = await api("GET", "/api/rooms");
   for (const info of data.rooms) {
     const room = roomEntry(info.name);
     room.member = info.member;
+    adoptInfo(info.name, info);
     if (info.member) for (const hook of listedHooks) hook(info);
     // Everything after this moment is delivered live or on resume; older is history.
     if (baseline && info.member && !state.lastSeq.has(info.name)) {
@@ -65,6 +98,7 @@ export function installRooms() {
   on("joined", (event) => joinedRoom(event, false)); // joined on another connection or over HTTP
   on("left", (event) => leftRoom(event.room));
   on("presence", onPresence);
+  on("removed", onRemoved);
   on("room_created", (event) => {
     roomEntry(event.room); // someone made a public room: list it (joining is a click)
     renderRooms();
@@ -74,7 +108,7 @@ export function installRooms() {
   );
   $("create-room-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    createRoom($("new-room-name").value.trim());
+    createRoom($("new-room-name").value.trim(), $("new-room-private").checked, $("new-room-topic").value);
   });
   $("leave-button").addEventListener("click", () => state.current && leaveRoom(state.current));
   $("rooms-toggle").addEventListener("click", () => setDrawer(!drawerOpen()));
@@ -99,7 +133,7 @@ function onWelcome(welcome) {
 
 export function joinRoom(name, select) {
   request({ type: "join", room: name }, (event) => {
-    if (event.type === "error") return showError(event.code);
+    if (event.type === "error") return showError(event.code === "banned" ? "banned_join" : event.code);
     joinedRoom(event, select);
   });
 }
@@ -117,6 +151,7 @@ function joinedRoom(event, select) {
   if (!state.lastSeq.has(name)) state.lastSeq.set(name, event.last_seq);
   online.set(name, new Set(event.online || []));
   for (const hook of joinedHooks) hook(event);
+  if (!("visibility" in roomEntry(name))) refreshRoom(name); // invited, or joined elsewhere
   if (select) selectRoom(name);
   else if (name === state.current) renderPresence();
   renderRooms();
@@ -127,6 +162,7 @@ function leftRoom(name) {
   state.lastSeq.delete(name);
   online.delete(name);
   for (const hook of leftHooks) hook(name);
+  if (roomEntry(name).visibility === "private") state.rooms.delete(name); // invisible now
   if (state.current === name) {
     const next = [...state.rooms.values()].filter((room) => room.member).map((r) => r.name);
     selectRoom(next.sort()[0] || null);
@@ -134,12 +170,26 @@ function leftRoom(name) {
   renderRooms();
 }
 
-async function createRoom(name) {
+// A kick or a ban: the room leaves the list (a public one the user was only kicked from stays
+// listed to join again) and the bar says who did it.
+function onRemoved(event) {
+  const name = event.room;
+  leftRoom(name);
+  if (event.reason === "banned") state.rooms.delete(name);
+  renderRooms();
+  const how = event.reason === "banned" ? "banned you from" : "removed you from";
+  showNotice(`${event.by || "An admin"} ${how} ${name}.`, event.reason);
+}
+
+async function createRoom(name, secret, topic) {
   try {
-    await api("POST", "/api/rooms", { name });
+    const info = await api("POST", "/api/rooms", { name, private: secret, topic });
+    adoptInfo(name, info);
     joinRoom(name, true); // subscribes this connection too
     leaveDrawer();
     $("new-room-name").value = "";
+    $("new-room-topic").value = "";
+    $("new-room-private").checked = false;
   } catch (error) {
     showError(error.code);
   }
@@ -150,6 +200,7 @@ export function selectRoom(name) {
   state.stuck = true;
   $("room-title").textContent = name || "No room selected";
   $("leave-button").hidden = !name;
+  $("room-panel-button").hidden = !name;
   for (const hook of openedHooks) hook(name);
   renderPresence();
   renderRooms();
@@ -170,6 +221,11 @@ export function renderRooms() {
       selectRoom(room.name);
       leaveDrawer();
     });
+    if (room.visibility === "private") {
+      const mark = el("span", "private-mark", "private"); // words: no emoji font is certain
+      mark.title = "Only invited people see this room";
+      name.append(mark);
+    }
     name.disabled = !room.member;
     if (room.name === state.current) name.setAttribute("aria-current", "true");
     item.append(name);
