@@ -141,6 +141,10 @@ function renderPage() {
   const row = focused && focused.closest("li[data-user]");
   const again = focused && { id: focused.id, user: row && row.dataset.user, kind: focused.className };
   const typed = focused && focused.id && "value" in focused ? focused.value : null;
+  // The selection too: a redraw between selecting a field's text and typing over it must not
+  // turn the typing into an append.
+  const selection = typed !== null && typeof focused.selectionStart === "number"
+    ? [focused.selectionStart, focused.selectionEnd] : null;
   drawPage(page);
   if (!again) return;
   const target = again.id
@@ -151,6 +155,7 @@ function renderPage() {
   if (!target) return page.querySelector("button, input, select")?.focus();
   if (typed !== null) target.value = typed;
   target.focus();
+  if (selection && typeof target.setSelectionRange === "function") target.setSelectionRange(...selection);
 }
 
 function drawPage(page) {
