@@ -345,23 +345,26 @@ class ShardedMessageStore:
     async def _search_group(
         self, names: list[str], asked: tuple[list[str], int, int], pages: list[list[Message]]
     ) -> None:
-        wait = _SwitchWait(trio.current_time() + self._switch_timeout)
-        pending = set(names)
-        while pending:
-            group = sorted(self._groups({name: [] for name in pending})[0])
-            target = self._directory.place(group[0]).target
-            units = sorted({self._directory.place(room).unit for room in group})
-            try:
-                found, _ = await self._shards[target].read(
-                    jobs.search, target, units, group, *asked
-                )
-            except jobs.NotOwned as exc:
-                await self._after_not_owned(exc, wait)
-                continue
+        async def read(shard: PoolThreads, target: str, units: list[str], group: list[str]) -> None:
+            found, _ = await shard.read(jobs.search, target, units, group, *asked)
             pages.append(found)
-            pending -= set(group)
+
+        await self._read_by_shard(names, read)
 
     async def _last_seqs_group(self, names: list[str], out: dict[str, int]) -> None:
+        async def read(shard: PoolThreads, target: str, units: list[str], group: list[str]) -> None:
+            out.update(await shard.read(jobs.last_seqs, target, units, group))
+
+        await self._read_by_shard(names, read)
+
+    async def _read_by_shard(
+        self,
+        names: list[str],
+        read: Callable[[PoolThreads, str, list[str], list[str]], Awaitable[None]],
+    ) -> None:
+        """`read(shard, target, units, group)` of `names`, one group of rooms per shard; a group
+        whose shard no longer holds one of them (moved meanwhile) is grouped again and read
+        where they are now, until the switch timeout."""
         wait = _SwitchWait(trio.current_time() + self._switch_timeout)
         pending = set(names)
         while pending:
@@ -369,11 +372,10 @@ class ShardedMessageStore:
             target = self._directory.place(group[0]).target
             units = sorted({self._directory.place(room).unit for room in group})
             try:
-                seqs = await self._shards[target].read(jobs.last_seqs, target, units, group)
+                await read(self._shards[target], target, units, group)
             except jobs.NotOwned as exc:
                 await self._after_not_owned(exc, wait)
                 continue
-            out.update(seqs)
             pending -= set(group)
 
     async def with_last_seqs(self, rooms: list[Room]) -> list[Room]:
