@@ -43,8 +43,9 @@ from server.transport.address_limits import AddressLimits
 from server.transport.flusher import Flusher
 from server.transport.listener import Listener, reject
 from server.transport.origin import origin_allowed
-from storage import EventOutbox, Lifecycle, MembershipCache, Store
+from storage import CompositeStore, EventOutbox, Lifecycle, MembershipCache, Store
 from storage.routing import ReplicaRouter, ShardOutboxes
+from storage.sqlite import SQLiteStore
 
 Replicas = ReplicaRouter | None  # with `[storage] replicas`: the read router
 _OnWebsocket = Callable[
@@ -111,6 +112,8 @@ def build_parts(
     registry = ConnectionRegistry(metrics, drain)
     writer, events = _writer(config, store, bus, metrics, outbox, flusher)
     _watch(metrics, config, registry, hub, flusher, writer, membership, replicas)
+    if isinstance(database, CompositeStore) and isinstance(database.backend, SQLiteStore):
+        metrics.watch_sqlite(database.backend.commits)
     readiness = _readiness(config, database, writer, drain)
     rules = RoomRules(store)  # the send path's slow mode and roles, forgotten on each change
     memberships, activity = _user_parts(store, hub, seams, registry, rules)

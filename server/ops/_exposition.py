@@ -97,7 +97,34 @@ def _writer_metrics(m: Metrics) -> Iterator[Metric]:
     depth = m._writer.queue_depth() if m._writer is not None else 0
     yield _gauge("hibiki_writer_queue_depth", "Sends waiting for the writer.", depth)
     yield _gauge("hibiki_writer_queue_capacity", "Bound of the writer queue.", m._writer_capacity)
+    yield from _sqlite_metrics(m)
     yield from _shard_metrics(m)
+
+
+def _sqlite_metrics(m: Metrics) -> Iterator[Metric]:
+    """Where SQLite batches were committed (storage/sqlite/_loop_commit.py); none on PostgreSQL."""
+    commits = m._sqlite
+    if commits is None:
+        return
+    where = CounterMetricFamily(
+        "hibiki_sqlite_commits",
+        "Message batches committed, by thread: the event loop's (lone batches while the writer"
+        " thread is idle) or the writer thread's.",
+        labels=["thread"],
+    )
+    where.add_metric(["event_loop"], commits.on_loop)
+    where.add_metric(["writer"], commits.on_thread)
+    yield where
+    yield _counter(
+        "hibiki_sqlite_loop_commit_pauses",
+        "Commits on the event loop slower than 10 ms, each pausing them for 30 s.",
+        commits.pauses,
+    )
+    yield _counter(
+        "hibiki_sqlite_checkpoints",
+        "WAL checkpoints run by the writer thread.",
+        commits.checkpoints,
+    )
 
 
 def _shard_metrics(m: Metrics) -> Iterator[Metric]:

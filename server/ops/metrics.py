@@ -128,6 +128,13 @@ class _Events(Protocol):
     def outbox_depth(self) -> int: ...
 
 
+class _SqliteCommits(Protocol):
+    on_loop: int
+    on_thread: int
+    pauses: int
+    checkpoints: int
+
+
 class _Flusher(Protocol):
     @property
     def bytes_sent(self) -> int: ...
@@ -186,6 +193,7 @@ class Metrics:
         self._bus: _Bus | None = None
         self._replicas: ReplicaRouter | None = None
         self._events: _Events | None = None
+        self._sqlite: _SqliteCommits | None = None
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -218,6 +226,10 @@ class Metrics:
     def watch_events(self, events: _Events) -> None:
         """The event-stream appender (server/events), whose counters are read at scrape time."""
         self._events = events
+
+    def watch_sqlite(self, commits: _SqliteCommits) -> None:
+        """The SQLite store's commit counters (storage/sqlite/_loop_commit.LoopCommits)."""
+        self._sqlite = commits
 
     def count_auth_failure(self, kind: str) -> None:
         """`kind` is "password" (login) or "token" (bearer token or hello)."""

@@ -18,11 +18,6 @@ Ts = TypeVarTuple("Ts")
 SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 BUSY_TIMEOUT_MS = 5_000
 CACHE_KIB = 64 * 1024  # page cache per connection
-# Checkpoint every ~40 MiB of WAL instead of SQLite's 4 MiB: each batch rewrites the tail pages
-# of every busy room's indexes, so rarer checkpoints copy each hot page once, not every few
-# batches (measured: ~+20% messages/s; 1,000 pages was again ~10% slower than 10,000 with the
-# current schema, 40,000 no faster).
-WAL_AUTOCHECKPOINT_PAGES = 10_000
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
 # Readers map the file (SQLite caps this at 2 GiB): a history page touches ~50 scattered table
 # pages, and a mapped page costs a memory access where an unmapped one costs a pread() syscall
@@ -37,14 +32,20 @@ def connect(path: str, synchronous: str, *, writer: bool) -> sqlite3.Connection:
     references (see `_sqlite_messages`), and every other write job runs under
     `enforcing_foreign_keys`. Readers keep them ON; they never write anyway.
     """
-    conn = sqlite3.connect(path, isolation_level=None, cached_statements=64)
+    # The writer's connection is also used from the trio thread while its own thread is idle
+    # (`_loop_commit`): never by two threads at once.
+    conn = sqlite3.connect(
+        path, isolation_level=None, cached_statements=64, check_same_thread=not writer
+    )
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
         if writer:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise StorageError(f"cannot use WAL (journal_mode is {mode})")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES:d}")
+            # Off: a commit on the event loop must never checkpoint; the store checkpoints on
+            # the writer thread every ~CHECKPOINT_FRAMES instead (`_loop_commit`).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT:d}")
             _prove_writable(conn)
         conn.execute(f"PRAGMA synchronous = {synchronous}")

@@ -54,6 +54,7 @@ class ConnectionThread:
         self._answered: socket.socket  # and `_answer_ready`: made by `start`
         self._answer_ready: socket.socket
         self._answer: outcome.Outcome[Any] | None = None
+        self._conn: sqlite3.Connection | None = None  # for `run_here`, once open
 
     async def start(self) -> None:
         """Start the thread and open its connection; raise the connect error if any."""
@@ -95,6 +96,26 @@ class ConnectionThread:
         finally:
             slots.release()
 
+    def run_here(self, fn: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
+        """Run `fn(conn, *args)` on the calling (trio) thread, now, without yielding.
+
+        Only while no job is pending (`idle`): the thread is then waiting for one and does not
+        touch the connection, and nothing can be submitted before this returns (the trio thread
+        is busy here). The connection must allow it (`check_same_thread=False`)."""
+        conn = self._conn
+        if not self.idle or conn is None:
+            raise RuntimeError(f"{self.name} is busy or not running")
+        self.pending += 1
+        try:
+            return fn(conn, *args)
+        finally:
+            self.pending -= 1
+
+    @property
+    def idle(self) -> bool:
+        """Running with no job pending: `run_here` may use the connection."""
+        return not self.pending and not self._closing and self._thread is not None
+
     async def aclose(self) -> None:
         """Finish the jobs already queued, close the connection, join the thread. Idempotent."""
         if self._closing or self._thread is None:
@@ -130,7 +151,7 @@ class ConnectionThread:
         if isinstance(opened, outcome.Error):
             _deliver(token, starter, outcome.Value(opened))
             return
-        conn = opened.unwrap()
+        conn = self._conn = opened.unwrap()
         _deliver(token, starter, outcome.Value(outcome.Value(None)))
         while True:
             fn, args, to, task = self._jobs.get()

@@ -209,6 +209,9 @@ async def test_a_send_moves_message_writer_and_db_metrics(tmp_path: Path) -> Non
         assert delta("hibiki_fanout_duration_seconds_count") == 1
         assert delta("db_query_duration_seconds_count", query_type="append_batch") == 1
         assert delta("db_query_duration_seconds_sum", query_type="append_batch") > 0
+        # On the event loop unless the readiness probe held the lock then (storage tests pin it).
+        commits = "hibiki_sqlite_commits_total"
+        assert delta(commits, thread="event_loop") + delta(commits, thread="writer") == 1
 
         headers = {"Authorization": f"Bearer {alice.token}"}
         body = {"messages": [{"text": "a"}, {"text": "b"}]}
