@@ -8,8 +8,9 @@ where the writer task runs removes them (one message at a time to N=10, whole se
 event loop may wait for one commit's fsync when nothing else is queued; it must never wait for
 anything longer, so a commit on the loop
 
-- runs only while the writer thread has no job (it owns the connection otherwise) and the batch
-  is small (a big one means load: the thread commits it while the loop goes on);
+- runs only while the writer thread has no job (it owns the connection otherwise), for a small
+  batch from one user while no other user sent in the last `MIXED_WINDOW_S` (else it is load,
+  and others' frames would wait out the fsync: the thread commits while the loop goes on);
 - never waits for a lock: the busy timeout is 0 around it, and SQLITE_BUSY (another process of
   `--workers N`, a backup's lock) hands the batch to the thread, which waits as before;
 - never checkpoints: the writer connection's autocheckpoint is off, and `CheckpointSchedule` has
@@ -30,6 +31,8 @@ from storage.sqlite._connection import BUSY_TIMEOUT_MS
 LOOP_MAX_BATCH = 4
 """Batches up to this many messages may be committed on the loop (the commit's cost is its
 fsync, whatever the size; a bigger batch is load, better overlapped on the thread)."""
+MIXED_WINDOW_S = 0.05
+"""Batches from two users closer than this: several senders, group commit on the thread."""
 SLOW_COMMIT_S = 0.010
 """A commit on the loop slower than this held every connection up that long: pause them."""
 PAUSE_S = 30.0
@@ -78,9 +81,19 @@ class LoopCommits:
         self.pauses = 0
         self.checkpoints = 0
         self._paused_until = -1.0
+        self._mixed_until = -1.0
+        self._last_user = -1
+        self._last_at = -1.0
 
-    def may_run(self, size: int) -> bool:
-        return size <= LOOP_MAX_BATCH and time.monotonic() >= self._paused_until
+    def may_run(self, batch: tuple[NewMessage, ...]) -> bool:
+        """Told every batch: whether this one may be committed on the loop (one sender, light)."""
+        now = time.monotonic()
+        user = batch[0].user_id
+        alone = len(batch) <= LOOP_MAX_BATCH and all(m.user_id == user for m in batch)
+        if not alone or (user != self._last_user and now - self._last_at < MIXED_WINDOW_S):
+            self._mixed_until = now + MIXED_WINDOW_S
+        self._last_user, self._last_at = user, now
+        return alone and now >= self._mixed_until and now >= self._paused_until
 
     def took(self, seconds: float) -> None:
         """A commit on the loop took `seconds` (wall): a slow one pauses them for PAUSE_S."""

@@ -276,7 +276,7 @@ class SQLiteStore:
         # The one write without foreign-key enforcement: it checks its references itself.
         writer, messages = self._writer, tuple(batch)
         schedule = self.checkpoints
-        if not schedule.due() and writer.idle and self.commits.may_run(len(messages)):
+        if self.commits.may_run(messages) and writer.idle and not schedule.due():
             await trio.lowlevel.checkpoint_if_cancelled()  # (the thread's wait is the yield)
             started = time.perf_counter()
             with sqlite_errors():

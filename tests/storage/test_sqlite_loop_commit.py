@@ -19,6 +19,7 @@ from storage.sqlite import SQLiteStore
 from storage.sqlite._loop_commit import (
     CHECKPOINT_FRAMES,
     LOOP_MAX_BATCH,
+    MIXED_WINDOW_S,
     CheckpointSchedule,
     LoopCommits,
 )
@@ -153,14 +154,40 @@ def test_the_schedule_learns_frames_per_message_within_bounds() -> None:
     assert schedule.frames_per_message == 0.05
 
 
+def batch(*users: int) -> tuple[NewMessage, ...]:
+    return tuple(msg(User(id=u, name=f"u{u}"), "x") for u in users)
+
+
 def test_commits_on_the_loop_resume_after_the_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
     monkeypatch.setattr("storage.sqlite._loop_commit.time.monotonic", lambda: now[0])
     commits = LoopCommits()
-    assert commits.may_run(LOOP_MAX_BATCH) and not commits.may_run(LOOP_MAX_BATCH + 1)
+    assert commits.may_run(batch(*[1] * LOOP_MAX_BATCH))
     commits.took(0.001)
-    assert commits.may_run(1) and commits.pauses == 0
+    assert commits.may_run(batch(1)) and commits.pauses == 0
     commits.took(0.2)
-    assert not commits.may_run(1)
+    assert not commits.may_run(batch(1))
     now[0] += 30.0
-    assert commits.may_run(1)
+    assert commits.may_run(batch(1))
+
+
+def test_several_senders_or_a_big_batch_keep_commits_on_the_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr("storage.sqlite._loop_commit.time.monotonic", lambda: now[0])
+    commits = LoopCommits()
+    assert commits.may_run(batch(1))
+    now[0] += 0.01
+    assert not commits.may_run(batch(2))  # another user 10 ms later: load
+    now[0] += 0.01
+    assert not commits.may_run(batch(1))  # still within the window of the mix
+    now[0] += MIXED_WINDOW_S
+    assert commits.may_run(batch(1))  # one sender again
+    now[0] += MIXED_WINDOW_S + 0.001
+    assert commits.may_run(batch(2))  # another user, but well apart: still light
+    assert not commits.may_run(batch(1, 2))  # two users in one batch
+    now[0] += MIXED_WINDOW_S + 0.001
+    assert not commits.may_run(batch(*[1] * (LOOP_MAX_BATCH + 1)))  # a big batch...
+    now[0] += 0.01
+    assert not commits.may_run(batch(1))  # ...means load for a while
