@@ -117,7 +117,7 @@ def _sqlite_metrics(m: Metrics) -> Iterator[Metric]:
     yield where
     yield _counter(
         "hibiki_sqlite_loop_commit_pauses",
-        "Commits on the event loop slower than 10 ms, each pausing them for 30 s.",
+        "Commits on the event loop slower than 50 ms, each pausing them for 30 s.",
         commits.pauses,
     )
     yield _counter(

@@ -33,8 +33,10 @@ LOOP_MAX_BATCH = 4
 fsync, whatever the size; a bigger batch is load, better overlapped on the thread)."""
 MIXED_WINDOW_S = 0.05
 """Batches from two users closer than this: several senders, group commit on the thread."""
-SLOW_COMMIT_S = 0.010
-"""A commit on the loop slower than this held every connection up that long: pause them."""
+SLOW_COMMIT_S = 0.050
+"""A commit on the loop slower than this held every connection up that long: pause them. Not
+lower: this machine's fsync has a tail past 10 ms now and then (a commit on the thread would
+have waited as long), and one such tail at start kept a whole 15 s benchmark on the thread."""
 PAUSE_S = 30.0
 # Checkpoint every ~40 MiB of WAL instead of SQLite's 4 MiB: each batch rewrites the tail pages
 # of every busy room's indexes, so rarer checkpoints copy each hot page once, not every few
