@@ -11,7 +11,8 @@ anything longer, so a commit on the loop
 - runs only while the writer thread has no job (it owns the connection otherwise), for a small
   batch from one user while no other user sent in the last `MIXED_WINDOW_S` (else it is load,
   and others' frames would wait out the fsync: the thread commits while the loop goes on);
-- never waits for a lock: the busy timeout is 0 around it, and SQLITE_BUSY (another process of
+- never waits for a lock: the busy timeout is 0 for it (and back for the thread's next job:
+  `BusyTimeout`), and SQLITE_BUSY (another process of
   `--workers N`, a backup's lock) hands the batch to the thread, which waits as before;
 - never checkpoints: the writer connection's autocheckpoint is off, and `CheckpointSchedule` has
   the writer thread checkpoint after a batch once about `CHECKPOINT_FRAMES` were written;
@@ -23,6 +24,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
+from typing import TypeVar, TypeVarTuple
 
 from storage.protocols import Appended, NewMessage
 from storage.sqlite import _messages
@@ -44,30 +47,63 @@ PAUSE_S = 30.0
 # than 10,000 with the current schema, 40,000 no faster).
 CHECKPOINT_FRAMES = 10_000
 
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 _log = logging.getLogger(__name__)
 
 
+class BusyTimeout:
+    """The writer connection's busy timeout: 0 for commits on the loop, BUSY_TIMEOUT_MS for the
+    thread's jobs; set only when it changes (a pragma each way per message cost ~5 µs hot)."""
+
+    def __init__(self) -> None:
+        self.waits = True  # what `connect` set
+
+    def no_wait(self, conn: sqlite3.Connection) -> None:
+        if self.waits:
+            conn.execute("PRAGMA busy_timeout = 0")
+            self.waits = False
+
+    def wait(self, conn: sqlite3.Connection) -> None:
+        if not self.waits:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            self.waits = True
+
+    def waiting(
+        self, fn: Callable[[sqlite3.Connection, *Ts], T]
+    ) -> Callable[[sqlite3.Connection, *Ts], T]:
+        """`fn` as a writer-thread job: it may wait for a lock."""
+
+        def run(conn: sqlite3.Connection, *args: *Ts) -> T:
+            self.wait(conn)
+            return fn(conn, *args)
+
+        return run
+
+
 def append_here(
-    conn: sqlite3.Connection, cursors: _messages.WriterCursors, batch: tuple[NewMessage, ...]
+    conn: sqlite3.Connection,
+    busy: BusyTimeout,
+    cursors: _messages.WriterCursors,
+    batch: tuple[NewMessage, ...],
 ) -> list[Appended] | None:
     """`append_batch` that never waits for a lock: None if the database is busy (nothing was
     stored: the transaction did not begin or was rolled back), for the thread to retry."""
-    conn.execute("PRAGMA busy_timeout = 0")
+    busy.no_wait(conn)
     try:
         return _messages.append_batch(conn, cursors, batch)
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorname.startswith("SQLITE_BUSY"):
             return None
         raise
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
 
 
 def append_then_checkpoint(
     conn: sqlite3.Connection, cursors: _messages.WriterCursors, batch: tuple[NewMessage, ...]
 ) -> tuple[list[Appended], int]:
     """The writer thread's job when a checkpoint is due: the batch, then a PASSIVE checkpoint
-    (it waits for no reader). Returns the results and the WAL's frames before the checkpoint."""
+    (it waits for no reader). Returns the results and the WAL's frames before the checkpoint.
+    Run `BusyTimeout.waiting`, as every writer-thread job."""
     results = _messages.append_batch(conn, cursors, batch)
     _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return results, max(0, int(frames))

@@ -51,6 +51,7 @@ from storage.sqlite._connection import (
     sqlite_errors,
 )
 from storage.sqlite._loop_commit import (
+    BusyTimeout,
     CheckpointSchedule,
     LoopCommits,
     append_here,
@@ -99,6 +100,9 @@ class SQLiteStore:
         self.commits = LoopCommits()
         """Where batches were committed (the event loop or the writer thread), for /metrics."""
         self.checkpoints = CheckpointSchedule()
+        self._busy = BusyTimeout()
+        self._append = self._busy.waiting(_sqlite_messages.append_batch)
+        self._checkpointing = self._busy.waiting(append_then_checkpoint)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -280,7 +284,7 @@ class SQLiteStore:
             await trio.lowlevel.checkpoint_if_cancelled()  # (the thread's wait is the yield)
             started = time.perf_counter()
             with sqlite_errors():
-                here = writer.run_here(append_here, self._cursors, messages)
+                here = writer.run_here(append_here, self._busy, self._cursors, messages)
             if here is not None:  # else busy: the thread waits for the lock
                 self.commits.took(time.perf_counter() - started)
                 schedule.committed(len(messages))
@@ -289,12 +293,10 @@ class SQLiteStore:
         try:
             with sqlite_errors():
                 if not schedule.due():
-                    results = await writer.run(
-                        _sqlite_messages.append_batch, self._cursors, messages
-                    )
+                    results = await writer.run(self._append, self._cursors, messages)
                     schedule.committed(len(messages))
                     return results
-                results, frames = await writer.run(append_then_checkpoint, self._cursors, messages)
+                results, frames = await writer.run(self._checkpointing, self._cursors, messages)
                 schedule.committed(len(messages))
                 schedule.checkpointed(frames)
                 self.commits.checkpoints += 1
@@ -383,6 +385,8 @@ class SQLiteStore:
             raise StorageError(f"the store is {self._state.value}, not open")
         try:
             with sqlite_errors():
+                if thread is self._writer:
+                    return await thread.run(self._busy.waiting(fn), *args)
                 return await thread.run(fn, *args)
         except trio.ClosedResourceError as exc:
             raise StorageError("the store was closed") from exc

@@ -82,6 +82,7 @@ async def test_a_locked_database_sends_the_batch_to_the_thread_and_the_loop_goes
         backend = sqlite_backend(s)
         alice = await s.create_user("alice", "pw")
         await s.create_room("lobby", alice.id)
+        await s.append_batch([msg(alice, "first")])  # on the loop: its busy timeout is 0 now
         stored: list[int] = []
 
         async def send() -> None:
@@ -91,12 +92,15 @@ async def test_a_locked_database_sends_the_batch_to_the_thread_and_the_loop_goes
             locker.execute("BEGIN IMMEDIATE")  # another process's write lock
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(send)
+                # Another write job after it: the thread's jobs wait for the lock, not fail.
+                nursery.start_soon(s.create_room, "later", alice.id)
                 # Every task blocked: the loop is free, the batch waits on the writer thread.
                 await trio.testing.wait_all_tasks_blocked()
                 assert stored == []
-                assert (backend.commits.on_loop, backend.commits.on_thread) == (0, 1)
+                assert (backend.commits.on_loop, backend.commits.on_thread) == (1, 1)
                 locker.execute("ROLLBACK")
-        assert stored == [1]
+        assert stored == [2]
+        assert await s.get_room("later") is not None
 
 
 async def test_a_slow_commit_on_the_loop_pauses_them_and_says_so_once(
