@@ -109,6 +109,8 @@ async def _open_database(config: Config) -> tuple[CompositeStore, ReplicaRouter 
         config.storage.db_path,
         synchronous=config.storage.sqlite_synchronous,
         readers=config.storage.sqlite_readers,
+        loop_commit=config.storage.sqlite_loop_commit,
+        loop_commit_stall=config.storage.sqlite_loop_commit_stall,
         pool_size=config.storage.pool_size,
         statement_timeout=config.storage.statement_timeout,
         synchronous_commit=config.storage.synchronous_commit,

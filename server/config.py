@@ -89,6 +89,10 @@ class StorageConfig(Section):
     db_path: str = "hibiki.db"
     sqlite_synchronous: str = "FULL"
     sqlite_readers: int = 2
+    # A small lone batch commits on the event loop while the writer thread idles; a commit on
+    # the loop slower than the stall bound sends every batch to the thread for 30 s.
+    sqlite_loop_commit: bool = True
+    sqlite_loop_commit_stall: float = 0.05 * SECONDS
     # PostgreSQL (a postgresql:// db_path): connections, a bound on every query, durability.
     pool_size: int = 10
     statement_timeout: float = 10 * SECONDS

@@ -38,6 +38,8 @@ def open_store(
     *,
     synchronous: str = "FULL",
     readers: int = 2,
+    loop_commit: bool = True,
+    loop_commit_stall: float = 0.05,
     pool_size: int = 10,
     statement_timeout: float = 10.0,
     synchronous_commit: str = "on",
@@ -48,7 +50,9 @@ def open_store(
     or `async with open_store(url) as store:`.
 
     SQLite: `synchronous` is the durability mode (OFF, NORMAL, FULL or EXTRA; FULL survives a
-    power cut), `readers` the number of reader threads. PostgreSQL: `pool_size` connections,
+    power cut), `readers` the number of reader threads, `loop_commit` whether a small lone batch
+    may commit on the event loop (and `loop_commit_stall` the slowest one allowed before a pause:
+    storage/sqlite/_loop_commit.py). PostgreSQL: `pool_size` connections,
     `statement_timeout` seconds per query, `synchronous_commit` (on: durable before return).
     `scrypt_n` is the scrypt cost of new password hashes. With `shards` (PostgreSQL URLs),
     `url` is the catalog and messages live on the shards (storage/routing/sharded.py). Raise
@@ -64,7 +68,13 @@ def open_store(
             synchronous_commit=synchronous_commit,
         )
     else:
-        backend = SQLiteStore(target, synchronous=synchronous, readers=readers)
+        backend = SQLiteStore(
+            target,
+            synchronous=synchronous,
+            readers=readers,
+            loop_commit=loop_commit,
+            loop_commit_stall=loop_commit_stall,
+        )
     if shards:
         settings = (pool_size, statement_timeout, synchronous_commit)
         return _sharded(backend, target, shards, scrypt_n, settings)

@@ -113,7 +113,9 @@ class LoopCommits:
     """Whether the next batch may be committed on the loop, and what the commits did (counted
     for `/metrics`: hibiki_sqlite_commits_total, hibiki_sqlite_loop_commit_pauses_total)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enabled: bool = True, stall: float = SLOW_COMMIT_S) -> None:
+        self.enabled = enabled
+        self.stall = stall
         self.on_loop = 0
         self.on_thread = 0
         self.pauses = 0
@@ -131,19 +133,20 @@ class LoopCommits:
         if not alone or (user != self._last_user and now - self._last_at < MIXED_WINDOW_S):
             self._mixed_until = now + MIXED_WINDOW_S
         self._last_user, self._last_at = user, now
-        return alone and now >= self._mixed_until and now >= self._paused_until
+        return self.enabled and alone and now >= self._mixed_until and now >= self._paused_until
 
     def took(self, seconds: float) -> None:
         """A commit on the loop took `seconds` (wall): a slow one pauses them for PAUSE_S."""
         self.on_loop += 1
-        if seconds > SLOW_COMMIT_S:
+        if seconds > self.stall:
             self.pauses += 1
             self._paused_until = time.monotonic() + PAUSE_S
             if self.pauses == 1:  # then counted: a slow disk would otherwise log every 30 s
                 _log.info(
-                    "a SQLite commit held the event loop %.1f ms: the writer thread commits "
-                    "every batch for %.0f s (and after each later slow one)",
+                    "a SQLite commit held the event loop %.1f ms (over %.0f ms): the writer "
+                    "thread commits every batch for %.0f s (and after each later slow one)",
                     seconds * 1e3,
+                    self.stall * 1e3,
                     PAUSE_S,
                 )
 

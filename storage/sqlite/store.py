@@ -51,6 +51,7 @@ from storage.sqlite._connection import (
     sqlite_errors,
 )
 from storage.sqlite._loop_commit import (
+    SLOW_COMMIT_S,
     BusyTimeout,
     CheckpointSchedule,
     LoopCommits,
@@ -80,11 +81,18 @@ class SQLiteStore:
     inside its write transaction, and a lock held past the busy timeout is a `StorageError`.
 
     `synchronous` is SQLite's durability setting: with FULL (the default) every committed batch
-    survives a power cut. `readers` is the number of reader threads.
+    survives a power cut. `readers` is the number of reader threads. `loop_commit(_stall)`:
+    see `_loop_commit` (a small lone batch may commit on the event loop).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", readers: int = 2
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        readers: int = 2,
+        loop_commit: bool = True,
+        loop_commit_stall: float = SLOW_COMMIT_S,
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
@@ -97,8 +105,7 @@ class SQLiteStore:
         self._writer: ConnectionThread | None = None
         self._readers: list[ConnectionThread] = []
         self._cursors = _sqlite_messages.WriterCursors()
-        self.commits = LoopCommits()
-        """Where batches were committed (the event loop or the writer thread), for /metrics."""
+        self.commits = LoopCommits(enabled=loop_commit, stall=loop_commit_stall)  # /metrics
         self.checkpoints = CheckpointSchedule()
         self._busy = BusyTimeout()
         self._append = self._busy.waiting(_sqlite_messages.append_batch)

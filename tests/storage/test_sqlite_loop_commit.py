@@ -63,6 +63,15 @@ async def test_a_small_batch_commits_on_the_loop_and_a_big_one_on_the_writer_thr
             assert other.execute("SELECT text FROM messages WHERE seq = 1").fetchone() == ("one",)
 
 
+async def test_with_loop_commit_off_every_batch_commits_on_the_thread(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N, loop_commit=False) as s:
+        backend = sqlite_backend(s)
+        alice = await s.create_user("alice", "pw")
+        await s.create_room("lobby", alice.id)
+        await s.append_batch([msg(alice, "one")])
+        assert (backend.commits.on_loop, backend.commits.on_thread) == (0, 1)
+
+
 async def test_a_cancelled_sender_stores_nothing(tmp_path: Path) -> None:
     async with open_store(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N) as s:
         alice = await s.create_user("alice", "pw")
