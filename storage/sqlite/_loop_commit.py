@@ -98,6 +98,18 @@ def append_here(
         raise
 
 
+def append_waiting(
+    conn: sqlite3.Connection,
+    busy: BusyTimeout,
+    cursors: _messages.WriterCursors,
+    batch: tuple[NewMessage, ...],
+) -> list[Appended]:
+    """The writer thread's append job: it may wait for the lock. (`_messages.append_batch` is
+    looked up per call: the stage trace, server/persist/stage_trace.py, wraps it.)"""
+    busy.wait(conn)
+    return _messages.append_batch(conn, cursors, batch)
+
+
 def append_then_checkpoint(
     conn: sqlite3.Connection, cursors: _messages.WriterCursors, batch: tuple[NewMessage, ...]
 ) -> tuple[list[Appended], int]:

@@ -57,6 +57,7 @@ from storage.sqlite._loop_commit import (
     LoopCommits,
     append_here,
     append_then_checkpoint,
+    append_waiting,
 )
 from storage.sqlite._probe import probe_write
 from storage.sqlite._threads import ConnectionThread
@@ -108,7 +109,6 @@ class SQLiteStore:
         self.commits = LoopCommits(enabled=loop_commit, stall=loop_commit_stall)  # /metrics
         self.checkpoints = CheckpointSchedule()
         self._busy = BusyTimeout()
-        self._append = self._busy.waiting(_sqlite_messages.append_batch)
         self._checkpointing = self._busy.waiting(append_then_checkpoint)
 
     async def __aenter__(self) -> Self:
@@ -300,7 +300,7 @@ class SQLiteStore:
         try:
             with sqlite_errors():
                 if not schedule.due():
-                    results = await writer.run(self._append, self._cursors, messages)
+                    results = await writer.run(append_waiting, self._busy, self._cursors, messages)
                     schedule.committed(len(messages))
                     return results
                 results, frames = await writer.run(self._checkpointing, self._cursors, messages)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from client import open_websocket
@@ -18,10 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from bench_latency_stages import read_trace, stage_report
 
 
-async def test_each_message_gets_its_stage_times_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop_commit", [True, False], ids=["on-the-loop", "on-the-thread"])
+async def test_each_message_gets_its_stage_times_in_order(
+    tmp_path: Path, loop_commit: bool
+) -> None:
     path = tmp_path / "stages.trace"
     unwrapped = sqlite_messages.append_batch
-    config = make_config(tmp_path, stage_trace=str(path))
+    config = make_config(tmp_path, stage_trace=str(path), sqlite_loop_commit=loop_commit)
     async with running_server(config) as server:
         async with httpx.AsyncClient(base_url=server.http, timeout=STEP) as http:
             alice = await register(http)
