@@ -21,9 +21,10 @@ from client import open_websocket
 from server.app import serve
 from server.config import Config
 
-from .postgres import postgres_url
+from .postgres import postgres_url, reused_databases
 
-__all__ = ["postgres_url"]  # a fresh PostgreSQL database per test (tests/postgres.py)
+# A fresh PostgreSQL database per test, and the test process's lent ones (tests/postgres.py).
+__all__ = ["postgres_url", "reused_databases"]
 
 STEP = 10.0  # generous bound for one step of a test on a loaded 2-core machine
 
