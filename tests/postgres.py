@@ -5,6 +5,10 @@ the reason, except under CI=true, where a missing PostgreSQL fails them.
 Use the `postgres_url` fixture (import it into a conftest or a test module): `url(name)` is
 the URL of database `name`, created empty on first use; the same name is the same database.
 `URL` and `database_url(dbname)` serve code that needs the server itself (e.g. to alter rows).
+
+Tests that only need empty databases (the store contract, shards, clusters, migrations) borrow
+them from `reused_databases` instead: made once per test process, emptied between tests. A
+test that changes a database itself (ALTER DATABASE, a setting) keeps `postgres_url`.
 """
 
 from __future__ import annotations
