@@ -34,6 +34,25 @@ STEP = 10.0  # generous bound for one step of a test on a loaded 2-core machine
 os.environ.setdefault("HIBIKI_POOL_SIZE", "3")
 
 
+# The order tests are handed to the two workers in. pytest-xdist's worksteal gives each worker
+# one half of the list (by count) and an idle worker steals the tail of the other's queue, so a
+# worker's last tests are the end of a half: each half starts with its directories of tests of
+# several seconds (clusters, benchmark smoke tests, browsers, shard moves) and ends with many
+# short ones, so no long test is left to run alone at the end. Modules stay whole and in order.
+ORDER = (
+    *("cluster", "scripts", "e2e", "redis", "events", "routing", "server"),  # ~half the tests
+    *("clients", "shards", "migrate", "storage", "protocol"),
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        top = item.path.relative_to(Path(__file__).parent).parts[0]
+        return ORDER.index(top) if top in ORDER else ORDER.index("server")
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
+
+
 @dataclass
 class RunningServer:
     config: Config
