@@ -21,9 +21,10 @@ from client import open_websocket
 from server.app import serve
 from server.config import Config
 
-from .postgres import postgres_url
+from .postgres import postgres_url, reused_databases
 
-__all__ = ["postgres_url"]  # a fresh PostgreSQL database per test (tests/postgres.py)
+# A fresh PostgreSQL database per test, and the test process's lent ones (tests/postgres.py).
+__all__ = ["postgres_url", "reused_databases"]
 
 STEP = 10.0  # generous bound for one step of a test on a loaded 2-core machine
 
@@ -31,6 +32,25 @@ STEP = 10.0  # generous bound for one step of a test on a loaded 2-core machine
 # pool connections each instead of the default ten: two test workers running multi-node and
 # sharded tests at once then stay well inside the server's max_connections (100).
 os.environ.setdefault("HIBIKI_POOL_SIZE", "3")
+
+
+# The order tests are handed to the two workers in. pytest-xdist's worksteal gives each worker
+# one half of the list (by count) and an idle worker steals the tail of the other's queue, so a
+# worker's last tests are the end of a half: each half starts with its directories of tests of
+# several seconds (clusters, benchmark smoke tests, browsers, shard moves) and ends with many
+# short ones, so no long test is left to run alone at the end. Modules stay whole and in order.
+ORDER = (
+    *("cluster", "scripts", "e2e", "redis", "events", "routing", "server"),  # ~half the tests
+    *("clients", "shards", "migrate", "storage", "protocol"),
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        top = item.path.relative_to(Path(__file__).parent).parts[0]
+        return ORDER.index(top) if top in ORDER else ORDER.index("server")
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
 
 
 @dataclass

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .test_client import PASSWORD
-from .test_web_client import ServerThread, browser, say
+from .test_web_client import ServerThread, say
 from .test_web_features import Account, finish, log_in, message, open_at, room_of, shot, size
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-__all__ = ["browser", "size"]  # fixtures, used by name
+__all__ = ["size"]  # a fixture, used by name
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ why; with CI=true they fail instead.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -31,49 +29,10 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "server" / "http" / "static"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 XSS = "<img src=x onerror=alert(1)>"
 # Records every Content-Security-Policy violation on the page (Playwright injects this itself).
 CSP_WATCH = """document.addEventListener("securitypolicyviolation",
     (e) => (window.__cspViolations = window.__cspViolations || []).push(e.violatedDirective));"""
-
-
-def _browser_missing() -> str | None:
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed (pip install playwright)"
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is absent (apt-get install chromium)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    missing = _browser_missing()
-    if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests cannot run in CI: {missing}")
-        pytest.skip(missing)
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=STEP * 1500)
-    with sync_playwright() as playwright:
-        # launch() gives every run a fresh, temporary user-data dir.
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class ServerThread:

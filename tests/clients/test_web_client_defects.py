@@ -25,7 +25,6 @@ from .test_web_client import (
     CSP_WATCH,
     XSS,
     ServerThread,
-    browser,  # noqa: F401  (the fixture)
     register_in,
     say,
 )
@@ -49,7 +48,7 @@ def live(tmp_path: Path) -> Iterator[ServerThread]:
         yield running
 
 
-def page_at(browser: Browser, live: ServerThread, size: str) -> Page:  # noqa: F811
+def page_at(browser: Browser, live: ServerThread, size: str) -> Page:
     context = browser.new_context(viewport=SIZES[size])  # type: ignore[arg-type]
     context.add_init_script(CSP_WATCH)
     page = context.new_page()
@@ -118,7 +117,7 @@ def log_in(page: Page, name: str) -> None:
 
 
 def test_a_phone_gets_full_width_messages_a_visible_composer_and_a_rooms_drawer(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -151,7 +150,7 @@ def test_a_phone_gets_full_width_messages_a_visible_composer_and_a_rooms_drawer(
 
 
 def test_a_room_created_by_someone_else_appears_without_a_refresh(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -172,7 +171,7 @@ def test_a_room_created_by_someone_else_appears_without_a_refresh(
 
 
 def test_text_typed_with_no_room_selected_is_kept_and_the_reason_shown(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -190,7 +189,7 @@ def test_text_typed_with_no_room_selected_is_kept_and_the_reason_shown(
 
 
 def test_leaving_a_room_clears_its_history_status(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -219,7 +218,7 @@ def test_leaving_a_room_clears_its_history_status(
 
 
 def test_errors_read_as_sentences_never_as_codes(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -264,7 +263,7 @@ def test_every_error_code_has_a_sentence_in_errors_js() -> None:
 
 
 def test_multi_line_messages_times_days_and_groups(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -311,7 +310,7 @@ def test_multi_line_messages_times_days_and_groups(
     page.context.close()
 
 
-def test_the_favicon_is_served(browser: Browser, live: ServerThread) -> None:  # noqa: F811
+def test_the_favicon_is_served(browser: Browser, live: ServerThread) -> None:
     icon = httpx.get(live.direct + "/favicon.ico", follow_redirects=True)
     assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
     assert icon.url.path == "/static/favicon.svg" and b"<svg" in icon.content
@@ -326,7 +325,7 @@ def test_the_favicon_is_served(browser: Browser, live: ServerThread) -> None:  #
 
 
 def test_the_error_bar_never_covers_the_newest_message(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:

@@ -21,7 +21,6 @@ from .test_web_client import (
     CSP_WATCH,
     STATIC,
     ServerThread,
-    browser,  # noqa: F401  (the fixture)
     say,
 )
 from .test_web_client_defects import SHOTS, SIZES
@@ -65,7 +64,7 @@ class Account:
         return [result["id"] for result in response.json()["results"]]
 
 
-def open_at(browser: Browser, live: ServerThread, size: str, *, proxied: bool = False) -> Page:  # noqa: F811
+def open_at(browser: Browser, live: ServerThread, size: str, *, proxied: bool = False) -> Page:
     phone = size == "phone"
     context = browser.new_context(
         viewport=SIZES[size],  # type: ignore[arg-type]
@@ -131,7 +130,7 @@ def message(page: Page, text: str) -> Any:
 
 
 def test_every_module_loads_with_no_error_and_is_revalidated_by_etag(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
 ) -> None:
     from playwright.sync_api import expect
@@ -168,7 +167,7 @@ def test_hidden_files_and_unknown_types_are_not_served(tmp_path: Path) -> None:
 
 
 def test_edit_and_delete_from_a_messages_menu(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -254,7 +253,7 @@ def test_edit_and_delete_from_a_messages_menu(
 
 
 def test_an_editor_whose_edit_is_refused_stays_open_with_the_reason(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -281,7 +280,7 @@ def test_an_editor_whose_edit_is_refused_stays_open_with_the_reason(
 
 
 def test_edits_and_deletes_made_while_offline_show_after_the_resume(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:
@@ -325,7 +324,7 @@ def test_edits_and_deletes_made_while_offline_show_after_the_resume(
 
 
 def test_unread_badges_follow_the_servers_read_state_across_two_pages(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     live: ServerThread,
     size: str,
 ) -> None:

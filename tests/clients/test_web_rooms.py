@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .test_web_client import ServerThread, browser, say
+from .test_web_client import ServerThread, say
 from .test_web_features import Account, finish, log_in, message, open_at, shot, size
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
-__all__ = ["browser", "size"]  # fixtures, used by name
+__all__ = ["size"]  # a fixture, used by name
 
 
 @pytest.fixture(scope="module")

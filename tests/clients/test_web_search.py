@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .test_web_client import ServerThread, browser
+from .test_web_client import ServerThread
 from .test_web_features import Account, finish, log_in, message, open_at, room_of, shot, size
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-__all__ = ["browser", "size"]  # fixtures, used by name
+__all__ = ["size"]  # a fixture, used by name
 
 RETRIES = 21  # with the two others, one more than a page of 20 results
 

@@ -34,7 +34,7 @@ import trio
 from client import open_websocket
 
 from ..conftest import STEP, Account, Peer
-from ..postgres import TestDatabases
+from ..postgres import ReusedDatabases
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_REDIS = ("127.0.0.1", 6379)
@@ -56,15 +56,17 @@ POSTGRESQL_ONLY: pytest.MarkDecorator = pytest.mark.parametrize(
 
 @pytest.fixture(params=BACKENDS)
 def cluster_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The nodes' `--db`, once on each backend (or on one: `SQLITE_ONLY`, `POSTGRESQL_ONLY`)."""
+    """The nodes' `--db`, once on each backend (or on one: `SQLITE_ONLY`, `POSTGRESQL_ONLY`);
+    an empty PostgreSQL database lent by the test process's pool (tests/postgres.py)."""
     if request.param == "sqlite":
         yield str(tmp_path / "hibiki.db")
         return
-    databases = TestDatabases()  # skips (or fails under CI=true) without PostgreSQL
+    pool: ReusedDatabases = request.getfixturevalue("reused_databases")
+    databases = pool.lend()  # skips (or fails under CI=true) without PostgreSQL
     try:
         yield databases.url("cluster")
     finally:
-        databases.drop_all()
+        databases.give_back()
 
 
 def _reachable(host: str, port: int) -> bool:

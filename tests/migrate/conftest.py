@@ -1,11 +1,10 @@
-"""A fresh PostgreSQL database per test (`hibiki_m_<random>` on the machine's server at
-127.0.0.1:5432, through tests/postgres.py, dropped WITH (FORCE) after) and a SQLite source
+"""An empty PostgreSQL database per test (on the machine's server at 127.0.0.1:5432, lent by
+the test process's pool in tests/postgres.py and emptied after) and a SQLite source
 filled through the real store. Without PostgreSQL these tests skip with the reason; under
 CI=true they fail instead."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,22 +12,19 @@ from pathlib import Path
 import pytest
 
 from storage import NewMessage, Store, User, open_store
-from tests.postgres import admin_connection, database_url
+from tests.postgres import ReusedDatabases
 
 SCRYPT_N = 2**10  # fast for tests
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The URL of a new, empty database `hibiki_m_<random>`, dropped WITH (FORCE) after."""
-    admin = admin_connection()  # skips (fails under CI=true) without PostgreSQL
-    name = f"hibiki_m_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f"CREATE DATABASE {name}")
-        try:
-            yield database_url(name)
-        finally:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+def pg_url(reused_databases: ReusedDatabases) -> Iterator[str]:
+    """The URL of an empty database, emptied again (its connections ended) after the test."""
+    databases = reused_databases.lend()
+    try:
+        yield databases.url("target")
+    finally:
+        databases.give_back()
 
 
 @pytest.fixture

@@ -9,16 +9,17 @@ from collections.abc import Iterator
 import pytest
 
 from storage.routing.shards import logical_shard
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases, ReusedDatabases
 
 
 @pytest.fixture
-def databases() -> Iterator[TestDatabases]:
-    found = TestDatabases()
+def databases(reused_databases: ReusedDatabases) -> Iterator[LentDatabases]:
+    """The test's empty databases by name, lent by the test process's pool (tests/postgres.py)."""
+    found = reused_databases.lend()
     try:
         yield found
     finally:
-        found.drop_all()
+        found.give_back()
 
 
 def rooms_on(shard_count: int, per_shard: int, prefix: str = "room") -> list[list[str]]:

@@ -29,7 +29,7 @@ from storage.postgres import target_of
 from storage.routing import ShardedStore
 from storage.routing.move import move_logical
 from storage.routing.shards import logical_shard
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from ..events.conftest import redis  # noqa: F401 (the fixture)
 from .conftest import rooms_on
@@ -135,7 +135,7 @@ def test_the_config_takes_the_event_stream_with_shards() -> None:
 
 
 async def test_two_nodes_on_three_shards_append_each_message_once_in_seq_order(
-    databases: TestDatabases,
+    databases: LentDatabases,
     redis: tuple[coredis.Redis[bytes], str],  # noqa: F811
 ) -> None:
     client, namespace = redis
@@ -162,7 +162,7 @@ async def test_two_nodes_on_three_shards_append_each_message_once_in_seq_order(
 
 
 async def test_a_shard_moved_while_sending_loses_no_event_and_repeats_only_what_it_handed_over(
-    databases: TestDatabases,
+    databases: LentDatabases,
     redis: tuple[coredis.Redis[bytes], str],  # noqa: F811
 ) -> None:
     client, namespace = redis
@@ -231,7 +231,7 @@ _LEADER = textwrap.dedent(
 
 
 async def test_the_appending_node_killed_with_9_has_its_commits_appended_after(
-    databases: TestDatabases,
+    databases: LentDatabases,
     redis: tuple[coredis.Redis[bytes], str],  # noqa: F811
 ) -> None:
     client, namespace = redis

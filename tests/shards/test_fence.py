@@ -25,7 +25,7 @@ from storage.routing.sharded import ShardedMessageStore
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
 from tests.conftest import STEP
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 
@@ -51,7 +51,7 @@ async def _until(check: Callable[[], bool]) -> None:
 
 
 async def test_a_writer_waits_through_the_hold_and_the_switch_then_commits_on_the_new_home(
-    databases: TestDatabases,
+    databases: LentDatabases,
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     room = rooms_on(2, 1, "held")[0][0]
@@ -111,7 +111,7 @@ def _switch(dst: Connection, catalog: str, unit: str, to: str) -> None:
 
 
 async def test_a_unit_nobody_serves_fails_sends_and_reads_with_a_storage_error_in_time(
-    databases: TestDatabases,
+    databases: LentDatabases,
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     room = rooms_on(2, 1, "orphan")[0][0]
@@ -131,7 +131,7 @@ async def test_a_unit_nobody_serves_fails_sends_and_reads_with_a_storage_error_i
         assert sharded.refreshes >= 2
 
 
-async def test_calls_after_aclose_fail_with_a_storage_error(databases: TestDatabases) -> None:
+async def test_calls_after_aclose_fail_with_a_storage_error(databases: LentDatabases) -> None:
     catalog, shards = databases.url("catalog"), [databases.url("shard0")]
     store = open_store(catalog, scrypt_n=2**10, shards=shards)
     async with store:

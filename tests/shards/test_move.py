@@ -23,7 +23,7 @@ from storage.routing import (
 from storage.routing.move import move_logical
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 
@@ -41,7 +41,7 @@ async def _history(store: Store, room: str) -> list[tuple[int, int, str]]:
 
 
 async def test_moving_a_logical_shard_while_two_nodes_send_loses_and_reuses_nothing(
-    databases: TestDatabases, capsys: pytest.CaptureFixture[str]
+    databases: LentDatabases, capsys: pytest.CaptureFixture[str]
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     hot, other = rooms_on(2, 2, "hot")[0]  # both on shard0, on different logical shards
@@ -150,7 +150,7 @@ def _check_rows(shards: list[str], hot: str, other: str, hot_count: int) -> None
 
 @pytest.mark.parametrize("stopped_after", ["fence", "own"])
 async def test_a_move_stopped_past_its_fence_is_finished_by_running_it_again(
-    databases: TestDatabases, stopped_after: str
+    databases: LentDatabases, stopped_after: str
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     room = rooms_on(2, 1, "resumed")[0][0]

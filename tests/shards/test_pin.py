@@ -14,7 +14,7 @@ from storage import Appended, NewMessage, Store, User, open_store
 from storage.postgres import target_of
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 
@@ -50,7 +50,7 @@ def _held(url: str) -> dict[str, int]:
 
 
 async def test_pinning_a_hot_room_moves_it_alone_while_two_nodes_send(
-    databases: TestDatabases,
+    databases: LentDatabases,
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     hot = rooms_on(2, 1, "hot")[0][0]

@@ -15,13 +15,13 @@ from storage import NewMessage, open_store
 from storage.postgres import target_of
 from storage.routing.sharded_store import ShardedStore
 from storage.search import NO_CURSOR
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 
 
 async def test_search_merges_the_shards_pages_newest_first_and_pages_across_them(
-    databases: TestDatabases,
+    databases: LentDatabases,
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(3)]
     rooms = [names[0] for names in rooms_on(3, 1, "s")]  # one room on each database

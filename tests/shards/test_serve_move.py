@@ -17,7 +17,7 @@ from server.cli import main
 from storage.routing.shards import logical_shard
 from tests.conftest import STEP, Account, Peer, create_room, register
 from tests.e2e.test_shutdown import server_process
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 
@@ -63,7 +63,7 @@ async def _sender(
 
 
 async def test_two_serving_nodes_keep_every_acked_message_across_a_move(
-    databases: TestDatabases,
+    databases: LentDatabases,
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     hot = rooms_on(2, 1, "live")[0][0]

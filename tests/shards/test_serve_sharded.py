@@ -15,7 +15,7 @@ from client import open_websocket
 from storage.postgres._connection import target_of
 from tests.conftest import STEP, Account, Peer, create_room, join_room, register
 from tests.e2e.test_shutdown import server_process
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 
@@ -26,7 +26,7 @@ async def _sent(peer: Peer, room: str, text: str, client_id: str) -> dict[str, A
 
 
 async def test_hibiki_serve_on_a_catalog_and_two_shards_chats_and_keeps_history(
-    databases: TestDatabases,
+    databases: LentDatabases,
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     rooms = [names[0] for names in rooms_on(2, 1)]  # one room on each shard
@@ -132,7 +132,7 @@ async def _until(check: Callable[[], Awaitable[bool]]) -> None:
 
 
 async def test_a_served_batch_over_two_shards_acks_the_free_one_while_the_other_is_held(
-    databases: TestDatabases,
+    databases: LentDatabases,
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     a, b = (names[0] for names in rooms_on(2, 1, "held"))

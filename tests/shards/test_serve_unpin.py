@@ -13,14 +13,14 @@ import trio
 from server.cli import main
 from tests.conftest import STEP, create_room, register
 from tests.e2e.test_shutdown import server_process
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 from .test_serve_move import Acked, _history, _sender
 
 
 async def test_a_serving_node_keeps_every_acked_message_across_an_unpin(
-    databases: TestDatabases,
+    databases: LentDatabases,
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     hot = rooms_on(2, 1, "live")[0][0]  # its logical shard is on shards[0]

@@ -18,7 +18,7 @@ from storage import NewMessage, open_store
 from storage.postgres._connection import target_of
 from storage.routing.sharded_store import ShardedStore
 from tests.conftest import STEP
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 
@@ -89,7 +89,7 @@ class _Setup:
 
 
 @pytest.fixture
-async def setup(databases: TestDatabases) -> AsyncIterator[_Setup]:
+async def setup(databases: LentDatabases) -> AsyncIterator[_Setup]:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     rooms = [names[0] for names in rooms_on(2, 1, "acks")]
     async with open_store(catalog, scrypt_n=2**10, shards=shards) as store:

@@ -20,7 +20,7 @@ from storage.routing.pin import pin_room, unpin_room
 from storage.routing.shard_status import Sizes, status
 from storage.routing.sharded_store import ShardedStore
 from storage.routing.shards import logical_shard
-from tests.postgres import TestDatabases
+from tests.postgres import LentDatabases
 
 from .conftest import rooms_on
 from .test_move import _copy_all
@@ -39,7 +39,7 @@ async def _histories(store: Store, rooms: list[str]) -> dict[str, list[tuple[int
 
 
 async def test_unpinning_a_room_while_two_nodes_send_loses_and_reuses_nothing(
-    databases: TestDatabases, capsys: pytest.CaptureFixture[str]
+    databases: LentDatabases, capsys: pytest.CaptureFixture[str]
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     hot = rooms_on(2, 1, "hot")[0][0]  # its logical shard is on shards[0]
@@ -93,7 +93,7 @@ async def test_unpinning_a_room_while_two_nodes_send_loses_and_reuses_nothing(
 
 
 async def test_status_shows_the_map_the_pins_and_the_sizes(
-    databases: TestDatabases, capsys: pytest.CaptureFixture[str]
+    databases: LentDatabases, capsys: pytest.CaptureFixture[str]
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     (a, b), (c,) = rooms_on(2, 2, "s")[0], rooms_on(2, 1, "t")[1]
@@ -130,7 +130,7 @@ async def test_status_shows_the_map_the_pins_and_the_sizes(
 
 
 async def test_a_pin_on_the_logical_shards_own_database_is_dropped_in_place(
-    databases: TestDatabases, capsys: pytest.CaptureFixture[str]
+    databases: LentDatabases, capsys: pytest.CaptureFixture[str]
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     hot = rooms_on(2, 1, "inplace")[0][0]
@@ -164,7 +164,7 @@ async def test_a_pin_on_the_logical_shards_own_database_is_dropped_in_place(
 
 
 async def test_unpin_refuses_a_room_that_is_not_pinned_and_a_shard_that_is_busy(
-    databases: TestDatabases, capsys: pytest.CaptureFixture[str]
+    databases: LentDatabases, capsys: pytest.CaptureFixture[str]
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     room = rooms_on(2, 1, "idle")[0][0]
@@ -186,7 +186,7 @@ async def test_unpin_refuses_a_room_that_is_not_pinned_and_a_shard_that_is_busy(
 
 @pytest.mark.parametrize("stopped_after", ["fence", "take"])
 async def test_an_unpin_stopped_past_its_fence_is_finished_by_running_it_again(
-    databases: TestDatabases, stopped_after: str
+    databases: LentDatabases, stopped_after: str
 ) -> None:
     catalog, shards = databases.url("catalog"), [databases.url(f"shard{i}") for i in range(2)]
     room = rooms_on(2, 1, "resumed")[0][0]

@@ -29,7 +29,7 @@ from storage import (
 from storage.composite import last_seqs_one_by_one
 from storage.read_state import UNREAD_WINDOW
 
-from ..postgres import TestDatabases
+from ..postgres import LentDatabases, ReusedDatabases, TestDatabases
 
 SCRYPT_N = 2**10  # fast for tests; production uses passwords.DEFAULT_N
 BACKENDS = ["sqlite", "postgresql", "sharded"]
@@ -41,26 +41,25 @@ DatabaseUrl = Callable[[str], str]
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseUrl]:
     """`url(name)`: this backend's URL of database `name`, empty when first opened; the same
-    name is the same database, so a test can close and reopen it."""
+    name is the same database, so a test can close and reopen it. PostgreSQL databases are
+    lent by the test process's `reused_databases`, emptied between tests."""
     if request.param == "sqlite":
         yield lambda name: f"sqlite:///{tmp_path / name}.db"
-    elif request.param == "postgresql":
-        databases = TestDatabases()
-        try:
-            yield databases.url
-        finally:
-            databases.drop_all()
-    elif request.param == "sharded":
-        databases = TestDatabases()
-        try:
-            yield lambda name: sharded_url(databases, name)
-        finally:
-            databases.drop_all()
-    else:
+        return
+    if request.param not in ("postgresql", "sharded"):
         raise AssertionError(f"unknown backend {request.param}")
+    pool: ReusedDatabases = request.getfixturevalue("reused_databases")
+    databases = pool.lend()
+    try:
+        if request.param == "postgresql":
+            yield databases.url
+        else:
+            yield lambda name: sharded_url(databases, name)
+    finally:
+        databases.give_back()
 
 
-def sharded_url(databases: TestDatabases, name: str) -> str:
+def sharded_url(databases: TestDatabases | LentDatabases, name: str) -> str:
     """The catalog's URL, with the shards' URLs after `#shards=` (split by `open_test_store`)."""
     catalog, *shards = databases.urls([name, *(f"{name}-shard{i}" for i in range(SHARDS))])
     return f"{catalog}#shards={','.join(shards)}"
