@@ -24,6 +24,7 @@ from storage import passwords
 from storage.composite import CompositeStore
 from storage.postgres.store import PostgresStore
 from storage.protocols import Backend, BackupError, BackupResult, StorageError
+from storage.sqlite._loop_commit import SLOW_COMMIT_S
 from storage.sqlite.backup import backup as backup_sqlite_file
 from storage.sqlite.store import SQLiteStore
 
@@ -39,7 +40,7 @@ def open_store(
     synchronous: str = "FULL",
     readers: int = 2,
     loop_commit: bool = True,
-    loop_commit_stall: float = 0.05,
+    loop_commit_stall: float = SLOW_COMMIT_S,
     pool_size: int = 10,
     statement_timeout: float = 10.0,
     synchronous_commit: str = "on",

@@ -111,12 +111,14 @@ def append_waiting(
 
 
 def append_then_checkpoint(
-    conn: sqlite3.Connection, cursors: _messages.WriterCursors, batch: tuple[NewMessage, ...]
+    conn: sqlite3.Connection,
+    busy: BusyTimeout,
+    cursors: _messages.WriterCursors,
+    batch: tuple[NewMessage, ...],
 ) -> tuple[list[Appended], int]:
     """The writer thread's job when a checkpoint is due: the batch, then a PASSIVE checkpoint
-    (it waits for no reader). Returns the results and the WAL's frames before the checkpoint.
-    Run `BusyTimeout.waiting`, as every writer-thread job."""
-    results = _messages.append_batch(conn, cursors, batch)
+    (it waits for no reader). Returns the results and the WAL's frames before the checkpoint."""
+    results = append_waiting(conn, busy, cursors, batch)
     _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return results, max(0, int(frames))
 

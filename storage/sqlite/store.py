@@ -109,7 +109,6 @@ class SQLiteStore:
         self.commits = LoopCommits(enabled=loop_commit, stall=loop_commit_stall)  # /metrics
         self.checkpoints = CheckpointSchedule()
         self._busy = BusyTimeout()
-        self._checkpointing = self._busy.waiting(append_then_checkpoint)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -303,7 +302,9 @@ class SQLiteStore:
                     results = await writer.run(append_waiting, self._busy, self._cursors, messages)
                     schedule.committed(len(messages))
                     return results
-                results, frames = await writer.run(self._checkpointing, self._cursors, messages)
+                results, frames = await writer.run(
+                    append_then_checkpoint, self._busy, self._cursors, messages
+                )
                 schedule.committed(len(messages))
                 schedule.checkpointed(frames)
                 self.commits.checkpoints += 1
