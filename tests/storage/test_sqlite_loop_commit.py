@@ -7,14 +7,15 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from storage import NewMessage, User, open_store
+from storage import CompositeStore, NewMessage, User, open_store
 from storage.sqlite import SQLiteStore
 from storage.sqlite._loop_commit import (
     CHECKPOINT_FRAMES,
@@ -31,10 +32,18 @@ def msg(user: User, text: str) -> NewMessage:
     return NewMessage(room="lobby", user_id=user.id, user_name=user.name, text=text, client_id=None)
 
 
-def sqlite_backend(store: object) -> SQLiteStore:
-    backend = getattr(store, "backend", None)
-    assert isinstance(backend, SQLiteStore)
-    return backend
+@asynccontextmanager
+async def lobby(
+    path: Path, *, loop_commit: bool = True
+) -> AsyncIterator[tuple[CompositeStore, SQLiteStore, User]]:
+    """An open store on `path` with room "lobby" made by alice: the store, its SQLite backend
+    (whose counters the tests read) and alice."""
+    async with open_store(path, scrypt_n=SCRYPT_N, loop_commit=loop_commit) as store:
+        backend = store.backend
+        assert isinstance(backend, SQLiteStore)
+        alice = await store.create_user("alice", "pw")
+        await store.create_room("lobby", alice.id)
+        yield store, backend, alice
 
 
 def texts_without_the_wal(path: Path, tmp: Path) -> list[str]:
@@ -49,10 +58,7 @@ async def test_a_small_batch_commits_on_the_loop_and_a_big_one_on_the_writer_thr
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "hibiki.db"
-    async with open_store(path, scrypt_n=SCRYPT_N) as s:
-        backend = sqlite_backend(s)
-        alice = await s.create_user("alice", "pw")
-        await s.create_room("lobby", alice.id)
+    async with lobby(path) as (s, backend, alice):
         one = await s.append_batch([msg(alice, "one")])
         assert (backend.commits.on_loop, backend.commits.on_thread) == (1, 0)
         big = await s.append_batch([msg(alice, f"m{i}") for i in range(LOOP_MAX_BATCH + 1)])
@@ -64,18 +70,13 @@ async def test_a_small_batch_commits_on_the_loop_and_a_big_one_on_the_writer_thr
 
 
 async def test_with_loop_commit_off_every_batch_commits_on_the_thread(tmp_path: Path) -> None:
-    async with open_store(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N, loop_commit=False) as s:
-        backend = sqlite_backend(s)
-        alice = await s.create_user("alice", "pw")
-        await s.create_room("lobby", alice.id)
+    async with lobby(tmp_path / "hibiki.db", loop_commit=False) as (s, backend, alice):
         await s.append_batch([msg(alice, "one")])
         assert (backend.commits.on_loop, backend.commits.on_thread) == (0, 1)
 
 
 async def test_a_cancelled_sender_stores_nothing(tmp_path: Path) -> None:
-    async with open_store(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N) as s:
-        alice = await s.create_user("alice", "pw")
-        await s.create_room("lobby", alice.id)
+    async with lobby(tmp_path / "hibiki.db") as (s, _, alice):
         with trio.CancelScope() as scope:
             scope.cancel()
             await s.append_batch([msg(alice, "never")])
@@ -87,10 +88,7 @@ async def test_a_locked_database_sends_the_batch_to_the_thread_and_the_loop_goes
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "hibiki.db"
-    async with open_store(path, scrypt_n=SCRYPT_N) as s:
-        backend = sqlite_backend(s)
-        alice = await s.create_user("alice", "pw")
-        await s.create_room("lobby", alice.id)
+    async with lobby(path) as (s, backend, alice):
         await s.append_batch([msg(alice, "first")])  # on the loop: its busy timeout is 0 now
         stored: list[int] = []
 
@@ -115,10 +113,7 @@ async def test_a_locked_database_sends_the_batch_to_the_thread_and_the_loop_goes
 async def test_a_slow_commit_on_the_loop_pauses_them_and_says_so_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with open_store(tmp_path / "hibiki.db", scrypt_n=SCRYPT_N) as s:
-        backend = sqlite_backend(s)
-        alice = await s.create_user("alice", "pw")
-        await s.create_room("lobby", alice.id)
+    async with lobby(tmp_path / "hibiki.db") as (s, backend, alice):
         with caplog.at_level(logging.INFO, logger="storage.sqlite._loop_commit"):
             backend.commits.took(0.5)  # as a commit stalled by the disk would report itself
             backend.commits.took(0.5)
@@ -132,10 +127,7 @@ async def test_checkpoints_run_on_the_writer_thread_when_due_and_never_on_the_lo
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "hibiki.db"
-    async with open_store(path, scrypt_n=SCRYPT_N) as s:
-        backend = sqlite_backend(s)
-        alice = await s.create_user("alice", "pw")
-        await s.create_room("lobby", alice.id)
+    async with lobby(path) as (s, backend, alice):
         with closing(sqlite3.connect(path)) as other:  # the schema and rows into the file
             assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
         backend.checkpoints.frames_per_message = CHECKPOINT_FRAMES  # due after one message
