@@ -17,6 +17,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self
 
 import psycopg
 import pytest
@@ -159,7 +160,8 @@ class ReusedDatabases:
 
 class LentDatabases:
     """One test's databases from a `ReusedDatabases`: `url(name)` and `urls(names)` as
-    `TestDatabases` has them (empty on first use, the same name the same database)."""
+    `TestDatabases` has them (empty on first use, the same name the same database); given back
+    (emptied for the next test) by `give_back()` or at the end of `with pool.lend() as dbs:`."""
 
     __test__ = False
 
@@ -178,6 +180,12 @@ class LentDatabases:
     def give_back(self) -> None:
         self._pool.give_back(list(self.created.values()))
         self.created = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.give_back()
 
 
 @pytest.fixture(scope="session")

@@ -62,11 +62,8 @@ def cluster_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield str(tmp_path / "hibiki.db")
         return
     pool: ReusedDatabases = request.getfixturevalue("reused_databases")
-    databases = pool.lend()  # skips (or fails under CI=true) without PostgreSQL
-    try:
+    with pool.lend() as databases:  # skips (or fails under CI=true) without PostgreSQL
         yield databases.url("cluster")
-    finally:
-        databases.give_back()
 
 
 def _reachable(host: str, port: int) -> bool:

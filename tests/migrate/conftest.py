@@ -20,11 +20,8 @@ SCRYPT_N = 2**10  # fast for tests
 @pytest.fixture
 def pg_url(reused_databases: ReusedDatabases) -> Iterator[str]:
     """The URL of an empty database, emptied again (its connections ended) after the test."""
-    databases = reused_databases.lend()
-    try:
+    with reused_databases.lend() as databases:
         yield databases.url("target")
-    finally:
-        databases.give_back()
 
 
 @pytest.fixture

@@ -15,11 +15,8 @@ from tests.postgres import LentDatabases, ReusedDatabases
 @pytest.fixture
 def databases(reused_databases: ReusedDatabases) -> Iterator[LentDatabases]:
     """The test's empty databases by name, lent by the test process's pool (tests/postgres.py)."""
-    found = reused_databases.lend()
-    try:
+    with reused_databases.lend() as found:
         yield found
-    finally:
-        found.give_back()
 
 
 def rooms_on(shard_count: int, per_shard: int, prefix: str = "room") -> list[list[str]]:

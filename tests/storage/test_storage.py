@@ -49,14 +49,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dat
     if request.param not in ("postgresql", "sharded"):
         raise AssertionError(f"unknown backend {request.param}")
     pool: ReusedDatabases = request.getfixturevalue("reused_databases")
-    databases = pool.lend()
-    try:
+    with pool.lend() as databases:
         if request.param == "postgresql":
             yield databases.url
         else:
             yield lambda name: sharded_url(databases, name)
-    finally:
-        databases.give_back()
 
 
 def sharded_url(databases: TestDatabases | LentDatabases, name: str) -> str:
