@@ -187,9 +187,14 @@ async def _burst_and_kill(
     bob, there, are cut off); n1's senders finish theirs."""
     n0, n1 = cluster.nodes
 
-    async def doomed(account: Account | None, tag: str) -> None:
+    async def doomed(
+        account: Account | None,
+        tag: str,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         try:
             async with peer_on(n0, account or bob) as peer:
+                task_status.started()
                 if account is None:
                     await _receive(peer, bob_got, 10**9)
                 else:
@@ -198,7 +203,7 @@ async def _burst_and_kill(
             pass
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(doomed, None, "bob")
+        await nursery.start(doomed, None, "bob")  # welcomed before any send: bob sees seq 1
         for k, account in enumerate(senders):
             if k % 2 == 0:
                 nursery.start_soon(doomed, account, f"s{k}")
