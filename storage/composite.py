@@ -9,7 +9,7 @@ the server, which sees only `Store`, does not change.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -17,9 +17,11 @@ from protocol import Message, RoomEntry
 from storage import passwords
 from storage.accounts import Accounts
 from storage.protocols import (
+    Appended,
     Backend,
     EventOutbox,
     MessageStore,
+    NewMessage,
     NotFound,
     Profile,
     Room,
@@ -65,6 +67,10 @@ class CompositeStore:
         self._messages = part
         # The writer's one call per batch goes straight to the part: no coroutine frame here.
         self.append_batch = part.append_batch
+        # A backend that may commit without yielding (SQLite on the loop) offers `append_now`.
+        self.append_now: Callable[[Sequence[NewMessage]], list[Appended] | None] = getattr(
+            part, "append_now", _not_now
+        )
 
     # Lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -232,3 +238,8 @@ def _check_limit(limit: int) -> int:
     if limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit}")
     return limit
+
+
+def _not_now(batch: Sequence[NewMessage]) -> list[Appended] | None:
+    """`append_now` of a backend that cannot commit without yielding: never now."""
+    return None

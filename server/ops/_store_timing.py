@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from server.ops._histogram import DB_BUCKETS, Histogram
-from storage import AccountStore, MessageStore, RoomStore, Store
+from storage import AccountStore, Appended, MessageStore, NewMessage, RoomStore, Store
 
 if TYPE_CHECKING:
     from server.ops.metrics import Metrics
@@ -40,6 +40,9 @@ class _TimedStore:
         for name in query_types():
             hist = metrics.db_query_seconds.setdefault(name, Histogram(DB_BUCKETS))
             setattr(self, name, _timed(getattr(store, name), hist))
+        now = getattr(store, "append_now", None)
+        if now is not None:  # a commit without yielding is timed like the batch it is
+            self.append_now = _timed_now(now, metrics.db_query_seconds["append_batch"])
 
     def __getattr__(self, name: str) -> Any:  # only for what is not wrapped (open, aclose, probe)
         return getattr(self._store, name)
@@ -52,5 +55,22 @@ def _timed(call: Callable[P, Awaitable[T]], hist: Histogram) -> Callable[P, Awai
             return await call(*args, **kwargs)
         finally:
             hist.observe(time.perf_counter() - started)
+
+    return timed
+
+
+def _timed_now(
+    call: Callable[[Sequence[NewMessage]], list[Appended] | None], hist: Histogram
+) -> Callable[[Sequence[NewMessage]], list[Appended] | None]:
+    def timed(batch: Sequence[NewMessage]) -> list[Appended] | None:
+        started = time.perf_counter()
+        try:
+            results = call(batch)
+        except BaseException:
+            hist.observe(time.perf_counter() - started)
+            raise
+        if results is not None:  # None: nothing was done (the writer's queue takes it)
+            hist.observe(time.perf_counter() - started)
+        return results
 
     return timed

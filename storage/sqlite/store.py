@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from types import TracebackType
@@ -43,6 +42,7 @@ from storage.sqlite import _room_admin as _sqlite_admin
 from storage.sqlite import _rooms as _sqlite_rooms
 from storage.sqlite import _schema
 from storage.sqlite import _search as _sqlite_search
+from storage.sqlite._appends import Appends
 from storage.sqlite._connection import (
     SYNCHRONOUS_MODES,
     connect,
@@ -50,15 +50,7 @@ from storage.sqlite._connection import (
     opening_errors,
     sqlite_errors,
 )
-from storage.sqlite._loop_commit import (
-    SLOW_COMMIT_S,
-    BusyTimeout,
-    CheckpointSchedule,
-    LoopCommits,
-    append_here,
-    append_then_checkpoint,
-    append_waiting,
-)
+from storage.sqlite._loop_commit import SLOW_COMMIT_S, BusyTimeout, CheckpointSchedule, LoopCommits
 from storage.sqlite._probe import probe_write
 from storage.sqlite._threads import ConnectionThread
 
@@ -109,6 +101,7 @@ class SQLiteStore:
         self.commits = LoopCommits(enabled=loop_commit, stall=loop_commit_stall)  # /metrics
         self.checkpoints = CheckpointSchedule()
         self._busy = BusyTimeout()
+        self._appends: Appends | None = None  # once the writer runs
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -134,6 +127,9 @@ class SQLiteStore:
                 )
                 await self._writer.start()
                 await self._writer.run(_schema.migrate)
+                self._appends = Appends(
+                    self._writer, self.commits, self.checkpoints, self._busy, self._cursors
+                )
                 for i in range(self._reader_count):
                     reader = ConnectionThread(
                         f"hibiki-sqlite-reader-{i}",
@@ -281,36 +277,23 @@ class SQLiteStore:
         if not batch:
             await trio.lowlevel.checkpoint()
             return []
-        if self._state is not _State.OPEN or self._writer is None:
+        appends = self._open_appends()
+        messages = tuple(batch)  # the one write without foreign-key checks: it checks itself
+        await trio.lowlevel.checkpoint_if_cancelled()  # (else the thread's wait is the yield)
+        here = appends.now(messages)
+        return here if here is not None else await appends.on_thread(messages)
+
+    def append_now(self, batch: Sequence[NewMessage]) -> list[Appended] | None:
+        """`append_batch` without yielding, if it may commit on the loop now (else None: call
+        `append_batch`): the writer commits a lone send in its reader's turn with it."""
+        if self._state is not _State.OPEN or self._appends is None:
+            return None
+        return self._appends.now(tuple(batch))
+
+    def _open_appends(self) -> Appends:
+        if self._state is not _State.OPEN or self._appends is None:
             raise StorageError(f"the store is {self._state.value}, not open")
-        # The one write without foreign-key enforcement: it checks its references itself.
-        writer, messages = self._writer, tuple(batch)
-        schedule = self.checkpoints
-        if self.commits.may_run(messages) and writer.idle and not schedule.due():
-            await trio.lowlevel.checkpoint_if_cancelled()  # (the thread's wait is the yield)
-            started = time.perf_counter()
-            with sqlite_errors():
-                here = writer.run_here(append_here, self._busy, self._cursors, messages)
-            if here is not None:  # else busy: the thread waits for the lock
-                self.commits.took(time.perf_counter() - started)
-                schedule.committed(len(messages))
-                return here
-        self.commits.on_thread += 1
-        try:
-            with sqlite_errors():
-                if not schedule.due():
-                    results = await writer.run(append_waiting, self._busy, self._cursors, messages)
-                    schedule.committed(len(messages))
-                    return results
-                results, frames = await writer.run(
-                    append_then_checkpoint, self._busy, self._cursors, messages
-                )
-                schedule.committed(len(messages))
-                schedule.checkpointed(frames)
-                self.commits.checkpoints += 1
-                return results
-        except trio.ClosedResourceError as exc:
-            raise StorageError("the store was closed") from exc
+        return self._appends
 
     async def history(
         self, room: str, before_seq: int | None, limit: int
