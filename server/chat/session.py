@@ -109,6 +109,9 @@ class ChatSession:
         self.protocol_errors = 0  # bad frames so far: the reader closes at the limit
         # Requests handled since the reader last yielded; it yields at `admit_per_turn`.
         self.unyielded = 0
+        # The request being handled is the last the reader holds (nothing more was read):
+        # a send then may be committed at once (`MessageWriter.submit`'s `last`).
+        self.last_read = False
 
     async def handle(self, request: Request) -> None:
         """Apply one request; expected refusals become `error` frames, never exceptions."""
@@ -287,7 +290,7 @@ class ChatSession:
             text=send.text,
             client_id=send.client_id,
         )
-        await s.writer.submit(PendingSend(message, conn, send.ref, now))
+        await s.writer.submit(PendingSend(message, conn, send.ref, now), last=self.last_read)
 
     async def _room_request(self, request: RoomRequest) -> None:
         if self.s.rooms is None:
@@ -309,7 +312,7 @@ class ChatSession:
         entry = NewMessage(
             request.room, conn.user_id, conn.user_name, text, request.client_id, kind, request.id
         )
-        await s.writer.submit(PendingSend(entry, conn, request.ref, now))
+        await s.writer.submit(PendingSend(entry, conn, request.ref, now), last=self.last_read)
 
     async def _join(self, join: Join) -> None:
         conn, s = self.conn, self.s

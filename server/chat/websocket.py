@@ -132,9 +132,14 @@ async def _handle_events(
         texts = ws.texts
         if texts is not None:
             ws.texts = None
-            for text in texts:
-                if not await _handle_message(conn, session, config, text):
-                    return False
+            final = len(texts) - 1
+            try:
+                for i, text in enumerate(texts):
+                    session.last_read = i == final and not ws.fed
+                    if not await _handle_message(conn, session, config, text):
+                        return False
+            finally:
+                session.last_read = False
         if not ws.fed:
             return True  # wsproto was given nothing: it has no event
         ws.fed = False

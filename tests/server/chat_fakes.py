@@ -108,10 +108,12 @@ class FakeWriter:
 
     def __init__(self) -> None:
         self.submitted: list[PendingSend] = []
+        self.lasts: list[bool] = []  # each submit's `last`
 
-    async def submit(self, item: PendingSend) -> None:
+    async def submit(self, item: PendingSend, *, last: bool = False) -> None:
         await trio.lowlevel.checkpoint()
         self.submitted.append(item)
+        self.lasts.append(last)
 
 
 class Chat:

@@ -84,6 +84,9 @@ async def test_an_accepted_send_is_submitted_to_the_writer_with_its_sender(chat:
     assert (item.message.room, item.message.text, item.message.user_id) == ("r", "hi", 1)
     assert (item.message.client_id, item.sender, item.ref) == ("c1", conn, "s")
     assert received(conn) == []  # the ack is the writer's, after the commit
+    session.last_read = True  # the reader says nothing more was read: a lone send
+    await session.handle(Send(room="r", text="again", client_id="c2", ref="t"))
+    assert chat.writer.lasts == [False, True]
 
 
 async def test_sends_over_the_burst_are_rate_limited_until_the_bucket_refills(

@@ -1,0 +1,93 @@
+"""A lone send (the last request its reader holds, with nothing else in the writer's hands) is
+committed, published and acked inside `MessageWriter.submit` on a real SQLite store, without
+the writer task; anything else is queued, in order, as before."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from protocol import Ack, Event
+from server.fanout.hub import RoomHub
+from server.persist.writer import MessageWriter, PendingSend
+from server.transport.flusher import Flusher
+from storage import NewMessage, Store, open_store
+
+
+class _Acks:
+    """An `AckTarget` that records the seqs it was acked."""
+
+    signed_out = False
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+
+    def send_event(self, event: Event) -> None:
+        assert isinstance(event, Ack), event
+        self.seqs.append(event.seq)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(tmp_path / "x.db", scrypt_n=2**10) as store:
+        user = await store.create_user("u", "correct horse")
+        await store.create_room("r", user.id)
+        yield store
+
+
+def _send(store: Store, text: str, acks: _Acks) -> PendingSend:
+    return PendingSend(NewMessage("r", 1, "u", text, None), acks, None)
+
+
+def _writer(store: Store) -> MessageWriter:
+    return MessageWriter(store, RoomHub(Flusher()), queue_size=10, max_batch=10)
+
+
+async def test_a_lone_send_is_stored_and_acked_before_submit_returns(store: Store) -> None:
+    writer, acks = _writer(store), _Acks()
+    await writer.submit(_send(store, "a", acks), last=True)  # no writer task runs
+    assert acks.seqs == [1]
+    assert writer.queue_depth() == 0
+    assert [m.text for m in (await store.history("r", None, 10))[0]] == ["a"]
+
+
+async def test_a_send_with_more_behind_it_is_queued_and_order_is_kept(store: Store) -> None:
+    writer, acks = _writer(store), _Acks()
+    await writer.submit(_send(store, "a", acks))  # more in the reader's hands
+    await writer.submit(_send(store, "b", acks), last=True)  # not alone: "a" is in hand
+    assert acks.seqs == [] and writer.queue_depth() == 2
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert acks.seqs == [1, 2]
+        await writer.submit(_send(store, "c", acks), last=True)  # alone again: at once
+        assert acks.seqs == [1, 2, 3]
+        writer.close_input()
+    texts = [m.text for m in (await store.history("r", None, 10))[0]]
+    assert texts == ["a", "b", "c"]
+
+
+async def test_nothing_is_taken_after_the_input_is_closed(store: Store) -> None:
+    writer, acks = _writer(store), _Acks()
+    writer.close_input()
+    with pytest.raises(trio.ClosedResourceError):
+        await writer.submit(_send(store, "a", acks), last=True)
+    assert acks.seqs == []
+    assert (await store.history("r", None, 10))[0] == []
+
+
+async def test_a_send_after_one_the_writer_task_holds_waits_its_turn(store: Store) -> None:
+    writer, acks = _writer(store), _Acks()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await trio.testing.wait_all_tasks_blocked()  # the writer waits on its queue
+        await writer.submit(_send(store, "a", acks))
+        await writer.submit(_send(store, "b", acks), last=True)  # "a" not yet committed
+        assert acks.seqs == []  # neither went ahead of the writer task
+        await trio.testing.wait_all_tasks_blocked()
+        assert acks.seqs == [1, 2]
+        writer.close_input()
