@@ -1,10 +1,11 @@
 """A lone send (the last request its reader holds, with nothing else in the writer's hands) is
 committed, published and acked inside `MessageWriter.submit` on a real SQLite store, without
-the writer task; anything else is queued, in order, as before."""
+the writer task; anything else is queued, in order, as before. Under load the writer task lets
+the readers ready in its round admit theirs before it takes a batch."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from protocol import Ack, Event
 from server.fanout.hub import RoomHub
 from server.persist.writer import MessageWriter, PendingSend
 from server.transport.flusher import Flusher
-from storage import NewMessage, Store, open_store
+from storage import Appended, NewMessage, Store, open_store
 
 
 class _Acks:
@@ -91,3 +92,54 @@ async def test_a_send_after_one_the_writer_task_holds_waits_its_turn(store: Stor
         await trio.testing.wait_all_tasks_blocked()
         assert acks.seqs == [1, 2]
         writer.close_input()
+
+
+class _Until(_Acks):
+    """`_Acks` that can be awaited until it holds a number of acks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._want = 0
+        self._reached = trio.Event()
+
+    def send_event(self, event: Event) -> None:
+        super().send_event(event)
+        if len(self.seqs) >= self._want:
+            self._reached.set()
+
+    async def until(self, count: int) -> None:
+        self._want, self._reached = count, trio.Event()
+        if len(self.seqs) < count:
+            await self._reached.wait()
+
+
+class _Sizes:
+    """The real store, recording the size of each batch the writer commits."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.sizes: list[int] = []
+
+    async def append_batch(self, batch: Sequence[NewMessage]) -> list[Appended]:
+        self.sizes.append(len(batch))
+        return await self.store.append_batch(batch)
+
+
+async def test_under_load_the_writer_lets_ready_readers_admit_before_it_takes_a_batch(
+    store: Store,
+) -> None:
+    sizes, acks = _Sizes(store), _Until()
+    writer = MessageWriter(sizes, RoomHub(Flusher()), queue_size=100, max_batch=100)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await writer.submit(_send(store, "a", acks))
+        await writer.submit(_send(store, "b", acks))  # a batch of two: load
+        await acks.until(2)
+        for i in range(10):
+            await writer.submit(_send(store, f"x{i}", acks))  # wakes the writer
+            # A reader made ready in the same scheduling round: trio may run the writer
+            # first (half the time), which takes its batch only after this one admitted.
+            nursery.start_soon(writer.submit, _send(store, f"y{i}", acks))
+            await acks.until(4 + 2 * i)
+        writer.close_input()
+    assert sizes.sizes == [2] * 11
