@@ -158,3 +158,14 @@ def test_login_benchmark_times_the_users_logins_while_a_flood_is_throttled(tmp_p
         assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
     # The script exits non-zero if one of the user's logins is refused; the flood's were.
     assert phases["flood, 1 address"]["flood_answers"]["429"] > 0
+
+
+def test_batching_benchmark_reads_the_writers_batches_after_a_flood() -> None:
+    text = _run(
+        str(SCRIPTS / "bench_batching.py"),
+        *("--runs", "1", "--receivers", "20", "--rooms", "2", "--senders", "2"),
+        *("--window", "8", "--duration", "1"),
+    )
+    [line] = [line for line in text.splitlines() if line.startswith("run 1: ")]
+    batch = float(line.split()[2])
+    assert batch >= 1.0  # a mean of real batches, read from /metrics
