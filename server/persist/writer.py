@@ -198,8 +198,8 @@ class MessageWriter:
         # Under load (the last batch held more than one message) the writer lets one scheduling
         # round pass before it takes its batch: the readers ready in it (data that arrived while
         # the flusher swept) admit their frames first, so the batch, and each room's segment
-        # in the sweep after it, holds about twice as many (100 rooms x 50, 4 senders: ~195 ->
-        # ~380 messages per batch, ~1.5x less CPU per delivery; scripts/bench_fanout.py). At
+        # in the sweep after it, holds about twice as many (100 rooms x 50, 4 senders: ~200 ->
+        # ~380 messages per batch, ~1.3x less CPU per delivery; scripts/bench_batching.py). At
         # light load a lone send does not come here (`submit`), and a batch of one does not wait.
         loaded = False
         try:
