@@ -1,5 +1,7 @@
 """The message writer: drains the send queue, commits each batch in one transaction, then
-publishes and acks. Nothing is delivered before it is durable.
+publishes and acks. Nothing is delivered before it is durable. A lone send (nothing else
+submitted and not yet committed) may instead be committed inside `submit`, in its reader's turn,
+when the store can do it without yielding (`AppendsNow`): light load then costs no writer step.
 
 After each commit the writer runs its sinks in commit order: the bus first (each message, as it
 acks), then every `CommitSink` (`after_commit`, e.g. the event stream) with the batch's newly
