@@ -132,14 +132,12 @@ async def _handle_events(
         texts = ws.texts
         if texts is not None:
             ws.texts = None
-            final = len(texts) - 1
-            try:
-                for i, text in enumerate(texts):
-                    session.last_read = i == final and not ws.fed
-                    if not await _handle_message(conn, session, config, text):
-                        return False
-            finally:
-                session.last_read = False
+            final = -1 if ws.fed else len(texts) - 1  # more for wsproto: none is the last
+            for i, text in enumerate(texts):
+                session.last_read = i == final
+                if not await _handle_message(conn, session, config, text):
+                    return False  # reading stops: the session goes with it
+            session.last_read = False
         if not ws.fed:
             return True  # wsproto was given nothing: it has no event
         ws.fed = False

@@ -40,7 +40,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield store
 
 
-def _send(store: Store, text: str, acks: _Acks) -> PendingSend:
+def _send(text: str, acks: _Acks) -> PendingSend:
     return PendingSend(NewMessage("r", 1, "u", text, None), acks, None)
 
 
@@ -50,7 +50,7 @@ def _writer(store: Store) -> MessageWriter:
 
 async def test_a_lone_send_is_stored_and_acked_before_submit_returns(store: Store) -> None:
     writer, acks = _writer(store), _Acks()
-    await writer.submit(_send(store, "a", acks), last=True)  # no writer task runs
+    await writer.submit(_send("a", acks), last=True)  # no writer task runs
     assert acks.seqs == [1]
     assert writer.queue_depth() == 0
     assert [m.text for m in (await store.history("r", None, 10))[0]] == ["a"]
@@ -58,14 +58,14 @@ async def test_a_lone_send_is_stored_and_acked_before_submit_returns(store: Stor
 
 async def test_a_send_with_more_behind_it_is_queued_and_order_is_kept(store: Store) -> None:
     writer, acks = _writer(store), _Acks()
-    await writer.submit(_send(store, "a", acks))  # more in the reader's hands
-    await writer.submit(_send(store, "b", acks), last=True)  # not alone: "a" is in hand
+    await writer.submit(_send("a", acks))  # more in the reader's hands
+    await writer.submit(_send("b", acks), last=True)  # not alone: "a" is in hand
     assert acks.seqs == [] and writer.queue_depth() == 2
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         await trio.testing.wait_all_tasks_blocked()
         assert acks.seqs == [1, 2]
-        await writer.submit(_send(store, "c", acks), last=True)  # alone again: at once
+        await writer.submit(_send("c", acks), last=True)  # alone again: at once
         assert acks.seqs == [1, 2, 3]
         writer.close_input()
     texts = [m.text for m in (await store.history("r", None, 10))[0]]
@@ -76,7 +76,7 @@ async def test_nothing_is_taken_after_the_input_is_closed(store: Store) -> None:
     writer, acks = _writer(store), _Acks()
     writer.close_input()
     with pytest.raises(trio.ClosedResourceError):
-        await writer.submit(_send(store, "a", acks), last=True)
+        await writer.submit(_send("a", acks), last=True)
     assert acks.seqs == []
     assert (await store.history("r", None, 10))[0] == []
 
@@ -86,8 +86,8 @@ async def test_a_send_after_one_the_writer_task_holds_waits_its_turn(store: Stor
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         await trio.testing.wait_all_tasks_blocked()  # the writer waits on its queue
-        await writer.submit(_send(store, "a", acks))
-        await writer.submit(_send(store, "b", acks), last=True)  # "a" not yet committed
+        await writer.submit(_send("a", acks))
+        await writer.submit(_send("b", acks), last=True)  # "a" not yet committed
         assert acks.seqs == []  # neither went ahead of the writer task
         await trio.testing.wait_all_tasks_blocked()
         assert acks.seqs == [1, 2]
@@ -132,14 +132,14 @@ async def test_under_load_the_writer_lets_ready_readers_admit_before_it_takes_a_
     writer = MessageWriter(sizes, RoomHub(Flusher()), queue_size=100, max_batch=100)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
-        await writer.submit(_send(store, "a", acks))
-        await writer.submit(_send(store, "b", acks))  # a batch of two: load
+        await writer.submit(_send("a", acks))
+        await writer.submit(_send("b", acks))  # a batch of two: load
         await acks.until(2)
         for i in range(10):
-            await writer.submit(_send(store, f"x{i}", acks))  # wakes the writer
+            await writer.submit(_send(f"x{i}", acks))  # wakes the writer
             # A reader made ready in the same scheduling round: trio may run the writer
             # first (half the time), which takes its batch only after this one admitted.
-            nursery.start_soon(writer.submit, _send(store, f"y{i}", acks))
+            nursery.start_soon(writer.submit, _send(f"y{i}", acks))
             await acks.until(4 + 2 * i)
         writer.close_input()
     assert sizes.sizes == [2] * 11
